@@ -1,0 +1,462 @@
+"""The one home for configuration: environment settings and the `reference_sync` section.
+
+Every model forbids unknown keys, so a typo such as `primary_keys` is an error, not a silent
+default. `load_config` reports every problem at once, each with its YAML path.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from refsync.errors import ConfigError, NotConfigured, UsageError
+
+DEFAULT_CONFIG_PATH = Path("config/data_sources.yml")
+TRACKING_COLUMNS = ("_source", "_needs_review", "_derived_from_domain", "_derived_at")
+
+
+class Settings(BaseSettings):
+    """`WDH_*` environment variables (and `.env`); read lazily, reported only when needed."""
+
+    model_config = SettingsConfigDict(env_prefix="WDH_", env_file=".env", extra="ignore")
+
+    database_url: SecretStr | None = None
+    legacy_mysql_host: str | None = None
+    legacy_mysql_port: int = 3306
+    legacy_mysql_user: str | None = None
+    legacy_mysql_password: SecretStr | None = None
+    legacy_mysql_database: str | None = None
+    legacy_mysql_ssl_ca: Path | None = None
+    reference_sync_enabled: bool = True
+    reference_sync_config: Path | None = None
+
+    def require_database_url(self) -> str:
+        if self.database_url is None or not self.database_url.get_secret_value():
+            raise NotConfigured(
+                "no target database: WDH_DATABASE_URL is not set",
+                hint="set WDH_DATABASE_URL=postgresql://user@host/db (or sqlite:///path.db)",
+            )
+        return self.database_url.get_secret_value()
+
+
+def load_settings(env_file: Path | None = None) -> Settings:
+    """Read the environment; `env_file` replaces the default `.env`."""
+    if env_file is not None and not env_file.exists():
+        raise ConfigError(f"env file not found: {env_file.resolve()}")
+    try:
+        return Settings(_env_file=env_file or ".env")  # type: ignore[call-arg]
+    except ValidationError as exc:
+        raise ConfigError("invalid environment", errors=_format_errors(exc, prefix="WDH_")) from None
+
+
+# ---------------------------------------------------------------- the reference_sync section
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
+_UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(value: Any) -> timedelta:
+    """`90`, `90s`, `5m`, `1h`, `1d` → timedelta."""
+    if isinstance(value, timedelta):
+        return value
+    if isinstance(value, bool):
+        raise ValueError("expected seconds or a duration like 90s, 5m, 1h")
+    if isinstance(value, int | float):
+        if value < 0:
+            raise ValueError("must not be negative")
+        return timedelta(seconds=value)
+    match = _DURATION.match(str(value))
+    if not match:
+        raise ValueError(f"{value!r} is not a duration: use seconds or 90s, 5m, 1h")
+    return timedelta(seconds=float(match[1]) * _UNIT_SECONDS[match[2]])
+
+
+Duration = Annotated[timedelta, Field()]
+
+
+class RetryPolicy(_Strict):
+    attempts: int = Field(3, ge=0, le=20, description="retries after the first try")
+    backoff: list[float] = Field(default_factory=lambda: [2.0, 4.0, 8.0], min_length=1)
+
+    @field_validator("backoff")
+    @classmethod
+    def _non_negative(cls, v: list[float]) -> list[float]:
+        if any(x < 0 for x in v):
+            raise ValueError("backoff seconds must not be negative")
+        return v
+
+    def wait_before(self, retry_number: int) -> float:
+        """Seconds to wait before retry `retry_number` (1-based); the last value repeats."""
+        return self.backoff[min(retry_number, len(self.backoff)) - 1]
+
+
+class TableOptions(_Strict):
+    """Settings a table inherits from `defaults` unless it sets its own."""
+
+    batch_size: int = Field(5000, ge=1, le=1_000_000)
+    retry: RetryPolicy = Field(default_factory=RetryPolicy)
+    max_delete_ratio: float = Field(0.5, ge=0, le=1)
+    on_invalid: Literal["fail", "skip"] = "fail"
+    lookback: timedelta = timedelta(0)
+    source_timezone: str = "Asia/Shanghai"
+
+    @field_validator("lookback", mode="before")
+    @classmethod
+    def _lookback(cls, v: Any) -> timedelta:
+        return parse_duration(v)
+
+    @field_validator("source_timezone")
+    @classmethod
+    def _zone(cls, v: str) -> str:
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {v!r}") from None
+        return v
+
+
+class MySQLPool(_Strict):
+    """Pool and timeouts for the legacy MySQL engine (seed AC 2)."""
+
+    pool_size: int = Field(5, ge=1)
+    max_overflow: int = Field(2, ge=0)
+    connect_timeout: float = Field(30, gt=0)
+    read_timeout: float = Field(30, gt=0)
+
+
+class ColumnMap(_Strict):
+    source: str = Field(min_length=1)
+    target: str = Field(min_length=1)
+
+
+class Incremental(_Strict):
+    updated_at_column: str = Field(min_length=1)
+    where: str | None = None
+
+    @field_validator("where")
+    @classmethod
+    def _placeholder(cls, v: str | None) -> str | None:
+        if v is not None and ":last_synced_at" not in v:
+            raise ValueError("incremental.where must use the :last_synced_at placeholder")
+        return v
+
+
+class SqlSourceConfig(_Strict):
+    """`legacy_mysql` and `sql`: a table read through SQLAlchemy."""
+
+    table: str = Field(min_length=1)
+    columns: list[ColumnMap] = Field(min_length=1)
+    incremental: Incremental | None = None
+    url: SecretStr | None = None
+    url_env: str | None = None
+
+    @field_validator("columns")
+    @classmethod
+    def _unique_targets(cls, v: list[ColumnMap]) -> list[ColumnMap]:
+        seen: set[str] = set()
+        for c in v:
+            if c.target in seen:
+                raise ValueError(f"target column {c.target!r} is mapped twice")
+            if c.target in TRACKING_COLUMNS:
+                raise ValueError(f"{c.target!r} is a tracking column: refsync sets it itself")
+            seen.add(c.target)
+        return v
+
+
+class FileSourceConfig(_Strict):
+    """`config_file`: a versioned YAML file holding `schema_version`, `description`, `data`."""
+
+    file_path: Path
+    schema_version: str
+    columns: list[ColumnMap] | None = None
+
+    @field_validator("schema_version", mode="before")
+    @classmethod
+    def _as_text(cls, v: Any) -> Any:
+        return str(v) if isinstance(v, int | float) else v
+
+
+SourceType = Literal["legacy_mysql", "config_file", "sql"]
+_SOURCE_MODELS: dict[str, type[BaseModel]] = {
+    "legacy_mysql": SqlSourceConfig,
+    "sql": SqlSourceConfig,
+    "config_file": FileSourceConfig,
+}
+
+
+class TableSpec(_Strict):
+    """One reference table: where it comes from, where it goes, and how."""
+
+    name: str = Field(min_length=1)
+    target_table: str = Field(min_length=1)
+    target_schema: str = "public"
+    source_type: SourceType
+    source_config: SqlSourceConfig | FileSourceConfig
+    sync_mode: Literal["upsert", "delete_insert"] = "upsert"
+    primary_key: list[str] = Field(min_length=1)
+    depends_on: list[str] = Field(default_factory=list)
+    enabled: bool = True
+    # per-table overrides of `defaults` (None: inherit)
+    batch_size: int | None = Field(None, ge=1, le=1_000_000)
+    retry: RetryPolicy | None = None
+    max_delete_ratio: float | None = Field(None, ge=0, le=1)
+    on_invalid: Literal["fail", "skip"] | None = None
+    lookback: timedelta | None = None
+    source_timezone: str | None = None
+    # filled in by ReferenceSyncConfig from `defaults` + the overrides above
+    options: TableOptions = Field(default_factory=TableOptions, exclude=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _pick_source_model(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "options" in data:
+            raise ValueError("'options' is not a table setting")
+        if isinstance(data, dict) and isinstance(data.get("source_config"), dict):
+            model = _SOURCE_MODELS.get(str(data.get("source_type")))
+            if model is not None:
+                data = {**data, "source_config": model.model_validate(data["source_config"])}
+        return data
+
+    @field_validator("primary_key", mode="before")
+    @classmethod
+    def _key_list(cls, v: Any) -> Any:
+        return [v] if isinstance(v, str) else v
+
+    @field_validator("lookback", mode="before")
+    @classmethod
+    def _lookback(cls, v: Any) -> timedelta | None:
+        return None if v is None else parse_duration(v)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TableSpec:
+        sc = self.source_config
+        if self.source_type == "config_file" and not isinstance(sc, FileSourceConfig):
+            raise ValueError("source_config for config_file needs file_path and schema_version")
+        if self.source_type != "config_file" and not isinstance(sc, SqlSourceConfig):
+            raise ValueError(f"source_config for {self.source_type} needs table and columns")
+        if isinstance(sc, SqlSourceConfig):
+            if sc.incremental is not None and self.sync_mode != "upsert":
+                raise ValueError("an incremental block is only allowed with sync_mode: upsert")
+            if self.source_type == "sql" and not (sc.url or sc.url_env):
+                raise ValueError("a sql source needs source_config.url or source_config.url_env")
+            if self.source_type == "legacy_mysql" and (sc.url or sc.url_env):
+                raise ValueError("legacy_mysql reads WDH_LEGACY_MYSQL_*; use source_type: sql for a URL")
+        mapped = self.mapped_columns
+        if mapped is not None:
+            missing = [k for k in self.primary_key if k not in mapped]
+            if missing:
+                raise ValueError(f"primary_key {missing} is not among the mapped target columns {mapped}")
+        if len(set(self.primary_key)) != len(self.primary_key):
+            raise ValueError("primary_key lists a column twice")
+        return self
+
+    @property
+    def mapped_columns(self) -> list[str] | None:
+        """Target columns in source order, or None when a YAML file's keys decide them."""
+        cols = self.source_config.columns
+        return None if cols is None else [c.target for c in cols]
+
+    @property
+    def incremental(self) -> Incremental | None:
+        sc = self.source_config
+        return sc.incremental if isinstance(sc, SqlSourceConfig) else None
+
+    @property
+    def qualified_target(self) -> str:
+        return f"{self.target_schema}.{self.target_table}"
+
+
+class ReferenceSyncConfig(_Strict):
+    """The `reference_sync` section."""
+
+    enabled: bool = True
+    schedule: str = "0 1 * * *"
+    timezone: str = "Asia/Shanghai"
+    defaults: TableOptions = Field(default_factory=TableOptions)
+    legacy_mysql: MySQLPool = Field(default_factory=MySQLPool)
+    tables: list[TableSpec] = Field(default_factory=list)
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, v: str) -> str:
+        return TableOptions._zone(v)
+
+    @field_validator("schedule")
+    @classmethod
+    def _cron(cls, v: str) -> str:
+        from croniter import croniter
+
+        if not croniter.is_valid(v):
+            raise ValueError(f"{v!r} is not a cron expression (e.g. '0 1 * * *')")
+        return v
+
+    @model_validator(mode="after")
+    def _resolve(self) -> ReferenceSyncConfig:
+        names = [t.name for t in self.tables]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"table names must be unique: {dupes} appear more than once")
+        targets = [t.qualified_target for t in self.tables]
+        dupes = sorted({n for n in targets if targets.count(n) > 1})
+        if dupes:
+            raise ValueError(f"two tables write the same target: {dupes}")
+        for t in self.tables:
+            unknown = [d for d in t.depends_on if d not in names]
+            if unknown:
+                raise ValueError(f"table {t.name!r}: depends_on names unknown tables {unknown}")
+        topological_order(self.tables)  # raises on a cycle
+        for t in self.tables:
+            overrides = {
+                k: getattr(t, k)
+                for k in ("batch_size", "retry", "max_delete_ratio", "on_invalid", "lookback",
+                          "source_timezone")
+                if getattr(t, k) is not None
+            }
+            merged = TableOptions.model_validate({**self.defaults.model_dump(), **overrides})
+            object.__setattr__(t, "options", merged)
+        return self
+
+    def select(self, names: list[str] | None) -> list[TableSpec]:
+        """Tables named by `name` or `target_table` (all when none), in dependency order."""
+        ordered = topological_order(self.tables)
+        if not names:
+            return ordered
+        wanted: set[str] = set()
+        for n in names:
+            hits = [t.name for t in self.tables
+                    if n in (t.name, t.target_table, t.qualified_target)]
+            if not hits:
+                known = ", ".join(t.name for t in self.tables) or "(none configured)"
+                raise UsageError(f"unknown table {n!r}; known tables: {known}")
+            wanted.update(hits)
+        return [t for t in ordered if t.name in wanted]
+
+
+def topological_order(tables: list[TableSpec]) -> list[TableSpec]:
+    """Dependencies first, config order otherwise; a cycle is a config error."""
+    by_name = {t.name: t for t in tables}
+    done: list[TableSpec] = []
+    state: dict[str, int] = {}
+
+    def visit(t: TableSpec, path: list[str]) -> None:
+        if state.get(t.name) == 2:
+            return
+        if state.get(t.name) == 1:
+            cycle = " -> ".join([*path[path.index(t.name):], t.name])
+            raise ValueError(f"depends_on forms a cycle: {cycle}")
+        state[t.name] = 1
+        for dep in t.depends_on:
+            if dep in by_name:
+                visit(by_name[dep], [*path, t.name])
+        state[t.name] = 2
+        done.append(t)
+
+    for t in tables:
+        visit(t, [])
+    return done
+
+
+# ---------------------------------------------------------------- loading
+
+
+class LoadedConfig(BaseModel):
+    model_config = ConfigDict(arbitrary_types_allowed=True, frozen=True)
+
+    path: Path
+    section: ReferenceSyncConfig
+
+
+def resolve_config_path(cli_path: Path | None, settings: Settings | None = None) -> Path:
+    if cli_path is not None:
+        return cli_path
+    env = os.environ.get("WDH_REFERENCE_SYNC_CONFIG")
+    if env:
+        return Path(env)
+    if settings is not None and settings.reference_sync_config is not None:
+        return settings.reference_sync_config
+    return DEFAULT_CONFIG_PATH
+
+
+def load_config(path: Path) -> LoadedConfig:
+    """Parse and validate the config file; every problem at once, as a ConfigError."""
+    shown = path.resolve()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(
+            f"config file not found: {shown}",
+            hint="pass --config PATH or set WDH_REFERENCE_SYNC_CONFIG",
+        ) from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {shown}: {exc.strerror}") from None
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(f"{shown}{where}: not valid YAML: {problem}") from None
+    if isinstance(doc, dict) and "reference_sync" in doc:
+        doc = doc["reference_sync"]
+        prefix = "reference_sync."
+    else:
+        prefix = ""
+    if not isinstance(doc, dict):
+        raise ConfigError(f"{shown}: expected a mapping with a 'reference_sync' section")
+    try:
+        section = ReferenceSyncConfig.model_validate(doc)
+    except ValidationError as exc:
+        errors = _format_errors(exc, prefix=prefix, doc=doc)
+        raise ConfigError(f"{shown}: {len(errors)} configuration error(s)", errors=errors) from None
+    return LoadedConfig(path=path, section=section)
+
+
+def _format_errors(exc: ValidationError, *, prefix: str = "", doc: Any = None) -> list[str]:
+    out: list[str] = []
+    for err in exc.errors():
+        loc = list(err["loc"])
+        # pydantic reports union members as extra path parts; drop the model names
+        loc = [p for p in loc if not (isinstance(p, str) and p[:1].isupper())]
+        path = prefix.rstrip(".")
+        for part in loc:
+            if isinstance(part, int):
+                path += f"[{part}]"
+            else:
+                path += f".{part}" if path else str(part)
+        label = _table_label(doc, loc)
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key (check the spelling)"
+        out.append(f"{path}{label}: {msg}")
+    return out
+
+
+def _table_label(doc: Any, loc: list[Any]) -> str:
+    if isinstance(doc, dict) and len(loc) >= 2 and loc[0] == "tables" and isinstance(loc[1], int):
+        tables = doc.get("tables")
+        if isinstance(tables, list) and loc[1] < len(tables) and isinstance(tables[loc[1]], dict):
+            name = tables[loc[1]].get("name")
+            if name:
+                return f" (table {name})"
+    return ""

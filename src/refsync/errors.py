@@ -1,0 +1,130 @@
+"""Error tree. Each error knows its error class (DESIGN 4.7), whether a retry may help, and a hint.
+
+Errors are classified where they are raised, so the engine never has to guess from a message.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+
+class RefsyncError(Exception):
+    """Base class: a failure refsync understands and can explain in one line."""
+
+    error_class: ClassVar[str] = "error"
+    transient: ClassVar[bool] = False
+    default_hint: ClassVar[str] = ""
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint if hint is not None else self.default_hint
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class ConfigError(RefsyncError):
+    """The config file or environment is unusable; nothing was touched (exit 2)."""
+
+    error_class = "config"
+    default_hint = "fix the config file and rerun"
+
+    def __init__(self, message: str, *, errors: list[str] | None = None, hint: str | None = None):
+        self.errors = errors or [message]
+        full = message if not errors else message + "\n" + "\n".join(f"  {e}" for e in errors)
+        super().__init__(full, hint=hint)
+
+
+class UsageError(ConfigError):
+    """A command-line mistake, such as an unknown table name (exit 2)."""
+
+    error_class = "usage"
+    default_hint = ""
+
+
+class NotConfigured(RefsyncError):
+    """A setting the table needs is missing; retrying cannot help."""
+
+    error_class = "not_configured"
+
+
+class ConnectionFailure(RefsyncError):
+    """Refused, lost mid-stream or timed out: safe to retry the table from scratch."""
+
+    error_class = "connection"
+    transient = True
+    default_hint = "check that the server is reachable; refsync retried per the retry settings"
+
+
+class QueryFailure(RefsyncError):
+    """The server rejected a statement (unknown column, syntax, permission): never retried."""
+
+    error_class = "query"
+    default_hint = "check source_config (table, columns, incremental.where) against the source"
+
+
+class InvalidRows(RefsyncError):
+    """Rows that do not fit the target, or duplicate keys within one read."""
+
+    error_class = "invalid"
+    default_hint = "fix the source rows, or set on_invalid: skip to leave them out"
+
+    def __init__(self, message: str, *, rejects: list[dict[str, Any]] | None = None,
+                 hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.rejects = rejects or []
+
+
+class ConstraintViolation(RefsyncError):
+    """The target refused a change, e.g. a delete still referenced by a foreign key."""
+
+    error_class = "constraint"
+    default_hint = "remove or repoint the referencing rows, or switch the table to sync_mode: upsert"
+
+
+class Guarded(RefsyncError):
+    """The mass-delete guard stopped the table."""
+
+    error_class = "guarded"
+    default_hint = "check the source; if the deletes are intended rerun with --allow-mass-delete"
+
+
+class FileMissing(RefsyncError):
+    """A config_file source is absent: the table is skipped, others go on."""
+
+    error_class = "file_missing"
+    default_hint = "check source_config.file_path (relative paths start at the working directory)"
+
+
+class SchemaVersionMismatch(RefsyncError):
+    """A config_file source carries another schema_version than the config expects."""
+
+    error_class = "schema_version"
+    default_hint = "update the file or source_config.schema_version so they agree"
+
+
+class TargetError(RefsyncError):
+    """The target database is unreachable or unusable."""
+
+    error_class = "connection"
+    transient = True
+    default_hint = "check WDH_DATABASE_URL and that the server is up"
+
+
+class LockHeld(RefsyncError):
+    """Another run holds the lock (exit 3)."""
+
+    error_class = "locked"
+    default_hint = "wait for the other run to finish; `refsync status` shows the last runs"
+
+
+class Interrupted(RefsyncError):
+    """A signal stopped the run; the table in flight was rolled back."""
+
+    error_class = "interrupted"
+    default_hint = "rerun; nothing of the interrupted table was applied"
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"interrupted by signal {signum}")
+        self.signum = signum

@@ -1,0 +1,203 @@
+"""Plain data passed between the layers: target column descriptions, results, and the two
+small protocols a source and a target implement."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import AbstractContextManager
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal, Protocol
+
+Row = tuple[Any, ...]
+Batch = list[Row]
+
+ColumnKind = Literal[
+    "text", "integer", "numeric", "float", "boolean", "date", "timestamp", "timestamptz",
+    "time", "json", "uuid", "bytes", "other",
+]
+
+
+@dataclass(frozen=True)
+class ColumnInfo:
+    """A target column as introspected: what a value must satisfy to be written there."""
+
+    name: str
+    kind: ColumnKind
+    nullable: bool = True
+    max_length: int | None = None  # varchar(n) / char(n)
+    precision: int | None = None  # numeric(p, s)
+    scale: int | None = None
+    int_bits: int | None = None  # 16, 32, 64 for smallint / integer / bigint
+    type_sql: str = ""  # the type as the database spells it, for staging tables and messages
+
+
+Status = Literal["ok", "unchanged", "failed", "skipped", "guarded", "disabled", "interrupted"]
+
+
+@dataclass
+class Reject:
+    key: dict[str, Any]
+    column: str
+    value: str
+    reason: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Counts:
+    read: int = 0
+    inserted: int = 0
+    updated: int = 0
+    deleted: int = 0
+    unchanged: int = 0
+    promoted: int = 0
+    rejected: int = 0
+
+
+@dataclass
+class DiffCounts:
+    """What applying the staged rows would do to the target."""
+
+    inserted: int = 0
+    updated: int = 0
+    promoted: int = 0
+    unchanged: int = 0
+    deleted: int = 0
+    authoritative_before: int = 0
+
+    @property
+    def changes(self) -> int:
+        return self.inserted + self.updated + self.promoted + self.deleted
+
+
+@dataclass
+class TableResult:
+    """The outcome of one table in one run; what `--json` prints and `sync_runs` stores."""
+
+    name: str
+    target: str
+    source_type: str
+    mode: str
+    incremental: bool
+    status: Status = "ok"
+    error_class: str | None = None
+    error: str | None = None
+    hint: str | None = None
+    read: int = 0
+    inserted: int = 0
+    updated: int = 0
+    deleted: int = 0
+    unchanged: int = 0
+    promoted: int = 0
+    rejected: int = 0
+    rejects: list[dict[str, Any]] = field(default_factory=list)
+    attempts: int = 0
+    duration_s: float = 0.0
+    watermark: str | None = None
+    null_cursor_rows: int | None = None
+    warnings: list[str] = field(default_factory=list)
+    started_at: str | None = None
+    finished_at: str | None = None
+
+    JSON_KEYS = (
+        "name", "target", "source_type", "mode", "incremental", "status", "error_class", "error",
+        "read", "inserted", "updated", "deleted", "unchanged", "promoted", "rejected", "rejects",
+        "attempts", "duration_s", "watermark",
+    )
+
+    def as_json(self) -> dict[str, Any]:
+        doc = {k: getattr(self, k) for k in self.JSON_KEYS}
+        doc["duration_s"] = round(self.duration_s, 3)
+        if self.hint:
+            doc["hint"] = self.hint
+        if self.null_cursor_rows is not None:
+            doc["null_cursor_rows"] = self.null_cursor_rows
+        if self.warnings:
+            doc["warnings"] = list(self.warnings)
+        return doc
+
+    @property
+    def failed(self) -> bool:
+        return self.status in ("failed", "skipped", "guarded", "interrupted")
+
+
+@dataclass
+class RunResult:
+    run_key: str
+    plan_only: bool
+    tables: list[TableResult] = field(default_factory=list)
+    disabled_reason: str | None = None
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if any(t.failed for t in self.tables) else 0
+
+    def as_json(self) -> dict[str, Any]:
+        doc: dict[str, Any] = {
+            "run_key": self.run_key,
+            "plan_only": self.plan_only,
+            "exit_code": self.exit_code,
+            "tables": [t.as_json() for t in self.tables],
+        }
+        if self.disabled_reason:
+            doc["disabled"] = self.disabled_reason
+        return doc
+
+
+# ---------------------------------------------------------------- protocols
+
+
+class Source(Protocol):
+    """Yields a table's rows in batches; knows its own incremental cursor."""
+
+    columns: list[str]
+    """Target column names, in the order each row holds them."""
+
+    cursor_column: str | None
+    """Source column read incrementally; when set, each row carries its value last."""
+
+    def describe(self) -> str:
+        """Where the rows come from, for logs and errors; never a password."""
+        ...
+
+    def iter_batches(self, since: Any | None) -> Iterator[Batch]:
+        """Rows (all when `since` is None, else cursor >= since), `batch_size` at a time."""
+        ...
+
+    def count_null_cursor(self) -> int:
+        """Rows an incremental read can never see (NULL or zero-date cursor)."""
+        ...
+
+    def parse_watermark(self, text: str) -> Any:
+        """A stored watermark back into the cursor column's own type."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class TableWriter(Protocol):
+    """One table's transaction on the target: stage rows, diff, apply, record state."""
+
+    def stage(self, batch: Batch) -> None: ...
+
+    def duplicate_keys(self, limit: int) -> list[Row]: ...
+
+    def diff(self, *, deletes: bool) -> DiffCounts: ...
+
+    def apply(self, *, deletes: bool) -> DiffCounts: ...
+
+
+class Target(Protocol):
+    dialect: str
+
+    def describe(self) -> str: ...
+
+    def run_lock(self) -> AbstractContextManager[None]: ...
+
+    def columns(self, schema: str, table: str) -> dict[str, ColumnInfo] | None: ...
+
+    def table_writer(self, schema: str, table: str, columns: list[ColumnInfo],
+                     key: list[str], *, plan_only: bool) -> AbstractContextManager[TableWriter]:
+        ...
