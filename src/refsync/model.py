@@ -100,6 +100,7 @@ class TableResult:
     warnings: list[str] = field(default_factory=list)
     started_at: str | None = None
     finished_at: str | None = None
+    timings: dict[str, float] = field(default_factory=dict)
 
     JSON_KEYS = (
         "name", "target", "source_type", "mode", "incremental", "status", "error_class", "error",
@@ -129,9 +130,12 @@ class RunResult:
     plan_only: bool
     tables: list[TableResult] = field(default_factory=list)
     disabled_reason: str | None = None
+    interrupted_by: int | None = None  # the signal that stopped the run
 
     @property
     def exit_code(self) -> int:
+        if self.interrupted_by:
+            return 128 + self.interrupted_by
         return 1 if any(t.failed for t in self.tables) else 0
 
     def as_json(self) -> dict[str, Any]:

@@ -1,0 +1,500 @@
+"""The library API the CLI calls: plan, sync, sync_table, status, init_db.
+
+Nothing here prints or exits; every function returns result objects or raises a RefsyncError.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass, field
+from datetime import datetime
+from types import FrameType
+from typing import Any, Protocol
+from zoneinfo import ZoneInfo
+
+from refsync import state
+from refsync.config import TRACKING_COLUMNS, LoadedConfig, Settings, TableSpec
+from refsync.errors import (
+    ConfigError,
+    Guarded,
+    Interrupted,
+    InvalidRows,
+    RefsyncError,
+)
+from refsync.model import ColumnInfo, RunResult, Source, TableResult
+from refsync.retry import retrying
+from refsync.targets import SqlTarget, open_target
+from refsync.transform import RowConverter, max_cursor, watermark_to_text
+
+log = logging.getLogger(__name__)
+
+RUN_KEY_PREFIX = "reference_sync_"
+MAX_LISTED = 20
+
+
+class Progress(Protocol):
+    """Told about rows as they stream, so a terminal can show a bar; the library never draws."""
+
+    def start(self, table: str, total: int | None) -> None: ...
+
+    def advance(self, table: str, rows: int) -> None: ...
+
+    def finish(self, table: str, result: TableResult) -> None: ...
+
+
+class _NoProgress:
+    def start(self, table: str, total: int | None) -> None:
+        pass
+
+    def advance(self, table: str, rows: int) -> None:
+        pass
+
+    def finish(self, table: str, result: TableResult) -> None:
+        pass
+
+
+def make_run_key(now: datetime) -> str:
+    """`reference_sync_2026-11-28T01:00:00.000+08:00`."""
+    return RUN_KEY_PREFIX + now.isoformat(timespec="milliseconds")
+
+
+def disabled_reason(config: LoadedConfig, settings: Settings) -> str | None:
+    if not settings.reference_sync_enabled:
+        return "WDH_REFERENCE_SYNC_ENABLED=false"
+    if not config.section.enabled:
+        return f"enabled: false in {config.path}"
+    return None
+
+
+def _target_url(settings: Settings) -> str:
+    if settings.database_url is None or not settings.database_url.get_secret_value():
+        raise ConfigError(
+            "no target database: WDH_DATABASE_URL is not set",
+            hint="set WDH_DATABASE_URL=postgresql://user@host/db (or sqlite:///path.db)")
+    return settings.database_url.get_secret_value()
+
+
+@contextmanager
+def signals_interrupt() -> Iterator[None]:
+    """Turn SIGTERM and SIGINT into Interrupted, so the table in flight rolls back cleanly."""
+
+    def handler(signum: int, _frame: FrameType | None) -> None:
+        raise Interrupted(signum)
+
+    previous = {}
+    try:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            previous[sig] = signal.signal(sig, handler)
+    except ValueError:  # not the main thread: leave signals alone
+        pass
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+@dataclass
+class Runner:
+    """One run over the selected tables against one target."""
+
+    config: LoadedConfig
+    settings: Settings
+    plan_only: bool = False
+    full: bool = False
+    allow_mass_delete: bool = False
+    progress: Progress = field(default_factory=_NoProgress)
+    sleep: Callable[[float], None] | None = None
+
+    def __post_init__(self) -> None:
+        self.zone = ZoneInfo(self.config.section.timezone)
+        self.run_key = make_run_key(self.now())
+
+    def now(self) -> datetime:
+        return datetime.now(self.zone)
+
+    def run(self, specs: list[TableSpec]) -> RunResult:
+        result = RunResult(run_key=self.run_key, plan_only=self.plan_only)
+        target = open_target(_target_url(self.settings))
+        try:
+            lock = nullcontext() if self.plan_only else target.run_lock()
+            with lock:
+                columns = self._validate(target, specs)
+                if not self.plan_only:
+                    with target.transaction() as conn:
+                        state.ensure(conn)
+                with signals_interrupt():
+                    for spec in specs:
+                        res = self.run_table(target, spec, columns.get(spec.name))
+                        result.tables.append(res)
+                        if res.status == "interrupted":
+                            result.interrupted_by = self._signum
+                            break
+        finally:
+            target.close()
+            from refsync.sources import dispose_engines
+
+            dispose_engines()
+        return result
+
+    _signum: int = 0
+
+    def _validate(self, target: SqlTarget, specs: list[TableSpec]) -> dict[str, dict[str, ColumnInfo]]:
+        """Check every enabled table against the target before any data moves (exit 2)."""
+        found: dict[str, dict[str, ColumnInfo]] = {}
+        errors: list[str] = []
+        for spec in specs:
+            if not spec.enabled:
+                continue
+            try:
+                found[spec.name] = target.check_table(
+                    spec.target_schema, spec.target_table, spec.mapped_columns, spec.primary_key)
+            except ConfigError as exc:
+                errors.extend(f"table {spec.name}: {e}" for e in exc.errors)
+        if errors:
+            raise ConfigError(f"{self.config.path}: the config does not match the target",
+                              errors=errors, hint="fix the config or the target tables")
+        return found
+
+    # -- one table
+
+    def run_table(self, target: SqlTarget, spec: TableSpec,
+                  columns: dict[str, ColumnInfo] | None) -> TableResult:
+        res = TableResult(
+            name=spec.name, target=spec.qualified_target, source_type=spec.source_type,
+            mode=spec.sync_mode, incremental=spec.incremental is not None and not self.full)
+        if not spec.enabled:
+            res.status = "disabled"
+            log.info("%s: disabled in the config, skipped", spec.name,
+                     extra={"event": "table_disabled", "table": spec.name})
+            return res
+        assert columns is not None
+        started = self.now()
+        res.started_at = started.isoformat(timespec="milliseconds")
+        clock = time.perf_counter()
+        where = [spec.source_type]
+        try:
+            for attempt in retrying(spec.options.retry, table=spec.name, where=lambda: where[0],
+                                    sleep=self.sleep):
+                with attempt:
+                    res.attempts = attempt.retry_state.attempt_number
+                    self._attempt(target, spec, columns, res, where)
+        except Interrupted as exc:
+            self._signum = exc.signum
+            self._fail(res, exc)
+            res.status = "interrupted"
+        except RefsyncError as exc:
+            self._fail(res, exc)
+            if exc.error_class == "not_configured":
+                res.attempts = 0
+        res.duration_s = time.perf_counter() - clock
+        finished = self.now()
+        res.finished_at = finished.isoformat(timespec="milliseconds")
+        if res.failed and not self.plan_only:
+            self._record_failure(target, res, started, finished)
+        self._log_result(res, where[0])
+        self.progress.finish(spec.name, res)
+        return res
+
+    def _attempt(self, target: SqlTarget, spec: TableSpec, columns: dict[str, ColumnInfo],
+                 res: TableResult, where: list[str]) -> None:
+        from refsync.sources import open_source
+
+        opts = spec.options
+        source = open_source(spec, self.settings, self.config.section.legacy_mysql,
+                             opts.batch_size)
+        try:
+            where[0] = source.describe()
+            res.warnings = list(getattr(source, "warnings", []))
+            for w in res.warnings:
+                log.warning("%s: %s", spec.name, w, extra={"event": "warning", "table": spec.name})
+            names = list(source.columns)
+            missing = [n for n in names if n not in columns]
+            if missing:
+                raise ConfigError(
+                    f"columns of the source are missing from the target {spec.qualified_target}: "
+                    f"{', '.join(missing)}")
+            infos = [columns[n] for n in names]
+            since, old_mark = self._window(target, spec, source)
+            res.incremental = since is not None or (spec.incremental is not None and not self.full)
+            if source.cursor_column is not None and since is not None:
+                res.null_cursor_rows = source.count_null_cursor()
+                if res.null_cursor_rows:
+                    log.warning(
+                        "%s: %d rows have no %s and are only read by a --full run", spec.name,
+                        res.null_cursor_rows, source.cursor_column,
+                        extra={"event": "null_cursor", "table": spec.name})
+            self._stream(target, spec, source, infos, res, since, old_mark)
+        finally:
+            source.close()
+
+    def _window(self, target: SqlTarget, spec: TableSpec, source: Source) -> tuple[Any, Any]:
+        """(the lower bound to read from or None for a full read, the stored watermark)."""
+        if spec.incremental is None or source.cursor_column is None:
+            return None, None
+        with target.connect() as conn:
+            text = state.read_watermark(conn, spec.name)
+        if text is None:
+            return None, None
+        mark = source.parse_watermark(text)
+        if self.full:
+            return None, mark
+        since = mark - spec.options.lookback if spec.options.lookback else mark
+        return since, mark
+
+    def _stream(self, target: SqlTarget, spec: TableSpec, source: Source,
+                infos: list[ColumnInfo], res: TableResult, since: Any, old_mark: Any) -> None:
+        opts = spec.options
+        converter = RowConverter(infos, spec.primary_key, ZoneInfo(opts.source_timezone),
+                                 max_listed=MAX_LISTED)
+        deletes = spec.sync_mode == "delete_insert"
+        has_cursor = source.cursor_column is not None
+        high = old_mark
+        read = 0
+        self.progress.start(spec.name, None)
+        with target.table_writer(spec.target_schema, spec.target_table, infos, spec.primary_key,
+                                 commit=not self.plan_only) as writer:
+            for batch in source.iter_batches(since):
+                read += len(batch)
+                if has_cursor:
+                    high = max_cursor(high, [row[-1] for row in batch])
+                writer.stage(converter.convert_batch(batch))
+                self.progress.advance(spec.name, len(batch))
+            res.read = read
+            res.rejected = converter.rejected
+            res.rejects = [r.as_dict() for r in converter.rejects]
+            dup_total, dups = writer.duplicate_keys(MAX_LISTED)
+            if dup_total:
+                keys = "; ".join(", ".join(f"{k}={v}" for k, v in zip(spec.primary_key, d,
+                                                                     strict=True)) for d in dups)
+                raise InvalidRows(
+                    f"{dup_total} key(s) appear more than once in the source: {keys}",
+                    hint="make the source key unique, or fix primary_key in the config")
+            counts = writer.diff(deletes=deletes)
+            for name in ("inserted", "updated", "promoted", "unchanged", "deleted"):
+                setattr(res, name, getattr(counts, name))
+            res.watermark = None if high is None else watermark_to_text(high)
+            if deletes and counts.deleted and not self.allow_mass_delete:
+                before = counts.authoritative_before
+                if writer.staged == 0 and res.rejected == 0:
+                    raise Guarded(f"the source is empty but the target holds {before} "
+                                  f"authoritative rows; nothing was deleted")
+                if counts.deleted > opts.max_delete_ratio * before:
+                    raise Guarded(
+                        f"would delete {counts.deleted} of {before} authoritative rows "
+                        f"({counts.deleted / before:.0%} > max_delete_ratio "
+                        f"{opts.max_delete_ratio:.0%}); nothing was deleted")
+            if res.rejected and opts.on_invalid == "fail":
+                shown = "; ".join(f"{r['key']} {r['column']}={r['value']!r}: {r['reason']}"
+                                  for r in res.rejects[:5])
+                raise InvalidRows(
+                    f"{res.rejected} row(s) do not fit the target: {shown}"
+                    + (" …" if len(res.rejects) > 5 else ""),
+                    rejects=res.rejects)
+            res.status = "ok" if counts.changes else "unchanged"
+            if self.plan_only:
+                return
+            writer.apply(counts, deletes=deletes)
+            state.record(writer.conn, self.run_key, res,
+                         started=datetime.fromisoformat(res.started_at or self.now().isoformat()),
+                         finished=self.now(), watermark_moves=True)
+            res.timings = dict(writer.timings)
+
+    # -- reporting
+
+    def _fail(self, res: TableResult, exc: RefsyncError) -> None:
+        res.error_class = exc.error_class
+        res.error = exc.message
+        res.hint = exc.hint or None
+        if isinstance(exc, InvalidRows) and exc.rejects:
+            res.rejects = exc.rejects
+        if exc.error_class == "guarded":
+            res.status = "guarded"
+        elif exc.error_class in ("file_missing", "schema_version"):
+            res.status = "skipped"
+        else:
+            res.status = "failed"
+
+    def _record_failure(self, target: SqlTarget, res: TableResult, started: datetime,
+                        finished: datetime) -> None:
+        """Outside the rolled-back table transaction, so `status` shows what happened."""
+        try:
+            with target.transaction() as conn:
+                state.record(conn, self.run_key, res, started=started, finished=finished,
+                             watermark_moves=False)
+        except RefsyncError as exc:
+            log.error("%s: could not record the failure in the state tables: %s", res.name, exc,
+                      extra={"event": "state_write_failed", "table": res.name})
+
+    def _log_result(self, res: TableResult, where: str) -> None:
+        extra = {"event": "table_done", "table": res.name, "mode": res.mode,
+                 "status": res.status, "read": res.read, "inserted": res.inserted,
+                 "updated": res.updated, "deleted": res.deleted, "unchanged": res.unchanged,
+                 "promoted": res.promoted, "rejected": res.rejected,
+                 "duration_s": round(res.duration_s, 3), "attempts": res.attempts,
+                 "error_class": res.error_class, "watermark": res.watermark}
+        if res.failed:
+            extra.update(error=res.error, hint=res.hint, host=where)
+            log.error("%s: %s after %d attempt(s) [%s] %s (source: %s)%s", res.name, res.status,
+                      res.attempts, res.error_class, res.error, where,
+                      f"; hint: {res.hint}" if res.hint else "", extra=extra)
+        else:
+            log.info("%s: %s%s - read %d, inserted %d, updated %d, promoted %d, unchanged %d, "
+                     "deleted %d, rejected %d in %.2fs", res.name, res.status,
+                     " (plan)" if self.plan_only else "", res.read, res.inserted, res.updated,
+                     res.promoted, res.unchanged, res.deleted, res.rejected, res.duration_s,
+                     extra=extra)
+
+
+# ---------------------------------------------------------------- public functions
+
+
+def sync(config: LoadedConfig, settings: Settings, *, tables: list[str] | None = None,
+         plan_only: bool = False, full: bool = False, allow_mass_delete: bool = False,
+         force: bool = False, progress: Progress | None = None,
+         sleep: Callable[[float], None] | None = None) -> RunResult:
+    """Sync the selected tables (all enabled ones when none) in dependency order."""
+    specs = config.section.select(tables)
+    runner = Runner(config, settings, plan_only=plan_only, full=full,
+                    allow_mass_delete=allow_mass_delete, progress=progress or _NoProgress(),
+                    sleep=sleep)
+    reason = disabled_reason(config, settings)
+    if reason and not plan_only and not force:
+        log.info("reference sync disabled (%s); nothing done", reason,
+                 extra={"event": "disabled", "run_key": runner.run_key})
+        return RunResult(run_key=runner.run_key, plan_only=False, disabled_reason=reason)
+    return runner.run(specs)
+
+
+def plan(config: LoadedConfig, settings: Settings, *, tables: list[str] | None = None,
+         full: bool = False, progress: Progress | None = None) -> RunResult:
+    """What a sync would do, writing nothing and taking no lock."""
+    return sync(config, settings, tables=tables, plan_only=True, full=full, progress=progress)
+
+
+def sync_table(config: LoadedConfig, settings: Settings, name: str, **kwargs: Any) -> RunResult:
+    """Ad-hoc rerun of one table by `name` or `target_table`."""
+    return sync(config, settings, tables=[name], **kwargs)
+
+
+__all__ = ["Progress", "Runner", "make_run_key", "plan", "sync", "sync_table",
+           "TRACKING_COLUMNS"]
+
+
+# ---------------------------------------------------------------- status and init-db
+
+STALE_AFTER_HOURS = 26
+
+
+def _iso(value: Any) -> str | None:
+    return None if value is None else value.isoformat(timespec="milliseconds")
+
+
+def _run_doc(row: Any) -> dict[str, Any]:
+    return {
+        "run_key": row.run_key, "table": row.table_name, "target": row.target, "mode": row.mode,
+        "status": row.status, "started_at": _iso(row.started_at),
+        "finished_at": _iso(row.finished_at),
+        **{c: row._mapping[c] for c in state.COUNT_FIELDS},
+        "attempts": row.attempts, "duration_s": row.duration_s, "watermark": row.watermark,
+        "error_class": row.error_class, "error": row.error,
+    }
+
+
+def status(config: LoadedConfig, settings: Settings, *, tables: list[str] | None = None,
+           runs: int = 20, now: datetime | None = None) -> dict[str, Any]:
+    """Each table's last run and watermark, then the last `runs` runs; creates nothing."""
+    specs = config.section.select(tables)
+    names = [s.name for s in specs]
+    target = open_target(_target_url(settings))
+    try:
+        with target.connect() as conn:
+            per_table, run_rows = state.read_status(conn, names, runs)
+    finally:
+        target.close()
+    now = now or datetime.now(ZoneInfo(config.section.timezone))
+    docs, warnings = [], []
+    for spec in specs:
+        st, last = per_table.get(spec.name, (None, None)) if per_table else (None, None)
+        doc: dict[str, Any] = {
+            "name": spec.name, "target": spec.qualified_target, "enabled": spec.enabled,
+            "last_run_key": st.last_run_key if st else None,
+            "last_status": st.last_status if st else "never",
+            "last_started_at": _iso(st.last_started_at) if st else None,
+            "last_finished_at": _iso(st.last_finished_at) if st else None,
+            "last_success_at": _iso(st.last_success_at) if st else None,
+            "watermark": st.watermark if st else None,
+            **{c: (last._mapping[c] if last else None) for c in state.COUNT_FIELDS},
+            "attempts": last.attempts if last else None,
+            "duration_s": last.duration_s if last else None,
+            "error_class": last.error_class if last else None,
+            "error": last.error if last else None,
+        }
+        docs.append(doc)
+        if spec.enabled and st is not None:
+            success = st.last_success_at
+            if success is None:
+                warnings.append(f"{spec.name}: no successful run yet")
+            elif (now - success).total_seconds() > STALE_AFTER_HOURS * 3600:
+                hours = (now - success).total_seconds() / 3600
+                warnings.append(f"{spec.name}: last success {hours:.0f} hours ago "
+                                f"(more than {STALE_AFTER_HOURS}): a night was missed")
+    return {"tables": docs, "runs": [_run_doc(r) for r in run_rows], "warnings": warnings}
+
+
+def init_db(config: LoadedConfig, settings: Settings, *, create_tables: bool = False) -> list[str]:
+    """Create the state tables; with `create_tables`, missing target tables too. Idempotent."""
+    from refsync import ddl
+
+    target = open_target(_target_url(settings))
+    actions: list[str] = []
+    try:
+        with target.transaction() as conn:
+            state.ensure(conn)
+        t = state.tables_for(target.dialect)
+        actions.append(f"state tables ready: {', '.join(x.fullname for x in (t.state, t.runs))}")
+        if not create_tables:
+            return actions
+        for spec in config.section.tables:
+            ref = spec.qualified_target if target.dialect == "postgresql" else spec.target_table
+            if target.columns(spec.target_schema, spec.target_table) is not None:
+                actions.append(f"{ref}: exists, left as it is")
+                continue
+            columns, types = _source_shape(config, settings, spec)
+            schema = target.schema_for(spec.target_schema)
+            table = ddl.target_table(spec, columns, types, schema)
+            with target.transaction() as conn:
+                if schema:
+                    import sqlalchemy as sa
+
+                    conn.execute(sa.schema.CreateSchema(schema, if_not_exists=True))
+                table.create(conn)
+            actions.append(f"{ref}: created ({len(columns)} columns + 4 tracking columns)")
+    finally:
+        target.close()
+        from refsync.sources import dispose_engines
+
+        dispose_engines()
+    return actions
+
+
+def _source_shape(config: LoadedConfig, settings: Settings,
+                  spec: TableSpec) -> tuple[list[str], dict[str, Any]]:
+    """(target column names, their types as the source declares them, where it can tell)."""
+    from refsync.sources import open_source
+
+    try:
+        source = open_source(spec, settings, config.section.legacy_mysql, spec.options.batch_size)
+    except RefsyncError:
+        if spec.mapped_columns is None:
+            raise
+        return list(spec.mapped_columns), {}
+    try:
+        types = source.column_types() if hasattr(source, "column_types") else {}
+        return list(source.columns), types
+    finally:
+        source.close()

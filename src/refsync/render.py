@@ -1,0 +1,208 @@
+"""Everything a person sees: Rich tables, progress bars and error lines. Data on stdout,
+diagnostics on stderr; no bars when stderr is not a terminal (cron) or with --json."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from types import TracebackType
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
+from rich.table import Table
+
+from refsync.errors import RefsyncError
+from refsync.model import RunResult, TableResult
+
+out_console = Console(highlight=False)
+err_console = Console(stderr=True, highlight=False)
+
+STATUS_STYLE = {
+    "ok": "green", "unchanged": "green", "disabled": "dim", "never": "dim",
+    "failed": "bold red", "guarded": "bold yellow", "skipped": "yellow",
+    "interrupted": "bold magenta",
+}
+COUNTS = ("read", "inserted", "updated", "deleted", "unchanged", "promoted", "rejected")
+
+
+def styled(status: str) -> str:
+    style = STATUS_STYLE.get(status, "")
+    return f"[{style}]{status}[/]" if style else status
+
+
+def print_error(exc: RefsyncError) -> None:
+    """One line for the cause, one for the hint; never a traceback."""
+    lines = exc.message.splitlines() or [str(exc)]
+    err_console.print(f"[bold red]Error:[/] {escape(lines[0])}")
+    for extra in lines[1:]:
+        err_console.print(escape(extra))
+    if exc.hint:
+        err_console.print(f"[dim]hint:[/] {escape(exc.hint)}")
+
+
+def print_lines(lines: list[str]) -> None:
+    for line in lines:
+        out_console.print(escape(line))
+
+
+class RowProgress:
+    """A Rich bar per table with rows and rows/s; a no-op when nobody is watching."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self.tasks: dict[str, TaskID] = {}
+        self.bar = Progress(
+            SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
+            MofNCompleteColumn(), TextColumn("{task.fields[rate]} rows/s"), TimeElapsedColumn(),
+            console=err_console, disable=not enabled, transient=False,
+        )
+
+    def __enter__(self) -> RowProgress:
+        if self.enabled:
+            self.bar.start()
+        return self
+
+    def __exit__(self, et: type[BaseException] | None, e: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if self.enabled:
+            self.bar.stop()
+
+    def start(self, table: str, total: int | None) -> None:
+        if self.enabled:
+            self.tasks[table] = self.bar.add_task(table, total=total, rate="-")
+
+    def advance(self, table: str, rows: int) -> None:
+        if not self.enabled or table not in self.tasks:
+            return
+        task_id = self.tasks[table]
+        self.bar.advance(task_id, rows)
+        task = self.bar.tasks[task_id]
+        speed = task.speed
+        self.bar.update(task_id, rate=f"{speed:,.0f}" if speed else "-")
+
+    def finish(self, table: str, result: TableResult) -> None:
+        if not self.enabled or table not in self.tasks:
+            return
+        task_id = self.tasks[table]
+        rate = result.read / result.duration_s if result.duration_s else 0
+        self.bar.update(task_id, total=result.read, completed=result.read,
+                        description=f"{table} {styled(result.status)}", rate=f"{rate:,.0f}")
+
+
+def progress_for(as_json: bool) -> RowProgress:
+    return RowProgress(enabled=not as_json and err_console.is_terminal)
+
+
+def run_table(result: RunResult) -> Table:
+    title = result.run_key + ("  (plan: nothing written)" if result.plan_only else "")
+    table = Table(title=title, title_justify="left")
+    table.add_column("table")
+    table.add_column("mode")
+    table.add_column("status")
+    for c in COUNTS:
+        table.add_column(c, justify="right")
+    table.add_column("attempts", justify="right")
+    table.add_column("seconds", justify="right")
+    table.add_column("watermark / error")
+    for t in result.tables:
+        note = t.watermark or ""
+        if t.error:
+            note = f"[red]{t.error_class}[/]: {escape(t.error.splitlines()[0][:120])}"
+        table.add_row(escape(t.name), t.mode + (" incr" if t.incremental else ""),
+                      styled(t.status), *(f"{getattr(t, c):,}" for c in COUNTS),
+                      str(t.attempts), f"{t.duration_s:.2f}", note)
+    return table
+
+
+def print_run(result: RunResult) -> None:
+    out_console.print(result.run_key)
+    if result.disabled_reason:
+        out_console.print(f"reference sync disabled ({escape(result.disabled_reason)}); "
+                          "nothing done (use --force to run anyway)")
+        return
+    out_console.print(run_table(result))
+    for t in result.tables:
+        if t.error:
+            err_console.print(f"[bold red]{escape(t.name)}[/]: {escape(t.error)}")
+            if t.hint:
+                err_console.print(f"  [dim]hint:[/] {escape(t.hint)}")
+        for r in t.rejects[: (20 if t.error_class == "invalid" or t.rejected else 0)]:
+            err_console.print(f"  reject {escape(str(r['key']))} {escape(r['column'])}="
+                              f"{escape(repr(r['value']))}: {escape(r['reason'])}")
+    if result.interrupted_by:
+        err_console.print(f"[bold magenta]interrupted by signal {result.interrupted_by}[/]; "
+                          "the table in flight was rolled back")
+
+
+def _ago(iso: str | None, now: datetime) -> str:
+    if not iso:
+        return ""
+    seconds = (now - datetime.fromisoformat(iso)).total_seconds()
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.0f}{unit} ago"
+    return f"{seconds:.0f}s ago"
+
+
+def status_tables(report: dict[str, Any], now: datetime | None = None) -> list[Table]:
+    now = now or datetime.now().astimezone()
+    tables = Table(title="tables", title_justify="left")
+    for col in ("table", "last status", "when", "ago", "seconds", "attempts", *COUNTS,
+                "watermark", "last error"):
+        tables.add_column(col, justify="right" if col in COUNTS else "left")
+    for t in report["tables"]:
+        err = t.get("error") or ""
+        tables.add_row(
+            escape(t["name"]), styled(t["last_status"]), (t.get("last_started_at") or "")[:19],
+            _ago(t.get("last_finished_at"), now),
+            "" if t.get("duration_s") is None else f"{t['duration_s']:.2f}",
+            "" if t.get("attempts") is None else str(t["attempts"]),
+            *("" if t.get(c) is None else f"{t[c]:,}" for c in COUNTS),
+            escape(t.get("watermark") or ""),
+            (f"[red]{t.get('error_class')}[/]: " + escape(err.splitlines()[0][:100])) if err else "",
+        )
+    runs = Table(title="recent runs", title_justify="left")
+    for col in ("run key", "table", "status", "read", "changed", "attempts", "seconds", "error"):
+        runs.add_column(col)
+    for r in report["runs"]:
+        changed = sum(r.get(c) or 0 for c in ("inserted", "updated", "deleted", "promoted"))
+        runs.add_row(escape(r["run_key"]), escape(r["table"]), styled(r["status"]),
+                     f"{r['read']:,}", f"{changed:,}", str(r["attempts"]),
+                     f"{r['duration_s'] or 0:.2f}",
+                     escape((r.get("error") or "").splitlines()[0][:80]) if r.get("error") else "")
+    return [tables, runs]
+
+
+def print_status(report: dict[str, Any], console: Console | None = None) -> None:
+    console = console or out_console
+    for table in status_tables(report):
+        console.print(table)
+    for warning in report.get("warnings", []):
+        console.print(f"[bold yellow]warning:[/] {escape(warning)}")
+
+
+def print_schedule(report: dict[str, Any]) -> None:
+    out_console.print(f"schedule {escape(report['schedule'])} in {report['timezone']} "
+                      f"(this host: {report['host_timezone']})")
+    table = Table()
+    table.add_column(f"next in {report['timezone']}")
+    table.add_column(f"same moment in {report['host_timezone']}")
+    for item in report["next"]:
+        table.add_row(item["tz_time"], item["host_time"])
+    out_console.print(table)
+    out_console.print("Debian cron (fires in the host zone):")
+    out_console.print("  " + escape(report["crontab_debian"]))
+    out_console.print("cronie (honours CRON_TZ):")
+    for line in str(report["crontab_cronie"]).splitlines():
+        out_console.print("  " + escape(line))
+    if report.get("note"):
+        out_console.print(escape(report["note"]))

@@ -1,0 +1,51 @@
+"""The one retry policy (DESIGN 4.7): transient failures only, the configured back-off, logged."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_chain,
+    wait_fixed,
+)
+
+from refsync.config import RetryPolicy
+from refsync.errors import RefsyncError
+
+log = logging.getLogger(__name__)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Only errors classified as transient where they were raised (connection lost, refused…)."""
+    return isinstance(exc, RefsyncError) and exc.transient
+
+
+def retrying(policy: RetryPolicy, *, table: str, where: Callable[[], str],
+             sleep: Callable[[float], None] | None = None) -> Retrying:
+    """A tenacity loop: 1 try + `policy.attempts` retries, waiting `policy.backoff` between."""
+
+    def before_sleep(state: RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome else None
+        wait = state.next_action.sleep if state.next_action else 0.0
+        log.warning(
+            "%s: attempt %d failed (%s: %s); retrying in %.1fs",
+            table, state.attempt_number, getattr(exc, "error_class", "error"), exc, wait,
+            extra={"event": "retry", "table": table, "attempts": state.attempt_number,
+                   "error_class": getattr(exc, "error_class", None), "error": str(exc),
+                   "host": where()},
+        )
+
+    kwargs = {} if sleep is None else {"sleep": sleep}
+    return Retrying(
+        retry=retry_if_exception(is_transient),
+        stop=stop_after_attempt(1 + policy.attempts),
+        wait=wait_chain(*(wait_fixed(b) for b in policy.backoff)),
+        reraise=True,
+        before_sleep=before_sleep,
+        **kwargs,
+    )

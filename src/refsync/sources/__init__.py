@@ -1,0 +1,48 @@
+"""Sources: where a reference table's rows come from. `open_source` picks one by source_type.
+
+- `legacy_mysql`: `LegacyMySQLSource` (sources/mysql.py), the WDH_LEGACY_MYSQL_* database
+- `sql`: `SqlSource` (sources/sql.py), any SQLAlchemy URL
+- `config_file`: `YamlFileSource` (sources/yaml_file.py), a versioned YAML file
+"""
+
+from __future__ import annotations
+
+from refsync.config import MySQLPool, Settings, TableSpec
+from refsync.model import Source
+from refsync.sources.dberrors import classify_db_error, is_connection_error, scrub
+from refsync.sources.mysql import LegacyMySQLSource, dispose_engines
+from refsync.sources.sql import SqlSource, build_select
+from refsync.sources.yaml_file import YamlFileSource
+
+__all__ = [
+    "LegacyMySQLSource",
+    "SqlSource",
+    "YamlFileSource",
+    "build_select",
+    "classify_db_error",
+    "dispose_engines",
+    "is_connection_error",
+    "open_source",
+    "scrub",
+]
+
+
+def open_source(spec: TableSpec, settings: Settings, pool: MySQLPool, batch_size: int) -> Source:
+    """The source of `spec`, opened: the table and its columns checked, or the file read.
+
+    Raises NotConfigured, ConfigError, FileMissing, SchemaVersionMismatch, ConnectionFailure
+    (retry) or QueryFailure; a source that fails to open is closed before the error propagates.
+    """
+    source: SqlSource | YamlFileSource
+    if spec.source_type == "config_file":
+        source = YamlFileSource(spec, batch_size=batch_size)
+    elif spec.source_type == "legacy_mysql":
+        source = LegacyMySQLSource(spec, settings, pool, batch_size=batch_size)
+    else:
+        source = SqlSource.from_spec(spec, batch_size=batch_size)
+    try:
+        source.open()
+    except BaseException:
+        source.close()
+        raise
+    return source

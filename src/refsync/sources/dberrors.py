@@ -1,0 +1,282 @@
+"""Turn SQLAlchemy / DB-API exceptions into refsync errors, classified by cause (DESIGN 4.7).
+
+`ConnectionFailure` (transient: refused, lost, timed out, deadlock) versus `QueryFailure`
+(the statement or the account is wrong: retrying cannot help). Works for PyMySQL (by MySQL
+error number), psycopg / psycopg2 (by SQLSTATE), sqlite3 (by result code) and for the
+non-DB-API errors a driver raises once its socket is gone. Messages say what failed and where,
+never a password: driver texts are scrubbed of `scheme://user:secret@` and `password=...`.
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+from collections.abc import Iterator
+
+from sqlalchemy import exc as sa_exc
+
+from refsync.errors import ConnectionFailure, ConstraintViolation, QueryFailure, RefsyncError
+
+# MySQL / MariaDB error numbers (server ER_* and client CR_*) that mean "try again later".
+MYSQL_CONNECTION_ERRNOS: dict[int, str] = {
+    1040: "too many connections",
+    1053: "server is shutting down",
+    1152: "connection aborted",
+    1158: "connection lost",  # ER_NET_READ_ERROR
+    1159: "read timed out",  # ER_NET_READ_INTERRUPTED
+    1160: "connection lost",  # ER_NET_ERROR_ON_WRITE
+    1161: "write timed out",  # ER_NET_WRITE_INTERRUPTED
+    1205: "lock wait timeout",
+    1213: "deadlock",
+    1317: "query interrupted",
+    1927: "connection killed",
+    1969: "statement timed out",  # MariaDB max_statement_time
+    2002: "cannot connect",
+    2003: "cannot connect",
+    2005: "unknown host",
+    2006: "server has gone away",
+    2012: "handshake failed",
+    2013: "connection lost",
+    2026: "TLS connection failed",
+    2027: "malformed packet",
+    2047: "cannot connect",
+    2055: "connection lost",
+    3024: "statement timed out",  # MySQL max_execution_time
+    4031: "disconnected by the server (idle timeout)",
+}
+_LOST = frozenset({1158, 1160, 1927, 2006, 2013, 2055, 4031})
+
+# Errors retrying cannot fix, with a readable name.
+MYSQL_QUERY_ERRNOS: dict[int, str] = {
+    1044: "access denied",
+    1045: "access denied",
+    1049: "unknown database",
+    1054: "unknown column",
+    1064: "SQL syntax error",
+    1109: "unknown table",
+    1142: "access denied",
+    1143: "access denied",
+    1146: "no such table",
+    1149: "SQL syntax error",
+    1227: "access denied",
+    1292: "invalid value",
+    1370: "access denied",
+    1698: "access denied",
+    1792: "read-only transaction",
+}
+_MYSQL_CONSTRAINT = {1048: "NULL in a NOT NULL column", 1062: "duplicate key",
+                     1451: "row is still referenced", 1452: "foreign key violation"}
+
+_ACCESS_HINT = "check the user name, password and grants for this database"
+_HINTS = {
+    "access denied": _ACCESS_HINT,
+    "unknown database": "check the database name",
+    "unknown column": "check the configured column names against the table (did the table change?)",
+    "no such table": "check that the table exists and its name is spelled as in the database",
+    "unknown table": "check that the table exists and its name is spelled as in the database",
+    "SQL syntax error": "check operator-written SQL such as incremental.where",
+}
+
+# PostgreSQL SQLSTATEs.
+_PG_TRANSIENT = {
+    "40001": "serialization failure", "40P01": "deadlock", "55P03": "lock not available",
+    "57014": "statement timed out", "57P01": "server is shutting down",
+    "57P02": "server crashed", "57P03": "server not accepting connections",
+    "53300": "too many connections", "53400": "configuration limit exceeded",
+}
+_PG_QUERY = {
+    "3D000": "unknown database", "3F000": "unknown schema", "42P01": "no such table",
+    "42703": "unknown column", "42601": "SQL syntax error", "42501": "access denied",
+    "25006": "read-only transaction",
+}
+
+_SQLITE_TRANSIENT = ("SQLITE_BUSY", "SQLITE_LOCKED", "SQLITE_IOERR", "SQLITE_CANTOPEN",
+                     "SQLITE_PROTOCOL", "SQLITE_FULL")
+
+_URL_SECRET = re.compile(r"(\b[a-zA-Z][\w+.-]*://[^:/@\s]*):[^@\s]*@")
+_KV_SECRET = re.compile(r"(?i)\b(password|passwd|pwd)\s*=\s*('[^']*'|\"[^\"]*\"|\S+)")
+
+
+def scrub(text: str) -> str:
+    """Remove passwords from URLs and `password=...` pairs in a driver's message."""
+    text = _URL_SECRET.sub(r"\1:***@", text)
+    return _KV_SECRET.sub(r"\1=***", text)
+
+
+def classify_db_error(exc: BaseException, where: str, *, streaming: bool = False,
+                      connection_lost: bool = False) -> RefsyncError:
+    """The refsync error for a database exception raised at `where` (table, host, database).
+
+    Args:
+        exc: whatever the driver or SQLAlchemy raised.
+        where: e.g. ``legacy_mysql annuity_plan on root@127.0.0.1:3306/test``; no password.
+        streaming: rows were being fetched (a loss reads "connection lost mid-stream").
+        connection_lost: the caller knows the connection is gone, so even a non-DB-API error
+            (AttributeError, IndexError, struct.error from a closed socket) is a connection failure.
+    """
+    if isinstance(exc, RefsyncError):
+        return exc
+    lost = connection_lost or getattr(exc, "connection_invalidated", False) is True
+    orig = _unwrap(exc)
+    kind, what, detail = _classify(orig)
+    if kind is None:
+        if lost or any(_classify(c)[0] == "connection" for c in _chain(exc)):
+            kind, what = "connection", "connection lost"
+        else:
+            kind, what = "query", f"unexpected {type(orig).__name__}"
+    if kind == "connection" and streaming and what == "connection lost":
+        what = "connection lost mid-stream"
+    detail = _shorten(scrub(detail))
+    message = f"{what} ({detail})" if detail and detail != what else what
+    if where:
+        message = f"{where}: {message}"
+    if kind == "connection":
+        return ConnectionFailure(message)
+    if kind == "constraint":
+        return ConstraintViolation(message)
+    return QueryFailure(message, hint=_HINTS.get(what))
+
+
+def is_connection_error(exc: BaseException) -> bool:
+    """True when `exc` (or what it wraps) means the connection failed, not the statement."""
+    return _classify(_unwrap(exc))[0] == "connection" or (
+        getattr(exc, "connection_invalidated", False) is True)
+
+
+# ---------------------------------------------------------------- internals
+
+
+def _unwrap(exc: BaseException) -> BaseException:
+    if isinstance(exc, sa_exc.DBAPIError) and exc.orig is not None:
+        return exc.orig
+    return exc
+
+
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    seen = {id(exc)}
+    stack = [exc.__cause__, exc.__context__]
+    while stack:
+        e = stack.pop()
+        if e is None or id(e) in seen or len(seen) > 20:
+            continue
+        seen.add(id(e))
+        yield _unwrap(e)
+        stack += [e.__cause__, e.__context__]
+
+
+def _mro_names(exc: BaseException) -> set[str]:
+    return {c.__name__ for c in type(exc).__mro__}
+
+
+def _classify(exc: BaseException) -> tuple[str | None, str, str]:
+    """(kind, what, detail): kind is connection, query, constraint, or None (not a DB error)."""
+    names = _mro_names(exc)
+    errno = _mysql_errno(exc)
+    if errno is not None:
+        msg = str(exc.args[1]) if len(exc.args) > 1 else ""
+        detail = f"{errno} {msg}".strip()
+        if errno in MYSQL_CONNECTION_ERRNOS:
+            what = MYSQL_CONNECTION_ERRNOS[errno]
+            if errno in _LOST and "timed out" in msg:
+                what = "read timed out"
+            return "connection", what, detail
+        if errno in MYSQL_QUERY_ERRNOS:
+            return "query", MYSQL_QUERY_ERRNOS[errno], detail
+        if errno in _MYSQL_CONSTRAINT:
+            return "constraint", _MYSQL_CONSTRAINT[errno], detail
+        if errno == 0 and "InterfaceError" in names:  # PyMySQL: (0, '') on a closed connection
+            return "connection", "connection lost", "connection already closed"
+        if 2000 <= errno < 3000:  # other client-side (CR_*) errors
+            return "connection", "connection failed", detail
+        return "query", "query failed", detail
+
+    sqlstate = getattr(exc, "sqlstate", None) or getattr(exc, "pgcode", None)
+    if isinstance(sqlstate, str) and len(sqlstate) == 5 and "Error" in names:
+        detail = f"{sqlstate} {_first_line(exc)}"
+        if sqlstate.startswith("08"):
+            return "connection", "cannot connect", detail
+        if sqlstate in _PG_TRANSIENT:
+            return "connection", _PG_TRANSIENT[sqlstate], detail
+        if sqlstate.startswith("28"):
+            return "query", "access denied", detail
+        if sqlstate in _PG_QUERY:
+            return "query", _PG_QUERY[sqlstate], detail
+        if sqlstate.startswith("23"):
+            what = "foreign key violation" if sqlstate == "23503" else "constraint violation"
+            return "constraint", what, detail
+        return "query", "query failed", detail
+
+    errname = getattr(exc, "sqlite_errorname", None)
+    if isinstance(errname, str) or type(exc).__module__ == "sqlite3":
+        detail = f"{errname} {exc}" if errname else str(exc)
+        text = str(exc).lower()
+        if (errname or "").startswith(_SQLITE_TRANSIENT) or any(
+                s in text for s in ("database is locked", "disk i/o error",
+                                    "unable to open database")):
+            what = "database is locked" if "lock" in text or "BUSY" in (errname or "") else (
+                "cannot open database")
+            return "connection", what, detail
+        if "IntegrityError" in names:
+            return "constraint", "constraint violation", detail
+        if "no such table" in text:
+            return "query", "no such table", detail
+        if "no such column" in text:
+            return "query", "unknown column", detail
+        if "syntax error" in text:
+            return "query", "SQL syntax error", detail
+        return "query", "query failed", detail
+
+    if "OperationalError" in names:  # psycopg connect failures carry no SQLSTATE
+        text = _first_line(exc)
+        if "password authentication failed" in text or "no pg_hba.conf entry" in text:
+            return "query", "access denied", text
+        if "does not exist" in text and "database" in text:
+            return "query", "unknown database", text
+        what = "timed out" if "timeout" in text.lower() or "timed out" in text else (
+            "cannot connect")
+        return "connection", what, text
+    if "InterfaceError" in names:
+        return "connection", "connection lost", _first_line(exc)
+    if "IntegrityError" in names:
+        return "constraint", "constraint violation", _first_line(exc)
+    if names & {"ProgrammingError", "DataError", "NotSupportedError", "InternalError",
+                "DatabaseError"}:
+        return "query", "query failed", _first_line(exc)
+
+    if isinstance(exc, sa_exc.TimeoutError):
+        return "connection", "no free connection in the pool", _first_line(exc)
+    if isinstance(exc, sa_exc.NoSuchTableError):
+        return "query", "no such table", f"table {exc}"
+    if isinstance(exc, sa_exc.ArgumentError):
+        return "query", "invalid argument", _first_line(exc)
+    if isinstance(exc, socket.timeout | TimeoutError):
+        return "connection", "timed out", _first_line(exc) or type(exc).__name__
+    if isinstance(exc, FileNotFoundError | PermissionError | IsADirectoryError):
+        return "query", "cannot open file", _first_line(exc)
+    if isinstance(exc, OSError):  # refused, reset, unreachable, TLS, DNS
+        return "connection", "connection failed", _first_line(exc) or type(exc).__name__
+    # Not a database error: AttributeError, IndexError, struct.error... are connection
+    # failures only when the connection is known to be lost (see classify_db_error).
+    return None, "", f"{type(exc).__name__}: {_first_line(exc)}"
+
+
+def _mysql_errno(exc: BaseException) -> int | None:
+    """The MySQL error number of a PyMySQL / mysqlclient error, else None."""
+    mod = type(exc).__module__
+    if not (mod.startswith(("pymysql", "MySQLdb", "mysql.connector", "mariadb"))):
+        return None
+    args = exc.args
+    if args and isinstance(args[0], int):
+        return args[0]
+    errno = getattr(exc, "errno", None)
+    return errno if isinstance(errno, int) and errno >= 0 else None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0].strip() if text else ""
+
+
+def _shorten(text: str, limit: int = 300) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"

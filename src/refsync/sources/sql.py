@@ -1,0 +1,491 @@
+"""`source_type: sql`: a table read through any SQLAlchemy URL, streamed in batches.
+
+Query building (`build_select`) is pure; `SqlSource` executes it with a server-side cursor
+(`stream_results` + `yield_per`), so memory stays flat whatever the table's size.
+`legacy_mysql` (sources/mysql.py) is the same source on an engine built from WDH_LEGACY_MYSQL_*.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
+from datetime import date, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    Connection,
+    Engine,
+    Select,
+    bindparam,
+    column,
+    create_engine,
+    func,
+    inspect,
+    literal,
+    or_,
+    select,
+    table,
+    text,
+)
+from sqlalchemy import exc as sa_exc
+from sqlalchemy import types as sqltypes
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.sql.elements import ColumnClause, ColumnElement, quoted_name
+
+from refsync.config import SqlSourceConfig, TableSpec
+from refsync.errors import ConfigError, FileMissing, NotConfigured, QueryFailure, RefsyncError
+from refsync.model import Batch
+from refsync.sources.dberrors import classify_db_error, scrub
+
+log = logging.getLogger(__name__)
+
+
+# ---------------------------------------------------------------- query building (pure)
+
+
+def _q(name: str) -> quoted_name:
+    """An identifier SQLAlchemy always quotes (Chinese, reserved words, odd characters)."""
+    return quoted_name(name, True)
+
+
+def split_table_name(name: str) -> tuple[str | None, str]:
+    """`schema.table` → (schema, table); a plain name → (None, name)."""
+    if name.count(".") == 1:
+        schema, tbl = name.split(".")
+        if schema and tbl:
+            return schema, tbl
+    return None, name
+
+
+def build_select(
+    table_name: str,
+    source_columns: Sequence[str],
+    cursor_column: str | None,
+    since_given: bool,
+    where: str | None,
+    *,
+    schema: str | None = None,
+    column_types: Mapping[str, sqltypes.TypeEngine[Any]] | None = None,
+) -> Select[Any]:
+    """SELECT the mapped columns (then the cursor column, when set) of one table.
+
+    With `since_given`, a configured `where` is used verbatim with `:last_synced_at` bound
+    at execution; without one the window is `cursor >= :since` (inclusive). No ORDER BY.
+    `column_types` types result columns and the bound watermark (SQLite needs it for dates).
+    Identifiers are always quoted; values are always bound.
+    """
+    types = column_types or {}
+    names = [*source_columns, *([cursor_column] if cursor_column else [])]
+    cols = [column(_q(n), types.get(n)) for n in names]
+    # Same-named columns (a cursor column that is also mapped) need distinct labels to survive.
+    labelled = [c.label(f"c{i}") if names.count(names[i]) > 1 else c for i, c in enumerate(cols)]
+    stmt = select(*labelled).select_from(
+        table(_q(table_name), schema=_q(schema) if schema else None))
+    if since_given and cursor_column:
+        ctype = types.get(cursor_column)
+        if where is not None:
+            stmt = stmt.where(text(where).bindparams(bindparam("last_synced_at", type_=ctype)))
+        else:
+            stmt = stmt.where(column(_q(cursor_column), ctype) >= bindparam("since", type_=ctype))
+    return stmt
+
+
+def build_count_null_cursor(
+    table_name: str,
+    cursor_column: str,
+    *,
+    schema: str | None = None,
+    zero_date: str | None = None,
+) -> Select[Any]:
+    """SELECT count(*) of rows an incremental read never sees: NULL (or zero-date) cursor."""
+    col: ColumnClause[Any] = column(_q(cursor_column))
+    cond: ColumnElement[bool] = col.is_(None)
+    if zero_date is not None:
+        cond = or_(cond, col == literal(zero_date))
+    return (select(func.count()).select_from(
+        table(_q(table_name), schema=_q(schema) if schema else None)).where(cond))
+
+
+# ---------------------------------------------------------------- SQLite date columns
+
+
+class _SQLiteDateText(sqltypes.TypeDecorator[Any]):
+    """SQLite keeps dates as text: parse them leniently (an unparsable value stays a string,
+    for the transform to reject) and bind a watermark in its shortest ISO form, so that
+    `>=` stays inclusive whether the stored text carries microseconds or not."""
+
+    impl = sqltypes.String
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: Any) -> Any:
+        if isinstance(value, datetime):
+            return value.isoformat(sep=" ")
+        if isinstance(value, date):
+            return value.isoformat()
+        return value
+
+    def process_result_value(self, value: Any, dialect: Any) -> Any:
+        if isinstance(value, str):
+            return parse_iso(value, value)
+        return value
+
+
+def parse_iso(value: str, default: Any = None) -> Any:
+    """`2024-01-02` → date, `2024-01-02 03:04:05[.ffffff][+08:00]` → datetime, else default."""
+    text_value = value.strip()
+    try:
+        if len(text_value) == 10:
+            return date.fromisoformat(text_value)
+        return datetime.fromisoformat(text_value)
+    except ValueError:
+        return default
+
+
+# ---------------------------------------------------------------- the source
+
+
+class SqlSource:
+    """Rows of one table behind a SQLAlchemy engine, streamed `batch_size` at a time."""
+
+    source_type = "sql"
+
+    def __init__(
+        self,
+        spec: TableSpec,
+        engine: Engine,
+        *,
+        batch_size: int,
+        owns_engine: bool = True,
+    ) -> None:
+        sc = spec.source_config
+        if not isinstance(sc, SqlSourceConfig):
+            raise ConfigError(f"table {spec.name}: {spec.source_type} needs a table source_config")
+        self.spec = spec
+        self.engine = engine
+        self.batch_size = batch_size
+        self._owns_engine = owns_engine
+        self.table_name = sc.table
+        self.schema, self.table = split_table_name(sc.table)
+        self.source_columns = [c.source for c in sc.columns]
+        self.columns: list[str] = [c.target for c in sc.columns]
+        self.cursor_column: str | None = (
+            sc.incremental.updated_at_column if sc.incremental else None)
+        self.where: str | None = sc.incremental.where if sc.incremental else None
+        self.warnings: list[str] = []
+        self._cursor_type: sqltypes.TypeEngine[Any] | None = None
+        self._column_types: dict[str, sqltypes.TypeEngine[Any]] = {}
+        self._source_types: dict[str, sqltypes.TypeEngine[Any]] = {}
+        self._opened = False
+
+    @classmethod
+    def from_spec(cls, spec: TableSpec, *, batch_size: int) -> SqlSource:
+        """A `sql` source: the URL from `source_config.url`, or the variable `url_env` names."""
+        url = resolve_url(spec)
+        try:
+            engine = create_engine(url)
+        except (sa_exc.ArgumentError, ImportError) as exc:
+            raise ConfigError(
+                f"table {spec.name}: cannot use {url.drivername!r} URLs "
+                f"({type(exc).__name__}: {scrub(str(exc))})") from None
+        return cls(spec, engine, batch_size=batch_size)
+
+    # -- where the rows come from, without secrets
+
+    @property
+    def url(self) -> URL:
+        return self.engine.url
+
+    def location(self) -> str:
+        """`user@host:port/db`, or the SQLite file; never the password."""
+        return url_location(self.url)
+
+    def describe(self) -> str:
+        scheme = self.url.get_backend_name()
+        if self.url.host:
+            return f"{scheme}://{self.location()} table {self.table_name}"
+        return f"{scheme}:///{self.location()} table {self.table_name}"
+
+    @property
+    def where_text(self) -> str:
+        """Prefix for error messages: `legacy_mysql annuity_plan on root@host:3306/db`."""
+        return f"{self.source_type} {self.table_name} on {self.location()}"
+
+    def _error(self, exc: BaseException, **kw: bool) -> RefsyncError:
+        return classify_db_error(exc, self.where_text, **kw)
+
+    # -- open: introspect the table once
+
+    def open(self) -> SqlSource:
+        """Check the table and its columns exist; resolve the cursor column. Idempotent."""
+        if self._opened:
+            return self
+        self._check_sqlite_file()
+        try:
+            with self.engine.connect() as conn:
+                found = self._introspect(conn)
+        except sa_exc.NoSuchTableError:
+            raise QueryFailure(
+                f"{self.where_text}: source table {self.table_name} not found",
+                hint="check source_config.table",
+            ) from None
+        except RefsyncError:
+            raise
+        except Exception as exc:
+            raise self._error(exc) from exc
+        self._resolve_columns(found)
+        self._opened = True
+        return self
+
+    def _check_sqlite_file(self) -> None:
+        """SQLite would create a missing file: report it instead of reading an empty database."""
+        if self.url.get_backend_name() != "sqlite":
+            return
+        db = self.url.database or ""
+        if db and db != ":memory:" and not db.startswith("file:") and not Path(db).exists():
+            raise FileMissing(
+                f"{self.source_type} {self.table_name}: SQLite database file not found: "
+                f"{Path(db).absolute()}",
+                hint="check source_config.url",
+            )
+
+    def _introspect(self, conn: Connection) -> dict[str, sqltypes.TypeEngine[Any]]:
+        with warnings.catch_warnings():
+            # an unrecognised column type (SAWarning) does not matter: names are what we need
+            warnings.simplefilter("ignore", sa_exc.SAWarning)
+            cols = inspect(conn).get_columns(self.table, schema=self.schema)
+        return {c["name"]: c["type"] for c in cols}
+
+    def _resolve_columns(self, found: dict[str, sqltypes.TypeEngine[Any]]) -> None:
+        folded: dict[str, list[str]] = {}
+        for n in found:
+            folded.setdefault(n.casefold(), []).append(n)
+
+        def actual(name: str) -> str | None:
+            if name in found:
+                return name
+            hits = folded.get(name.casefold(), [])
+            return hits[0] if len(hits) == 1 else None
+
+        missing = [c for c in self.source_columns if actual(c) is None]
+        if missing:
+            raise QueryFailure(
+                f"{self.where_text}: source table {self.table_name} has no column "
+                f"{', '.join(missing)} (it has {', '.join(found) or 'no columns'})",
+                hint="check source_config.columns against the source table",
+            )
+        self.source_columns = [actual(c) or c for c in self.source_columns]
+        self._source_types = {t: found[s] for s, t in zip(self.source_columns, self.columns,
+                                                           strict=True)}
+        if self.cursor_column is not None:
+            cursor = actual(self.cursor_column)
+            if cursor is None:
+                msg = (f"source table {self.table_name} has no column {self.cursor_column}: "
+                       "syncing in full")
+                log.warning("%s: %s", self.where_text, msg)
+                self.warnings.append(msg)
+                self.cursor_column = None
+                self.where = None
+            else:
+                self.cursor_column = cursor
+                self._cursor_type = found[cursor]
+        if self.url.get_backend_name() == "sqlite":
+            self._column_types = {
+                n: _SQLiteDateText() for n, t in found.items()
+                if isinstance(t, sqltypes.Date | sqltypes.DateTime)}
+
+    def column_types(self) -> dict[str, sqltypes.TypeEngine[Any]]:
+        """Target column name → the type the source declares (as introspected), for DDL."""
+        self.open()
+        return dict(self._source_types)
+
+    # -- reading
+
+    def select(self, since: Any | None) -> tuple[Select[Any], dict[str, Any]]:
+        """The statement and parameters for a full (`since` None) or incremental read."""
+        since_given = since is not None and self.cursor_column is not None
+        stmt = build_select(
+            self.table, self.source_columns, self.cursor_column, since_given, self.where,
+            schema=self.schema, column_types=self._column_types)
+        params: dict[str, Any] = {}
+        if since_given:
+            params["last_synced_at" if self.where is not None else "since"] = since
+        return stmt, params
+
+    def iter_batches(self, since: Any | None) -> Iterator[Batch]:
+        """Rows as tuples (mapped columns in config order, then the cursor value), streamed."""
+        self.open()
+        stmt, params = self.select(since)
+        log.debug("reading %s%s", self.describe(), "" if since is None else f" since {since}")
+        try:
+            conn = self.engine.connect()
+            raw = conn.connection.dbapi_connection
+        except Exception as exc:
+            raise self._error(exc) from exc
+        completed = False
+        result = None
+        cursor_at = len(self.source_columns) if self._cursor_is_dated() else None
+        try:
+            result = conn.execution_options(
+                stream_results=True, yield_per=self.batch_size).execute(stmt, params)
+            for part in result.partitions(self.batch_size):
+                rows = [tuple(r) for r in part]
+                if cursor_at is not None:
+                    rows = [_clean_cursor(r, cursor_at) for r in rows]
+                yield rows
+            completed = True
+        except GeneratorExit:
+            raise
+        except Exception as exc:
+            raise self._error(exc, streaming=True, connection_lost=_is_lost(conn)) from exc
+        finally:
+            self._release(conn, raw, result, completed)
+
+    def _cursor_is_dated(self) -> bool:
+        return self.cursor_column is not None and isinstance(
+            self._cursor_type, sqltypes.Date | sqltypes.DateTime)
+
+    def _release(self, conn: Connection, raw: Any, result: Any, completed: bool) -> None:
+        """Close the result and hand the connection back. After a failure or an early stop,
+        discard the connection instead: an unbuffered MySQL result would otherwise be drained
+        row by row, and a lost connection raises odd errors on close."""
+        if completed:
+            try:
+                if result is not None:
+                    result.close()
+                conn.close()
+                return
+            except Exception:  # every row was read: a connection failing now loses nothing
+                log.debug("releasing the connection of %s", self.describe(), exc_info=True)
+        _stop_unbuffered(raw)
+        try:
+            if result is not None:
+                result.close()
+        except Exception:
+            log.debug("closing the result of %s", self.describe(), exc_info=True)
+        try:
+            conn.invalidate()
+        except Exception:  # the socket is already gone; nothing left to release
+            log.debug("discarding the connection of %s", self.describe(), exc_info=True)
+        try:
+            conn.close()
+        except Exception:
+            log.debug("closing the connection of %s", self.describe(), exc_info=True)
+
+    def count_null_cursor(self) -> int:
+        """Rows whose cursor is NULL (or, on MySQL, a zero date): only full runs read them."""
+        self.open()
+        if self.cursor_column is None:
+            return 0
+        zero = None
+        if self.url.get_backend_name() in ("mysql", "mariadb"):
+            if isinstance(self._cursor_type, sqltypes.DateTime):
+                zero = "0000-00-00 00:00:00"
+            elif isinstance(self._cursor_type, sqltypes.Date):
+                zero = "0000-00-00"
+        stmt = build_count_null_cursor(
+            self.table, self.cursor_column, schema=self.schema, zero_date=zero)
+        try:
+            with self.engine.connect() as conn:
+                return int(conn.execute(stmt).scalar_one())
+        except Exception as exc:
+            raise self._error(exc) from exc
+
+    def parse_watermark(self, text_value: str) -> Any:
+        """A stored watermark back into the cursor column's own type (microseconds kept)."""
+        t = self._cursor_type
+        try:
+            if isinstance(t, sqltypes.DateTime):
+                return datetime.fromisoformat(text_value)
+            if isinstance(t, sqltypes.Date):
+                parsed = parse_iso(text_value)
+                return parsed.date() if isinstance(parsed, datetime) else date.fromisoformat(
+                    text_value)
+            if isinstance(t, sqltypes.Integer):
+                return int(text_value)
+            if isinstance(t, sqltypes.Numeric):
+                return Decimal(text_value)
+        except (ValueError, ArithmeticError):
+            raise QueryFailure(
+                f"{self.where_text}: stored watermark {text_value!r} is not a value of "
+                f"{self.cursor_column}'s type",
+                hint="rerun with --full",
+            ) from None
+        return text_value
+
+    def close(self) -> None:
+        if self._owns_engine:
+            self.engine.dispose()
+
+
+def _clean_cursor(row: tuple[Any, ...], at: int) -> tuple[Any, ...]:
+    """A date cursor that is not a date (MySQL zero date, unparsable SQLite text) → None."""
+    v = row[at]
+    if v is None or isinstance(v, date):
+        return row
+    return (*row[:at], None, *row[at + 1:])
+
+
+def _stop_unbuffered(raw: Any) -> None:
+    """PyMySQL: forget an unfinished unbuffered result on a connection being discarded.
+
+    Closing (or garbage-collecting) its SSCursor would otherwise read the remaining rows: all
+    of them on a live socket, and on a lost one it raises AttributeError ('NoneType' object
+    has no attribute 'read') from __del__, "Exception ignored in SSCursor.close".
+    """
+    result = getattr(raw, "_result", None)
+    if getattr(result, "unbuffered_active", False) is True:
+        result.unbuffered_active = False  # type: ignore[union-attr]
+
+
+def _is_lost(conn: Connection) -> bool:
+    """Whether the connection's socket is known to be gone."""
+    try:
+        if conn.invalidated or conn.closed:
+            return True
+        raw = conn.connection.dbapi_connection
+        return raw is None or getattr(raw, "open", True) is False
+    except Exception:
+        return True
+
+
+def url_location(url: URL) -> str:
+    """`user@host:port/db` for a server, the file path for SQLite; never the password."""
+    if url.host:
+        user = f"{url.username}@" if url.username else ""
+        port = f":{url.port}" if url.port else ""
+        return f"{user}{url.host}{port}/{url.database or ''}"
+    db = url.database or ":memory:"
+    if db not in (":memory:",) and not db.startswith("file:"):
+        return str(Path(db).absolute())
+    return db
+
+
+def resolve_url(spec: TableSpec) -> URL:
+    """The URL of a `sql` source; NotConfigured when `url_env` names an unset variable."""
+    sc = spec.source_config
+    if not isinstance(sc, SqlSourceConfig):
+        raise ConfigError(f"table {spec.name}: a sql source needs a table source_config")
+    if sc.url is not None:
+        raw, origin = sc.url.get_secret_value(), "source_config.url"
+    elif sc.url_env:
+        raw = os.environ.get(sc.url_env, "")
+        if not raw:
+            raise NotConfigured(
+                f"table {spec.name} needs {sc.url_env}: the variable is not set",
+                hint=f"set {sc.url_env} to a SQLAlchemy URL",
+            )
+        origin = sc.url_env
+    else:
+        raise ConfigError(f"table {spec.name}: a sql source needs source_config.url or url_env")
+    try:
+        return make_url(raw)
+    except (sa_exc.ArgumentError, ValueError):
+        # the text may hold a password: never repeat it
+        raise ConfigError(
+            f"table {spec.name}: {origin} is not a valid SQLAlchemy URL",
+            hint="use dialect+driver://user@host:port/database or sqlite:///path.db",
+        ) from None

@@ -1,0 +1,167 @@
+"""The one home for refsync's own tables: `sync_state` (one row a table) and `sync_runs` (one
+row per table per run). Schema `refsync` on PostgreSQL, a `refsync_` prefix on SQLite."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from refsync.model import TableResult
+
+SCHEMA = "refsync"
+COUNT_FIELDS = ("read", "inserted", "updated", "deleted", "unchanged", "promoted", "rejected")
+
+
+class Timestamp(sa.types.TypeDecorator[datetime]):
+    """timestamptz on PostgreSQL; ISO-8601 text with its offset on SQLite."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: sa.Dialect) -> sa.types.TypeEngine[Any]:
+        if dialect.name == "sqlite":
+            return dialect.type_descriptor(sa.String(40))
+        return dialect.type_descriptor(sa.DateTime(timezone=True))
+
+    def process_bind_param(self, value: datetime | None, dialect: sa.Dialect) -> Any:
+        if value is not None and dialect.name == "sqlite":
+            return value.isoformat(timespec="milliseconds")
+        return value
+
+    def process_result_value(self, value: Any, dialect: sa.Dialect) -> datetime | None:
+        if isinstance(value, str):
+            return datetime.fromisoformat(value)
+        return value  # type: ignore[no-any-return]
+
+
+@dataclass(frozen=True)
+class StateTables:
+    metadata: sa.MetaData
+    state: sa.Table
+    runs: sa.Table
+    schema: str | None
+
+
+def tables_for(dialect: str) -> StateTables:
+    schema = SCHEMA if dialect == "postgresql" else None
+    prefix = "" if schema else "refsync_"
+    md = sa.MetaData(schema=schema)
+    state = sa.Table(
+        f"{prefix}sync_state", md,
+        sa.Column("table_name", sa.String(200), primary_key=True),
+        sa.Column("target", sa.String(400), nullable=False),
+        sa.Column("watermark", sa.Text),
+        sa.Column("last_run_key", sa.String(80)),
+        sa.Column("last_status", sa.String(20)),
+        sa.Column("last_started_at", Timestamp()),
+        sa.Column("last_finished_at", Timestamp()),
+        sa.Column("last_success_at", Timestamp()),
+    )
+    runs = sa.Table(
+        f"{prefix}sync_runs", md,
+        sa.Column("run_key", sa.String(80), primary_key=True),
+        sa.Column("table_name", sa.String(200), primary_key=True),
+        sa.Column("target", sa.String(400), nullable=False),
+        sa.Column("source_type", sa.String(20)),
+        sa.Column("mode", sa.String(20)),
+        sa.Column("incremental", sa.Boolean),
+        sa.Column("started_at", Timestamp()),
+        sa.Column("finished_at", Timestamp()),
+        sa.Column("status", sa.String(20), nullable=False),
+        *(sa.Column(f, sa.BigInteger, nullable=False, server_default="0") for f in COUNT_FIELDS),
+        sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+        sa.Column("duration_s", sa.Float),
+        sa.Column("watermark", sa.Text),
+        sa.Column("error_class", sa.String(40)),
+        sa.Column("error", sa.Text),
+        sa.Column("detail", sa.Text),  # JSON: rejects, warnings, hint
+    )
+    sa.Index(f"{prefix}sync_runs_started", runs.c.started_at)
+    return StateTables(md, state, runs, schema)
+
+
+def exists(conn: Connection) -> bool:
+    t = tables_for(conn.dialect.name)
+    return sa.inspect(conn).has_table(t.runs.name, schema=t.schema)
+
+
+def ensure(conn: Connection) -> None:
+    """Create the state tables when missing (idempotent)."""
+    t = tables_for(conn.dialect.name)
+    if t.schema:
+        conn.execute(sa.schema.CreateSchema(t.schema, if_not_exists=True))
+    t.metadata.create_all(conn, checkfirst=True)
+
+
+def read_watermark(conn: Connection, table_name: str) -> str | None:
+    t = tables_for(conn.dialect.name)
+    if not exists(conn):
+        return None
+    value = conn.execute(
+        sa.select(t.state.c.watermark).where(t.state.c.table_name == table_name)).scalar()
+    return None if value is None else str(value)
+
+
+def _upsert(conn: Connection, table: sa.Table, values: dict[str, Any], keys: list[str]) -> None:
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert  # type: ignore[assignment]
+    stmt = insert(table).values(**values)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=keys, set_={k: stmt.excluded[k] for k in values if k not in keys})
+    conn.execute(stmt)
+
+
+def record(conn: Connection, run_key: str, result: TableResult, *, started: datetime,
+           finished: datetime, watermark_moves: bool) -> None:
+    """Store a table's outcome; the watermark only moves with a successful run."""
+    t = tables_for(conn.dialect.name)
+    detail = {k: v for k, v in (("rejects", result.rejects), ("warnings", result.warnings),
+                                ("hint", result.hint),
+                                ("null_cursor_rows", result.null_cursor_rows)) if v}
+    conn.execute(sa.insert(t.runs).values(
+        run_key=run_key, table_name=result.name, target=result.target,
+        source_type=result.source_type, mode=result.mode, incremental=result.incremental,
+        started_at=started, finished_at=finished, status=result.status,
+        **{f: getattr(result, f) for f in COUNT_FIELDS},
+        attempts=result.attempts, duration_s=round(result.duration_s, 3),
+        watermark=result.watermark, error_class=result.error_class, error=result.error,
+        detail=json.dumps(detail, ensure_ascii=False, default=str) if detail else None,
+    ))
+    values: dict[str, Any] = {
+        "table_name": result.name, "target": result.target, "last_run_key": run_key,
+        "last_status": result.status, "last_started_at": started, "last_finished_at": finished,
+    }
+    if watermark_moves:
+        values["watermark"] = result.watermark
+    if result.status in ("ok", "unchanged"):
+        values["last_success_at"] = finished
+    _upsert(conn, t.state, values, ["table_name"])
+
+
+def read_status(conn: Connection, names: list[str], runs: int) -> tuple[dict[str, Any], list[Any]]:
+    """(state row per table name, the newest `runs` runs' rows); empty before any run."""
+    t = tables_for(conn.dialect.name)
+    if not exists(conn):
+        return {}, []
+    states = {r.table_name: r for r in conn.execute(
+        sa.select(t.state).where(t.state.c.table_name.in_(names)))}
+    keys = [r[0] for r in conn.execute(
+        sa.select(t.runs.c.run_key).where(t.runs.c.table_name.in_(names))
+        .group_by(t.runs.c.run_key).order_by(sa.func.max(t.runs.c.started_at).desc())
+        .limit(runs))]
+    rows = list(conn.execute(
+        sa.select(t.runs).where(t.runs.c.run_key.in_(keys), t.runs.c.table_name.in_(names))
+        .order_by(t.runs.c.started_at.desc(), t.runs.c.table_name))) if keys else []
+    last = {r.table_name: r for r in conn.execute(
+        sa.select(t.runs).where(
+            sa.tuple_(t.runs.c.run_key, t.runs.c.table_name).in_(
+                [(s.last_run_key, s.table_name) for s in states.values() if s.last_run_key])))
+    } if states else {}
+    return {n: (states.get(n), last.get(n)) for n in names}, rows

@@ -1,0 +1,26 @@
+"""Targets: where reference tables are written. PostgreSQL in production, SQLite for the demo."""
+
+from __future__ import annotations
+
+from refsync.errors import ConfigError
+from refsync.targets.base import SqlTableWriter, SqlTarget
+
+
+def open_target(url: str) -> SqlTarget:
+    """A target for `WDH_DATABASE_URL`: postgresql://… or sqlite:///path."""
+    scheme = url.split(":", 1)[0].lower()
+    if scheme.startswith("postgres"):
+        from refsync.targets.postgres import PostgresTarget
+
+        return PostgresTarget(url)
+    if scheme.startswith("sqlite"):
+        from refsync.targets.sqlite import SqliteTarget
+
+        return SqliteTarget(url)
+    raise ConfigError(
+        f"unsupported target database {scheme!r} in WDH_DATABASE_URL",
+        hint="use postgresql://user@host/db or sqlite:///path.db",
+    )
+
+
+__all__ = ["SqlTableWriter", "SqlTarget", "open_target"]

@@ -1,0 +1,366 @@
+"""What PostgreSQL and SQLite targets share: introspection, the diff and the set-based apply.
+
+The SQL is built here once, with a few dialect hooks, so both targets give identical results on
+the same input. Identifiers are always quoted by the dialect; the only literals inlined are
+refsync's own constants (the layer-1 tracking values), never a source value.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, ClassVar
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from refsync.config import TRACKING_COLUMNS
+from refsync.errors import ConfigError, RefsyncError
+from refsync.model import Batch, ColumnInfo, ColumnKind, DiffCounts, Row
+
+log = logging.getLogger(__name__)
+
+STAGE = "_refsync_stage"
+CHANGES = "_refsync_changes"
+OP = "_refsync_op"
+AUTHORITATIVE = "authoritative"
+
+
+def column_info(name: str, satype: Any, nullable: bool, dialect: sa.Dialect) -> ColumnInfo:
+    """Describe an introspected column by what a value must satisfy to be written into it."""
+    kind: ColumnKind = "other"
+    length = precision = scale = bits = None
+    if isinstance(satype, sa.Boolean):
+        kind = "boolean"
+    elif isinstance(satype, sa.SmallInteger):
+        kind, bits = "integer", 16
+    elif isinstance(satype, sa.BigInteger):
+        kind, bits = "integer", 64
+    elif isinstance(satype, sa.Integer):
+        kind, bits = "integer", 32
+    elif isinstance(satype, sa.Float | sa.Double):
+        kind = "float"
+    elif isinstance(satype, sa.Numeric):
+        kind, precision, scale = "numeric", satype.precision, satype.scale
+    elif isinstance(satype, sa.DateTime):
+        kind = "timestamptz" if satype.timezone else "timestamp"
+    elif isinstance(satype, sa.Date):
+        kind = "date"
+    elif isinstance(satype, sa.Time):
+        kind = "time"
+    elif isinstance(satype, sa.JSON):
+        kind = "json"
+    elif isinstance(satype, sa.Uuid):
+        kind = "uuid"
+    elif isinstance(satype, sa.LargeBinary):
+        kind = "bytes"
+    elif isinstance(satype, sa.String):
+        kind, length = "text", satype.length
+    elif isinstance(satype, sa.types.NullType):
+        kind = "other"
+    try:
+        type_sql = satype.compile(dialect=dialect)
+    except Exception:  # noqa: BLE001 - an exotic type still gets a readable name
+        type_sql = str(satype)
+    return ColumnInfo(name=name, kind=kind, nullable=nullable, max_length=length,
+                      precision=precision, scale=scale, int_bits=bits, type_sql=type_sql)
+
+
+class SqlTarget:
+    """A target database reached through SQLAlchemy; subclasses supply the dialect details."""
+
+    dialect: ClassVar[str] = ""
+    distinct: ClassVar[str] = "IS DISTINCT FROM"
+    false_sql: ClassVar[str] = "false"
+
+    def __init__(self, engine: Engine, shown_url: str) -> None:
+        self.engine = engine
+        self.shown_url = shown_url
+        self._q = engine.dialect.identifier_preparer.quote
+
+    def describe(self) -> str:
+        return self.shown_url
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # -- naming
+
+    def quote(self, ident: str) -> str:
+        return str(self._q(ident))
+
+    def table_ref(self, schema: str, table: str) -> str:
+        return f"{self.quote(schema)}.{self.quote(table)}"
+
+    def schema_for(self, schema: str) -> str | None:
+        return schema
+
+    # -- introspection
+
+    def columns(self, schema: str, table: str) -> dict[str, ColumnInfo] | None:
+        """The target table's columns, or None when it does not exist."""
+        with self.connect() as conn:
+            insp = sa.inspect(conn)
+            if not insp.has_table(table, schema=self.schema_for(schema)):
+                return None
+            cols = insp.get_columns(table, schema=self.schema_for(schema))
+        return {c["name"]: column_info(c["name"], c["type"], bool(c["nullable"]),
+                                       self.engine.dialect) for c in cols}
+
+    def unique_keys(self, schema: str, table: str) -> list[set[str]]:
+        """Column sets with a primary key or unique constraint/index on the target table."""
+        with self.connect() as conn:
+            insp = sa.inspect(conn)
+            s = self.schema_for(schema)
+            keys = []
+            pk = insp.get_pk_constraint(table, schema=s)
+            if pk and pk.get("constrained_columns"):
+                keys.append(set(pk["constrained_columns"]))
+            for uc in insp.get_unique_constraints(table, schema=s):
+                keys.append(set(uc["column_names"]))
+            for ix in insp.get_indexes(table, schema=s):
+                if ix.get("unique"):
+                    keys.append({c for c in ix["column_names"] if c})
+        return keys
+
+    def check_table(self, schema: str, table: str, mapped: Sequence[str] | None,
+                    key: Sequence[str]) -> dict[str, ColumnInfo]:
+        """Validate a table's config against the target (DESIGN 3.2); ConfigError lists all."""
+        ref = f"{schema}.{table}" if self.dialect == "postgresql" else table
+        cols = self.columns(schema, table)
+        if cols is None:
+            raise ConfigError(
+                f"target table {ref} does not exist in {self.describe()}",
+                hint="create it, or run `refsync init-db --create-tables`",
+            )
+        problems = []
+        wanted = list(mapped or []) + [k for k in key if not mapped or k not in mapped]
+        missing = [c for c in wanted if c not in cols]
+        if missing:
+            problems.append(f"mapped columns missing from {ref}: {', '.join(missing)}")
+        missing = [c for c in TRACKING_COLUMNS if c not in cols]
+        if missing:
+            problems.append(f"tracking columns missing from {ref}: {', '.join(missing)}")
+        if not problems and set(key) not in self.unique_keys(schema, table):
+            problems.append(
+                f"{ref} has no primary key or unique constraint on ({', '.join(key)}); "
+                "refsync needs one to keep keys unique"
+            )
+        if problems:
+            raise ConfigError(f"target {ref} does not match the config", errors=problems)
+        return cols
+
+    # -- connections and transactions
+
+    @contextmanager
+    def connect(self) -> Iterator[Connection]:
+        try:
+            conn = self.engine.connect()
+        except sa.exc.SQLAlchemyError as exc:
+            raise self.classify(exc, "connecting") from None
+        try:
+            yield conn
+        finally:
+            conn.close()
+
+    def classify(self, exc: BaseException, doing: str) -> RefsyncError:
+        from refsync.sources.dberrors import classify_db_error
+
+        return classify_db_error(exc, f"target {self.describe()} ({doing})")
+
+    @contextmanager
+    def transaction(self, *, commit: bool = True) -> Iterator[Connection]:
+        """One READ COMMITTED transaction; rolled back on any exception, or when not `commit`."""
+        with self.connect() as conn:
+            conn = self._prepare(conn)
+            tx = conn.begin()
+            try:
+                yield conn
+            except BaseException:
+                self._rollback(tx)
+                raise
+            if not commit:
+                self._rollback(tx)
+                return
+            try:
+                tx.commit()
+            except sa.exc.SQLAlchemyError as exc:
+                raise self.classify(exc, "committing") from None
+
+    @staticmethod
+    def _rollback(tx: sa.RootTransaction) -> None:
+        if tx.is_active:
+            try:
+                tx.rollback()
+            except sa.exc.SQLAlchemyError:
+                log.debug("rollback failed on a broken connection", exc_info=True)
+
+    def _prepare(self, conn: Connection) -> Connection:
+        return conn
+
+    @contextmanager
+    def table_writer(self, schema: str, table: str, columns: list[ColumnInfo],
+                     key: list[str], *, commit: bool = True) -> Iterator[SqlTableWriter]:
+        """A transaction holding a staging table for one table's rows; commit on clean exit."""
+        with self.transaction(commit=commit) as conn:
+            writer = self.writer_class(self, conn, schema, table, columns, key)
+            writer.create_stage()
+            try:
+                yield writer
+            finally:
+                writer.drop_temp()
+
+    writer_class: ClassVar[type[SqlTableWriter]]
+
+
+class SqlTableWriter:
+    """Stages a table's rows, diffs them against the target and applies only the changes."""
+
+    def __init__(self, target: SqlTarget, conn: Connection, schema: str, table: str,
+                 columns: list[ColumnInfo], key: list[str]) -> None:
+        self.target = target
+        self.conn = conn
+        self.columns = columns
+        self.names = [c.name for c in columns]
+        self.key = key
+        self.staged = 0
+        self.timings: dict[str, float] = {}
+        q = target.quote
+        self.q = q
+        self.ref = target.table_ref(schema, table)
+        self.col_list = ", ".join(q(n) for n in self.names)
+        self.key_join = " AND ".join(f"t.{q(k)} = s.{q(k)}" for k in key)
+
+    # -- helpers
+
+    def sql(self, statement: str, phase: str | None = None) -> sa.CursorResult[Any]:
+        start = time.perf_counter()
+        try:
+            result = self.conn.exec_driver_sql(statement)
+        except sa.exc.DBAPIError as exc:
+            raise self.classify_write_error(exc, phase or "writing") from None
+        if phase:
+            self.timings[phase] = self.timings.get(phase, 0.0) + time.perf_counter() - start
+        return result
+
+    def scalar(self, statement: str) -> int:
+        return int(self.sql(statement).scalar() or 0)
+
+    def classify_write_error(self, exc: sa.exc.DBAPIError, doing: str) -> RefsyncError:
+        return self.target.classify(exc, doing)
+
+    def differs(self, col: ColumnInfo) -> str:
+        q = self.q(col.name)
+        return f"t.{q} {self.target.distinct} s.{q}"
+
+    # -- staging
+
+    def create_stage(self) -> None:
+        self.sql(f"DROP TABLE IF EXISTS {STAGE}")
+        self.sql(f"DROP TABLE IF EXISTS {CHANGES}")
+        self.sql(self.create_temp_sql(STAGE, f"SELECT {self.col_list} FROM {self.ref}", empty=True))
+
+    def create_temp_sql(self, name: str, select: str, *, empty: bool = False) -> str:
+        raise NotImplementedError
+
+    def stage(self, batch: Batch) -> None:
+        if not batch:
+            return
+        start = time.perf_counter()
+        try:
+            self.load_rows(batch)
+        except sa.exc.DBAPIError as exc:
+            raise self.classify_write_error(exc, "staging rows") from None
+        self.timings["stage"] = self.timings.get("stage", 0.0) + time.perf_counter() - start
+        self.staged += len(batch)
+
+    def load_rows(self, batch: Batch) -> None:
+        raise NotImplementedError
+
+    def drop_temp(self) -> None:
+        if self.conn.closed or not self.conn.in_transaction():
+            return
+        try:
+            self.conn.exec_driver_sql(f"DROP TABLE IF EXISTS {CHANGES}")
+            self.conn.exec_driver_sql(f"DROP TABLE IF EXISTS {STAGE}")
+        except sa.exc.SQLAlchemyError:
+            log.debug("could not drop staging tables (the rollback will)", exc_info=True)
+
+    def after_staging(self) -> None:
+        """A hook for statistics on the staging table before the diff."""
+
+    # -- checks and diff
+
+    def duplicate_keys(self, limit: int) -> tuple[int, list[Row]]:
+        """(number of keys read more than once, up to `limit` of them)."""
+        keys = ", ".join(self.q(k) for k in self.key)
+        dup = f"SELECT {keys} FROM {STAGE} GROUP BY {keys} HAVING count(*) > 1"
+        total = self.scalar(f"SELECT count(*) FROM ({dup}) d")
+        if not total:
+            return 0, []
+        rows = self.sql(f"{dup} ORDER BY {keys} LIMIT {int(limit)}").fetchall()
+        return total, [tuple(r) for r in rows]
+
+    def diff(self, *, deletes: bool) -> DiffCounts:
+        """Classify the staged rows against the target; leaves the changes in a temp table."""
+        self.after_staging()
+        q = self.q
+        d = self.target.distinct
+        k0 = q(self.key[0])
+        changed = " OR ".join(
+            [f"t.{k0} IS NULL",
+             f"t.{q('_source')} {d} '{AUTHORITATIVE}'",
+             f"t.{q('_needs_review')} {d} {self.target.false_sql}",
+             f"t.{q('_derived_from_domain')} IS NOT NULL",
+             f"t.{q('_derived_at')} IS NOT NULL"]
+            + [self.differs(c) for c in self.columns if c.name not in self.key]
+        )
+        s_cols = ", ".join(f"s.{q(n)}" for n in self.names)
+        select = (
+            f"SELECT {s_cols}, CASE WHEN t.{k0} IS NULL THEN 'i' "
+            f"WHEN t.{q('_source')} {d} '{AUTHORITATIVE}' THEN 'p' ELSE 'u' END AS {OP} "
+            f"FROM {STAGE} s LEFT JOIN {self.ref} t ON {self.key_join} WHERE {changed}"
+        )
+        self.sql(self.create_temp_sql(CHANGES, select), phase="diff")
+        counts = DiffCounts()
+        for op, n in self.sql(f"SELECT {OP}, count(*) FROM {CHANGES} GROUP BY {OP}"):
+            setattr(counts, {"i": "inserted", "u": "updated", "p": "promoted"}[op], int(n))
+        counts.unchanged = self.staged - counts.inserted - counts.updated - counts.promoted
+        if deletes:
+            counts.authoritative_before = self.scalar(
+                f"SELECT count(*) FROM {self.ref} WHERE {q('_source')} = '{AUTHORITATIVE}'")
+            counts.deleted = self.scalar(f"SELECT count(*) FROM {self._missing_where()}")
+        return counts
+
+    def _missing_where(self) -> str:
+        q = self.q
+        match = " AND ".join(f"s.{q(k)} = {self.ref}.{q(k)}" for k in self.key)
+        return (f"{self.ref} WHERE {self.ref}.{q('_source')} = '{AUTHORITATIVE}' "
+                f"AND NOT EXISTS (SELECT 1 FROM {STAGE} s WHERE {match})")
+
+    def apply(self, counts: DiffCounts, *, deletes: bool) -> None:
+        """Write only what `diff` found: deletes, then updates/promotions, then inserts."""
+        q = self.q
+        tracking = {"_source": f"'{AUTHORITATIVE}'", "_needs_review": self.target.false_sql,
+                    "_derived_from_domain": "NULL", "_derived_at": "NULL"}
+        if deletes and counts.deleted:
+            self.sql(f"DELETE FROM {self._missing_where()}", phase="delete")
+        if counts.updated or counts.promoted:
+            sets = [f"{q(n)} = c.{q(n)}" for n in self.names if n not in self.key]
+            sets += [f"{q(n)} = {v}" for n, v in tracking.items()]
+            match = " AND ".join(f"t.{q(k)} = c.{q(k)}" for k in self.key)
+            self.sql(
+                f"UPDATE {self.ref} AS t SET {', '.join(sets)} FROM {CHANGES} c "
+                f"WHERE {match} AND c.{OP} <> 'i'", phase="update")
+        if counts.inserted:
+            names = self.col_list + ", " + ", ".join(q(n) for n in tracking)
+            values = ", ".join(f"c.{q(n)}" for n in self.names) + ", " + ", ".join(tracking.values())
+            keys = ", ".join(q(k) for k in self.key)
+            updates = ", ".join(f"{q(n)} = excluded.{q(n)}"
+                                for n in [*self.names, *tracking] if n not in self.key)
+            self.sql(
+                f"INSERT INTO {self.ref} ({names}) SELECT {values} FROM {CHANGES} c "
+                f"WHERE c.{OP} = 'i' ON CONFLICT ({keys}) DO UPDATE SET {updates}",
+                phase="insert")

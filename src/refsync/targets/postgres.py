@@ -1,0 +1,99 @@
+"""PostgreSQL target: COPY into a temporary staging table, diff, write only the changes.
+
+The run lock is a session advisory lock on `LOCK_KEY`, held on its own connection for the
+whole run; `SELECT pg_locks` shows it as an advisory lock with objid `LOCK_KEY & 0xffffffff`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from refsync.errors import ConstraintViolation, InvalidRows, LockHeld, RefsyncError
+from refsync.model import Batch, ColumnInfo
+from refsync.targets.base import SqlTableWriter, SqlTarget
+
+log = logging.getLogger(__name__)
+
+LOCK_KEY = 0x72656673796E63  # "refsync" in ASCII: the advisory lock every run takes
+
+
+class PostgresWriter(SqlTableWriter):
+    def create_temp_sql(self, name: str, select: str, *, empty: bool = False) -> str:
+        return f"CREATE TEMP TABLE {name} AS {select}" + (" WITH NO DATA" if empty else "")
+
+    def load_rows(self, batch: Batch) -> None:
+        raw = self.conn.connection.driver_connection
+        assert raw is not None
+        with raw.cursor() as cur, cur.copy(f"COPY {self._stage_ref} FROM STDIN") as copy:
+            write = copy.write_row
+            for row in batch:
+                write(row)
+
+    @property
+    def _stage_ref(self) -> str:
+        return f"_refsync_stage ({self.col_list})"
+
+    def after_staging(self) -> None:
+        self.sql("ANALYZE _refsync_stage", phase="analyze")
+
+    def differs(self, col: ColumnInfo) -> str:
+        if col.type_sql.upper() == "JSON":  # json has no equality operator; jsonb does
+            q = self.q(col.name)
+            return f"t.{q}::jsonb IS DISTINCT FROM s.{q}::jsonb"
+        return super().differs(col)
+
+
+class PostgresTarget(SqlTarget):
+    dialect = "postgresql"
+    writer_class = PostgresWriter
+
+    def __init__(self, url: str) -> None:
+        parsed = sa.engine.make_url(url)
+        if parsed.drivername in ("postgresql", "postgres", "postgresql+psycopg2"):
+            parsed = parsed.set(drivername="postgresql+psycopg")
+        engine = sa.create_engine(
+            parsed, pool_pre_ping=True,
+            connect_args={"connect_timeout": 10, "application_name": "refsync"},
+        )
+        super().__init__(engine, parsed.render_as_string(hide_password=True))
+
+    def _prepare(self, conn: Connection) -> Connection:
+        return conn.execution_options(isolation_level="READ COMMITTED")
+
+    @contextmanager
+    def run_lock(self) -> Iterator[None]:
+        with self.connect() as conn:
+            conn = conn.execution_options(isolation_level="AUTOCOMMIT")
+            got = conn.execute(sa.text("SELECT pg_try_advisory_lock(:k)"), {"k": LOCK_KEY}).scalar()
+            if not got:
+                raise LockHeld(
+                    f"another refsync run holds the lock on {self.describe()} "
+                    f"(advisory lock {LOCK_KEY})")
+            try:
+                yield
+            finally:
+                try:
+                    conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": LOCK_KEY})
+                except sa.exc.SQLAlchemyError:
+                    log.debug("advisory unlock failed; closing the session frees it", exc_info=True)
+
+    def classify(self, exc: BaseException, doing: str) -> RefsyncError:
+        orig: Any = getattr(exc, "orig", exc)
+        state = getattr(orig, "sqlstate", None) or ""
+        diag = getattr(orig, "diag", None)
+        detail = (getattr(diag, "message_detail", None) or "") if diag else ""
+        primary = (getattr(diag, "message_primary", None) or str(orig)) if diag else str(orig)
+        if state == "23503":
+            return ConstraintViolation(
+                f"{doing} refused by a foreign key: {primary}. {detail}".strip())
+        if state.startswith("23"):
+            return ConstraintViolation(f"{doing} refused by a constraint: {primary}. {detail}".strip())
+        if state.startswith("22"):
+            return InvalidRows(f"{doing}: the target refused a value: {primary}. {detail}".strip())
+        return super().classify(exc, doing)

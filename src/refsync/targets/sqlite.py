@@ -1,0 +1,124 @@
+"""SQLite target: the same semantics as PostgreSQL through the same SQL, for the demo and
+small setups. `target_schema` is ignored; the run lock is a file beside the database."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import date, datetime, time
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+import sqlalchemy as sa
+
+from refsync.errors import ConstraintViolation, InvalidRows, LockHeld, RefsyncError
+from refsync.model import Batch
+from refsync.targets.base import SqlTableWriter, SqlTarget
+
+
+def to_sqlite(value: Any) -> Any:
+    """Store values in one canonical text form so the diff compares like with like."""
+    if value is None or isinstance(value, str | int | float | bytes):
+        return value
+    if isinstance(value, datetime):
+        return value.isoformat(sep=" ")
+    if isinstance(value, date | time):
+        return value.isoformat()
+    if isinstance(value, Decimal | UUID):
+        return str(value)
+    return value
+
+
+class SqliteWriter(SqlTableWriter):
+    def create_temp_sql(self, name: str, select: str, *, empty: bool = False) -> str:
+        return f"CREATE TEMP TABLE {name} AS {select}" + (" LIMIT 0" if empty else "")
+
+    def load_rows(self, batch: Batch) -> None:
+        raw: Any = self.conn.connection.driver_connection
+        marks = ", ".join("?" * len(self.names))
+        adapt = to_sqlite
+        raw.executemany(f"INSERT INTO _refsync_stage ({self.col_list}) VALUES ({marks})",
+                        [tuple(adapt(v) for v in row) for row in batch])
+
+
+def _on_connect(dbapi_conn: sqlite3.Connection, _record: Any) -> None:
+    dbapi_conn.isolation_level = None  # refsync issues BEGIN itself (see _on_begin)
+    dbapi_conn.execute("PRAGMA foreign_keys = ON")
+    dbapi_conn.execute("PRAGMA busy_timeout = 10000")
+
+
+def _on_begin(conn: sa.Connection) -> None:
+    conn.exec_driver_sql("BEGIN")
+
+
+class SqliteTarget(SqlTarget):
+    dialect = "sqlite"
+    distinct = "IS NOT"
+    false_sql = "0"
+    writer_class = SqliteWriter
+
+    def __init__(self, url: str) -> None:
+        parsed = sa.engine.make_url(url)
+        self.path = Path(parsed.database) if parsed.database not in (None, "", ":memory:") else None
+        if self.path is not None and not self.path.parent.exists():
+            from refsync.errors import NotConfigured
+
+            raise NotConfigured(f"folder for the SQLite target does not exist: {self.path.parent}")
+        engine = sa.create_engine(parsed)
+        sa.event.listen(engine, "connect", _on_connect)
+        sa.event.listen(engine, "begin", _on_begin)
+        super().__init__(engine, f"sqlite:///{self.path}" if self.path else "sqlite://")
+
+    def schema_for(self, schema: str) -> str | None:
+        return None
+
+    def table_ref(self, schema: str, table: str) -> str:
+        return self.quote(table)
+
+    @contextmanager
+    def run_lock(self) -> Iterator[None]:
+        if self.path is None:
+            yield
+            return
+        lock_path = self.path.with_name(self.path.name + ".refsync.lock")
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise LockHeld(f"another refsync run holds the lock file {lock_path}") from None
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode())
+            try:
+                yield
+            finally:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)
+
+    def classify(self, exc: BaseException, doing: str) -> RefsyncError:
+        orig = getattr(exc, "orig", exc)
+        text = str(orig)
+        if isinstance(orig, sqlite3.IntegrityError):
+            if "FOREIGN KEY" in text:
+                return ConstraintViolation(f"{doing} refused by a foreign key ({text})")
+            return ConstraintViolation(f"{doing} refused by a constraint ({text})")
+        if isinstance(orig, sqlite3.DataError):
+            return InvalidRows(f"{doing}: the target refused a value ({text})")
+        return super().classify(exc, doing)
+
+    def referencing_tables(self, table: str) -> list[str]:
+        """Tables whose foreign keys point at `table` (SQLite does not name them in errors)."""
+        out = []
+        with self.connect() as conn:
+            for (name,) in conn.exec_driver_sql(
+                    "SELECT name FROM sqlite_master WHERE type = 'table'"):
+                fks = conn.exec_driver_sql(f"PRAGMA foreign_key_list({self.quote(name)})")
+                if any(fk[2] == table for fk in fks):
+                    out.append(name)
+        return out

@@ -1,0 +1,90 @@
+"""Shared fixtures. Database URLs come from the environment first, then the local services,
+then testcontainers where Docker runs; otherwise the test is skipped with the reason, unless
+REFSYNC_REQUIRE_DB=1 (CI), which turns that skip into a failure."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+LOCAL_PG = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "/tests/integration/" in str(item.path):
+            item.add_marker(pytest.mark.integration)
+
+
+def unavailable(reason: str) -> None:
+    """Skip, or fail when the run demands real databases."""
+    if os.environ.get("REFSYNC_REQUIRE_DB") == "1":
+        pytest.fail(f"REFSYNC_REQUIRE_DB=1 but {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+def _reachable(url: str) -> bool:
+    engine = sa.create_engine(url, connect_args={"connect_timeout": 2})
+    try:
+        with engine.connect():
+            return True
+    except sa.exc.OperationalError:
+        return False
+    finally:
+        engine.dispose()
+
+
+def _docker() -> bool:
+    return Path("/var/run/docker.sock").exists() or "DOCKER_HOST" in os.environ
+
+
+@pytest.fixture(scope="session")
+def pg_admin_url() -> Iterator[str]:
+    """A PostgreSQL server URL (any database) where the tests may create databases."""
+    if url := os.environ.get("REFSYNC_TEST_PG_URL"):
+        yield sa.engine.make_url(url).set(drivername="postgresql+psycopg").render_as_string(
+            hide_password=False)
+        return
+    if _reachable(LOCAL_PG):
+        yield LOCAL_PG
+        return
+    if not _docker():
+        unavailable("no PostgreSQL: set REFSYNC_TEST_PG_URL, start the local server, "
+                    "or run Docker for testcontainers")
+    tc = pytest.importorskip("testcontainers.postgres")
+    with tc.PostgresContainer("postgres:16", driver="psycopg") as pg:
+        yield pg.get_connection_url()
+
+
+@pytest.fixture
+def pg_url(pg_admin_url: str) -> Iterator[str]:
+    """A fresh, empty PostgreSQL database for one test, dropped afterwards."""
+    name = f"refsync_t_{uuid.uuid4().hex[:10]}"
+    admin = sa.create_engine(pg_admin_url, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+        yield sa.engine.make_url(pg_admin_url).set(database=name).render_as_string(
+            hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.dispose()
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'warehouse.sqlite'}"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def target_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The same semantic test, once per target."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'warehouse.sqlite'}"
+    return str(request.getfixturevalue("pg_url"))

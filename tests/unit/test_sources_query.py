@@ -1,0 +1,410 @@
+"""Query building, error classification and source construction: no database needed."""
+
+from __future__ import annotations
+
+import sqlite3
+import struct
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pymysql
+import pytest
+from pydantic import SecretStr
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.dialects import mysql, postgresql, sqlite
+
+from refsync.config import MySQLPool, Settings, TableSpec
+from refsync.errors import (
+    ConfigError,
+    ConnectionFailure,
+    ConstraintViolation,
+    InvalidRows,
+    NotConfigured,
+    QueryFailure,
+)
+from refsync.sources import (
+    LegacyMySQLSource,
+    SqlSource,
+    YamlFileSource,
+    build_select,
+    classify_db_error,
+    dispose_engines,
+    open_source,
+)
+from refsync.sources.mysql import connect_args, get_engine, mysql_url
+from refsync.sources.sql import build_count_null_cursor, resolve_url, split_table_name
+
+WHERE = "legacy_mysql annuity_plan on root@127.0.0.1:3306/test"
+SECRET = "S3cr3t-Zebra-71"
+
+
+def sql_of(stmt: Any, dialect: Any = None) -> str:
+    return " ".join(str(stmt.compile(dialect=dialect or mysql.dialect())).split())
+
+
+def spec(source_type: str = "legacy_mysql", **source_config: Any) -> TableSpec:
+    sc: dict[str, Any] = {
+        "table": "annuity_plan",
+        "columns": [{"source": "plan_code", "target": "年金计划号"},
+                    {"source": "plan_name", "target": "计划名称"}],
+        **source_config,
+    }
+    return TableSpec.model_validate({
+        "name": "年金计划", "target_table": "年金计划", "source_type": source_type,
+        "source_config": sc, "primary_key": "年金计划号"})
+
+
+def settings(**kw: Any) -> Settings:
+    base: dict[str, Any] = {"legacy_mysql_host": "127.0.0.1", "legacy_mysql_user": "root",
+                            "legacy_mysql_database": "test"}
+    return Settings(_env_file=None, **{**base, **kw})  # type: ignore[call-arg]
+
+
+# ---------------------------------------------------------------- build_select
+
+
+def test_build_select_full_read_quotes_every_identifier() -> None:
+    stmt = build_select("annuity_plan", ["plan_code", "plan_name"], None, False, None)
+    assert sql_of(stmt) == "SELECT `plan_code`, `plan_name` FROM `annuity_plan`"
+    assert sql_of(stmt, sqlite.dialect()) == 'SELECT "plan_code", "plan_name" FROM "annuity_plan"'
+
+
+def test_build_select_full_read_of_an_incremental_table_has_no_where_but_the_cursor() -> None:
+    stmt = build_select("annuity_plan", ["plan_code"], "updated_at", False, None)
+    assert sql_of(stmt) == "SELECT `plan_code`, `updated_at` FROM `annuity_plan`"
+
+
+def test_build_select_incremental_is_inclusive_and_bound() -> None:
+    stmt = build_select("annuity_plan", ["plan_code"], "updated_at", True, None)
+    assert sql_of(stmt) == (
+        "SELECT `plan_code`, `updated_at` FROM `annuity_plan` WHERE `updated_at` >= %s")
+    assert sql_of(stmt, sqlite.dialect()) == (
+        'SELECT "plan_code", "updated_at" FROM "annuity_plan" WHERE "updated_at" >= ?')
+    assert "ORDER BY" not in sql_of(stmt)
+
+
+def test_build_select_uses_the_configured_where_verbatim() -> None:
+    where = "updated_at >= :last_synced_at AND plan_name LIKE 'A%'"
+    stmt = build_select("annuity_plan", ["plan_code"], "updated_at", True, where)
+    # the format paramstyle doubles the %, which PyMySQL undoubles: MySQL gets the text as written
+    assert sql_of(stmt) == (
+        "SELECT `plan_code`, `updated_at` FROM `annuity_plan` "
+        "WHERE updated_at >= %s AND plan_name LIKE 'A%%'")
+    assert sql_of(stmt, sqlite.dialect()).endswith(
+        "WHERE updated_at >= ? AND plan_name LIKE 'A%'")
+
+
+@pytest.mark.parametrize(("since_given", "cursor"), [
+    pytest.param(False, "updated_at", id="full-run"),
+    pytest.param(True, None, id="no-cursor-column"),
+])
+def test_build_select_ignores_where_without_a_window(since_given: bool, cursor: str | None) -> None:
+    stmt = build_select("t", ["a"], cursor, since_given, "updated_at >= :last_synced_at")
+    assert "WHERE" not in sql_of(stmt)
+
+
+@pytest.mark.parametrize(("name", "mysql_text", "sqlite_text"), [
+    pytest.param("年金计划", "`年金计划`", '"年金计划"', id="chinese"),
+    pytest.param("select", "`select`", '"select"', id="reserved-word"),
+    pytest.param("plan code", "`plan code`", '"plan code"', id="space"),
+    pytest.param("a`b", "`a``b`", '"a`b"', id="backtick"),
+    pytest.param('a"b', '`a"b`', '"a""b"', id="double-quote"),
+    pytest.param("Plan_Code", "`Plan_Code`", '"Plan_Code"', id="mixed-case"),
+    pytest.param("x; DROP TABLE y", "`x; DROP TABLE y`", '"x; DROP TABLE y"', id="injection"),
+])
+def test_build_select_quotes_odd_identifiers(name: str, mysql_text: str, sqlite_text: str) -> None:
+    stmt = build_select(name, [name], name, True, None)
+    assert sql_of(stmt) == (
+        f"SELECT {mysql_text} AS c0, {mysql_text} AS c1 FROM {mysql_text} "
+        f"WHERE {mysql_text} >= %s")
+    assert sql_of(stmt, sqlite.dialect()).startswith(f"SELECT {sqlite_text} AS c0")
+
+
+def test_build_select_keeps_a_cursor_column_that_is_also_mapped() -> None:
+    stmt = build_select("t", ["id", "updated_at"], "updated_at", False, None)
+    assert sql_of(stmt) == "SELECT `id`, `updated_at` AS c1, `updated_at` AS c2 FROM `t`"
+    assert len(stmt.selected_columns) == 3
+
+
+def test_build_select_with_a_schema() -> None:
+    schema, tbl = split_table_name("legacy.annuity_plan")
+    stmt = build_select(tbl, ["plan_code"], None, False, None, schema=schema)
+    assert sql_of(stmt) == "SELECT `plan_code` FROM `legacy`.`annuity_plan`"
+    assert split_table_name("plain") == (None, "plain")
+    assert split_table_name("a.b.c") == (None, "a.b.c")
+
+
+def test_build_select_binds_values_never_inlines_them() -> None:
+    stmt = build_select("t", ["a"], "u", True, None)
+    compiled = stmt.compile(dialect=postgresql.dialect())
+    assert str(compiled).endswith("WHERE \"u\" >= %(since)s")
+    assert list(compiled.params) == ["since"]
+
+
+def test_count_null_cursor_adds_zero_dates_on_mysql() -> None:
+    stmt = build_count_null_cursor("t", "updated_at", zero_date="0000-00-00 00:00:00")
+    assert sql_of(stmt) == (
+        "SELECT count(*) AS count_1 FROM `t` "
+        "WHERE `updated_at` IS NULL OR `updated_at` = %s")
+    plain = build_count_null_cursor("t", "updated_at")
+    assert sql_of(plain, sqlite.dialect()).endswith('WHERE "updated_at" IS NULL')
+
+
+# ---------------------------------------------------------------- classify_db_error
+
+
+def op(errno: int, msg: str) -> pymysql.err.OperationalError:
+    return pymysql.err.OperationalError(errno, msg)
+
+
+@pytest.mark.parametrize(("exc", "kind", "what"), [
+    pytest.param(op(2003, "Can't connect to MySQL server on '127.0.0.1' ([Errno 111] "
+                          "Connection refused)"), ConnectionFailure, "cannot connect",
+                 id="2003-refused"),
+    pytest.param(op(2002, "Can't connect to local server"), ConnectionFailure, "cannot connect",
+                 id="2002"),
+    pytest.param(op(2005, "Unknown MySQL server host 'nope'"), ConnectionFailure,
+                 "unknown host", id="2005"),
+    pytest.param(op(2006, "MySQL server has gone away"), ConnectionFailure,
+                 "server has gone away", id="2006"),
+    pytest.param(op(2013, "Lost connection to MySQL server during query (timed out)"),
+                 ConnectionFailure, "read timed out", id="2013-timeout"),
+    pytest.param(op(2055, "Lost connection to server at 'reading'"), ConnectionFailure,
+                 "connection lost", id="2055"),
+    pytest.param(op(1040, "Too many connections"), ConnectionFailure, "too many connections",
+                 id="1040"),
+    pytest.param(op(1205, "Lock wait timeout exceeded"), ConnectionFailure,
+                 "lock wait timeout", id="1205"),
+    pytest.param(op(1213, "Deadlock found"), ConnectionFailure, "deadlock", id="1213"),
+    pytest.param(op(4031, "The client was disconnected"), ConnectionFailure,
+                 "disconnected by the server (idle timeout)", id="4031"),
+    pytest.param(pymysql.err.InterfaceError(0, ""), ConnectionFailure, "connection lost",
+                 id="interface-0"),
+    pytest.param(op(1045, "Access denied for user 'u'@'h' (using password: YES)"),
+                 QueryFailure, "access denied", id="1045"),
+    pytest.param(op(1044, "Access denied for user 'u'@'h' to database 'x'"), QueryFailure,
+                 "access denied", id="1044"),
+    pytest.param(pymysql.err.ProgrammingError(1142, "SELECT command denied"), QueryFailure,
+                 "access denied", id="1142"),
+    pytest.param(op(1054, "Unknown column 'x' in 'field list'"), QueryFailure,
+                 "unknown column", id="1054"),
+    pytest.param(pymysql.err.ProgrammingError(1064, "You have an error in your SQL syntax"),
+                 QueryFailure, "SQL syntax error", id="1064"),
+    pytest.param(pymysql.err.ProgrammingError(1146, "Table 'test.x' doesn't exist"),
+                 QueryFailure, "no such table", id="1146"),
+    pytest.param(op(1049, "Unknown database 'x'"), QueryFailure, "unknown database", id="1049"),
+    pytest.param(pymysql.err.InternalError(1792, "Cannot execute statement in a READ ONLY "
+                                                 "transaction"), QueryFailure,
+                 "read-only transaction", id="1792"),
+    pytest.param(pymysql.err.IntegrityError(1451, "Cannot delete or update a parent row"),
+                 ConstraintViolation, "row is still referenced", id="1451"),
+    pytest.param(psycopg.OperationalError('connection failed: connection to server at '
+                                          '"127.0.0.1", port 1 failed: Connection refused'),
+                 ConnectionFailure, "cannot connect", id="psycopg-refused"),
+    pytest.param(psycopg.OperationalError('connection failed: FATAL:  password '
+                                          'authentication failed for user "u"'),
+                 QueryFailure, "access denied", id="psycopg-auth"),
+    pytest.param(psycopg.errors.AdminShutdown("terminating connection"), ConnectionFailure,
+                 "server is shutting down", id="pg-57P01"),
+    pytest.param(psycopg.errors.SerializationFailure("could not serialize"), ConnectionFailure,
+                 "serialization failure", id="pg-40001"),
+    pytest.param(psycopg.errors.QueryCanceled("canceling statement due to statement timeout"),
+                 ConnectionFailure, "statement timed out", id="pg-57014"),
+    pytest.param(psycopg.errors.UndefinedTable('relation "x" does not exist'), QueryFailure,
+                 "no such table", id="pg-42P01"),
+    pytest.param(psycopg.errors.UndefinedColumn('column "x" does not exist'), QueryFailure,
+                 "unknown column", id="pg-42703"),
+    pytest.param(psycopg.errors.InsufficientPrivilege("permission denied"), QueryFailure,
+                 "access denied", id="pg-42501"),
+    pytest.param(psycopg.errors.ForeignKeyViolation("still referenced"), ConstraintViolation,
+                 "foreign key violation", id="pg-23503"),
+    pytest.param(sqlite3.OperationalError("database is locked"), ConnectionFailure,
+                 "database is locked", id="sqlite-locked"),
+    pytest.param(sqlite3.OperationalError("no such table: x"), QueryFailure, "no such table",
+                 id="sqlite-no-table"),
+    pytest.param(sqlite3.OperationalError("no such column: x"), QueryFailure, "unknown column",
+                 id="sqlite-no-column"),
+    pytest.param(TimeoutError("timed out"), ConnectionFailure, "timed out", id="socket-timeout"),
+    pytest.param(ConnectionResetError(104, "Connection reset by peer"), ConnectionFailure,
+                 "connection failed", id="reset"),
+    pytest.param(sa_exc.TimeoutError("QueuePool limit of size 5 overflow 2 reached"),
+                 ConnectionFailure, "no free connection in the pool", id="pool-timeout"),
+    pytest.param(sa_exc.NoSuchTableError("x"), QueryFailure, "no such table", id="no-such-table"),
+])
+def test_classify_db_error_by_cause(exc: BaseException, kind: type, what: str) -> None:
+    err = classify_db_error(exc, WHERE)
+    assert type(err) is kind
+    assert err.message.startswith(f"{WHERE}: {what}")
+    assert err.transient is (kind is ConnectionFailure)
+
+
+def test_classify_db_error_message_names_what_and_where() -> None:
+    orig = op(2013, "Lost connection to MySQL server during query")
+    wrapped = sa_exc.OperationalError("SELECT `plan_code` FROM `annuity_plan`", {}, orig)
+    err = classify_db_error(wrapped, WHERE, streaming=True)
+    assert isinstance(err, ConnectionFailure)
+    assert str(err) == (f"{WHERE}: connection lost mid-stream "
+                        "(2013 Lost connection to MySQL server during query)")
+    assert "SELECT" not in str(err)  # SQLAlchemy's [SQL: ...] trailer is dropped
+
+
+def test_classify_db_error_hints_for_query_errors() -> None:
+    err = classify_db_error(pymysql.err.ProgrammingError(1146, "Table 'x' doesn't exist"), WHERE)
+    assert "table exists" in err.hint
+    assert classify_db_error(op(1045, "Access denied"), WHERE).hint.startswith("check the user")
+
+
+@pytest.mark.parametrize("crash", [
+    pytest.param(AttributeError("'NoneType' object has no attribute 'read'"), id="attribute"),
+    pytest.param(struct.error("unpack requires a buffer of 4 bytes"), id="struct"),
+    pytest.param(IndexError("index out of range"), id="index"),
+    pytest.param(pymysql.err.InterfaceError(0, ""), id="interface"),
+])
+def test_classify_db_error_crash_after_a_lost_connection_is_a_connection_failure(
+        crash: BaseException) -> None:
+    err = classify_db_error(crash, WHERE, streaming=True, connection_lost=True)
+    assert isinstance(err, ConnectionFailure)
+    assert "connection lost mid-stream" in str(err)
+
+
+def test_classify_db_error_crash_chained_to_a_lost_connection() -> None:
+    try:
+        try:
+            raise op(2013, "Lost connection to MySQL server during query")
+        except pymysql.err.OperationalError:
+            raise AttributeError("'NoneType' object has no attribute 'settimeout'") from None
+    except AttributeError as exc:
+        crash = exc
+    assert crash.__context__ is not None  # `from None` hides it from tracebacks only
+    assert isinstance(classify_db_error(crash, WHERE), ConnectionFailure)
+
+
+def test_classify_db_error_plain_bug_is_not_retried() -> None:
+    err = classify_db_error(AttributeError("no attribute 'x'"), WHERE)
+    assert isinstance(err, QueryFailure)
+    assert "unexpected AttributeError" in str(err)
+
+
+def test_classify_db_error_passes_refsync_errors_through() -> None:
+    mine = InvalidRows("bad")
+    assert classify_db_error(mine, WHERE) is mine
+
+
+def test_classify_db_error_scrubs_passwords_from_driver_text() -> None:
+    exc = psycopg.OperationalError(
+        f"could not parse postgresql://app:{SECRET}@db:5432/x; password={SECRET} host=db")
+    err = classify_db_error(exc, WHERE)
+    assert SECRET not in str(err)
+    assert "postgresql://app:***@db:5432/x" in str(err)
+    assert "password=***" in str(err)
+
+
+# ---------------------------------------------------------------- legacy_mysql construction
+
+
+def test_legacy_mysql_without_host_is_not_configured() -> None:
+    with pytest.raises(NotConfigured) as info:
+        LegacyMySQLSource(spec(), Settings(_env_file=None, legacy_mysql_host=None),  # type: ignore[call-arg]
+                          MySQLPool(), batch_size=10)
+    assert "WDH_LEGACY_MYSQL_HOST" in str(info.value)
+    assert "年金计划" in str(info.value)
+    assert "WDH_LEGACY_MYSQL_HOST" in info.value.hint
+    assert info.value.error_class == "not_configured"
+
+
+def test_legacy_mysql_names_every_missing_variable() -> None:
+    with pytest.raises(NotConfigured) as info:
+        mysql_url(settings(legacy_mysql_user=None, legacy_mysql_database=None), "年金计划")
+    assert "WDH_LEGACY_MYSQL_USER, WDH_LEGACY_MYSQL_DATABASE" in str(info.value)
+
+
+def test_legacy_mysql_url_keeps_the_password_out_of_text() -> None:
+    url = mysql_url(settings(legacy_mysql_password=SecretStr(SECRET)), "t")
+    assert url.password == SECRET
+    assert SECRET not in str(url) and SECRET not in repr(url)
+    src = LegacyMySQLSource(spec(), settings(legacy_mysql_password=SecretStr(SECRET)),
+                            MySQLPool(), batch_size=10)
+    try:
+        assert src.describe() == "mysql://root@127.0.0.1:3306/test table annuity_plan"
+        assert src.where_text == WHERE
+    finally:
+        dispose_engines()
+
+
+def test_legacy_mysql_empty_password_is_allowed() -> None:
+    assert mysql_url(settings(), "t").password is None
+
+
+def test_legacy_mysql_connect_args() -> None:
+    args = connect_args(settings(), MySQLPool(connect_timeout=7, read_timeout=9))
+    assert args == {"connect_timeout": 7, "read_timeout": 9, "write_timeout": 9,
+                    "charset": "utf8mb4", "init_command": "SET SESSION TRANSACTION READ ONLY"}
+
+
+def test_legacy_mysql_tls_ca(tmp_path: Path) -> None:
+    ca = tmp_path / "ca.pem"
+    with pytest.raises(NotConfigured, match="WDH_LEGACY_MYSQL_SSL_CA"):
+        connect_args(settings(legacy_mysql_ssl_ca=ca), MySQLPool())
+    ca.write_text("-----BEGIN CERTIFICATE-----\n")
+    assert connect_args(settings(legacy_mysql_ssl_ca=ca), MySQLPool())["ssl"] == {"ca": str(ca)}
+
+
+def test_legacy_mysql_engines_are_shared_and_disposed() -> None:
+    pool = MySQLPool(pool_size=3, max_overflow=1)
+    try:
+        a = get_engine(settings(), pool)
+        assert get_engine(settings(), pool) is a
+        assert get_engine(settings(legacy_mysql_port=3307), pool) is not a
+        assert a.pool.size() == 3  # type: ignore[attr-defined]
+        assert a.pool._max_overflow == 1  # type: ignore[attr-defined]
+        assert a.dialect.name == "mysql" and a.dialect.driver == "pymysql"
+    finally:
+        dispose_engines()
+    assert get_engine(settings(), pool) is not a
+    dispose_engines()
+
+
+# ---------------------------------------------------------------- sql source and open_source
+
+
+def test_sql_source_url_env_unset_is_not_configured(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("LEGACY_URL", raising=False)
+    with pytest.raises(NotConfigured, match="LEGACY_URL"):
+        resolve_url(spec("sql", url_env="LEGACY_URL"))
+
+
+def test_sql_source_bad_url_never_repeats_it() -> None:
+    with pytest.raises(ConfigError) as info:
+        resolve_url(spec("sql", url=f"mysql+pymysql://u:{SECRET}@host:notaport/db"))
+    assert SECRET not in str(info.value)
+    assert "source_config.url" in str(info.value)
+
+
+def test_sql_source_describe_has_no_password(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LEGACY_URL", f"mysql+pymysql://app:{SECRET}@db.internal:3306/legacy")
+    src = SqlSource.from_spec(spec("sql", url_env="LEGACY_URL"), batch_size=10)
+    try:
+        assert src.describe() == "mysql://app@db.internal:3306/legacy table annuity_plan"
+        assert src.where_text == "sql annuity_plan on app@db.internal:3306/legacy"
+    finally:
+        src.close()
+
+
+def test_open_source_dispatches_on_source_type(tmp_path: Path) -> None:
+    f = tmp_path / "pl.yml"
+    f.write_text('schema_version: "1.0"\ndata:\n  - {产品线代码: PL001}\n', encoding="utf-8")
+    yspec = TableSpec.model_validate({
+        "name": "产品线", "target_table": "产品线", "source_type": "config_file",
+        "source_config": {"file_path": str(f), "schema_version": "1.0"},
+        "sync_mode": "delete_insert", "primary_key": "产品线代码"})
+    src = open_source(yspec, settings(), MySQLPool(), 100)
+    assert isinstance(src, YamlFileSource)
+    assert list(src.iter_batches(None)) == [[("PL001",)]]
+
+
+def test_open_source_closes_what_fails_to_open(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'absent.sqlite'}"
+    with pytest.raises(Exception, match="SQLite database file not found"):
+        open_source(spec("sql", url=url), settings(), MySQLPool(), 100)
+    assert not (tmp_path / "absent.sqlite").exists()
