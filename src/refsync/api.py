@@ -142,6 +142,7 @@ class Runner:
         return result
 
     _signum: int = 0
+    _clock: float = 0.0
 
     def _validate(self, target: SqlTarget, specs: list[TableSpec]) -> dict[str, dict[str, ColumnInfo]]:
         """Check every enabled table against the target before any data moves (exit 2)."""
@@ -175,7 +176,7 @@ class Runner:
         assert columns is not None
         started = self.now()
         res.started_at = started.isoformat(timespec="milliseconds")
-        clock = time.perf_counter()
+        clock = self._clock = time.perf_counter()
         where = [spec.source_type]
         try:
             for attempt in retrying(spec.options.retry, table=spec.name, where=lambda: where[0],
@@ -299,6 +300,7 @@ class Runner:
             if self.plan_only:
                 return
             writer.apply(counts, deletes=deletes)
+            res.duration_s = time.perf_counter() - self._clock
             state.record(writer.conn, self.run_key, res,
                          started=datetime.fromisoformat(res.started_at or self.now().isoformat()),
                          finished=self.now(), watermark_moves=True)

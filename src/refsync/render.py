@@ -23,8 +23,14 @@ from rich.table import Table
 from refsync.errors import RefsyncError
 from refsync.model import RunResult, TableResult
 
-out_console = Console(highlight=False)
-err_console = Console(stderr=True, highlight=False)
+def _console(stderr: bool) -> Console:
+    probe = Console(stderr=stderr)
+    # cron and pipes: no terminal width to honour, so do not squeeze tables to 80 columns
+    return Console(stderr=stderr, highlight=False, width=None if probe.is_terminal else 200)
+
+
+out_console = _console(stderr=False)
+err_console = _console(stderr=True)
 
 STATUS_STYLE = {
     "ok": "green", "unchanged": "green", "disabled": "dim", "never": "dim",
@@ -32,6 +38,8 @@ STATUS_STYLE = {
     "interrupted": "bold magenta",
 }
 COUNTS = ("read", "inserted", "updated", "deleted", "unchanged", "promoted", "rejected")
+SHORT = {"read": "read", "inserted": "ins", "updated": "upd", "deleted": "del",
+         "unchanged": "same", "promoted": "prom", "rejected": "rej"}
 
 
 def styled(status: str) -> str:
@@ -103,15 +111,15 @@ def progress_for(as_json: bool) -> RowProgress:
 
 
 def run_table(result: RunResult) -> Table:
-    title = result.run_key + ("  (plan: nothing written)" if result.plan_only else "")
+    title = "plan: what a sync would do (nothing written)" if result.plan_only else None
     table = Table(title=title, title_justify="left")
-    table.add_column("table")
-    table.add_column("mode")
-    table.add_column("status")
+    table.add_column("table", no_wrap=True)
+    table.add_column("mode", no_wrap=True)
+    table.add_column("status", no_wrap=True)
     for c in COUNTS:
-        table.add_column(c, justify="right")
-    table.add_column("attempts", justify="right")
-    table.add_column("seconds", justify="right")
+        table.add_column(SHORT[c], justify="right", no_wrap=True)
+    table.add_column("tries", justify="right")
+    table.add_column("secs", justify="right", no_wrap=True)
     table.add_column("watermark / error")
     for t in result.tables:
         note = t.watermark or ""
@@ -156,9 +164,10 @@ def _ago(iso: str | None, now: datetime) -> str:
 def status_tables(report: dict[str, Any], now: datetime | None = None) -> list[Table]:
     now = now or datetime.now().astimezone()
     tables = Table(title="tables", title_justify="left")
-    for col in ("table", "last status", "when", "ago", "seconds", "attempts", *COUNTS,
+    for col in ("table", "last", "when", "ago", "secs", "tries", *COUNTS,
                 "watermark", "last error"):
-        tables.add_column(col, justify="right" if col in COUNTS else "left")
+        tables.add_column(SHORT.get(col, col), justify="right" if col in COUNTS else "left",
+                          no_wrap=col not in ("last error",))
     for t in report["tables"]:
         err = t.get("error") or ""
         tables.add_row(
@@ -171,8 +180,9 @@ def status_tables(report: dict[str, Any], now: datetime | None = None) -> list[T
             (f"[red]{t.get('error_class')}[/]: " + escape(err.splitlines()[0][:100])) if err else "",
         )
     runs = Table(title="recent runs", title_justify="left")
-    for col in ("run key", "table", "status", "read", "changed", "attempts", "seconds", "error"):
-        runs.add_column(col)
+    for col in ("run key", "table", "status", "read", "changed", "tries", "secs", "error"):
+        runs.add_column(col, no_wrap=col != "error",
+                        justify="right" if col in ("read", "changed", "tries", "secs") else "left")
     for r in report["runs"]:
         changed = sum(r.get(c) or 0 for c in ("inserted", "updated", "deleted", "promoted"))
         runs.add_row(escape(r["run_key"]), escape(r["table"]), styled(r["status"]),
