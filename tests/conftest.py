@@ -56,8 +56,12 @@ def pg_admin_url() -> Iterator[str]:
     if not _docker():
         unavailable("no PostgreSQL: set REFSYNC_TEST_PG_URL, start the local server, "
                     "or run Docker for testcontainers")
-    tc = pytest.importorskip("testcontainers.postgres")
-    with tc.PostgresContainer("postgres:16", driver="psycopg") as pg:
+    try:  # testcontainers >= 4.15 moved it; the old path warns (an error under pytest here)
+        from testcontainers.community.postgres import PostgresContainer
+    except ImportError:
+        tc = pytest.importorskip("testcontainers.postgres")
+        PostgresContainer = tc.PostgresContainer
+    with PostgresContainer("postgres:16", driver="psycopg") as pg:
         yield pg.get_connection_url()
 
 

@@ -53,10 +53,18 @@ def mysql_url() -> Iterator[str]:
     if not (Path("/var/run/docker.sock").exists() or "DOCKER_HOST" in os.environ):
         _mysql_unavailable("no MySQL: set REFSYNC_TEST_MYSQL_URL, start the local MariaDB on "
                            "127.0.0.1:3306, or run Docker for testcontainers")
-    tc = pytest.importorskip("testcontainers.mysql", reason="uv sync --group testcontainers")
-    with tc.MySqlContainer("mariadb:10.11", dialect="pymysql") as container:
-        url = sa.engine.make_url(container.get_connection_url())
-        yield _render(url.set(username="root", password=container.root_password))
+    try:  # testcontainers >= 4.15 moved the module; the old path warns (an error here)
+        from testcontainers.community.mysql import MySqlContainer
+    except ImportError:
+        try:
+            from testcontainers.mysql import MySqlContainer
+        except ImportError:
+            _mysql_unavailable("no MySQL: Docker runs but testcontainers is missing "
+                               "(uv sync --group testcontainers)")
+    # root, so that the tests may create databases and users
+    with MySqlContainer("mariadb:10.11", dialect="pymysql", username="root",
+                        password="refsync-test") as container:
+        yield container.get_connection_url()
 
 
 @pytest.fixture(scope="module")

@@ -346,6 +346,7 @@ def test_legacy_mysql_tls_ca(tmp_path: Path) -> None:
     ca = tmp_path / "ca.pem"
     with pytest.raises(NotConfigured, match="WDH_LEGACY_MYSQL_SSL_CA"):
         connect_args(settings(legacy_mysql_ssl_ca=ca), MySQLPool())
+    assert "ssl" not in connect_args(settings(legacy_mysql_ssl_ca=""), MySQLPool())
     ca.write_text("-----BEGIN CERTIFICATE-----\n")
     assert connect_args(settings(legacy_mysql_ssl_ca=ca), MySQLPool())["ssl"] == {"ca": str(ca)}
 

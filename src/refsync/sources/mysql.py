@@ -59,7 +59,7 @@ def connect_args(settings: Settings, pool: MySQLPool) -> dict[str, Any]:
         "init_command": READ_ONLY_SESSION,
     }
     ca = settings.legacy_mysql_ssl_ca
-    if ca is not None and str(ca):
+    if ca is not None and str(ca) not in ("", "."):  # an empty variable reads as Path(".")
         if not Path(ca).is_file():
             raise NotConfigured(
                 f"{_ENV}SSL_CA names a file that does not exist: {Path(ca).absolute()}",
