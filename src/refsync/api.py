@@ -144,7 +144,8 @@ class Runner:
     _signum: int = 0
     _clock: float = 0.0
 
-    def _validate(self, target: SqlTarget, specs: list[TableSpec]) -> dict[str, dict[str, ColumnInfo]]:
+    def _validate(self, target: SqlTarget,
+                  specs: list[TableSpec]) -> dict[str, dict[str, ColumnInfo]]:
         """Check every enabled table against the target before any data moves (exit 2)."""
         found: dict[str, dict[str, ColumnInfo]] = {}
         errors: list[str] = []
@@ -177,7 +178,7 @@ class Runner:
         started = self.now()
         res.started_at = started.isoformat(timespec="milliseconds")
         clock = self._clock = time.perf_counter()
-        where = [spec.source_type]
+        where: list[str] = [spec.source_type]
         try:
             for attempt in retrying(spec.options.retry, table=spec.name, where=lambda: where[0],
                                     sleep=self.sleep):

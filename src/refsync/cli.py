@@ -47,7 +47,8 @@ FullOpt = Annotated[bool, typer.Option("--full", help="Ignore watermarks: read e
 PlanOnlyOpt = Annotated[bool, typer.Option("--plan-only", help="Only show what would change.")]
 MassDeleteOpt = Annotated[bool, typer.Option(
     "--allow-mass-delete", help="Let delete_insert remove more than max_delete_ratio.")]
-ForceOpt = Annotated[bool, typer.Option("--force", help="Run even when reference sync is disabled.")]
+ForceOpt = Annotated[bool, typer.Option(
+    "--force", help="Run even when reference sync is disabled.")]
 
 
 @dataclass

@@ -60,9 +60,10 @@ def load_settings(env_file: Path | None = None) -> Settings:
     if env_file is not None and not env_file.exists():
         raise ConfigError(f"env file not found: {env_file.resolve()}")
     try:
-        return Settings(_env_file=env_file or ".env")  # type: ignore[call-arg]
+        return Settings(_env_file=env_file or ".env")
     except ValidationError as exc:
-        raise ConfigError("invalid environment", errors=_format_errors(exc, prefix="WDH_")) from None
+        errors = _format_errors(exc, prefix="WDH_")
+        raise ConfigError("invalid environment", errors=errors) from None
 
 
 # ---------------------------------------------------------------- the reference_sync section
@@ -261,12 +262,14 @@ class TableSpec(_Strict):
             if self.source_type == "sql" and not (sc.url or sc.url_env):
                 raise ValueError("a sql source needs source_config.url or source_config.url_env")
             if self.source_type == "legacy_mysql" and (sc.url or sc.url_env):
-                raise ValueError("legacy_mysql reads WDH_LEGACY_MYSQL_*; use source_type: sql for a URL")
+                raise ValueError(
+                    "legacy_mysql reads WDH_LEGACY_MYSQL_*; use source_type: sql for a URL")
         mapped = self.mapped_columns
         if mapped is not None:
             missing = [k for k in self.primary_key if k not in mapped]
             if missing:
-                raise ValueError(f"primary_key {missing} is not among the mapped target columns {mapped}")
+                raise ValueError(
+                    f"primary_key {missing} is not among the mapped target columns {mapped}")
         if len(set(self.primary_key)) != len(self.primary_key):
             raise ValueError("primary_key lists a column twice")
         return self

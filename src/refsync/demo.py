@@ -79,6 +79,6 @@ def run_demo(directory: Path, rows: int, *, as_json: bool, out: ModuleType) -> i
     else:
         say("\n[bold]status[/]")
         out.print_status(report)
-        say(f"\nTry: uv run refsync status -c {config.path}  "
-            f"(with WDH_DATABASE_URL={settings.database_url.get_secret_value() if settings.database_url else ''})")
+        url = settings.database_url.get_secret_value() if settings.database_url else ""
+        say(f"\nTry: WDH_DATABASE_URL={url} uv run refsync status -c {config.path}")
     return worst

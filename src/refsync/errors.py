@@ -80,7 +80,7 @@ class ConstraintViolation(RefsyncError):
     """The target refused a change, e.g. a delete still referenced by a foreign key."""
 
     error_class = "constraint"
-    default_hint = "remove or repoint the referencing rows, or switch the table to sync_mode: upsert"
+    default_hint = "repoint the referencing rows first, or use sync_mode: upsert"
 
 
 class Guarded(RefsyncError):

@@ -23,6 +23,7 @@ from rich.table import Table
 from refsync.errors import RefsyncError
 from refsync.model import RunResult, TableResult
 
+
 def _console(stderr: bool) -> Console:
     probe = Console(stderr=stderr)
     # cron and pipes: no terminal width to honour, so do not squeeze tables to 80 columns
@@ -177,7 +178,7 @@ def status_tables(report: dict[str, Any], now: datetime | None = None) -> list[T
             "" if t.get("attempts") is None else str(t["attempts"]),
             *("" if t.get(c) is None else f"{t[c]:,}" for c in COUNTS),
             escape(t.get("watermark") or ""),
-            (f"[red]{t.get('error_class')}[/]: " + escape(err.splitlines()[0][:100])) if err else "",
+            f"[red]{t.get('error_class')}[/]: {escape(err.splitlines()[0][:100])}" if err else "",
         )
     runs = Table(title="recent runs", title_justify="left")
     for col in ("run key", "table", "status", "read", "changed", "tries", "secs", "error"):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 
 from tenacity import (
@@ -40,12 +41,11 @@ def retrying(policy: RetryPolicy, *, table: str, where: Callable[[], str],
                    "host": where()},
         )
 
-    kwargs = {} if sleep is None else {"sleep": sleep}
     return Retrying(
         retry=retry_if_exception(is_transient),
         stop=stop_after_attempt(1 + policy.attempts),
         wait=wait_chain(*(wait_fixed(b) for b in policy.backoff)),
         reraise=True,
         before_sleep=before_sleep,
-        **kwargs,
+        sleep=sleep or time.sleep,
     )

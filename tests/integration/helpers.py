@@ -18,6 +18,7 @@ from typing import Any
 import sqlalchemy as sa
 import yaml
 from pydantic import SecretStr
+from sqlalchemy.dialects import postgresql, sqlite
 
 from refsync import state
 from refsync.config import LoadedConfig, Settings, load_config
@@ -56,11 +57,9 @@ def engine_for(url: str) -> Iterator[sa.Engine]:
 
 def quote(url: str, *parts: str) -> str:
     """A quoted, schema-qualified (PostgreSQL only) table reference."""
-    with engine_for(url) as engine:
-        q = engine.dialect.identifier_preparer.quote
-        if not is_pg(url):
-            parts = parts[-1:]
-        return ".".join(q(p) for p in parts)
+    dialect = postgresql.dialect() if is_pg(url) else sqlite.dialect()
+    q = dialect.identifier_preparer.quote
+    return ".".join(q(p) for p in (parts if is_pg(url) else parts[-1:]))
 
 
 # ---------------------------------------------------------------- the legacy source (SQLite)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any, ClassVar
 
 import sqlalchemy as sa
@@ -214,6 +214,10 @@ class SqlTarget:
 
     writer_class: ClassVar[type[SqlTableWriter]]
 
+    def run_lock(self) -> AbstractContextManager[None]:
+        """Held for a whole run so two runs never overlap (DESIGN 4.5)."""
+        raise NotImplementedError
+
 
 class SqlTableWriter:
     """Stages a table's rows, diffs them against the target and applies only the changes."""
@@ -325,8 +329,8 @@ class SqlTableWriter:
         )
         self.sql(self.create_temp_sql(CHANGES, select), phase="diff")
         counts = DiffCounts()
-        for op, n in self.sql(f"SELECT {OP}, count(*) FROM {CHANGES} GROUP BY {OP}"):
-            setattr(counts, {"i": "inserted", "u": "updated", "p": "promoted"}[op], int(n))
+        for row in self.sql(f"SELECT {OP}, count(*) FROM {CHANGES} GROUP BY {OP}"):
+            setattr(counts, {"i": "inserted", "u": "updated", "p": "promoted"}[row[0]], int(row[1]))
         counts.unchanged = self.staged - counts.inserted - counts.updated - counts.promoted
         if deletes:
             counts.authoritative_before = self.scalar(
@@ -356,7 +360,7 @@ class SqlTableWriter:
                 f"WHERE {match} AND c.{OP} <> 'i'", phase="update")
         if counts.inserted:
             names = self.col_list + ", " + ", ".join(q(n) for n in tracking)
-            values = ", ".join(f"c.{q(n)}" for n in self.names) + ", " + ", ".join(tracking.values())
+            values = ", ".join([*(f"c.{q(n)}" for n in self.names), *tracking.values()])
             keys = ", ".join(q(k) for k in self.key)
             updates = ", ".join(f"{q(n)} = excluded.{q(n)}"
                                 for n in [*self.names, *tracking] if n not in self.key)

@@ -93,7 +93,8 @@ class PostgresTarget(SqlTarget):
             return ConstraintViolation(
                 f"{doing} refused by a foreign key: {primary}. {detail}".strip())
         if state.startswith("23"):
-            return ConstraintViolation(f"{doing} refused by a constraint: {primary}. {detail}".strip())
+            return ConstraintViolation(
+                f"{doing} refused by a constraint: {primary}. {detail}".strip())
         if state.startswith("22"):
             return InvalidRows(f"{doing}: the target refused a value: {primary}. {detail}".strip())
         return super().classify(exc, doing)
