@@ -329,7 +329,8 @@ class SqlTableWriter:
         )
         self.sql(self.create_temp_sql(CHANGES, select), phase="diff")
         counts = DiffCounts()
-        for row in self.sql(f"SELECT {OP}, count(*) FROM {CHANGES} GROUP BY {OP}"):
+        rows: list[Any] = list(self.sql(f"SELECT {OP}, count(*) FROM {CHANGES} GROUP BY {OP}"))
+        for row in rows:
             setattr(counts, {"i": "inserted", "u": "updated", "p": "promoted"}[row[0]], int(row[1]))
         counts.unchanged = self.staged - counts.inserted - counts.updated - counts.promoted
         if deletes:
