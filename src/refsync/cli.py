@@ -13,13 +13,14 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from refsync import api
-from refsync.config import LoadedConfig, Settings, load_config, load_settings, resolve_config_path
 from refsync.errors import ConfigError, LockHeld, RefsyncError
+
+if TYPE_CHECKING:  # the engine is imported per command, so `--help` starts fast
+    from refsync.config import LoadedConfig, Settings
 
 app = typer.Typer(
     name="refsync",
@@ -69,6 +70,8 @@ class Context:
         configure_logging(self.log_format, self.verbosity)  # type: ignore[arg-type]
 
     def settings(self) -> Settings:
+        from refsync.config import load_settings
+
         settings = load_settings(self.env_file)
         from refsync.logs import register_secrets
 
@@ -76,6 +79,8 @@ class Context:
         return settings
 
     def config(self, settings: Settings) -> LoadedConfig:
+        from refsync.config import load_config, resolve_config_path
+
         return load_config(resolve_config_path(self.config_path, settings))
 
 
@@ -123,7 +128,7 @@ def _print_json(doc: dict[str, Any]) -> None:
 
 
 def _sync_command(ctx: Context, **kwargs: Any) -> int:
-    from refsync import render
+    from refsync import api, render
 
     settings = ctx.settings()
     config = ctx.config(settings)
@@ -181,7 +186,7 @@ def status(tables: TablesOpt = None,
     ctx = _context(config, env_file, as_json, log_format, verbose, quiet)
 
     def body() -> int:
-        from refsync import render
+        from refsync import api, render
 
         settings = ctx.settings()
         report = api.status(ctx.config(settings), settings, tables=tables, runs=runs)
@@ -205,7 +210,7 @@ def init_db(create_tables: Annotated[bool, typer.Option(
     ctx = _context(config, env_file, as_json, log_format, verbose, quiet)
 
     def body() -> int:
-        from refsync import render
+        from refsync import api, render
 
         settings = ctx.settings()
         actions = api.init_db(ctx.config(settings), settings, create_tables=create_tables)

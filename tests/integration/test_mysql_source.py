@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import gc
 import logging
-import socket
-import threading
 import time
 from collections.abc import Iterator
 from datetime import date, datetime, timedelta
@@ -15,6 +13,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from tcp_proxy import CuttingProxy
 
 from refsync.config import MySQLPool, Settings, TableSpec
 from refsync.errors import ConnectionFailure, NotConfigured, QueryFailure
@@ -382,67 +381,6 @@ def test_mysql_killed_mid_stream_is_a_connection_failure(db: sa.URL, admin: sa.E
     assert ": connection lost mid-stream (2013 Lost connection to MySQL server during query)" \
         in str(info.value)
     assert len(read(src)) == 100_000  # the pool recovers: a retry reads from scratch
-
-
-class CuttingProxy:
-    """A TCP proxy that drops the first connection after `limit` bytes from the server."""
-
-    def __init__(self, upstream: tuple[str, int], limit: int) -> None:
-        self.upstream, self.limit = upstream, limit
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
-        self.connections = 0
-        self.cut = threading.Event()
-        self.sockets: list[socket.socket] = []
-        self.threads: list[threading.Thread] = []
-        self._start(self._accept)
-
-    def _start(self, target: Any, *args: Any) -> None:
-        t = threading.Thread(target=target, args=args, daemon=True)
-        self.threads.append(t)
-        t.start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return
-            server = socket.create_connection(self.upstream)
-            self.sockets += [client, server]
-            self.connections += 1
-            limit = self.limit if self.connections == 1 else None
-            self._start(self._pump, client, server, None)
-            self._start(self._pump, server, client, limit)
-
-    def _pump(self, src: socket.socket, dst: socket.socket, limit: int | None) -> None:
-        sent = 0
-        try:
-            while data := src.recv(65536):
-                if limit is not None and sent + len(data) >= limit:
-                    dst.sendall(data[: limit - sent])
-                    self.cut.set()
-                    break
-                dst.sendall(data)
-                sent += len(data)
-        except OSError:
-            pass
-        for s in (src, dst):
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-
-    def close(self) -> None:
-        for s in [self.listener, *self.sockets]:  # shutdown wakes threads blocked on them
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-        for t in self.threads:
-            t.join(timeout=5)
-        for s in [self.listener, *self.sockets]:
-            s.close()
 
 
 def test_mysql_connection_cut_by_a_proxy_mid_stream(db: sa.URL, big: str) -> None:

@@ -19,7 +19,6 @@ from helpers import (
     AUTHORITATIVE,
     AUTO_DERIVED,
     KEY,
-    PLAN_COLUMNS,
     RUN_KEY_RE,
     SCHEMA,
     T0,
@@ -848,7 +847,3 @@ def test_sync_tables_selects_by_name_or_target(target_url: str, legacy: LegacyDb
     assert [t.name for t in result.tables] == ["副本"]
     assert read_rows(target_url) == []
     assert len(read_rows(target_url, table="计划副本")) == 3
-
-
-# keep the names ruff would otherwise flag as unused in some parametrisations
-_ = PLAN_COLUMNS
