@@ -118,6 +118,17 @@ class Runner:
         return datetime.now(self.zone)
 
     def run(self, specs: list[TableSpec]) -> RunResult:
+        from refsync.logs import run_context
+
+        with run_context(self.run_key):
+            log.info("run %s%s: %d table(s)", self.run_key, " (plan)" if self.plan_only else "",
+                     len(specs), extra={"event": "run_start", "run_key": self.run_key})
+            result = self._run(specs)
+            log.info("run %s done: exit code %d", self.run_key, result.exit_code,
+                     extra={"event": "run_done", "run_key": self.run_key})
+        return result
+
+    def _run(self, specs: list[TableSpec]) -> RunResult:
         result = RunResult(run_key=self.run_key, plan_only=self.plan_only)
         target = open_target(_target_url(self.settings))
         try:
@@ -342,7 +353,8 @@ class Runner:
                  "error_class": res.error_class, "watermark": res.watermark}
         if res.failed:
             extra.update(error=res.error, hint=res.hint, host=where)
-            log.error("%s: %s after %d attempt(s) [%s] %s (source: %s)%s", res.name, res.status,
+            level = logging.WARNING if res.status == "skipped" else logging.ERROR
+            log.log(level, "%s: %s after %d attempt(s) [%s] %s (source: %s)%s", res.name, res.status,
                       res.attempts, res.error_class, res.error, where,
                       f"; hint: {res.hint}" if res.hint else "", extra=extra)
         else:
@@ -414,9 +426,12 @@ def status(config: LoadedConfig, settings: Settings, *, tables: list[str] | None
     specs = config.section.select(tables)
     names = [s.name for s in specs]
     target = open_target(_target_url(settings))
+    per_table: dict[str, Any] = {}
+    run_rows: list[Any] = []
     try:
-        with target.connect() as conn:
-            per_table, run_rows = state.read_status(conn, names, runs)
+        if target.database_exists():  # never create an empty SQLite file just to look
+            with target.connect() as conn:
+                per_table, run_rows = state.read_status(conn, names, runs)
     finally:
         target.close()
     now = now or datetime.now(ZoneInfo(config.section.timezone))

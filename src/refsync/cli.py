@@ -65,9 +65,13 @@ class Context:
     def setup(self) -> None:
         from refsync.logs import configure_logging
 
+        from refsync import render
+
         if self.log_format not in ("text", "json"):
             raise typer.BadParameter("use text or json", param_hint="--log-format")
         configure_logging(self.log_format, self.verbosity)  # type: ignore[arg-type]
+        # with JSON logs, stderr carries only JSON lines: the log records say it all
+        render.human_stderr = self.log_format == "text"
 
     def settings(self) -> Settings:
         from refsync.config import load_settings
@@ -106,6 +110,13 @@ def _run(ctx: Context, body: Callable[[], int]) -> None:
     except KeyboardInterrupt:
         render.err_console.print("interrupted")
         code = 130
+    except Exception as exc:  # a bug of ours: one line for the user, the traceback with -v
+        log.debug("unexpected error", exc_info=True)
+        internal = RefsyncError(
+            f"internal error: {type(exc).__name__}: {exc}",
+            hint="rerun with -v for the traceback and report it")
+        internal.error_class = "internal"  # type: ignore[misc]
+        code = _error(ctx, internal, 1)
     raise typer.Exit(code)
 
 
@@ -137,7 +148,7 @@ def _sync_command(ctx: Context, **kwargs: Any) -> int:
         result = api.sync(config, settings, progress=progress, **kwargs)
     if ctx.as_json:
         _print_json(result.as_json())
-    else:
+    elif render.human_stderr:  # with JSON logs (cron), the log records carry the summary
         render.print_run(result)
     return result.exit_code
 

@@ -20,6 +20,7 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -62,7 +63,8 @@ def load_settings(env_file: Path | None = None) -> Settings:
     try:
         return Settings(_env_file=env_file or ".env")
     except ValidationError as exc:
-        errors = _format_errors(exc, prefix="WDH_")
+        errors = [f"WDH_{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg']}"
+                  for e in exc.errors()]
         raise ConfigError("invalid environment", errors=errors) from None
 
 
@@ -230,14 +232,24 @@ class TableSpec(_Strict):
 
     @model_validator(mode="before")
     @classmethod
-    def _pick_source_model(cls, data: Any) -> Any:
+    def _no_options(cls, data: Any) -> Any:
         if isinstance(data, dict) and "options" in data:
             raise ValueError("'options' is not a table setting")
-        if isinstance(data, dict) and isinstance(data.get("source_config"), dict):
-            model = _SOURCE_MODELS.get(str(data.get("source_type")))
-            if model is not None:
-                data = {**data, "source_config": model.model_validate(data["source_config"])}
         return data
+
+    @field_validator("source_config", mode="before")
+    @classmethod
+    def _pick_source_model(cls, v: Any, info: ValidationInfo) -> Any:
+        """Validate source_config by source_type, so errors keep their source_config path."""
+        model = _SOURCE_MODELS.get(str(info.data.get("source_type")))
+        if model is not None and isinstance(v, dict):
+            return model.model_validate(v)
+        return v
+
+    @field_validator("source_timezone")
+    @classmethod
+    def _zone(cls, v: str | None) -> str | None:
+        return None if v is None else TableOptions._zone(v)
 
     @field_validator("primary_key", mode="before")
     @classmethod

@@ -39,7 +39,6 @@ class ConfigError(RefsyncError):
 class UsageError(ConfigError):
     """A command-line mistake, such as an unknown table name (exit 2)."""
 
-    error_class = "usage"
     default_hint = ""
 
 

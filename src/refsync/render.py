@@ -48,8 +48,18 @@ def styled(status: str) -> str:
     return f"[{style}]{status}[/]" if style else status
 
 
+human_stderr = True  # False under --log-format json: stderr is then JSON lines only
+
+
 def print_error(exc: RefsyncError) -> None:
     """One line for the cause, one for the hint; never a traceback."""
+    if not human_stderr:
+        import logging
+
+        logging.getLogger("refsync").error(
+            "%s", exc.message, extra={"event": "error", "error_class": exc.error_class,
+                                      "error": exc.message, "hint": exc.hint or None})
+        return
     lines = exc.message.splitlines() or [str(exc)]
     err_console.print(f"[bold red]Error:[/] {escape(lines[0])}")
     for extra in lines[1:]:
@@ -139,7 +149,7 @@ def print_run(result: RunResult) -> None:
                           "nothing done (use --force to run anyway)")
         return
     out_console.print(run_table(result))
-    for t in result.tables:
+    for t in result.tables if human_stderr else []:
         if t.error:
             err_console.print(f"[bold red]{escape(t.name)}[/]: {escape(t.error)}")
             if t.hint:

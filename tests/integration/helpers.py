@@ -258,8 +258,9 @@ def yaml_table(name: str, path: Path, *, target_table: str, key: str, mode: str 
             "sync_mode": mode, "primary_key": key, **options}
 
 
-def write_yaml_source(path: Path, data: list[dict[str, Any]] | None) -> Path:
-    doc = {"schema_version": "1.0", "description": "产品线", "data": data}
+def write_yaml_source(path: Path, data: list[dict[str, Any]] | None, *,
+                      version: str = "1.0") -> Path:
+    doc = {"schema_version": version, "description": "产品线", "data": data}
     path.write_text(yaml.safe_dump(doc, allow_unicode=True, sort_keys=False), encoding="utf-8")
     return path
 
@@ -275,8 +276,8 @@ def write_config(directory: Path, tables: list[dict[str, Any]], **section: Any) 
 
 
 def settings_for(url: str, **overrides: Any) -> Settings:
-    return Settings(_env_file=None, database_url=SecretStr(url),  # type: ignore[call-arg]
-                    reference_sync_enabled=True, **overrides)
+    values: dict[str, Any] = {"reference_sync_enabled": True, **overrides}
+    return Settings(_env_file=None, database_url=SecretStr(url), **values)  # type: ignore[call-arg]
 
 
 # ---------------------------------------------------------------- results and state
@@ -295,7 +296,8 @@ def counts(res: TableResult) -> dict[str, int]:
 def assert_counts(res: TableResult, **expected: int) -> None:
     """The counts given (the others 0), and `read` the sum of the five outcomes."""
     want = {n: expected.get(n, 0) for n in COUNT_NAMES}
-    assert counts(res) == want, (res.status, res.error)
+    got = counts(res)
+    assert got == want, f"counts {got}, expected {want} (status {res.status}: {res.error})"
     assert res.read == (res.inserted + res.updated + res.promoted + res.unchanged
                         + res.rejected)
 
@@ -308,6 +310,17 @@ def has_state(url: str) -> bool:
             return "refsync" in insp.get_schema_names()
         names = insp.get_table_names()
         return any(n.startswith("refsync_") for n in names)
+
+
+def state_table_names(url: str) -> set[str]:
+    """refsync's own tables as they are named in the target."""
+    with engine_for(url) as engine, engine.connect() as conn:
+        insp = sa.inspect(conn)
+        if is_pg(url):
+            if "refsync" not in insp.get_schema_names():
+                return set()
+            return {f"refsync.{n}" for n in insp.get_table_names(schema="refsync")}
+        return {n for n in insp.get_table_names() if n.startswith("refsync")}
 
 
 def read_state(url: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:

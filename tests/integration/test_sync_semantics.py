@@ -29,6 +29,7 @@ from helpers import (
     counts,
     create_tables,
     create_target,
+    engine_for,
     execute,
     expected_row,
     has_state,
@@ -41,6 +42,7 @@ from helpers import (
     read_state,
     settings_for,
     sql_table,
+    state_table_names,
     table_result,
     tracking_columns,
     write_config,
@@ -84,11 +86,13 @@ def assert_rows(url: str, expected: dict[str, dict[str, Any]], **where: Any) -> 
     assert not wrong, f"{len(wrong)} rows differ, first: {wrong[:3]}"
 
 
-def auto_derived(code: str, name: str) -> dict[str, Any]:
-    """A layer-2 row as the backfill job writes it."""
-    return {"计划代码": code, "计划名称": name, "计划类型": None, "金额": None, "成立日期": None,
-            "_source": "auto_derived", "_needs_review": True, "_derived_from_domain": "annuity",
-            "_derived_at": datetime.now().astimezone()}
+def auto_derived(code: str, name: str, row: tuple[Any, ...] | None = None) -> dict[str, Any]:
+    """A layer-2 row as the backfill job writes it (with `row`'s values when given)."""
+    values = {"计划代码": code, "计划名称": name, "计划类型": None, "金额": None, "成立日期": None}
+    if row is not None:
+        values = {k: v for k, v in expected_row(row).items() if k in values}
+    return {**values, "_source": "auto_derived", "_needs_review": True,
+            "_derived_from_domain": "annuity", "_derived_at": datetime.now().astimezone()}
 
 
 def auto_expected(code: str, name: str) -> dict[str, Any]:
@@ -99,9 +103,9 @@ def auto_expected(code: str, name: str) -> dict[str, Any]:
 # ---------------------------------------------------------------- 1-2: first run, rerun
 
 
-def product_lines_table(url: str) -> None:
+def product_lines_table(url: str, name: str = PRODUCT_LINES) -> None:
     def build(md: sa.MetaData) -> None:
-        sa.Table(PRODUCT_LINES, md,
+        sa.Table(name, md,
                  sa.Column("产品线代码", sa.String(10), primary_key=True),
                  sa.Column("产品线名称", sa.String(50), nullable=False),
                  sa.Column("排序", sa.Integer),
@@ -154,6 +158,9 @@ def test_sync_first_run_inserts_every_row_as_authoritative(
             "rejected", "rejects", "attempts", "duration_s", "watermark"} <= set(doc)
     assert doc["target"] == f"{SCHEMA}.{TABLE}" and doc["mode"] == "upsert"
 
+    assert state_table_names(target_url) == (
+        {"refsync.sync_state", "refsync.sync_runs"} if is_pg(target_url)
+        else {"refsync_sync_state", "refsync_sync_runs"})
     st, runs = read_state(target_url)
     assert set(st) == {TABLE, PRODUCT_LINES}
     for name in (TABLE, PRODUCT_LINES):
@@ -217,13 +224,18 @@ def test_sync_mixed_changes_promote_and_keep_auto_derived_rows(
     _, res = sync_plans(config, target_url)
     assert_counts(res, read=N, inserted=N)
 
-    # layer 2: 50 rows the source is about to deliver, 30 it never has
-    insert_rows(target_url, [auto_derived(f"P{i:05d}", f"回填{i}") for i in range(N, N + 50)]
+    # layer 2: 50 rows the source is about to deliver (10 of them with the very values it
+    # will bring), and 30 it never has
+    insert_rows(target_url,
+                [auto_derived(f"P{i:05d}", "", plan_row(i)) for i in range(N, N + 10)]
+                + [auto_derived(f"P{i:05d}", f"回填{i}") for i in range(N + 10, N + 50)]
                 + [auto_derived(f"P{i:05d}", f"回填{i}") for i in range(20_000, 20_030)])
-    # an authoritative row flagged for review whose values equal the source's
-    execute(target_url, f"UPDATE {quote(target_url, SCHEMA, TABLE)} SET "
-                        f"\"_needs_review\" = {'true' if is_pg(target_url) else '1'} "
-                        f"WHERE \"{KEY}\" = 'P00500'")
+    # authoritative rows whose values equal the source's but whose tracking values do not
+    ref = quote(target_url, SCHEMA, TABLE)
+    true = "true" if is_pg(target_url) else "1"
+    execute(target_url, f"UPDATE {ref} SET \"_needs_review\" = {true} WHERE \"{KEY}\" = 'P00500'")
+    execute(target_url, f"UPDATE {ref} SET \"_derived_from_domain\" = 'annuity' "
+                        f"WHERE \"{KEY}\" = 'P00501'")
     # the source: 100 updated (NULL <-> value among them), 200 deleted, 300 new
     updated = [plan_row(i, name=f"企业年金计划{i}（更名）", amount="7.77" if i % 2 else None)
                for i in range(100)]
@@ -236,8 +248,8 @@ def test_sync_mixed_changes_promote_and_keep_auto_derived_rows(
 
     assert result.exit_code == 0
     assert (res.status, res.error) == ("ok", None)
-    assert_counts(res, read=N + 100, inserted=250, updated=101, promoted=50,
-                  unchanged=N + 100 - 401, deleted=deleted)
+    assert_counts(res, read=N + 100, inserted=250, updated=102, promoted=50,
+                  unchanged=N + 100 - 402, deleted=deleted)
     expected = seeded(first) | seeded(updated) | seeded(new)
     if mode == "delete_insert":
         for i in range(N - 200, N):
@@ -250,6 +262,93 @@ def test_sync_mixed_changes_promote_and_keep_auto_derived_rows(
     _, res = sync_plans(config, target_url)
     assert res.status == "unchanged"
     assert_counts(res, read=N + 100, unchanged=N + 100)
+
+
+WRITES = "写入日志"
+
+
+def log_writes(url: str) -> None:
+    """Record every row the target table receives (insert/update/delete) in `写入日志`."""
+    ref, log = quote(url, SCHEMA, TABLE), quote(url, SCHEMA, WRITES)
+    execute(url, f"CREATE TABLE {log} (op VARCHAR(1), k VARCHAR(20))")
+    if is_pg(url):
+        fn = quote(url, SCHEMA, "log_write")
+        execute(url, f"""CREATE FUNCTION {fn}() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN
+              IF TG_OP = 'DELETE' THEN
+                INSERT INTO {log} VALUES ('D', OLD."{KEY}"); RETURN OLD;
+              END IF;
+              INSERT INTO {log} VALUES (left(TG_OP, 1), NEW."{KEY}"); RETURN NEW;
+            END $$""")
+        execute(url, f"CREATE TRIGGER log_write AFTER INSERT OR UPDATE OR DELETE ON {ref} "
+                     f"FOR EACH ROW EXECUTE FUNCTION {fn}()")
+        return
+    for op, row in (("INSERT", "NEW"), ("UPDATE", "NEW"), ("DELETE", "OLD")):
+        execute(url, f"CREATE TRIGGER log_{op.lower()} AFTER {op} ON {ref} BEGIN "
+                     f"INSERT INTO {log} VALUES ('{op[0]}', {row}.\"{KEY}\"); END")
+
+
+def logged_writes(url: str) -> list[tuple[str, str]]:
+    with engine_for(url) as engine, engine.connect() as conn:
+        rows = conn.exec_driver_sql(f"SELECT op, k FROM {quote(url, SCHEMA, WRITES)}").all()
+    return sorted((op, k) for op, k in rows)
+
+
+@pytest.mark.parametrize("mode", [pytest.param("upsert", id="upsert"),
+                                  pytest.param("delete_insert", id="delete_insert")])
+def test_sync_writes_only_the_rows_that_change(target_url: str, legacy: LegacyDb,
+                                               tmp_path: Path, mode: str) -> None:
+    legacy.create_plans([plan_row(i) for i in range(1000)])
+    create_target(target_url)
+    config = plans_config(tmp_path, legacy, mode=mode)
+    sync_plans(config, target_url)
+    insert_rows(target_url, [auto_derived("P01000", "", plan_row(1000)),
+                             auto_derived("P01001", "回填")])
+    log_writes(target_url)
+    execute(target_url, f"UPDATE {quote(target_url, SCHEMA, TABLE)} SET \"_needs_review\" = "
+                        f"{'true' if is_pg(target_url) else '1'} WHERE \"{KEY}\" = 'P00500'")
+    legacy.put_plans([plan_row(i, name=f"更名{i}") for i in range(5)]
+                     + [plan_row(i, amount=None, kind=None) for i in (12, 13)])
+    legacy.delete_plans(["P00990", "P00991", "P00992"])
+    legacy.add_plans([plan_row(i) for i in range(1000, 1004)])
+
+    _, res = sync_plans(config, target_url)
+
+    deletes = mode == "delete_insert"
+    assert_counts(res, read=1001, inserted=2, updated=8, promoted=2, unchanged=989,
+                  deleted=3 if deletes else 0)
+    updated = ["P00000", "P00001", "P00002", "P00003", "P00004", "P00012", "P00013", "P00500",
+               "P01000", "P01001"]
+    assert logged_writes(target_url) == sorted(
+        [("U", "P00500")]  # the test's own update, flagging the row for review
+        + [("U", k) for k in updated]
+        + [("I", "P01002"), ("I", "P01003")]
+        + ([("D", k) for k in ("P00990", "P00991", "P00992")] if deletes else []))
+
+    execute(target_url, f"DELETE FROM {quote(target_url, SCHEMA, WRITES)}")
+    _, res = sync_plans(config, target_url)
+    assert res.status == "unchanged"
+    assert logged_writes(target_url) == []  # not one row rewritten
+
+
+def test_sync_null_key_is_a_rejected_row(target_url: str, legacy: LegacyDb,
+                                         tmp_path: Path) -> None:
+    """A NULL key never reaches the target, even where the key column admits NULL (a
+    SQLite primary key declared without NOT NULL)."""
+    rows = [plan_row(i) for i in range(1, 11)]
+    legacy.create_plans([*rows, (None, "无代码", "DB", "1.00", "2020-01-01", T0)])
+    cols = plan_columns()
+    cols[0] = sa.Column(KEY, sa.String(20), primary_key=True, nullable=True)
+    create_target(target_url, columns=cols)
+    config = plans_config(tmp_path, legacy, on_invalid="skip")
+
+    _, res = sync_plans(config, target_url)
+
+    assert_counts(res, read=11, inserted=10, rejected=1)
+    assert [(r["key"], r["column"]) for r in res.rejects] == [({KEY: None}, KEY)]
+    _, res = sync_plans(config, target_url)
+    assert_counts(res, read=11, unchanged=10, rejected=1)
+    assert_rows(target_url, seeded(rows))
 
 
 # ---------------------------------------------------------------- 4: the mass-delete guard
@@ -600,9 +699,12 @@ def test_sync_one_failing_table_never_stops_the_others(
     create_target(target_url)
     create_target(target_url, table="计划副本")
     product_lines_table(target_url)
+    product_lines_table(target_url, "产品线v2")
+    v2 = write_yaml_source(tmp_path / "v2.yml", PRODUCT_LINE_DATA, version="2.0")
     config = write_config(tmp_path, [
         yaml_table(PRODUCT_LINES, tmp_path / "missing.yml", target_table=PRODUCT_LINES,
                    key="产品线代码"),
+        yaml_table("产品线v2", v2, target_table="产品线v2", key="产品线代码"),
         sql_table("计划副本", legacy, table="no_such_table", target_table="计划副本"),
         sql_table(TABLE, legacy),
     ])
@@ -613,6 +715,9 @@ def test_sync_one_failing_table_never_stops_the_others(
     missing = table_result(result, PRODUCT_LINES)
     assert (missing.status, missing.error_class) == ("skipped", "file_missing")
     assert missing.error and str(tmp_path / "missing.yml") in missing.error
+    version = table_result(result, "产品线v2")
+    assert (version.status, version.error_class) == ("skipped", "schema_version")
+    assert read_rows(target_url, table="产品线v2", key="产品线代码") == []
     bad = table_result(result, "计划副本")
     assert (bad.status, bad.error_class) == ("failed", "query")
     assert bad.attempts == 1  # a query error is not retried
@@ -622,7 +727,8 @@ def test_sync_one_failing_table_never_stops_the_others(
     assert_rows(target_url, seeded(rows))
     st, runs = read_state(target_url)
     assert {r["table_name"]: (r["status"], r["error_class"]) for r in runs} == {
-        PRODUCT_LINES: ("skipped", "file_missing"), "计划副本": ("failed", "query"),
+        PRODUCT_LINES: ("skipped", "file_missing"), "产品线v2": ("skipped", "schema_version"),
+        "计划副本": ("failed", "query"),
         TABLE: ("ok", None)}
     assert st[TABLE]["last_success_at"] is not None
     assert st["计划副本"]["last_success_at"] is None

@@ -137,7 +137,8 @@ class YamlFileSource:
         if dropped:
             log.debug("%s: ignoring tracking keys %s (refsync sets them)", self.path, dropped)
         if self.mapping is None:
-            keys = [k for k in seen if k not in tracking]
+            # no rows to learn the columns from: the key alone (the table may be emptied)
+            keys = [k for k in seen if k not in tracking] or list(self.spec.primary_key)
             self.columns = keys
         else:
             bad = [t for _, t in self.mapping if t in tracking]

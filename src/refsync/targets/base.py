@@ -86,6 +86,9 @@ class SqlTarget:
     def close(self) -> None:
         self.engine.dispose()
 
+    def database_exists(self) -> bool:
+        return True
+
     # -- naming
 
     def quote(self, ident: str) -> str:

@@ -74,6 +74,9 @@ class SqliteTarget(SqlTarget):
         sa.event.listen(engine, "begin", _on_begin)
         super().__init__(engine, f"sqlite:///{self.path}" if self.path else "sqlite://")
 
+    def database_exists(self) -> bool:
+        return self.path is None or self.path.exists()
+
     def schema_for(self, schema: str) -> str | None:
         return None
 

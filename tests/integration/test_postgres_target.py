@@ -1,0 +1,268 @@
+"""PostgreSQL-only behaviour of the target (DESIGN 4.2, 4.5, 4.6): unchanged rows are not
+rewritten (same row version, next to no WAL), the advisory run lock, quoted identifiers,
+and the PostgreSQL types SQLite does not have."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+import sqlalchemy as sa
+from helpers import (
+    KEY,
+    SCHEMA,
+    TABLE,
+    LegacyDb,
+    assert_counts,
+    create_tables,
+    create_target,
+    engine_for,
+    execute,
+    expected_row,
+    has_state,
+    insert_rows,
+    plan_row,
+    quote,
+    read_rows,
+    read_state,
+    settings_for,
+    sql_table,
+    table_result,
+    tracking_columns,
+    write_config,
+)
+from sqlalchemy.dialects import postgresql
+
+from refsync import api
+from refsync.errors import LockHeld
+from refsync.targets.postgres import LOCK_KEY
+
+pytestmark = pytest.mark.integration
+
+SHANGHAI = ZoneInfo("Asia/Shanghai")
+
+
+@pytest.fixture
+def legacy(tmp_path: Path) -> LegacyDb:
+    return LegacyDb(tmp_path / "legacy.sqlite")
+
+
+def sync_one(config: Any, url: str, name: str = TABLE, **kwargs: Any) -> Any:
+    result = api.sync(config, settings_for(url), **kwargs)
+    return result, table_result(result, name)
+
+
+def xmins(url: str, schema: str = SCHEMA, table: str = TABLE, key: str = KEY) -> dict[str, str]:
+    """Each row's version (xmin): it changes exactly when the row is rewritten."""
+    ref = quote(url, schema, table)
+    with engine_for(url) as engine, engine.connect() as conn:
+        return dict(conn.exec_driver_sql(f'SELECT "{key}", xmin::text FROM {ref}').all())
+
+
+def wal_lsn(url: str) -> str:
+    with engine_for(url) as engine, engine.connect() as conn:
+        return str(conn.exec_driver_sql("SELECT pg_current_wal_lsn()").scalar())
+
+
+def wal_bytes(url: str, start: str, end: str) -> int:
+    with engine_for(url) as engine, engine.connect() as conn:
+        return int(conn.execute(sa.text("SELECT pg_wal_lsn_diff(:e, :s)"),
+                                {"e": end, "s": start}).scalar() or 0)
+
+
+def test_postgres_unchanged_rows_keep_their_row_version(pg_url: str, legacy: LegacyDb,
+                                                       tmp_path: Path) -> None:
+    legacy.create_plans([plan_row(i) for i in range(2000)])
+    create_target(pg_url)
+    config = write_config(tmp_path, [sql_table(TABLE, legacy)])
+    sync_one(config, pg_url)
+    first = xmins(pg_url)
+
+    _, res = sync_one(config, pg_url)
+
+    assert res.status == "unchanged"
+    assert xmins(pg_url) == first  # not one row rewritten
+
+    insert_rows(pg_url, [{KEY: "P02000", "计划名称": "回填", "_source": "auto_derived",
+                          "_needs_review": True, "_derived_from_domain": "annuity",
+                          "_derived_at": datetime.now(SHANGHAI)}])
+    execute(pg_url, f'UPDATE {quote(pg_url, SCHEMA, TABLE)} SET "_needs_review" = true '
+                    f"WHERE \"{KEY}\" = 'P00500'")
+    seeded = xmins(pg_url)
+    legacy.put_plans([plan_row(i, name=f"更名{i}") for i in range(10)])
+    legacy.add_plans([plan_row(i) for i in range(2000, 2005)])
+
+    _, res = sync_one(config, pg_url)
+
+    assert_counts(res, read=2005, inserted=4, updated=11, promoted=1, unchanged=1989)
+    after = xmins(pg_url)
+    changed = {f"P{i:05d}" for i in [*range(10), 500, *range(2000, 2005)]}
+    assert {k for k in after if after[k] != seeded.get(k)} == changed
+
+
+def test_postgres_no_change_resync_writes_next_to_no_wal(pg_url: str, legacy: LegacyDb,
+                                                        tmp_path: Path) -> None:
+    legacy.create_plans([plan_row(i) for i in range(10_000)])
+    create_target(pg_url)
+    config = write_config(tmp_path, [sql_table(TABLE, legacy)])
+    start = wal_lsn(pg_url)
+    sync_one(config, pg_url)
+    loaded = wal_lsn(pg_url)
+
+    _, res = sync_one(config, pg_url)
+
+    resynced = wal_lsn(pg_url)
+    assert_counts(res, read=10_000, unchanged=10_000)
+    first, again = wal_bytes(pg_url, start, loaded), wal_bytes(pg_url, loaded, resynced)
+    assert again < 0.05 * first, f"first load {first} bytes of WAL, no-change resync {again}"
+
+
+def test_postgres_second_sync_while_the_advisory_lock_is_held(
+        pg_url: str, legacy: LegacyDb, tmp_path: Path) -> None:
+    legacy.create_plans([plan_row(i) for i in range(1, 6)])
+    create_target(pg_url)
+    config = write_config(tmp_path, [sql_table(TABLE, legacy)])
+    assert LOCK_KEY == 32199638043422307  # the documented key (README, DESIGN 4.5)
+    with engine_for(pg_url) as engine, engine.connect() as other:
+        assert other.execute(sa.text("SELECT pg_try_advisory_lock(:k)"),
+                             {"k": LOCK_KEY}).scalar() is True
+        other.commit()
+        with pytest.raises(LockHeld):
+            api.sync(config, settings_for(pg_url))
+        assert read_rows(pg_url) == []
+        assert not has_state(pg_url)
+        other.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": LOCK_KEY})
+        other.commit()
+
+    result, res = sync_one(config, pg_url)
+    assert result.exit_code == 0
+    assert_counts(res, read=5, inserted=5)
+
+
+def test_postgres_lock_is_held_for_the_whole_run(pg_url: str, legacy: LegacyDb,
+                                                 tmp_path: Path) -> None:
+    """While a sync streams its rows, another session cannot take the advisory lock."""
+    legacy.create_plans([plan_row(i) for i in range(1, 6)])
+    create_target(pg_url)
+    config = write_config(tmp_path, [sql_table(TABLE, legacy)])
+    seen: list[bool] = []
+
+    class Probe:
+        def start(self, table: str, total: int | None) -> None:
+            with engine_for(pg_url) as engine, engine.connect() as conn:
+                got = conn.execute(sa.text("SELECT pg_try_advisory_lock(:k)"),
+                                   {"k": LOCK_KEY}).scalar()
+                if got:
+                    conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": LOCK_KEY})
+                seen.append(bool(got))
+
+        def advance(self, table: str, rows: int) -> None:
+            pass
+
+        def finish(self, table: str, result: Any) -> None:
+            pass
+
+    result = api.sync(config, settings_for(pg_url), progress=Probe())
+
+    assert result.exit_code == 0
+    assert seen == [False]
+
+
+ODD_SCHEMA = "参考 Data-1"
+ODD_TABLE = "年金计划 (旧)"
+
+
+def test_postgres_quotes_chinese_identifiers_and_odd_schema_names(
+        pg_url: str, legacy: LegacyDb, tmp_path: Path) -> None:
+    rows = [plan_row(i) for i in range(1, 11)]
+    legacy.create_plans(rows, table="旧系统 计划")
+    create_target(pg_url, schema=ODD_SCHEMA, table=ODD_TABLE)
+    entry = sql_table("年金计划（旧）", legacy, table="旧系统 计划", target_table=ODD_TABLE,
+                      mode="delete_insert")
+    entry["target_schema"] = ODD_SCHEMA
+    config = write_config(tmp_path, [entry])
+
+    result, res = sync_one(config, pg_url, "年金计划（旧）")
+    assert (result.exit_code, res.error) == (0, None)
+    assert_counts(res, read=10, inserted=10)
+    assert res.target == f"{ODD_SCHEMA}.{ODD_TABLE}"
+    got = read_rows(pg_url, schema=ODD_SCHEMA, table=ODD_TABLE)
+    assert got == [expected_row(r) for r in rows]
+
+    legacy.delete_plans(["P00001"], table="旧系统 计划")
+    legacy.put_plans([plan_row(2, name="更名")], table="旧系统 计划")
+    _, res = sync_one(config, pg_url, "年金计划（旧）")
+    assert_counts(res, read=9, updated=1, unchanged=8, deleted=1)
+    _, res = sync_one(config, pg_url, "年金计划（旧）")
+    assert_counts(res, read=9, unchanged=9)
+    st, _ = read_state(pg_url)
+    assert st["年金计划（旧）"]["target"] == f"{ODD_SCHEMA}.{ODD_TABLE}"
+
+
+def test_postgres_round_trips_json_numeric_and_timestamptz(
+        pg_url: str, legacy: LegacyDb, tmp_path: Path) -> None:
+    legacy.execute("CREATE TABLE settings (code VARCHAR(20) PRIMARY KEY, cfg TEXT, raw TEXT, "
+                   "rate TEXT, effective DATETIME, local DATETIME)")
+    source = [
+        ("S1", '{"b": [1, 2], "a": "年金"}', '{"z": 1,  "a": null}', "12345678901234.123456",
+         "2024-05-01 10:00:00", "2024-05-01 10:00:00.123456"),
+        ("S2", "[]", '"text"', "0.5", "2024-12-31 23:59:59.999999", "2024-01-01 00:00:00"),
+        ("S3", None, None, "-0.000001", None, None),
+    ]
+    legacy.executemany("INSERT INTO settings VALUES (?, ?, ?, ?, ?, ?)", source)
+
+    def build(md: sa.MetaData) -> None:
+        sa.Table("参数", md,
+                 sa.Column("代码", sa.String(20), primary_key=True),
+                 sa.Column("配置", postgresql.JSONB),
+                 sa.Column("原文", postgresql.JSON),
+                 sa.Column("费率", sa.Numeric(20, 6)),
+                 sa.Column("生效时间", sa.DateTime(timezone=True)),
+                 sa.Column("本地时间", sa.DateTime(timezone=False)),
+                 *tracking_columns())
+
+    create_tables(pg_url, build)
+    config = write_config(tmp_path, [sql_table(
+        "参数", legacy, table="settings", target_table="参数", key="代码",
+        columns=[("code", "代码"), ("cfg", "配置"), ("raw", "原文"), ("rate", "费率"),
+                 ("effective", "生效时间"), ("local", "本地时间")])])
+
+    _, res = sync_one(config, pg_url, "参数")
+    assert_counts(res, read=3, inserted=3)
+
+    ref = quote(pg_url, SCHEMA, "参数")
+    with engine_for(pg_url) as engine, engine.connect() as conn:
+        got = conn.exec_driver_sql(
+            f'SELECT "代码", "配置", "原文", "费率", "生效时间", "本地时间", '
+            f'"原文"::text FROM {ref} ORDER BY "代码"').all()
+    assert [tuple(r) for r in got] == [
+        ("S1", {"a": "年金", "b": [1, 2]}, {"z": 1, "a": None},
+         Decimal("12345678901234.123456"),
+         datetime(2024, 5, 1, 10, 0, tzinfo=SHANGHAI),
+         datetime(2024, 5, 1, 10, 0, 0, 123456), '{"z": 1,  "a": null}'),
+        ("S2", [], "text", Decimal("0.500000"),
+         datetime(2024, 12, 31, 23, 59, 59, 999999, tzinfo=SHANGHAI),
+         datetime(2024, 1, 1), '"text"'),
+        ("S3", None, None, Decimal("-0.000001"), None, None, None),
+    ]
+    assert got[0][4].utcoffset() is not None
+    assert got[0][4] == datetime(2024, 5, 1, 2, 0, tzinfo=ZoneInfo("UTC"))
+
+    _, res = sync_one(config, pg_url, "参数")
+    assert (res.status, res.error) == ("unchanged", None)
+    assert_counts(res, read=3, unchanged=3)
+
+    # json equal as a value but written differently, and a real change
+    legacy.execute("UPDATE settings SET cfg = ?, raw = ? WHERE code = 'S1'",
+                   ('{"a":"年金","b":[1,2]}', '{"z": 1, "a": null}'))
+    legacy.execute("UPDATE settings SET rate = '0.5000001' WHERE code = 'S3'")
+    _, res = sync_one(config, pg_url, "参数")
+    assert (res.status, res.error_class) == ("failed", "invalid")  # 7 places into numeric(20,6)
+    assert res.rejects[0]["column"] == "费率"
+    legacy.execute("UPDATE settings SET rate = '0.500001' WHERE code = 'S3'")
+    _, res = sync_one(config, pg_url, "参数")
+    assert_counts(res, read=3, updated=1, unchanged=2)
