@@ -354,9 +354,9 @@ class Runner:
         if res.failed:
             extra.update(error=res.error, hint=res.hint, host=where)
             level = logging.WARNING if res.status == "skipped" else logging.ERROR
-            log.log(level, "%s: %s after %d attempt(s) [%s] %s (source: %s)%s", res.name, res.status,
-                      res.attempts, res.error_class, res.error, where,
-                      f"; hint: {res.hint}" if res.hint else "", extra=extra)
+            log.log(level, "%s: %s after %d attempt(s) [%s] %s (source: %s)%s", res.name,
+                    res.status, res.attempts, res.error_class, res.error, where,
+                    f"; hint: {res.hint}" if res.hint else "", extra=extra)
         else:
             log.info("%s: %s%s - read %d, inserted %d, updated %d, promoted %d, unchanged %d, "
                      "deleted %d, rejected %d in %.2fs", res.name, res.status,

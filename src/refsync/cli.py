@@ -63,9 +63,8 @@ class Context:
     verbosity: int
 
     def setup(self) -> None:
-        from refsync.logs import configure_logging
-
         from refsync import render
+        from refsync.logs import configure_logging
 
         if self.log_format not in ("text", "json"):
             raise typer.BadParameter("use text or json", param_hint="--log-format")
