@@ -82,7 +82,16 @@ def _target_url(settings: Settings) -> str:
 def signals_interrupt() -> Iterator[None]:
     """Turn SIGTERM and SIGINT into Interrupted, so the table in flight rolls back cleanly."""
 
+    received: list[int] = []
+
     def handler(signum: int, _frame: FrameType | None) -> None:
+        if received:  # a second signal must not cut the rollback of the first short
+            log.warning("signal %d received again; still rolling back", signum,
+                        extra={"event": "signal_repeat"})
+            return
+        received.append(signum)
+        log.warning("signal %d received: rolling back the table in flight", signum,
+                    extra={"event": "signal"})
         raise Interrupted(signum)
 
     previous = {}
@@ -120,16 +129,19 @@ class Runner:
     def run(self, specs: list[TableSpec]) -> RunResult:
         from refsync.logs import run_context
 
-        with run_context(self.run_key):
+        with run_context(self.run_key), signals_interrupt():
             log.info("run %s%s: %d table(s)", self.run_key, " (plan)" if self.plan_only else "",
                      len(specs), extra={"event": "run_start", "run_key": self.run_key})
-            result = self._run(specs)
+            result = RunResult(run_key=self.run_key, plan_only=self.plan_only)
+            try:
+                self._run(specs, result)
+            except Interrupted as exc:  # between tables: nothing in flight to roll back
+                result.interrupted_by = exc.signum
             log.info("run %s done: exit code %d", self.run_key, result.exit_code,
                      extra={"event": "run_done", "run_key": self.run_key})
         return result
 
-    def _run(self, specs: list[TableSpec]) -> RunResult:
-        result = RunResult(run_key=self.run_key, plan_only=self.plan_only)
+    def _run(self, specs: list[TableSpec], result: RunResult) -> None:
         target = open_target(_target_url(self.settings))
         try:
             lock = nullcontext() if self.plan_only else target.run_lock()
@@ -138,19 +150,17 @@ class Runner:
                 if not self.plan_only:
                     with target.transaction() as conn:
                         state.ensure(conn)
-                with signals_interrupt():
-                    for spec in specs:
-                        res = self.run_table(target, spec, columns.get(spec.name))
-                        result.tables.append(res)
-                        if res.status == "interrupted":
-                            result.interrupted_by = self._signum
-                            break
+                for spec in specs:
+                    res = self.run_table(target, spec, columns.get(spec.name))
+                    result.tables.append(res)
+                    if res.status == "interrupted":
+                        result.interrupted_by = self._signum
+                        break
         finally:
             target.close()
             from refsync.sources import dispose_engines
 
             dispose_engines()
-        return result
 
     _signum: int = 0
     _clock: float = 0.0
@@ -186,6 +196,8 @@ class Runner:
                      extra={"event": "table_disabled", "table": spec.name})
             return res
         assert columns is not None
+        log.debug("%s: started (%s, %s)", spec.name, spec.source_type, spec.sync_mode,
+                  extra={"event": "table_start", "table": spec.name, "mode": spec.sync_mode})
         started = self.now()
         res.started_at = started.isoformat(timespec="milliseconds")
         clock = self._clock = time.perf_counter()

@@ -176,19 +176,17 @@ def test_sync_first_run_inserts_every_row_as_authoritative(
     assert run["attempts"] == 1
 
 
-@pytest.mark.parametrize("mode", [pytest.param("upsert", id="upsert"),
-                                  pytest.param("delete_insert", id="delete_insert")])
 def test_sync_rerun_without_changes_is_unchanged(
-        target_url: str, legacy: LegacyDb, tmp_path: Path, mode: str) -> None:
+        target_url: str, legacy: LegacyDb, tmp_path: Path) -> None:
     rows = [plan_row(i) for i in range(1, 51)]
     legacy.create_plans(rows)
     create_target(target_url)
     product_lines_table(target_url)
     yml = write_yaml_source(tmp_path / "product_lines.yml", PRODUCT_LINE_DATA)
     config = write_config(tmp_path, [
-        sql_table(TABLE, legacy, mode=mode),
+        sql_table(TABLE, legacy),
         yaml_table(PRODUCT_LINES, yml, target_table=PRODUCT_LINES, key="产品线代码",
-                   mode=mode)])
+                   mode="delete_insert")])
     api.sync(config, settings_for(target_url))
     before = read_rows(target_url)
 
@@ -294,13 +292,11 @@ def logged_writes(url: str) -> list[tuple[str, str]]:
     return sorted((op, k) for op, k in rows)
 
 
-@pytest.mark.parametrize("mode", [pytest.param("upsert", id="upsert"),
-                                  pytest.param("delete_insert", id="delete_insert")])
 def test_sync_writes_only_the_rows_that_change(target_url: str, legacy: LegacyDb,
-                                               tmp_path: Path, mode: str) -> None:
+                                               tmp_path: Path) -> None:
     legacy.create_plans([plan_row(i) for i in range(1000)])
     create_target(target_url)
-    config = plans_config(tmp_path, legacy, mode=mode)
+    config = plans_config(tmp_path, legacy, mode="delete_insert")
     sync_plans(config, target_url)
     insert_rows(target_url, [auto_derived("P01000", "", plan_row(1000)),
                              auto_derived("P01001", "回填")])
@@ -314,16 +310,14 @@ def test_sync_writes_only_the_rows_that_change(target_url: str, legacy: LegacyDb
 
     _, res = sync_plans(config, target_url)
 
-    deletes = mode == "delete_insert"
-    assert_counts(res, read=1001, inserted=2, updated=8, promoted=2, unchanged=989,
-                  deleted=3 if deletes else 0)
+    assert_counts(res, read=1001, inserted=2, updated=8, promoted=2, unchanged=989, deleted=3)
     updated = ["P00000", "P00001", "P00002", "P00003", "P00004", "P00012", "P00013", "P00500",
                "P01000", "P01001"]
     assert logged_writes(target_url) == sorted(
         [("U", "P00500")]  # the test's own update, flagging the row for review
         + [("U", k) for k in updated]
         + [("I", "P01002"), ("I", "P01003")]
-        + ([("D", k) for k in ("P00990", "P00991", "P00992")] if deletes else []))
+        + [("D", k) for k in ("P00990", "P00991", "P00992")])
 
     execute(target_url, f"DELETE FROM {quote(target_url, SCHEMA, WRITES)}")
     _, res = sync_plans(config, target_url)
@@ -489,35 +483,33 @@ def wm(hh_mm: str, micro: bool = False) -> str:
 INCREMENTAL = {"updated_at_column": "updated_at"}
 
 
-@pytest.mark.parametrize("micro", [pytest.param(False, id="seconds"),
-                                   pytest.param(True, id="microseconds")])
 def test_incremental_reads_from_the_watermark_inclusive(
-        target_url: str, legacy: LegacyDb, tmp_path: Path, micro: bool) -> None:
+        target_url: str, legacy: LegacyDb, tmp_path: Path) -> None:
     times = ["09:00", "09:15", "09:30", "09:45", "10:00"]
-    rows = [plan_row(i, updated_at=at(t, micro)) for i, t in enumerate(times, 1)]
+    rows = [plan_row(i, updated_at=at(t)) for i, t in enumerate(times, 1)]
     legacy.create_plans(rows)
     create_target(target_url)
     config = plans_config(tmp_path, legacy, incremental=INCREMENTAL)
 
     _, res = sync_plans(config, target_url)  # the first run is full
     assert_counts(res, read=5, inserted=5)
-    assert res.watermark == wm("10:00", micro)
+    assert res.watermark == wm("10:00")
     st, _ = read_state(target_url)
-    assert st[TABLE]["watermark"] == wm("10:00", micro)
+    assert st[TABLE]["watermark"] == wm("10:00")
 
     _, res = sync_plans(config, target_url)  # the boundary row again, harmlessly
     assert res.incremental is True
-    assert (res.status, res.watermark) == ("unchanged", wm("10:00", micro))
+    assert (res.status, res.watermark) == ("unchanged", wm("10:00"))
     assert_counts(res, read=1, unchanged=1)
 
-    changed = [plan_row(2, name="更名", updated_at=at("11:00", micro)),
-               plan_row(6, updated_at=at("10:30", micro))]
+    changed = [plan_row(2, name="更名", updated_at=at("11:00")),
+               plan_row(6, updated_at=at("10:30"))]
     legacy.put_plans(changed)
     result, res = sync_plans(config, target_url)
     assert result.exit_code == 0
     assert_counts(res, read=3, inserted=1, updated=1, unchanged=1)
-    assert res.watermark == wm("11:00", micro)
-    assert read_state(target_url)[0][TABLE]["watermark"] == wm("11:00", micro)
+    assert res.watermark == wm("11:00")
+    assert read_state(target_url)[0][TABLE]["watermark"] == wm("11:00")
     assert_rows(target_url, seeded(rows) | seeded(changed))
 
     _, res = sync_plans(config, target_url)
@@ -596,42 +588,41 @@ def test_incremental_full_reads_everything_and_deletes_nothing(
 
 def test_incremental_failed_run_leaves_the_watermark(target_url: str, legacy: LegacyDb,
                                                      tmp_path: Path) -> None:
+    """Also: watermarks keep microseconds, and the boundary stays inclusive with them."""
     times = ["09:00", "09:15", "09:30", "09:45", "10:00"]
-    rows = [plan_row(i, updated_at=at(t)) for i, t in enumerate(times, 1)]
+    rows = [plan_row(i, updated_at=at(t, micro=True)) for i, t in enumerate(times, 1)]
     legacy.create_plans(rows)
     create_target(target_url)
     config = plans_config(tmp_path, legacy, incremental=INCREMENTAL)
     sync_plans(config, target_url)
-    new = plan_row(6, updated_at=at("10:30"))
-    legacy.add_plans([new, ("B0001", "坏行", "X" * 30, None, None, at("11:00"))])
+    new = plan_row(6, updated_at=at("10:30", micro=True))
+    legacy.add_plans([new, ("B0001", "坏行", "X" * 30, None, None, at("11:00", micro=True))])
 
     result, res = sync_plans(config, target_url)
 
     assert (res.status, res.error_class, result.exit_code) == ("failed", "invalid", 1)
     st, _ = read_state(target_url)
-    assert st[TABLE]["watermark"] == wm("10:00")
+    assert st[TABLE]["watermark"] == wm("10:00", micro=True)
     assert st[TABLE]["last_status"] == "failed"
     assert_rows(target_url, seeded(rows))
 
-    fixed = ("B0001", "修好了", "DB", None, None, at("11:00"))
+    fixed = ("B0001", "修好了", "DB", None, None, at("11:00", micro=True))
     legacy.put_plans([fixed])
     _, res = sync_plans(config, target_url)
 
     assert_counts(res, read=3, inserted=2, unchanged=1)  # P00005 (boundary), P00006, B0001
-    assert res.watermark == wm("11:00")
+    assert res.watermark == wm("11:00", micro=True)
     assert_rows(target_url, seeded([*rows, new, fixed]))
 
 
 # ---------------------------------------------------------------- 8: plan
 
 
-@pytest.mark.parametrize("mode", [pytest.param("upsert", id="upsert"),
-                                  pytest.param("delete_insert", id="delete_insert")])
 def test_plan_counts_what_sync_does_and_writes_nothing(
-        target_url: str, legacy: LegacyDb, tmp_path: Path, mode: str) -> None:
+        target_url: str, legacy: LegacyDb, tmp_path: Path) -> None:
     legacy.create_plans([plan_row(i) for i in range(1, 21)])
     create_target(target_url)
-    config = plans_config(tmp_path, legacy, mode=mode)
+    config = plans_config(tmp_path, legacy, mode="delete_insert")
     sync_plans(config, target_url)
     insert_rows(target_url, [auto_derived("P00021", "回填")])
     legacy.put_plans([plan_row(1, name="更名1"), plan_row(2, name="更名2")])
@@ -645,8 +636,7 @@ def test_plan_counts_what_sync_does_and_writes_nothing(
     assert planned.plan_only is True and planned.exit_code == 0
     p = table_result(planned, TABLE)
     assert p.status == "ok"
-    assert_counts(p, read=21, inserted=3, updated=2, promoted=1, unchanged=15,
-                  deleted=3 if mode == "delete_insert" else 0)
+    assert_counts(p, read=21, inserted=3, updated=2, promoted=1, unchanged=15, deleted=3)
     assert read_rows(target_url) == before
     assert read_state(target_url) == runs_before
 
