@@ -291,7 +291,10 @@ class WalAttributor:
     """WAL bytes of the records that touch one database, from pg_waldump: other sessions
     working on the same cluster would otherwise count in a run's WAL."""
 
+    SLOT = "refsync_bench_wal"
+
     def __init__(self, pg: PG) -> None:
+        self.pg = pg
         self.exe: str | None = None
         self.waldir: str | None = None
         self.why = ""
@@ -314,21 +317,40 @@ class WalAttributor:
             self.exe = None
         else:
             self.waldir = str(waldir)
+            self.release()
+
+    def reserve(self) -> None:
+        """Keep the run's WAL on disk until it is read: another session's CHECKPOINT would
+        otherwise recycle the segments (a physical slot reserving WAL from now on)."""
+        if self.exe:
+            self.release()
+            with self.pg.connect() as c:
+                c.execute("SELECT pg_create_physical_replication_slot(%s, true)", (self.SLOT,))
+
+    def release(self) -> None:
+        with self.pg.connect() as c:
+            c.execute("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots"
+                      " WHERE slot_name = %s", (self.SLOT,))
 
     def bytes_for(self, lsn0: str | None, lsn1: str | None, dboid: int) -> int | None:
         if not (self.exe and self.waldir and lsn0 and lsn1) or lsn0 == lsn1:
             return 0 if (self.exe and lsn0 and lsn0 == lsn1) else None
         needle = f"/{dboid}/"
-        total = 0
+        total = records = 0
         with subprocess.Popen([self.exe, "-p", self.waldir, "-s", lsn0, "-e", lsn1],
-                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                               errors="replace") as p:
-            assert p.stdout is not None
+            assert p.stdout is not None and p.stderr is not None
             for line in p.stdout:
+                records += 1
                 if needle in line:
                     m = _WAL_TOT.search(line)
                     if m:
                         total += int(m.group(1))
+            err = p.stderr.read()
+        if records == 0:  # could not read the range at all
+            say(f"  pg_waldump {lsn0}..{lsn1}: {err.strip()[:200]}")
+            return None
         return total
 
 
@@ -522,11 +544,21 @@ class Bench:
     def measure(self, cmd: Sequence[str], env: dict[str, str], log: Path,
                 db: str | None) -> dict[str, Any]:
         """run_measured, plus the WAL of `db` alone (pg_waldump) when it can be had."""
-        r = run_measured(cmd, env=env, cwd=self.work, log=log,
-                         pg=self.pg if db is not None else None, quiesce_s=self.args.quiesce)
-        if db is not None and self.wal is not None:
-            r["wal_db"] = db
-            r["wal_db_bytes"] = self.wal.bytes_for(r["lsn0"], r["lsn1"], self.oid(db))
+        attribute = db is not None and self.wal is not None and self.wal.exe is not None
+        try:
+            if attribute:
+                assert self.wal is not None
+                self.wal.reserve()
+            r = run_measured(cmd, env=env, cwd=self.work, log=log,
+                             pg=self.pg if db is not None else None, quiesce_s=self.args.quiesce)
+            if attribute:
+                assert self.wal is not None and db is not None
+                r["wal_db"] = db
+                r["wal_db_bytes"] = self.wal.bytes_for(r["lsn0"], r["lsn1"], self.oid(db))
+        finally:
+            if attribute:
+                assert self.wal is not None
+                self.wal.release()
         return r
 
     def pg_exec(self, db: str, *statements: str) -> None:
@@ -1278,9 +1310,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the refsync executable (default .venv/bin/refsync)")
     p.add_argument("--sling-binary", help="the Sling binary (default: $SLING_BINARY, or"
                    " sling_linux_amd64/bin/sling-linux-amd64 in this Python's path)")
-    p.add_argument("--quiesce", type=float, default=20.0, metavar="SECONDS",
+    p.add_argument("--quiesce", type=float, default=10.0, metavar="SECONDS",
                    help="before each timed run wait up to this long for the machine's CPU to"
-                   " fall below 25 %% busy (default 20; 0 = never wait)")
+                   " fall below 25 %% busy (default 10; 0 = never wait)")
     p.add_argument("--refsync-verbose", action="store_true",
                    help="run refsync with -v --log-format json (its stderr is kept in the logs)")
     p.add_argument("--cleanup", action="store_true",

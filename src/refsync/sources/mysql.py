@@ -8,14 +8,18 @@ pool; `dispose_engines()` closes them all at the end of a run.
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.dialects.mysql import TIMESTAMP
 from sqlalchemy.engine import URL
 
 from refsync.config import MySQLPool, Settings, TableSpec
 from refsync.errors import NotConfigured
+from refsync.model import Batch
 from refsync.sources.sql import SqlSource
 
 READ_ONLY_SESSION = "SET SESSION TRANSACTION READ ONLY"
@@ -85,8 +89,15 @@ def get_engine(settings: Settings, pool: MySQLPool, *, table: str = "legacy_mysq
                 max_overflow=pool.max_overflow,
                 pool_pre_ping=True,
             )
+            event.listen(engine, "connect", _utc_session)
             _engines[key] = engine
         return engine
+
+
+def _utc_session(dbapi_conn: Any, _record: Any) -> None:
+    """TIMESTAMP values arrive in the session zone: make it UTC, whatever the server's is."""
+    with dbapi_conn.cursor() as cur:
+        cur.execute("SET SESSION time_zone = '+00:00'")
 
 
 def dispose_engines() -> None:
@@ -110,3 +121,24 @@ class LegacyMySQLSource(SqlSource):
 
     def describe(self) -> str:
         return f"mysql://{self.location()} table {self.table_name}"
+
+    def iter_batches(self, since: Any | None) -> Iterator[Batch]:
+        """As SqlSource, but TIMESTAMP columns (instants, read in a UTC session) become aware
+        datetimes, so they land in a timestamptz column unchanged; DATETIME stays naive."""
+        self.open()
+        names = self.spec.mapped_columns or []
+        utc_at = [i for i, n in enumerate(names)
+                  if isinstance(self._source_types.get(n), TIMESTAMP)]
+        if not utc_at:
+            yield from super().iter_batches(since)
+            return
+        for batch in super().iter_batches(since):
+            out = []
+            for row in batch:
+                values = list(row)
+                for i in utc_at:
+                    v = values[i]
+                    if isinstance(v, datetime):
+                        values[i] = v.replace(tzinfo=UTC)
+                out.append(tuple(values))
+            yield out
