@@ -20,6 +20,7 @@ goes to --out (JSON). See bench/README.md.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import re
@@ -354,6 +355,15 @@ class WalAttributor:
         return total
 
 
+def code_version() -> str:
+    """A short hash of refsync's source as it is on disk now (it may be edited while we run)."""
+    h = hashlib.sha1()
+    for f in sorted((ROOT / "src").rglob("*.py")):
+        h.update(str(f.relative_to(ROOT)).encode())
+        h.update(f.read_bytes())
+    return h.hexdigest()[:10]
+
+
 def wal_of(r: dict[str, Any]) -> int | None:
     """The run's own WAL: its database's records when pg_waldump could tell, else the cluster's."""
     w = r.get("wal_db_bytes")
@@ -384,7 +394,8 @@ class Bench:
         self.db_10k = f"{self.db_main}_10k"
         self.scenarios = [s for s in SCENARIOS if s in args.scenarios]
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-        self.out = Path(args.out) if args.out else BENCH / "out" / f"results-{stamp}.json"
+        self.out = (Path(args.out) if args.out else BENCH / "out" / f"results-{stamp}.json"
+                    ).resolve()
         self.work = self.out.parent / (self.out.stem + ".d")
         (self.work / "logs").mkdir(parents=True, exist_ok=True)
         (self.work / "configs").mkdir(parents=True, exist_ok=True)
@@ -679,6 +690,7 @@ class Bench:
                     mysql_db: str, extra: Sequence[str] = (), record: bool = True,
                     **fields: Any) -> dict[str, Any]:
         cmd = [self.refsync, "sync", "-c", str(config), "--json", *extra]
+        version = code_version()
         if self.args.refsync_verbose:
             cmd += ["-v", "--log-format", "json"]
         r = self.measure(cmd, self.refsync_env(pg_db, mysql_db), self._log(scenario, runner, i),
@@ -693,13 +705,16 @@ class Bench:
                 break
         tables = (doc or {}).get("tables") or []
         r["refsync"] = doc
+        r["code_version"] = version
         r["rows"] = sum(int(t.get("read") or 0) for t in tables)
         r["timings"] = {t["name"]: t["timings"] for t in tables if t.get("timings")}
         bad = [f"{t['name']}: {t.get('status')} {t.get('error') or ''}".strip()
                for t in tables if t.get("status") not in ("ok", "unchanged")]
         r["ok"] = r["rc"] == 0 and doc is not None and not bad
-        if bad or doc is None:
-            r["error"] = "; ".join(bad) or "no JSON on stdout: " + tail(r["stderr_file"], 3)
+        if bad or doc is None or r["rc"] != 0:
+            r["error"] = "; ".join(bad) or (f"rc={r['rc']} " if r["rc"] else "") + (
+                "" if doc is None else str(doc.get("error") or "")) + " " + tail(
+                    r["stderr_file"], 3)
         counts = {k: sum(int(t.get(k) or 0) for t in tables)
                   for k in ("read", "inserted", "updated", "unchanged", "deleted", "rejected")}
         r["counts"] = counts
@@ -1143,6 +1158,11 @@ class Bench:
             say("\nrefsync's own phase timings (first run of each scenario, s): "
                 + "; ".join(f"{s}: {json.dumps(t, ensure_ascii=False)}"
                             for s, t in timings.items()))
+        versions = sorted({r["code_version"] for r in self.runs if r.get("code_version")})
+        if len(versions) > 1:
+            say(f"\nWARNING: refsync's source (src/) changed during the benchmark:"
+                f" {len(versions)} versions ({', '.join(versions)}; each run's is in the JSON)."
+                " Runs of different versions are not comparable.")
         for n in self.notes:
             say(f"note: {n}")
         say(f"\nraw figures: {self.out}")

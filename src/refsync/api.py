@@ -10,7 +10,7 @@ import signal
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from types import FrameType
 from typing import Any, Protocol
@@ -27,8 +27,10 @@ from refsync.errors import (
 )
 from refsync.model import ColumnInfo, RunResult, Source, TableResult
 from refsync.retry import retrying
+from refsync.sources.sql import SqlSource
 from refsync.targets import SqlTarget, open_target
-from refsync.transform import RowConverter, max_cursor, watermark_to_text
+from refsync.targets.base import DirectLoadConflict
+from refsync.transform import LineConverter, RowConverter, max_cursor, watermark_to_text
 
 log = logging.getLogger(__name__)
 
@@ -243,7 +245,9 @@ class Runner:
                 raise ConfigError(
                     f"columns of the source are missing from the target {spec.qualified_target}: "
                     f"{', '.join(missing)}")
-            infos = [columns[n] for n in names]
+            # a key is never NULL, whatever the target declares (SQLite allows NULL keys)
+            infos = [replace(columns[n], nullable=False) if n in spec.primary_key else columns[n]
+                     for n in names]
             since, old_mark = self._window(target, spec, source)
             res.incremental = since is not None or (spec.incremental is not None and not self.full)
             if source.cursor_column is not None and since is not None:
@@ -253,7 +257,10 @@ class Runner:
                         "%s: %d rows have no %s and are only read by a --full run", spec.name,
                         res.null_cursor_rows, source.cursor_column,
                         extra={"event": "null_cursor", "table": spec.name})
-            self._stream(target, spec, source, infos, res, since, old_mark)
+            try:
+                self._stream(target, spec, source, infos, res, since, old_mark, direct=True)
+            except DirectLoadConflict:  # a key came twice: staging will name the keys
+                self._stream(target, spec, source, infos, res, since, old_mark, direct=False)
         finally:
             source.close()
 
@@ -272,10 +279,10 @@ class Runner:
         return since, mark
 
     def _stream(self, target: SqlTarget, spec: TableSpec, source: Source,
-                infos: list[ColumnInfo], res: TableResult, since: Any, old_mark: Any) -> None:
+                infos: list[ColumnInfo], res: TableResult, since: Any, old_mark: Any,
+                *, direct: bool) -> None:
         opts = spec.options
-        converter = RowConverter(infos, spec.primary_key, ZoneInfo(opts.source_timezone),
-                                 max_listed=MAX_LISTED)
+        zone = ZoneInfo(opts.source_timezone)
         deletes = spec.sync_mode == "delete_insert"
         has_cursor = source.cursor_column is not None
         high = old_mark
@@ -283,12 +290,28 @@ class Runner:
         self.progress.start(spec.name, None)
         with target.table_writer(spec.target_schema, spec.target_table, infos, spec.primary_key,
                                  commit=not self.plan_only) as writer:
-            for batch in source.iter_batches(since):
-                read += len(batch)
-                if has_cursor:
-                    high = max_cursor(high, [row[-1] for row in batch])
-                writer.stage(converter.convert_batch(batch))
-                self.progress.advance(spec.name, len(batch))
+            if direct and not self.plan_only:
+                writer.try_direct()
+            converter: RowConverter | LineConverter
+            if self._lines_ok(target, source, infos):
+                # the server formats COPY text; only lines failing a cheap check are decoded
+                assert isinstance(source, SqlSource)
+                converter = LineConverter(infos, spec.primary_key, zone, MAX_LISTED,
+                                          cursor=has_cursor)
+                for lines in source.iter_line_batches(since):
+                    read += len(lines)
+                    writer.stage_lines(converter.convert_lines(lines))
+                    self.progress.advance(spec.name, len(lines))
+                if converter.high is not None:
+                    high = max_cursor(high, [source.parse_watermark(converter.high)])
+            else:
+                converter = RowConverter(infos, spec.primary_key, zone, max_listed=MAX_LISTED)
+                for batch in source.iter_batches(since):
+                    read += len(batch)
+                    if has_cursor:
+                        high = max_cursor(high, [row[-1] for row in batch])
+                    writer.stage(converter.convert_batch(batch))
+                    self.progress.advance(spec.name, len(batch))
             res.read = read
             res.rejected = converter.rejected
             res.rejects = [r.as_dict() for r in converter.rejects]
@@ -329,6 +352,12 @@ class Runner:
                          started=datetime.fromisoformat(res.started_at or self.now().isoformat()),
                          finished=self.now(), watermark_moves=True)
             res.timings = dict(writer.timings)
+
+    @staticmethod
+    def _lines_ok(target: SqlTarget, source: Source, infos: list[ColumnInfo]) -> bool:
+        """Whether rows can travel as server-formatted COPY text (MySQL text → PostgreSQL)."""
+        return (target.dialect == "postgresql" and isinstance(source, SqlSource)
+                and all(c.kind == "text" for c in infos) and source.lines_supported())
 
     # -- reporting
 

@@ -37,6 +37,7 @@ from zoneinfo import ZoneInfo
 from refsync.model import Batch, ColumnInfo, Reject
 
 __all__ = [
+    "LineConverter",
     "RejectValue",
     "RowConverter",
     "make_converter",
@@ -743,6 +744,80 @@ class RowConverter:
                 self.rejects.append(Reject(key=key, column=col.name, value=shorten(value),
                                            reason=e.reason))
                 return
+
+
+# ---------------------------------------------------------------- COPY text lines
+
+_COPY_ESCAPE = re.compile(r"\\(.)", re.DOTALL)
+_COPY_UNESCAPE = {"t": "\t", "n": "\n", "r": "\r", "\\": "\\"}
+
+
+def copy_field_value(field: str) -> str | None:
+    """A PostgreSQL COPY text field back into the value it stands for."""
+    if field == "\\N":
+        return None
+    if "\\" not in field:
+        return field
+    return _COPY_ESCAPE.sub(lambda m: _COPY_UNESCAPE.get(m[1], m[1]), field)
+
+
+def _is_cursor(text: str) -> bool:
+    return text != "\\N" and not text.startswith(_ZERO_DATE_PREFIX)
+
+
+class LineConverter:
+    """Checks rows that arrive as COPY text lines (formatted by the source server) without
+    decoding them: the same rules and rejects as `RowConverter`, for text columns only.
+
+    A line passes on a cheap test (no NUL, every field within its column's length, no \\N in
+    a NOT NULL column); only a line failing it is decoded and judged value by value, since
+    an escaped field can look longer than its value. Valid lines are kept as they are.
+    With `cursor`, each line ends with the cursor field, which is split off and its
+    largest value kept in `high` (text compares as time for a server's fixed-width dates).
+    """
+
+    def __init__(self, columns: list[ColumnInfo], key: list[str], source_tz: ZoneInfo,
+                 max_listed: int = 20, *, cursor: bool = False) -> None:
+        if any(c.kind != "text" for c in columns):
+            raise ValueError("LineConverter handles text columns only")
+        self.rows = RowConverter(columns, key, source_tz, max_listed)
+        self.limits = [c.max_length or 2**62 for c in columns]
+        self.not_null = [i for i, c in enumerate(columns) if not c.nullable]
+        self.width = len(columns)
+        self.cursor = cursor
+        self.high: str | None = None
+
+    @property
+    def rejected(self) -> int:
+        return self.rows.rejected
+
+    @property
+    def rejects(self) -> list[Reject]:
+        return self.rows.rejects
+
+    def convert_lines(self, lines: list[str]) -> list[str]:
+        if self.cursor and lines:
+            parts = [line.rpartition("\t") for line in lines]
+            lines = [p[0] for p in parts]
+            marks = [p[2] for p in parts if _is_cursor(p[2])]
+            if marks:
+                top = max(marks)
+                if self.high is None or top > self.high:
+                    self.high = top
+        limits, not_null, width = self.limits, self.not_null, self.width
+        out: list[str] = []
+        append = out.append
+        for line in lines:
+            fields = line.split("\t")
+            if (len(fields) == width and "\x00" not in line
+                    and all(map(int.__le__, map(len, fields), limits))
+                    and all(fields[i] != "\\N" for i in not_null)):
+                append(line)
+            elif len(fields) != width:
+                raise ValueError(f"a line holds {len(fields)} fields, expected {width}")
+            elif self.rows.convert_batch([tuple(map(copy_field_value, fields))]):
+                append(line)  # the escapes made it look long: the values fit
+        return out
 
 
 # ---------------------------------------------------------------- watermarks

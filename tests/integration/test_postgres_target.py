@@ -38,7 +38,7 @@ from helpers import (
 from sqlalchemy.dialects import postgresql
 
 from refsync import api
-from refsync.errors import LockHeld
+from refsync.errors import LockHeld, RefsyncError
 from refsync.targets.postgres import LOCK_KEY
 
 pytestmark = pytest.mark.integration
@@ -292,3 +292,43 @@ def test_postgres_round_trips_json_numeric_and_timestamptz(
     legacy.execute("UPDATE settings SET rate = '0.500001' WHERE code = 'S3'")
     _, res = sync_one(config, pg_url, "参数")
     assert_counts(res, read=3, updated=1, unchanged=2)
+
+
+SECRET = "S3cr3t-Zebra-71"
+
+
+def test_postgres_password_never_appears(pg_url: str, legacy: LegacyDb, tmp_path: Path,
+                                         caplog: pytest.LogCaptureFixture) -> None:
+    """DESIGN 4.5: not in results, errors, logs or the state tables (the local server trusts
+    any password, so the URL can carry one)."""
+    url = sa.engine.make_url(pg_url).set(password=SECRET).render_as_string(hide_password=False)
+    legacy.create_plans([plan_row(i) for i in range(1, 11)])
+    create_target(pg_url)
+    create_target(pg_url, table="计划副本")
+    config = write_config(tmp_path, [
+        sql_table(TABLE, legacy, mode="delete_insert"),
+        sql_table("计划副本", legacy, table="no_such_table", target_table="计划副本")])
+    caplog.set_level("DEBUG")
+    shown: list[str] = []
+
+    result = api.sync(config, settings_for(url))
+    shown.append(str(result.as_json()))
+    legacy.delete_plans(f"P{i:05d}" for i in range(1, 10))
+    result = api.sync(config, settings_for(url))  # guarded, and a failing table
+    shown.append(str(result.as_json()))
+    assert [t.status for t in result.tables] == ["guarded", "failed"]
+    with engine_for(pg_url) as engine, engine.connect() as other:
+        other.execute(sa.text("SELECT pg_advisory_lock(:k)"), {"k": LOCK_KEY})
+        with pytest.raises(LockHeld) as held:
+            api.sync(config, settings_for(url))
+        shown.append(str(held.value))
+        other.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": LOCK_KEY})
+    unreachable = sa.engine.make_url(url).set(port=1).render_as_string(hide_password=False)
+    with pytest.raises(RefsyncError) as down:
+        api.sync(config, settings_for(unreachable))
+    shown.append(f"{down.value!r} {down.value}")
+    st, runs = read_state(pg_url)
+    shown += [str(st), str(runs), str(api.status(config, settings_for(url)))]
+    shown.append(caplog.text)
+
+    assert all(SECRET not in text for text in shown), [t for t in shown if SECRET in t][0]

@@ -469,6 +469,37 @@ def test_sync_duplicate_keys_fail_the_table(target_url: str, legacy: LegacyDb,
     assert read_rows(target_url) == before
 
 
+@pytest.mark.parametrize(("extra", "on_invalid", "expect"), [
+    pytest.param([plan_row(2, name="又一个2"), plan_row(4), plan_row(4)], "fail",
+                 ("failed", "invalid", 0), id="duplicate-keys"),
+    pytest.param(BAD_ROWS[:4], "fail", ("failed", "invalid", 0), id="bad-rows-fail"),
+    pytest.param(BAD_ROWS[:4], "skip", ("ok", None, 5), id="bad-rows-skip"),
+])
+def test_sync_first_load_into_an_empty_target_checks_rows_alike(
+        target_url: str, legacy: LegacyDb, tmp_path: Path, extra: list[tuple[Any, ...]],
+        on_invalid: str, expect: tuple[str, str | None, int]) -> None:
+    """An empty target (a first load) gets the same checks as any other run."""
+    rows = [plan_row(i) for i in range(1, 6)]
+    legacy.create_plans([*rows, *extra], primary_key=False)
+    create_target(target_url)
+    config = plans_config(tmp_path, legacy, on_invalid=on_invalid, mode="delete_insert")
+
+    result, res = sync_plans(config, target_url)
+
+    status, error_class, written = expect
+    assert (res.status, res.error_class) == (status, error_class), res.error
+    assert result.exit_code == (0 if status == "ok" else 1)
+    assert res.read == 5 + len(extra)
+    if extra[0][0] == "P00002":
+        assert res.error and "P00002" in res.error and "P00004" in res.error
+    else:
+        assert res.rejected == 4 and len(res.rejects) == 4
+    assert len(read_rows(target_url)) == written
+    if written:
+        assert_counts(res, read=9, inserted=5, rejected=4)
+        assert_rows(target_url, seeded(rows))
+
+
 # ---------------------------------------------------------------- 7: incremental
 
 

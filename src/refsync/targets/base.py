@@ -68,6 +68,13 @@ def column_info(name: str, satype: Any, nullable: bool, dialect: sa.Dialect) -> 
                       precision=precision, scale=scale, int_bits=bits, type_sql=type_sql)
 
 
+class DirectLoadConflict(RefsyncError):
+    """A direct load into an empty target met a key twice: redo it through staging, which
+    names the duplicate keys."""
+
+    error_class = "invalid"
+
+
 class SqlTarget:
     """A target database reached through SQLAlchemy; subclasses supply the dialect details."""
 
@@ -255,7 +262,7 @@ class SqlTableWriter:
     def scalar(self, statement: str) -> int:
         return int(self.sql(statement).scalar() or 0)
 
-    def classify_write_error(self, exc: sa.exc.DBAPIError, doing: str) -> RefsyncError:
+    def classify_write_error(self, exc: BaseException, doing: str) -> RefsyncError:
         return self.target.classify(exc, doing)
 
     def differs(self, col: ColumnInfo) -> str:
@@ -272,19 +279,39 @@ class SqlTableWriter:
     def create_temp_sql(self, name: str, select: str, *, empty: bool = False) -> str:
         raise NotImplementedError
 
+    driver_errors: ClassVar[tuple[type[Exception], ...]] = ()
+    direct = False  # rows go straight into an empty target (see try_direct)
+
     def stage(self, batch: Batch) -> None:
+        """Stage converted rows (tuples of Python values)."""
+        self._load(self.load_rows, batch)
+
+    def stage_lines(self, lines: list[str]) -> None:
+        """Stage rows already in COPY text form (PostgreSQL)."""
+        self._load(self.load_lines, lines)
+
+    def _load(self, load: Any, batch: list[Any]) -> None:
         if not batch:
             return
         start = time.perf_counter()
+        errors: tuple[type[Exception], ...] = (sa.exc.DBAPIError, *self.driver_errors)
         try:
-            self.load_rows(batch)
-        except sa.exc.DBAPIError as exc:
-            raise self.classify_write_error(exc, "staging rows") from None
+            load(batch)
+        except errors as exc:
+            raise self.classify_write_error(exc, "loading rows") from None
         self.timings["stage"] = self.timings.get("stage", 0.0) + time.perf_counter() - start
         self.staged += len(batch)
 
     def load_rows(self, batch: Batch) -> None:
         raise NotImplementedError
+
+    def load_lines(self, lines: list[str]) -> None:
+        raise NotImplementedError(f"{self.target.dialect} takes rows, not COPY text")
+
+    def try_direct(self) -> bool:
+        """Write straight into the target when it is empty (a first load): no staging copy
+        and no diff. A target that cannot tell keeps staging."""
+        return False
 
     def drop_temp(self) -> None:
         if self.conn.closed or not self.conn.in_transaction():
@@ -302,6 +329,8 @@ class SqlTableWriter:
 
     def duplicate_keys(self, limit: int) -> tuple[int, list[Row]]:
         """(number of keys read more than once, up to `limit` of them)."""
+        if self.direct:  # the target's key refused any (DirectLoadConflict)
+            return 0, []
         keys = ", ".join(self.q(k) for k in self.key)
         dup = f"SELECT {keys} FROM {STAGE} GROUP BY {keys} HAVING count(*) > 1"
         total = self.scalar(f"SELECT count(*) FROM ({dup}) d")
@@ -312,6 +341,8 @@ class SqlTableWriter:
 
     def diff(self, *, deletes: bool) -> DiffCounts:
         """Classify the staged rows against the target; leaves the changes in a temp table."""
+        if self.direct:
+            return DiffCounts(inserted=self.staged)
         self.after_staging()
         q = self.q
         d = self.target.distinct
@@ -350,6 +381,8 @@ class SqlTableWriter:
 
     def apply(self, counts: DiffCounts, *, deletes: bool) -> None:
         """Write only what `diff` found: deletes, then updates/promotions, then inserts."""
+        if self.direct:
+            return
         q = self.q
         tracking = {"_source": f"'{AUTHORITATIVE}'", "_needs_review": self.target.false_sql,
                     "_derived_from_domain": "NULL", "_derived_at": "NULL"}

@@ -11,33 +11,64 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import psycopg
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from refsync.config import TRACKING_COLUMNS
 from refsync.errors import ConstraintViolation, InvalidRows, LockHeld, RefsyncError
 from refsync.model import Batch, ColumnInfo
-from refsync.targets.base import SqlTableWriter, SqlTarget
+from refsync.targets.base import DirectLoadConflict, SqlTableWriter, SqlTarget
 
 log = logging.getLogger(__name__)
 
 LOCK_KEY = 0x72656673796E63  # "refsync" in ASCII: the advisory lock every run takes
 
 
+TRACKING_TEXT = "\tauthoritative\tf\t\\N\t\\N"  # the layer-1 values, as COPY text
+TRACKING_ROW = ("authoritative", False, None, None)
+
+
 class PostgresWriter(SqlTableWriter):
+    driver_errors = (psycopg.Error,)
+
     def create_temp_sql(self, name: str, select: str, *, empty: bool = False) -> str:
         return f"CREATE TEMP TABLE {name} AS {select}" + (" WITH NO DATA" if empty else "")
+
+    def try_direct(self) -> bool:
+        self.direct = not self.scalar(f"SELECT count(*) FROM (SELECT 1 FROM {self.ref} LIMIT 1) t")
+        return self.direct
+
+    def _copy_sql(self) -> str:
+        if self.direct:
+            tracking = ", ".join(self.q(c) for c in TRACKING_COLUMNS)
+            return f"COPY {self.ref} ({self.col_list}, {tracking}) FROM STDIN"
+        return f"COPY _refsync_stage ({self.col_list}) FROM STDIN"
 
     def load_rows(self, batch: Batch) -> None:
         raw = self.conn.connection.driver_connection
         assert raw is not None
-        with raw.cursor() as cur, cur.copy(f"COPY {self._stage_ref} FROM STDIN") as copy:
+        with raw.cursor() as cur, cur.copy(self._copy_sql()) as copy:
             write = copy.write_row
-            for row in batch:
-                write(row)
+            if self.direct:
+                for row in batch:
+                    write(row + TRACKING_ROW)
+            else:
+                for row in batch:
+                    write(row)
 
-    @property
-    def _stage_ref(self) -> str:
-        return f"_refsync_stage ({self.col_list})"
+    def load_lines(self, lines: list[str]) -> None:
+        raw = self.conn.connection.driver_connection
+        assert raw is not None
+        end = (TRACKING_TEXT if self.direct else "") + "\n"
+        with raw.cursor() as cur, cur.copy(self._copy_sql()) as copy:
+            copy.write(end.join(lines) + end)
+
+    def classify_write_error(self, exc: BaseException, doing: str) -> RefsyncError:
+        orig = getattr(exc, "orig", exc)
+        if self.direct and getattr(orig, "sqlstate", None) == "23505":
+            return DirectLoadConflict(f"{doing}: a key appears twice")
+        return self.target.classify(exc, doing)
 
     def after_staging(self) -> None:
         self.sql("ANALYZE _refsync_stage", phase="analyze")

@@ -38,6 +38,40 @@ class SqliteWriter(SqlTableWriter):
     def create_temp_sql(self, name: str, select: str, *, empty: bool = False) -> str:
         return f"CREATE TEMP TABLE {name} AS {select}" + (" LIMIT 0" if empty else "")
 
+    def after_staging(self) -> None:
+        # SQLite plans NOT EXISTS as a scan per target row without it
+        keys = ", ".join(self.q(k) for k in self.key)
+        self.sql(f"CREATE INDEX IF NOT EXISTS temp._refsync_stage_key ON _refsync_stage ({keys})",
+                 phase="index")
+
+    def classify_write_error(self, exc: BaseException, doing: str) -> RefsyncError:
+        orig = getattr(exc, "orig", exc)
+        if isinstance(orig, sqlite3.IntegrityError) and "FOREIGN KEY" in str(orig):
+            return ConstraintViolation(f"{doing} refused by a foreign key: {self._referenced()}")
+        return self.target.classify(exc, doing)
+
+    def _referenced(self) -> str:
+        """Name what SQLite does not: the referencing tables and the keys they still use."""
+        parts = []
+        table = self.ref.strip('"')
+        children = [r[0] for r in self.conn.exec_driver_sql(
+            "SELECT name FROM sqlite_master WHERE type = 'table'")]
+        for child in children:
+            fks = [fk for fk in self.conn.exec_driver_sql(
+                f"PRAGMA foreign_key_list({self.q(child)})") if fk[2] == table]
+            if not fks:
+                continue
+            match = " AND ".join(f"c.{self.q(fk[3])} = {self.ref}.{self.q(fk[4])}" for fk in fks)
+            keys = ", ".join(f"{self.ref}.{self.q(k)}" for k in self.key)
+            rows = self.conn.exec_driver_sql(
+                f"SELECT {keys} FROM {self._missing_where()} AND EXISTS "
+                f"(SELECT 1 FROM {self.q(child)} c WHERE {match}) LIMIT 20").fetchall()
+            if rows:
+                shown = "; ".join(", ".join(f"{k}={v}" for k, v in zip(self.key, r, strict=True))
+                                  for r in rows)
+                parts.append(f"keys still referenced from table {child}: {shown}")
+        return "; ".join(parts) or "a key to delete is still referenced"
+
     def load_rows(self, batch: Batch) -> None:
         raw: Any = self.conn.connection.driver_connection
         marks = ", ".join("?" * len(self.names))
@@ -114,14 +148,3 @@ class SqliteTarget(SqlTarget):
         if isinstance(orig, sqlite3.DataError):
             return InvalidRows(f"{doing}: the target refused a value ({text})")
         return super().classify(exc, doing)
-
-    def referencing_tables(self, table: str) -> list[str]:
-        """Tables whose foreign keys point at `table` (SQLite does not name them in errors)."""
-        out = []
-        with self.connect() as conn:
-            for (name,) in conn.exec_driver_sql(
-                    "SELECT name FROM sqlite_master WHERE type = 'table'"):
-                fks = conn.exec_driver_sql(f"PRAGMA foreign_key_list({self.quote(name)})")
-                if any(fk[2] == table for fk in fks):
-                    out.append(name)
-        return out
