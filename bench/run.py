@@ -1145,6 +1145,12 @@ class Bench:
             say(f"| {name} | {len(rs)} | {median(walls):.2f} ({min(walls):.2f}–{max(walls):.2f})"
                 f" | {'' if rps is None else f'{rps:,.0f}'} | {fmt(rss, 0)} | {fmt(wal, 1, '')} |"
                 f" {rew_s} | {status} |")
+        say("\nWAL MB: " + ("records touching the run's own database (pg_waldump); cluster-wide"
+                             " figures are in the JSON" if self.wal and self.wal.exe else
+                             "cluster-wide LSN difference") + ". The rest of the machine"
+            " used, per run (median CPU s, from /proc, the run's client and servers excluded): "
+            + ", ".join(f"{s}/{r} {median(x['other_cpu_s'] for x in self._runs(s, r)):.1f}"
+                        for s, r in seen))
         if self.checks:
             say("\nData checks: " + "; ".join(
                 f"{k}: " + (", ".join(f"{n} {v}" for n, v in c["result"].items())
