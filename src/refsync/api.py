@@ -292,6 +292,7 @@ class Runner:
                                  commit=not self.plan_only) as writer:
             if direct and not self.plan_only:
                 writer.try_direct()
+            loop_start = time.perf_counter()
             converter: RowConverter | LineConverter
             if self._lines_ok(target, source, infos):
                 # the server formats COPY text; only lines failing a cheap check are decoded
@@ -313,6 +314,8 @@ class Runner:
                     writer.stage(converter.convert_batch(batch))
                     self.progress.advance(spec.name, len(batch))
             res.read = read
+            writer.timings["read+check"] = (time.perf_counter() - loop_start
+                                            - writer.timings.get("stage", 0.0))
             res.rejected = converter.rejected
             res.rejects = [r.as_dict() for r in converter.rejects]
             dup_total, dups = writer.duplicate_keys(MAX_LISTED)
@@ -323,6 +326,7 @@ class Runner:
                     f"{dup_total} key(s) appear more than once in the source: {keys}",
                     hint="make the source key unique, or fix primary_key in the config")
             counts = writer.diff(deletes=deletes)
+            res.timings = writer.timings
             for name in ("inserted", "updated", "promoted", "unchanged", "deleted"):
                 setattr(res, name, getattr(counts, name))
             res.watermark = None if high is None else watermark_to_text(high)
@@ -351,7 +355,6 @@ class Runner:
             state.record(writer.conn, self.run_key, res,
                          started=datetime.fromisoformat(res.started_at or self.now().isoformat()),
                          finished=self.now(), watermark_moves=True)
-            res.timings = dict(writer.timings)
 
     @staticmethod
     def _lines_ok(target: SqlTarget, source: Source, infos: list[ColumnInfo]) -> bool:
@@ -386,6 +389,10 @@ class Runner:
                       extra={"event": "state_write_failed", "table": res.name})
 
     def _log_result(self, res: TableResult, where: str) -> None:
+        for phase, seconds in res.timings.items():  # -v: where the table's time went
+            log.debug("%s: %s %.3fs", res.name, phase, seconds,
+                      extra={"event": "phase", "table": res.name, "phase": phase,
+                             "duration_s": round(seconds, 3)})
         extra = {"event": "table_done", "table": res.name, "mode": res.mode,
                  "status": res.status, "read": res.read, "inserted": res.inserted,
                  "updated": res.updated, "deleted": res.deleted, "unchanged": res.unchanged,

@@ -1,0 +1,62 @@
+"""Losing the target connection mid-table is retried like a lost source (DESIGN 4.7): the
+table's transaction is gone, the read restarts, and the target ends exactly right."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import sqlalchemy as sa
+from helpers import (
+    LegacyDb,
+    assert_counts,
+    create_target,
+    engine_for,
+    plan_row,
+    read_rows,
+    settings_for,
+    sql_table,
+    table_result,
+    write_config,
+)
+
+from refsync import api
+from refsync.model import TableResult
+
+ROWS = 20_000
+
+
+class KillWriterOnce:
+    """Progress hook that terminates refsync's open transaction on the target, once."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.killed = 0
+
+    def start(self, table: str, total: int | None) -> None:
+        pass
+
+    def advance(self, table: str, rows: int) -> None:
+        if self.killed:
+            return
+        with engine_for(self.url) as engine, engine.connect() as conn:
+            self.killed = len(conn.execute(sa.text(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE application_name = 'refsync' AND xact_start IS NOT NULL "
+                "AND pid <> pg_backend_pid()")).fetchall())
+
+    def finish(self, table: str, result: TableResult) -> None:
+        pass
+
+
+def test_sync_retries_a_lost_target_connection(tmp_path: Path, pg_url: str) -> None:
+    legacy = LegacyDb(tmp_path / "legacy.sqlite").create_plans(plan_row(i) for i in range(ROWS))
+    create_target(pg_url)
+    config = write_config(tmp_path, [sql_table("plans", legacy, batch_size=1000)],
+                          defaults={"retry": {"attempts": 2, "backoff": [0.1]}})
+    hook = KillWriterOnce(pg_url)
+    result = api.sync(config, settings_for(pg_url), progress=hook)
+    assert hook.killed == 1
+    res = table_result(result, "plans")
+    assert (res.status, res.attempts, result.exit_code) == ("ok", 2, 0)
+    assert_counts(res, read=ROWS, inserted=ROWS)  # only the last, complete read counts
+    assert len(read_rows(pg_url)) == ROWS
