@@ -294,12 +294,26 @@ class Runner:
                 writer.try_direct()
             loop_start = time.perf_counter()
             converter: RowConverter | LineConverter
-            if self._lines_ok(target, source, infos):
+            text_source = self._text_source(target, source, infos)
+            if text_source is not None and text_source.chunk_key():
+                # the server formats COPY text and joins a chunk of rows into one: rows a
+                # check on the server flags are decoded and judged one by one
+                converter = LineConverter(infos, spec.primary_key, zone, MAX_LISTED)
+                for chunk in text_source.iter_text_chunks(
+                        since, [c.max_length for c in infos], [not c.nullable for c in infos]):
+                    read += chunk.rows
+                    if chunk.bad:
+                        writer.stage_lines(converter.convert_lines(chunk.text.split("\n")))
+                    else:
+                        writer.stage_text(chunk.text, chunk.rows)
+                    if chunk.high is not None:
+                        high = max_cursor(high, [chunk.high])
+                    self.progress.advance(spec.name, chunk.rows)
+            elif text_source is not None:
                 # the server formats COPY text; only lines failing a cheap check are decoded
-                assert isinstance(source, SqlSource)
                 converter = LineConverter(infos, spec.primary_key, zone, MAX_LISTED,
                                           cursor=has_cursor)
-                for lines in source.iter_line_batches(since):
+                for lines in text_source.iter_line_batches(since):
                     read += len(lines)
                     writer.stage_lines(converter.convert_lines(lines))
                     self.progress.advance(spec.name, len(lines))
@@ -357,10 +371,13 @@ class Runner:
                          finished=self.now(), watermark_moves=True)
 
     @staticmethod
-    def _lines_ok(target: SqlTarget, source: Source, infos: list[ColumnInfo]) -> bool:
-        """Whether rows can travel as server-formatted COPY text (MySQL text → PostgreSQL)."""
-        return (target.dialect == "postgresql" and isinstance(source, SqlSource)
-                and all(c.kind == "text" for c in infos) and source.lines_supported())
+    def _text_source(target: SqlTarget, source: Source,
+                     infos: list[ColumnInfo]) -> SqlSource | None:
+        """The source, when rows can travel as server-made COPY text (MySQL text → PG)."""
+        if (target.dialect == "postgresql" and isinstance(source, SqlSource)
+                and all(c.kind == "text" for c in infos) and source.lines_supported()):
+            return source
+        return None
 
     # -- reporting
 

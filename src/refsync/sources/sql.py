@@ -11,6 +11,8 @@ import logging
 import os
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -22,12 +24,14 @@ from sqlalchemy import (
     Engine,
     Select,
     bindparam,
+    case,
     cast,
     column,
     create_engine,
     func,
     inspect,
     literal,
+    literal_column,
     or_,
     select,
     table,
@@ -47,6 +51,16 @@ log = logging.getLogger(__name__)
 
 
 # ---------------------------------------------------------------- query building (pure)
+
+
+@dataclass(frozen=True)
+class TextChunk:
+    """Rows as COPY text lines joined by newlines, as a server formatted them."""
+
+    text: str
+    rows: int
+    bad: int  # rows the server saw would not fit: check this chunk line by line
+    high: Any  # the largest cursor value in the chunk (None: none, or not a date)
 
 
 def _q(name: str) -> quoted_name:
@@ -115,6 +129,7 @@ def build_line_select(
     *,
     schema: str | None = None,
     column_types: Mapping[str, sqltypes.TypeEngine[Any]] | None = None,
+    cursor_field: bool = True,
 ) -> Select[Any]:
     """As build_select, but the server formats each row as one COPY text line (MySQL):
     one string per row is far cheaper to fetch than a value per column. The cursor, when
@@ -122,9 +137,38 @@ def build_line_select(
     stmt = build_select(table_name, source_columns, cursor_column, since_given, where,
                         schema=schema, column_types=column_types)
     fields = [copy_text_field(column(_q(c))) for c in source_columns]
-    if cursor_column:
+    if cursor_column and cursor_field:
         fields.append(func.ifnull(cast(column(_q(cursor_column)), CHAR()), literal("\\N")))
-    return stmt.with_only_columns(func.concat_ws(literal("\t"), *fields))
+    return stmt.with_only_columns(func.concat_ws(literal("\t"), *fields).label("line"))
+
+
+def build_chunk_select(
+    line_select: Select[Any],
+    key: str,
+    key_type: sqltypes.TypeEngine[Any] | None,
+    cursor_column: str | None,
+    bad: ColumnElement[Any],
+    *,
+    after_given: bool,
+    limit: int,
+) -> Select[Any]:
+    """One chunk of `limit` rows after `:after` in key order, aggregated by the server into
+    ONE row: (all lines joined by newlines, row count, last key, rows failing `bad`,
+    largest cursor). Fetching a row per chunk instead of per source row is what makes a
+    pure-Python driver fast; the count lets the caller prove nothing was cut off."""
+    k = column(_q(key), key_type)
+    inner = line_select.add_columns(
+        k.label("k"), bad.label("bad"),
+        *([column(_q(cursor_column)).label("cur")] if cursor_column else []))
+    if after_given:
+        inner = inner.where(k > bindparam("after", type_=key_type))
+    x = inner.order_by(k).limit(limit).subquery("x")
+    line = x.c[0]
+    return select(
+        func.group_concat(literal_column(
+            f"{line.name} ORDER BY x.k SEPARATOR '\\n'")),  # noqa: S608 - fixed text
+        func.count(), func.max(x.c.k), func.coalesce(func.sum(x.c.bad), 0),
+        func.max(x.c.cur) if cursor_column else literal(None))
 
 
 def build_count_null_cursor(
@@ -212,6 +256,8 @@ class SqlSource:
         self._cursor_type: sqltypes.TypeEngine[Any] | None = None
         self._column_types: dict[str, sqltypes.TypeEngine[Any]] = {}
         self._source_types: dict[str, sqltypes.TypeEngine[Any]] = {}
+        self._pk: list[str] = []
+        self._key_type: sqltypes.TypeEngine[Any] | None = None
         self._opened = False
 
     @classmethod
@@ -289,8 +335,14 @@ class SqlSource:
         with warnings.catch_warnings():
             # an unrecognised column type (SAWarning) does not matter: names are what we need
             warnings.simplefilter("ignore", sa_exc.SAWarning)
-            cols = inspect(conn).get_columns(self.table, schema=self.schema)
-        return {c["name"]: c["type"] for c in cols}
+            insp = inspect(conn)
+            cols = insp.get_columns(self.table, schema=self.schema)
+            self._pk = list(insp.get_pk_constraint(self.table, schema=self.schema)
+                            .get("constrained_columns") or [])
+        found = {c["name"]: c["type"] for c in cols}
+        if len(self._pk) == 1:
+            self._key_type = found.get(self._pk[0])
+        return found
 
     def _resolve_columns(self, found: dict[str, sqltypes.TypeEngine[Any]]) -> None:
         folded: dict[str, list[str]] = {}
@@ -381,6 +433,80 @@ class SqlSource:
         params = self.select(since)[1]
         for part in self._stream(stmt, params, since):
             yield [r[0] for r in part]
+
+    def chunk_key(self) -> str | None:
+        """The source's one-column primary key, which lets it be read in key-ordered chunks."""
+        self.open()
+        return self._pk[0] if len(self._pk) == 1 else None
+
+    def bad_rows(self, limits: Sequence[int | None],
+                 not_null: Sequence[bool]) -> ColumnElement[Any]:
+        """1 for a row the server can see will not fit (too long, NULL in NOT NULL, NUL)."""
+        conds: list[ColumnElement[bool]] = []
+        for name, limit, required in zip(self.source_columns, limits, not_null, strict=True):
+            col: ColumnClause[Any] = column(_q(name))
+            if limit:
+                conds.append(func.char_length(col) > limit)
+            if required:
+                conds.append(col.is_(None))
+            conds.append(func.locate(literal("\x00"), col) > 0)
+        return case((or_(*conds), 1), else_=0)
+
+    def iter_text_chunks(self, since: Any | None, limits: Sequence[int | None],
+                         not_null: Sequence[bool]) -> Iterator[TextChunk]:
+        """The table as server-made COPY text, `batch_size` rows a chunk, one fetched row
+        each (MySQL, one-column key). All chunks read one snapshot (a single transaction
+        at REPEATABLE READ)."""
+        key = self.chunk_key()
+        assert key is not None
+        since_given = since is not None and self.cursor_column is not None
+        lines = build_line_select(
+            self.table, self.source_columns, self.cursor_column, since_given, self.where,
+            schema=self.schema, column_types=self._column_types, cursor_field=False)
+        bad = self.bad_rows(limits, not_null)
+        first, rest = (build_chunk_select(
+            lines, key, self._key_type, self.cursor_column, bad, after_given=after,
+            limit=self.batch_size) for after in (False, True))
+        params = self.select(since)[1]
+        with self._reading(since) as conn:
+            conn.exec_driver_sql("SET SESSION group_concat_max_len = 1073741824")
+            stmt, after = first, None
+            while True:
+                text_, count, last, bad_n, high = conn.execute(
+                    stmt, params if after is None else {**params, "after": after}).one()
+                if not count:
+                    return
+                if text_ is None or text_.count("\n") + 1 != count:
+                    raise QueryFailure(
+                        f"{self.where_text}: a chunk of {count} rows did not fit in one "
+                        "result (max_allowed_packet)", hint="lower batch_size for this table")
+                yield TextChunk(text_, int(count), int(bad_n),
+                                high if isinstance(high, date) else None)
+                if count < self.batch_size:
+                    return
+                stmt, after = rest, last
+
+    @contextmanager
+    def _reading(self, since: Any | None) -> Iterator[Connection]:
+        """A connection for one read; errors classified, the connection released or dropped."""
+        log.debug("reading %s%s", self.describe(), "" if since is None else f" since {since}")
+        try:
+            conn = self.engine.connect()
+            raw = conn.connection.dbapi_connection
+        except Exception as exc:
+            raise self._error(exc) from exc
+        completed = False
+        try:
+            yield conn
+            completed = True
+        except GeneratorExit:
+            raise
+        except RefsyncError:
+            raise
+        except Exception as exc:
+            raise self._error(exc, streaming=True, connection_lost=_is_lost(conn)) from exc
+        finally:
+            self._release(conn, raw, None, completed)
 
     def _stream(self, stmt: Select[Any], params: dict[str, Any],
                 since: Any | None) -> Iterator[Sequence[Any]]:

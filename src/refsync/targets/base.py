@@ -284,14 +284,18 @@ class SqlTableWriter:
 
     def stage(self, batch: Batch) -> None:
         """Stage converted rows (tuples of Python values)."""
-        self._load(self.load_rows, batch)
+        self._load(self.load_rows, batch, len(batch))
 
     def stage_lines(self, lines: list[str]) -> None:
         """Stage rows already in COPY text form (PostgreSQL)."""
-        self._load(self.load_lines, lines)
+        self._load(self.load_lines, lines, len(lines))
 
-    def _load(self, load: Any, batch: list[Any]) -> None:
-        if not batch:
+    def stage_text(self, text: str, rows: int) -> None:
+        """Stage `rows` COPY text lines joined by newlines (PostgreSQL)."""
+        self._load(self.load_text, text, rows)
+
+    def _load(self, load: Any, batch: Any, rows: int) -> None:
+        if not rows:
             return
         start = time.perf_counter()
         errors: tuple[type[Exception], ...] = (sa.exc.DBAPIError, *self.driver_errors)
@@ -300,12 +304,15 @@ class SqlTableWriter:
         except errors as exc:
             raise self.classify_write_error(exc, "loading rows") from None
         self.timings["stage"] = self.timings.get("stage", 0.0) + time.perf_counter() - start
-        self.staged += len(batch)
+        self.staged += rows
 
     def load_rows(self, batch: Batch) -> None:
         raise NotImplementedError
 
     def load_lines(self, lines: list[str]) -> None:
+        self.load_text("\n".join(lines))
+
+    def load_text(self, text: str) -> None:
         raise NotImplementedError(f"{self.target.dialect} takes rows, not COPY text")
 
     def try_direct(self) -> bool:

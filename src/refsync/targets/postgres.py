@@ -57,12 +57,13 @@ class PostgresWriter(SqlTableWriter):
                 for row in batch:
                     write(row)
 
-    def load_lines(self, lines: list[str]) -> None:
+    def load_text(self, text: str) -> None:
         raw = self.conn.connection.driver_connection
         assert raw is not None
-        end = (TRACKING_TEXT if self.direct else "") + "\n"
+        if self.direct:  # every line gets the layer-1 tracking values
+            text = text.replace("\n", TRACKING_TEXT + "\n") + TRACKING_TEXT
         with raw.cursor() as cur, cur.copy(self._copy_sql()) as copy:
-            copy.write(end.join(lines) + end)
+            copy.write(text + "\n")
 
     def classify_write_error(self, exc: BaseException, doing: str) -> RefsyncError:
         orig = getattr(exc, "orig", exc)
