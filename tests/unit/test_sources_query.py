@@ -409,3 +409,28 @@ def test_open_source_closes_what_fails_to_open(tmp_path: Path) -> None:
     with pytest.raises(Exception, match="SQLite database file not found"):
         open_source(spec("sql", url=url), settings(), MySQLPool(), 100)
     assert not (tmp_path / "absent.sqlite").exists()
+
+
+def test_build_line_select_formats_copy_text_on_the_server() -> None:
+    from refsync.sources.sql import build_line_select
+
+    stmt = build_line_select("annuity_plan", ["plan_code", "名称"], "updated_at", True, None)
+    sql = str(stmt.compile(dialect=mysql.dialect()))
+    assert sql.startswith("SELECT concat_ws(")
+    assert "ifnull(replace(replace(replace(replace(`plan_code`" in sql
+    assert "`名称`" in sql and "CAST(`updated_at` AS CHAR)" in sql
+    assert "WHERE `updated_at` >= %s" in sql
+
+
+def test_build_chunk_select_aggregates_one_keyset_page_into_one_row() -> None:
+    import sqlalchemy as sa
+
+    from refsync.sources.sql import build_chunk_select, build_line_select
+
+    lines = build_line_select("t", ["a"], "u", False, None, cursor_field=False)
+    stmt = build_chunk_select(lines, "a", None, "u", sa.literal(0), after_given=True, limit=500)
+    sql = " ".join(str(stmt.compile(dialect=mysql.dialect())).split())
+    assert "group_concat(line ORDER BY x.k SEPARATOR '\\n')" in sql
+    assert "count(*)" in sql and "max(x.k)" in sql and "max(x.cur)" in sql
+    assert "FROM `t` WHERE `a` > %s ORDER BY `a` LIMIT %s) AS x" in sql
+    assert "CAST(`u` AS CHAR)" not in sql  # the cursor travels beside the line, not in it
