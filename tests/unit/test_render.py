@@ -89,7 +89,8 @@ def test_run_summary_lists_counts_and_errors() -> None:
     assert "plan: what a sync would do (nothing written)" in text
     assert "guarded: would delete 6 of 8 authoritative rows" in text
     row = next(x for x in text.splitlines() if "年金计划" in x)
-    assert [c.strip() for c in row.split("│")[1:-1]][:5] == ["年金计划", "upsert", "ok", "100", "100"]
+    cells = [c.strip() for c in row.split("│")[1:-1]]
+    assert cells[:5] == ["年金计划", "upsert", "ok", "100", "100"]
 
 
 @pytest.mark.parametrize(("as_json", "terminal", "enabled"), [
