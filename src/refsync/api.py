@@ -146,6 +146,10 @@ class Runner:
     def _run(self, specs: list[TableSpec], result: RunResult) -> None:
         target = open_target(_target_url(self.settings))
         try:
+            for attempt in retrying(self.config.section.defaults.retry, table="target",
+                                    where=target.describe, sleep=self.sleep):
+                with attempt:
+                    target.ping()
             lock = nullcontext() if self.plan_only else target.run_lock()
             with lock:
                 columns = self._validate(target, specs)

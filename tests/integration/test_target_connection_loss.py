@@ -41,8 +41,8 @@ class KillWriterOnce:
         with engine_for(self.url) as engine, engine.connect() as conn:
             self.killed = len(conn.execute(sa.text(
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                "WHERE application_name = 'refsync' AND xact_start IS NOT NULL "
-                "AND pid <> pg_backend_pid()")).fetchall())
+                "WHERE application_name = 'refsync' AND datname = current_database() "
+                "AND xact_start IS NOT NULL AND pid <> pg_backend_pid()")).fetchall())
 
     def finish(self, table: str, result: TableResult) -> None:
         pass
@@ -60,3 +60,23 @@ def test_sync_retries_a_lost_target_connection(tmp_path: Path, pg_url: str) -> N
     assert (res.status, res.attempts, result.exit_code) == ("ok", 2, 0)
     assert_counts(res, read=ROWS, inserted=ROWS)  # only the last, complete read counts
     assert len(read_rows(pg_url)) == ROWS
+
+
+def test_unreachable_target_is_retried_then_one_line_and_exit_1(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from refsync.cli import app
+
+    legacy = LegacyDb(tmp_path / "legacy.sqlite").create_plans([plan_row(1)])
+    write_config(tmp_path, [sql_table("plans", legacy)],
+                 defaults={"retry": {"attempts": 2, "backoff": [0.05]}})
+    url = "postgresql://etl:Pw-Zebra-99@127.0.0.1:1/wh"
+    result = CliRunner().invoke(app, ["sync", "-c", str(tmp_path / "data_sources.yml"),
+                                      "--json"], env={"WDH_DATABASE_URL": url})
+    assert result.exit_code == 1
+    doc = __import__("json").loads(result.stdout)
+    assert doc["exit_code"] == 1 and doc["error_class"] == "connection"
+    assert doc["hint"] == "check WDH_DATABASE_URL and that the target server is up"
+    assert result.stderr.count("retrying in 0.1s") == 2 or "attempt 2 failed" in result.stderr
+    assert "Pw-Zebra-99" not in result.stdout + result.stderr
+    assert "Traceback" not in result.stdout + result.stderr

@@ -96,6 +96,11 @@ class SqlTarget:
     def database_exists(self) -> bool:
         return True
 
+    def ping(self) -> None:
+        """Connect once, so an unreachable target fails before anything else."""
+        with self.connect():
+            pass
+
     # -- naming
 
     def quote(self, ident: str) -> str:
@@ -169,7 +174,10 @@ class SqlTarget:
         try:
             conn = self.engine.connect()
         except sa.exc.SQLAlchemyError as exc:
-            raise self.classify(exc, "connecting") from None
+            error = self.classify(exc, "connecting")
+            if error.transient:
+                error.hint = "check WDH_DATABASE_URL and that the target server is up"
+            raise error from None
         try:
             yield conn
         finally:
