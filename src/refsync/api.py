@@ -306,7 +306,7 @@ class Runner:
                 for chunk in text_source.iter_text_chunks(
                         since, [c.max_length for c in infos], [not c.nullable for c in infos]):
                     read += chunk.rows
-                    if chunk.bad:
+                    if chunk.bad or "\x00" in chunk.text:
                         writer.stage_lines(converter.convert_lines(chunk.text.split("\n")))
                     else:
                         writer.stage_text(chunk.text, chunk.rows)
