@@ -26,6 +26,7 @@ from refsync.errors import (
     RefsyncError,
 )
 from refsync.model import ColumnInfo, RunResult, Source, TableResult
+from refsync.prefetch import prefetch
 from refsync.retry import retrying
 from refsync.sources.sql import SqlSource
 from refsync.targets import SqlTarget, open_target
@@ -303,8 +304,9 @@ class Runner:
                 # the server formats COPY text and joins a chunk of rows into one: rows a
                 # check on the server flags are decoded and judged one by one
                 converter = LineConverter(infos, spec.primary_key, zone, MAX_LISTED)
-                for chunk in text_source.iter_text_chunks(
-                        since, [c.max_length for c in infos], [not c.nullable for c in infos]):
+                chunks = text_source.iter_text_chunks(
+                    since, [c.max_length for c in infos], [not c.nullable for c in infos])
+                for chunk in prefetch(chunks):
                     read += chunk.rows
                     if chunk.bad or "\x00" in chunk.text:
                         writer.stage_lines(converter.convert_lines(chunk.text.split("\n")))

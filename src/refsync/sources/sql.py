@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Generator, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -453,7 +453,7 @@ class SqlSource:
         return case((or_(*conds), 1), else_=0) if conds else literal(0)
 
     def iter_text_chunks(self, since: Any | None, limits: Sequence[int | None],
-                         not_null: Sequence[bool]) -> Iterator[TextChunk]:
+                         not_null: Sequence[bool]) -> Generator[TextChunk, None, None]:
         """The table as server-made COPY text, `batch_size` rows a chunk, one fetched row
         each (MySQL, one-column key). All chunks read one snapshot (a single transaction
         at REPEATABLE READ)."""

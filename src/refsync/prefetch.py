@@ -1,0 +1,57 @@
+"""Read ahead in a thread, so the source server formats the next chunk while the target
+loads this one (the work overlaps as it does in a shell pipe). Only for sources whose
+per-chunk Python work is small: the GIL is released while the driver waits on its socket."""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Generator, Iterator
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+_END = object()
+
+
+def prefetch(items: Generator[T, None, None], depth: int = 2) -> Iterator[T]:
+    """Yield what `items` yields, produced up to `depth` ahead in a worker thread.
+
+    An exception in the worker is raised here; stopping early (or an exception here) stops
+    the worker after its current item and closes `items`, so its cleanup runs."""
+    slots: queue.Queue[Any] = queue.Queue(depth)
+    stop = threading.Event()
+
+    def put(item: Any) -> bool:
+        while not stop.is_set():
+            try:
+                slots.put(item, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def work() -> None:
+        try:
+            for item in items:
+                if not put(item):
+                    break
+            else:
+                put(_END)
+        except BaseException as exc:  # handed to the consumer, who raises it
+            put(exc)
+        finally:
+            items.close()
+
+    worker = threading.Thread(target=work, name="refsync-prefetch", daemon=True)
+    worker.start()
+    try:
+        while True:
+            item = slots.get()
+            if item is _END:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        worker.join()
