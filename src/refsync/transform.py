@@ -152,6 +152,22 @@ def _places(n: int, what: str) -> str:
 # is a single Python call. Fast path first: the exact type the column wants.
 
 
+def _exact_or(exact: type, nullable: bool, slow: Converter) -> Converter:
+    """The usual converter: a value of exactly `exact` passes as it is, NULL as the column
+    allows, anything else through `slow`."""
+
+    def conv(v: Any) -> Any:
+        if type(v) is exact:
+            return v
+        if v is None:
+            if nullable:
+                return None
+            raise RejectValue(NOT_NULL)
+        return slow(v)
+
+    return conv
+
+
 def _text(col: ColumnInfo, tz: ZoneInfo) -> Converter:
     nullable = col.nullable
     limit = col.max_length
@@ -419,16 +435,7 @@ def _date(col: ColumnInfo, tz: ZoneInfo) -> Converter:
                 raise RejectValue(NOT_A_DATE) from None
         raise RejectValue(NOT_A_DATE)
 
-    def conv(v: Any) -> Any:
-        if type(v) is date:
-            return v
-        if v is None:
-            if nullable:
-                return None
-            raise RejectValue(NOT_NULL)
-        return slow(v)
-
-    return conv
+    return _exact_or(date, nullable, slow)
 
 
 def _timestamp(col: ColumnInfo, tz: ZoneInfo) -> Converter:
@@ -521,16 +528,7 @@ def _time(col: ColumnInfo, tz: ZoneInfo) -> Converter:
                 raise RejectValue(NOT_A_TIME) from None
         raise RejectValue(NOT_A_TIME)
 
-    def conv(v: Any) -> Any:
-        if type(v) is time:
-            return v
-        if v is None:
-            if nullable:
-                return None
-            raise RejectValue(NOT_NULL)
-        return slow(v)
-
-    return conv
+    return _exact_or(time, nullable, slow)
 
 
 def _json(col: ColumnInfo, tz: ZoneInfo) -> Converter:
