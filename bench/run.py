@@ -66,6 +66,7 @@ DB_TARGET_4T = "refsync_bench_target_4t"
 DB_TARGET_SMALL = "refsync_bench_target_small"
 DB_TARGET_10K = "refsync_bench_target_10k"
 DB_PEERS = "refsync_bench_peers"
+BENCH_LOCK = 0x72656673796E6362  # "refsyncb": one benchmark at a time per PostgreSQL server
 
 
 def say(*parts: Any) -> None:
@@ -1012,8 +1013,32 @@ class Bench:
 
     # -- run everything
 
+    def take_lock(self) -> psycopg.Connection[Any]:
+        """Two benchmarks on one server would drop each other's databases and share the CPU:
+        hold an advisory lock for the whole run (released when this process ends)."""
+        conn = self.pg.connect()
+        conn.execute("SET application_name = 'refsync-bench'")
+        waited = False
+        while not conn.execute("SELECT pg_try_advisory_lock(%s)", (BENCH_LOCK,)).fetchone()[0]:
+            holder = conn.execute(
+                "SELECT a.pid, a.client_addr, a.backend_start FROM pg_locks l JOIN"
+                " pg_stat_activity a USING (pid) WHERE l.locktype = 'advisory'"
+                " AND l.objid = %s", (BENCH_LOCK & 0xFFFFFFFF,)).fetchone()
+            who = (f"backend pid {holder[0]} from {holder[1]}, since {holder[2]:%H:%M:%S}"
+                   if holder else "holder unknown")
+            msg = f"another bench/run.py is running against {self.pg.url('')} ({who})"
+            if not self.args.wait_lock:
+                conn.close()
+                raise SystemExit(msg + "; try again when it is done, or pass --wait-lock")
+            if not waited:
+                say(msg + "; waiting (--wait-lock)")
+                waited = True
+            time.sleep(5)
+        return conn
+
     def run(self) -> None:
         a = self.args
+        self._lock = self.take_lock()
         say(f"refsync benchmark {self.started.isoformat(timespec='seconds')}: rows {self.rows:,},"
             f" repeat {self.repeat}, scenarios {','.join(self.scenarios)}")
         say(f"MariaDB {self.mysql.host}:{self.mysql.port} db {self.db_main} (user"
@@ -1345,6 +1370,9 @@ def build_parser() -> argparse.ArgumentParser:
                    " fall below 25 %% busy (default 10; 0 = never wait)")
     p.add_argument("--refsync-verbose", action="store_true",
                    help="run refsync with -v --log-format json (its stderr is kept in the logs)")
+    p.add_argument("--wait-lock", action="store_true",
+                   help="when another benchmark runs against the same PostgreSQL, wait for it"
+                   " (default: refuse to start)")
     p.add_argument("--cleanup", action="store_true",
                    help="drop the refsync_bench_* PostgreSQL databases at the end")
     return p

@@ -308,8 +308,9 @@ class Runner:
                     since, [c.max_length for c in infos], [not c.nullable for c in infos])
                 for chunk in prefetch(chunks):
                     read += chunk.rows
-                    if chunk.bad or "\x00" in chunk.text:
-                        writer.stage_lines(converter.convert_lines(chunk.text.split("\n")))
+                    if chunk.bad or b"\x00" in chunk.text:
+                        lines = chunk.text.decode("utf-8").split("\n")
+                        writer.stage_lines(converter.convert_lines(lines))
                     else:
                         writer.stage_text(chunk.text, chunk.rows)
                     if chunk.high is not None:

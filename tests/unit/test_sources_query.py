@@ -430,7 +430,7 @@ def test_build_chunk_select_aggregates_one_keyset_page_into_one_row() -> None:
     lines = build_line_select("t", ["a"], "u", False, None, cursor_field=False)
     stmt = build_chunk_select(lines, "a", None, "u", sa.literal(0), after_given=True, limit=500)
     sql = " ".join(str(stmt.compile(dialect=mysql.dialect())).split())
-    assert "group_concat(line SEPARATOR '\\n')" in sql
+    assert "CAST(CONVERT(GROUP_CONCAT(line SEPARATOR '\\n') USING utf8mb4) AS BINARY)" in sql
     assert "count(*)" in sql and "max(x.k)" in sql and "max(x.cur)" in sql
     assert "FROM `t` WHERE `a` > %s ORDER BY `a` LIMIT %s) AS x" in sql
     assert "CAST(`u` AS CHAR)" not in sql  # the cursor travels beside the line, not in it

@@ -298,8 +298,8 @@ class SqlTableWriter:
         """Stage rows already in COPY text form (PostgreSQL)."""
         self._load(self.load_lines, lines, len(lines))
 
-    def stage_text(self, text: str, rows: int) -> None:
-        """Stage `rows` COPY text lines joined by newlines (PostgreSQL)."""
+    def stage_text(self, text: str | bytes, rows: int) -> None:
+        """Stage `rows` COPY text lines joined by newlines (PostgreSQL; bytes are UTF-8)."""
         self._load(self.load_text, text, rows)
 
     def _load(self, load: Any, batch: Any, rows: int) -> None:
@@ -320,7 +320,7 @@ class SqlTableWriter:
     def load_lines(self, lines: list[str]) -> None:
         self.load_text("\n".join(lines))
 
-    def load_text(self, text: str) -> None:
+    def load_text(self, text: str | bytes) -> None:
         raise NotImplementedError(f"{self.target.dialect} takes rows, not COPY text")
 
     def try_direct(self) -> bool:

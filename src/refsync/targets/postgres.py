@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 LOCK_KEY = 0x72656673796E63  # "refsync" in ASCII: the advisory lock every run takes
 
 
-TRACKING_TEXT = "\tauthoritative\tf\t\\N\t\\N"  # the layer-1 values, as COPY text
+TRACKING_BYTES = b"\tauthoritative\tf\t\\N\t\\N"  # the layer-1 values, as COPY text
 TRACKING_ROW = ("authoritative", False, None, None)
 
 
@@ -57,13 +57,14 @@ class PostgresWriter(SqlTableWriter):
                 for row in batch:
                     write(row)
 
-    def load_text(self, text: str) -> None:
+    def load_text(self, text: str | bytes) -> None:
         raw = self.conn.connection.driver_connection
         assert raw is not None
+        data = text.encode("utf-8") if isinstance(text, str) else text
         if self.direct:  # every line gets the layer-1 tracking values
-            text = text.replace("\n", TRACKING_TEXT + "\n") + TRACKING_TEXT
+            data = data.replace(b"\n", TRACKING_BYTES + b"\n") + TRACKING_BYTES
         with raw.cursor() as cur, cur.copy(self._copy_sql()) as copy:
-            copy.write(text + "\n")
+            copy.write(data + b"\n")
 
     def classify_write_error(self, exc: BaseException, doing: str) -> RefsyncError:
         orig = getattr(exc, "orig", exc)
@@ -91,7 +92,9 @@ class PostgresTarget(SqlTarget):
             parsed = parsed.set(drivername="postgresql+psycopg")
         engine = sa.create_engine(
             parsed, pool_pre_ping=True,
-            connect_args={"connect_timeout": 10, "application_name": "refsync"},
+            connect_args={"connect_timeout": 10, "application_name": "refsync",
+                          # staging and the diff's hash join stay in memory, not temp files
+                          "options": "-c temp_buffers=256MB -c work_mem=256MB"},
         )
         super().__init__(engine, parsed.render_as_string(hide_password=True))
 
