@@ -317,6 +317,9 @@ class SqlTableWriter:
     def load_rows(self, batch: Batch) -> None:
         raise NotImplementedError
 
+    def end_staging(self, error: BaseException | None = None) -> None:
+        """Finish (or, after `error`, abort) a bulk load left open across batches."""
+
     def load_lines(self, lines: list[str]) -> None:
         self.load_text("\n".join(lines))
 
@@ -329,6 +332,7 @@ class SqlTableWriter:
         return False
 
     def drop_temp(self) -> None:
+        self.end_staging(error=RuntimeError("table aborted"))
         if self.conn.closed or not self.conn.in_transaction():
             return
         try:
@@ -344,6 +348,7 @@ class SqlTableWriter:
 
     def duplicate_keys(self, limit: int) -> tuple[int, list[Row]]:
         """(number of keys read more than once, up to `limit` of them)."""
+        self.end_staging()
         if self.direct:  # the target's key refused any (DirectLoadConflict)
             return 0, []
         keys = ", ".join(self.q(k) for k in self.key)
@@ -356,6 +361,7 @@ class SqlTableWriter:
 
     def diff(self, *, deletes: bool) -> DiffCounts:
         """Classify the staged rows against the target; leaves the changes in a temp table."""
+        self.end_staging()
         if self.direct:
             return DiffCounts(inserted=self.staged)
         self.after_staging()

@@ -45,26 +45,55 @@ class PostgresWriter(SqlTableWriter):
             return f"COPY {self.ref} ({self.col_list}, {tracking}) FROM STDIN"
         return f"COPY _refsync_stage ({self.col_list}) FROM STDIN"
 
+    _cursor: psycopg.Cursor[Any] | None = None
+    _copy_cm: Any = None
+    _copy: psycopg.Copy | None = None
+
+    def _copier(self) -> psycopg.Copy:
+        """One COPY for all of a table's batches: the server ingests as the rows arrive,
+        instead of finishing (and being waited for) once per batch."""
+        if self._copy is None:
+            raw = self.conn.connection.driver_connection
+            assert raw is not None
+            self._cursor = raw.cursor()
+            self._copy_cm = self._cursor.copy(self._copy_sql())
+            self._copy = self._copy_cm.__enter__()
+        return self._copy
+
+    def end_staging(self, error: BaseException | None = None) -> None:
+        if self._copy_cm is None:
+            return
+        cm, cursor = self._copy_cm, self._cursor
+        self._copy_cm = self._copy = self._cursor = None
+        try:
+            if error is None:
+                cm.__exit__(None, None, None)
+            else:  # abort the COPY; the transaction is rolled back anyway
+                cm.__exit__(type(error), error, None)
+        except psycopg.Error as exc:
+            if error is None:
+                raise self.classify_write_error(exc, "loading rows") from None
+        except Exception:
+            if error is None:
+                raise
+        finally:
+            if cursor is not None:
+                cursor.close()
+
     def load_rows(self, batch: Batch) -> None:
-        raw = self.conn.connection.driver_connection
-        assert raw is not None
-        with raw.cursor() as cur, cur.copy(self._copy_sql()) as copy:
-            write = copy.write_row
-            if self.direct:
-                for row in batch:
-                    write(row + TRACKING_ROW)
-            else:
-                for row in batch:
-                    write(row)
+        write = self._copier().write_row
+        if self.direct:
+            for row in batch:
+                write(row + TRACKING_ROW)
+        else:
+            for row in batch:
+                write(row)
 
     def load_text(self, text: str | bytes) -> None:
-        raw = self.conn.connection.driver_connection
-        assert raw is not None
         data = text.encode("utf-8") if isinstance(text, str) else text
         if self.direct:  # every line gets the layer-1 tracking values
             data = data.replace(b"\n", TRACKING_BYTES + b"\n") + TRACKING_BYTES
-        with raw.cursor() as cur, cur.copy(self._copy_sql()) as copy:
-            copy.write(data + b"\n")
+        self._copier().write(data + b"\n")
 
     def classify_write_error(self, exc: BaseException, doing: str) -> RefsyncError:
         orig = getattr(exc, "orig", exc)
