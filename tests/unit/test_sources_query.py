@@ -425,12 +425,16 @@ def test_build_line_select_formats_copy_text_on_the_server() -> None:
 def test_build_chunk_select_aggregates_one_keyset_page_into_one_row() -> None:
     import sqlalchemy as sa
 
-    from refsync.sources.sql import build_chunk_select, build_line_select
+    from refsync.sources.sql import build_chunk_bounds, build_chunk_select, build_line_select
 
     lines = build_line_select("t", ["a"], "u", False, None, cursor_field=False)
-    stmt = build_chunk_select(lines, "a", None, "u", sa.literal(0), after_given=True, limit=500)
+    bounds = " ".join(str(build_chunk_bounds(lines, "a", None, after_given=True, limit=500)
+                          .compile(dialect=mysql.dialect())).split())
+    assert bounds.startswith("SELECT max(x.k) AS max_1, count(*) AS count_1 FROM (SELECT `a` AS k")
+    assert "FROM `t` WHERE `a` > %s ORDER BY `a` LIMIT %s) AS x" in bounds
+    stmt = build_chunk_select(lines, "a", None, "u", sa.literal(0), after_given=True)
     sql = " ".join(str(stmt.compile(dialect=mysql.dialect())).split())
     assert "CAST(CONVERT(GROUP_CONCAT(line SEPARATOR '\\n') USING utf8mb4) AS BINARY)" in sql
-    assert "count(*)" in sql and "max(x.k)" in sql and "max(x.cur)" in sql
-    assert "FROM `t` WHERE `a` > %s ORDER BY `a` LIMIT %s) AS x" in sql
-    assert "CAST(`u` AS CHAR)" not in sql  # the cursor travels beside the line, not in it
+    assert "count(*)" in sql and "max(x.cur)" in sql
+    assert "FROM `t` WHERE `a` <= %s AND `a` > %s) AS x" in sql  # a plain range: no LIMIT
+    assert "ORDER BY" not in sql and "CAST(`u` AS CHAR)" not in sql

@@ -142,6 +142,25 @@ def build_line_select(
     return stmt.with_only_columns(func.concat_ws(literal("\t"), *fields).label("line"))
 
 
+def build_chunk_bounds(
+    line_select: Select[Any],
+    key: str,
+    key_type: sqltypes.TypeEngine[Any] | None,
+    *,
+    after_given: bool,
+    limit: int,
+) -> Select[Any]:
+    """(last key, row count) of the next `limit` rows after `:after` in key order: a walk
+    over the key alone, so the chunk itself can be read as a plain range."""
+    k = column(_q(key), key_type)
+    inner = line_select.with_only_columns(k.label("k"))
+    if after_given:
+        inner = inner.where(k > bindparam("after", type_=key_type))
+    x = inner.order_by(k).limit(limit).subquery("x")
+    stmt: Select[Any] = select(func.max(x.c.k), func.count()).select_from(x)  # type: ignore[assignment]
+    return stmt
+
+
 def build_chunk_select(
     line_select: Select[Any],
     key: str,
@@ -150,26 +169,26 @@ def build_chunk_select(
     bad: ColumnElement[Any],
     *,
     after_given: bool,
-    limit: int,
 ) -> Select[Any]:
-    """One chunk of `limit` rows after `:after` in key order, aggregated by the server into
-    ONE row: (all lines joined by newlines, row count, last key, rows failing `bad`,
-    largest cursor). Fetching a row per chunk instead of per source row is what makes a
-    pure-Python driver fast; the count lets the caller prove nothing was cut off."""
+    """The rows with `:after < key <= :upto`, aggregated by the server into ONE row: (all
+    lines joined by newlines, row count, rows failing `bad`, largest cursor). Fetching a row
+    per chunk instead of per source row is what makes a pure-Python driver fast; the count
+    lets the caller prove nothing was cut off. Without ORDER BY or LIMIT the server merges
+    the derived table into a range scan instead of materialising it."""
     k = column(_q(key), key_type)
     inner = line_select.add_columns(
-        k.label("k"), bad.label("bad"),
-        *([column(_q(cursor_column)).label("cur")] if cursor_column else []))
+        bad.label("bad"), *([column(_q(cursor_column)).label("cur")] if cursor_column else []))
+    inner = inner.where(k <= bindparam("upto", type_=key_type))
     if after_given:
         inner = inner.where(k > bindparam("after", type_=key_type))
-    x = inner.order_by(k).limit(limit).subquery("x")
+    x = inner.subquery("x")
     line = x.c[0]
     return select(
         # no ORDER BY inside: COPY does not care, and it would make the server sort. As
         # UTF-8 bytes: nothing to decode here nor to encode again for COPY.
         literal_column(  # noqa: S608 - fixed text around a label
             f"CAST(CONVERT(GROUP_CONCAT({line.name} SEPARATOR '\\n') USING utf8mb4) AS BINARY)"),
-        func.count(), func.max(x.c.k), func.coalesce(func.sum(x.c.bad), 0),
+        func.count(), func.coalesce(func.sum(x.c.bad), 0),
         func.max(x.c.cur) if cursor_column else literal(None))
 
 
@@ -466,27 +485,31 @@ class SqlSource:
             self.table, self.source_columns, self.cursor_column, since_given, self.where,
             schema=self.schema, column_types=self._column_types, cursor_field=False)
         bad = self.bad_rows(limits, not_null)
-        first, rest = (build_chunk_select(
-            lines, key, self._key_type, self.cursor_column, bad, after_given=after,
-            limit=self.batch_size) for after in (False, True))
+        bounds = [build_chunk_bounds(lines, key, self._key_type, after_given=after,
+                                     limit=self.batch_size) for after in (False, True)]
+        chunks = [build_chunk_select(lines, key, self._key_type, self.cursor_column, bad,
+                                     after_given=after) for after in (False, True)]
         params = self.select(since)[1]
         with self._reading(since) as conn:
             conn.exec_driver_sql("SET SESSION group_concat_max_len = 1073741824")
-            stmt, after = first, None
+            after: Any = None
             while True:
-                text_, count, last, bad_n, high = conn.execute(
-                    stmt, params if after is None else {**params, "after": after}).one()
-                if not count:
+                more = after is not None
+                args = {**params, "after": after} if more else dict(params)
+                upto, expected = conn.execute(bounds[more], args).one()
+                if not expected:
                     return
-                if text_ is None or text_.count(b"\n") + 1 != count:
+                text_, count, bad_n, high = conn.execute(
+                    chunks[more], {**args, "upto": upto}).one()
+                if count != expected or text_ is None or text_.count(b"\n") + 1 != count:
                     raise QueryFailure(
-                        f"{self.where_text}: a chunk of {count} rows did not fit in one "
-                        "result (max_allowed_packet)", hint="lower batch_size for this table")
+                        f"{self.where_text}: a chunk of {expected} rows came back as {count} "
+                        "(max_allowed_packet too small?)", hint="lower batch_size for this table")
                 yield TextChunk(text_, int(count), int(bad_n),
                                 high if isinstance(high, date) else None)
-                if count < self.batch_size:
+                if expected < self.batch_size:
                     return
-                stmt, after = rest, last
+                after = upto
 
     @contextmanager
     def _reading(self, since: Any | None) -> Iterator[Connection]:
