@@ -17,7 +17,7 @@ from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
 from refsync import state
-from refsync.config import TRACKING_COLUMNS, LoadedConfig, Settings, TableSpec
+from refsync.config import LoadedConfig, Settings, TableSpec
 from refsync.errors import (
     ConfigError,
     Guarded,
@@ -71,14 +71,6 @@ def disabled_reason(config: LoadedConfig, settings: Settings) -> str | None:
     if not config.section.enabled:
         return f"enabled: false in {config.path}"
     return None
-
-
-def _target_url(settings: Settings) -> str:
-    if settings.database_url is None or not settings.database_url.get_secret_value():
-        raise ConfigError(
-            "no target database: WDH_DATABASE_URL is not set",
-            hint="set WDH_DATABASE_URL=postgresql://user@host/db (or sqlite:///path.db)")
-    return settings.database_url.get_secret_value()
 
 
 @contextmanager
@@ -145,7 +137,7 @@ class Runner:
         return result
 
     def _run(self, specs: list[TableSpec], result: RunResult) -> None:
-        target = open_target(_target_url(self.settings))
+        target = open_target(self.settings.require_database_url())
         try:
             for attempt in retrying(self.config.section.defaults.retry, table="target",
                                     where=target.describe, sleep=self.sleep):
@@ -468,8 +460,8 @@ def sync_table(config: LoadedConfig, settings: Settings, name: str, **kwargs: An
     return sync(config, settings, tables=[name], **kwargs)
 
 
-__all__ = ["Progress", "Runner", "make_run_key", "plan", "sync", "sync_table",
-           "TRACKING_COLUMNS"]
+__all__ = ["Progress", "Runner", "init_db", "make_run_key", "plan", "status", "sync",
+           "sync_table"]
 
 
 # ---------------------------------------------------------------- status and init-db
@@ -497,7 +489,7 @@ def status(config: LoadedConfig, settings: Settings, *, tables: list[str] | None
     """Each table's last run and watermark, then the last `runs` runs; creates nothing."""
     specs = config.section.select(tables)
     names = [s.name for s in specs]
-    target = open_target(_target_url(settings))
+    target = open_target(settings.require_database_url())
     per_table: dict[str, Any] = {}
     run_rows: list[Any] = []
     try:
@@ -540,7 +532,7 @@ def init_db(config: LoadedConfig, settings: Settings, *, create_tables: bool = F
     """Create the state tables; with `create_tables`, missing target tables too. Idempotent."""
     from refsync import ddl
 
-    target = open_target(_target_url(settings))
+    target = open_target(settings.require_database_url())
     actions: list[str] = []
     try:
         with target.transaction() as conn:

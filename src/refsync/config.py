@@ -26,7 +26,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from refsync.errors import ConfigError, NotConfigured, UsageError
+from refsync.errors import ConfigError, UsageError
 
 DEFAULT_CONFIG_PATH = Path("config/data_sources.yml")
 TRACKING_COLUMNS = ("_source", "_needs_review", "_derived_from_domain", "_derived_at")
@@ -48,8 +48,9 @@ class Settings(BaseSettings):
     reference_sync_config: Path | None = None
 
     def require_database_url(self) -> str:
+        """The target URL; its absence is a config error (exit 2), found before any I/O."""
         if self.database_url is None or not self.database_url.get_secret_value():
-            raise NotConfigured(
+            raise ConfigError(
                 "no target database: WDH_DATABASE_URL is not set",
                 hint="set WDH_DATABASE_URL=postgresql://user@host/db (or sqlite:///path.db)",
             )

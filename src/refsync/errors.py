@@ -103,14 +103,6 @@ class SchemaVersionMismatch(RefsyncError):
     default_hint = "update the file or source_config.schema_version so they agree"
 
 
-class TargetError(RefsyncError):
-    """The target database is unreachable or unusable."""
-
-    error_class = "connection"
-    transient = True
-    default_hint = "check WDH_DATABASE_URL and that the server is up"
-
-
 class LockHeld(RefsyncError):
     """Another run holds the lock (exit 3)."""
 

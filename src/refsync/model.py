@@ -1,10 +1,9 @@
-"""Plain data passed between the layers: target column descriptions, results, and the two
-small protocols a source and a target implement."""
+"""Plain data passed between the layers: target column descriptions, results, and the
+protocol a source implements (targets share one implementation, targets/base.py)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -43,17 +42,6 @@ class Reject:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-@dataclass
-class Counts:
-    read: int = 0
-    inserted: int = 0
-    updated: int = 0
-    deleted: int = 0
-    unchanged: int = 0
-    promoted: int = 0
-    rejected: int = 0
 
 
 @dataclass
@@ -179,29 +167,3 @@ class Source(Protocol):
         ...
 
     def close(self) -> None: ...
-
-
-class TableWriter(Protocol):
-    """One table's transaction on the target: stage rows, diff, apply, record state."""
-
-    def stage(self, batch: Batch) -> None: ...
-
-    def duplicate_keys(self, limit: int) -> list[Row]: ...
-
-    def diff(self, *, deletes: bool) -> DiffCounts: ...
-
-    def apply(self, *, deletes: bool) -> DiffCounts: ...
-
-
-class Target(Protocol):
-    dialect: str
-
-    def describe(self) -> str: ...
-
-    def run_lock(self) -> AbstractContextManager[None]: ...
-
-    def columns(self, schema: str, table: str) -> dict[str, ColumnInfo] | None: ...
-
-    def table_writer(self, schema: str, table: str, columns: list[ColumnInfo],
-                     key: list[str], *, plan_only: bool) -> AbstractContextManager[TableWriter]:
-        ...

@@ -490,7 +490,7 @@ class SqlSource:
         chunks = [build_chunk_select(lines, key, self._key_type, self.cursor_column, bad,
                                      after_given=after) for after in (False, True)]
         params = self.select(since)[1]
-        with self._reading(since) as conn:
+        with self._reading(since) as (conn, _):
             conn.exec_driver_sql("SET SESSION group_concat_max_len = 1073741824")
             after: Any = None
             while True:
@@ -512,17 +512,19 @@ class SqlSource:
                 after = upto
 
     @contextmanager
-    def _reading(self, since: Any | None) -> Iterator[Connection]:
-        """A connection for one read; errors classified, the connection released or dropped."""
+    def _reading(self, since: Any | None) -> Iterator[tuple[Connection, list[Any]]]:
+        """A connection for one read, and a list for the results opened on it: errors are
+        classified, and the connection is released, or dropped after a failure."""
         log.debug("reading %s%s", self.describe(), "" if since is None else f" since {since}")
         try:
             conn = self.engine.connect()
             raw = conn.connection.dbapi_connection
         except Exception as exc:
             raise self._error(exc) from exc
+        results: list[Any] = []
         completed = False
         try:
-            yield conn
+            yield conn, results
             completed = True
         except GeneratorExit:
             raise
@@ -531,30 +533,15 @@ class SqlSource:
         except Exception as exc:
             raise self._error(exc, streaming=True, connection_lost=_is_lost(conn)) from exc
         finally:
-            self._release(conn, raw, None, completed)
+            self._release(conn, raw, results[0] if results else None, completed)
 
     def _stream(self, stmt: Select[Any], params: dict[str, Any],
                 since: Any | None) -> Iterator[Sequence[Any]]:
-        """Execute with a server-side cursor and yield the raw partitions; classify errors."""
-        log.debug("reading %s%s", self.describe(), "" if since is None else f" since {since}")
-        try:
-            conn = self.engine.connect()
-            raw = conn.connection.dbapi_connection
-        except Exception as exc:
-            raise self._error(exc) from exc
-        completed = False
-        result = None
-        try:
-            result = conn.execution_options(
-                stream_results=True, yield_per=self.batch_size).execute(stmt, params)
-            yield from result.partitions(self.batch_size)
-            completed = True
-        except GeneratorExit:
-            raise
-        except Exception as exc:
-            raise self._error(exc, streaming=True, connection_lost=_is_lost(conn)) from exc
-        finally:
-            self._release(conn, raw, result, completed)
+        """Execute with a server-side cursor and yield the raw partitions."""
+        with self._reading(since) as (conn, results):
+            results.append(conn.execution_options(
+                stream_results=True, yield_per=self.batch_size).execute(stmt, params))
+            yield from results[0].partitions(self.batch_size)
 
     def _cursor_is_dated(self) -> bool:
         return self.cursor_column is not None and isinstance(
