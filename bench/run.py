@@ -3,18 +3,21 @@
     uv run python bench/run.py                                  # 1,000,000 rows, 3 repeats
     uv run python bench/run.py --rows 100000 --repeat 1         # a quick end-to-end check
     uv run python bench/run.py --scenarios full,nochange --skip-gen
+    uv run python bench/run.py --scenarios typed-full,typed-nochange,typed-verify --skip-gen
 
-Generates the legacy tables with bench/gen_mysql.py, creates its own PostgreSQL databases
+Generates the legacy tables with bench/gen_mysql.py (the text table annuity_plan and, for the
+typed-* scenarios, the typed table typed_plan), creates its own PostgreSQL databases
 (refsync_bench_target, _target_4t, _target_small, _target_10k, refsync_bench_peers: dropped and
 recreated at the start), runs `refsync sync -c <generated config> --json` as a subprocess for each
-scenario of issue 4 and, interleaved with it (A B A B ...), the peers that are installed: the raw
-`mariadb | psql \\copy` pipe, pgloader and Sling. Every timed run gets an untimed CHECKPOINT first;
-it measures wall time, peak RSS (psutil polling every 20 ms of the process tree, and the
-wait4() max RSS of the largest single process, as `/usr/bin/time -v` reports it), client CPU,
-mysqld/postgres CPU, WAL bytes (`pg_current_wal_lsn()` before and after) and, where it matters,
-how many target rows got a new row version (primary key + xmin snapshot before, compared after).
-Prints paired ratios, the goals of issue 4 met / not met and a Markdown table; every raw figure
-goes to --out (JSON). See bench/README.md.
+scenario of issues 4, 9 and 12 and, interleaved with it (A B A B ...), the peers that are
+installed: the raw `mariadb | psql \\copy` pipe of the same table, pgloader and Sling. Every timed
+run gets an untimed CHECKPOINT first; it measures wall time, peak RSS (psutil polling every 20 ms
+of the process tree, and the wait4() max RSS of the largest single process, as `/usr/bin/time -v`
+reports it), client CPU, mysqld/postgres CPU, WAL bytes (`pg_current_wal_lsn()` before and
+after), the bytes MariaDB sent (global `Bytes_sent` before and after) and, where it matters, how
+many target rows got a new row version (primary key + xmin snapshot before, compared after).
+Prints paired ratios, the goals of issues 4, 9 and 12 met / not met and Markdown tables; every
+raw figure goes to --out (JSON). See bench/README.md.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
@@ -45,8 +49,9 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
 
-SCENARIOS = ("full", "nochange", "1pct-full", "1pct-incr", "incr-nochange-4tables", "startup",
-             "memory-scaling", "seed-4tables-10k")
+SCENARIOS = ("full", "typed-full", "nochange", "typed-nochange", "verify", "typed-verify",
+             "1pct-full", "typed-1pct-full", "0.01pct-full", "typed-0.01pct-full", "1pct-incr",
+             "incr-nochange-4tables", "startup", "memory-scaling", "seed-4tables-10k")
 PEERS = ("pipe", "pgloader", "sling")
 
 # the seed's tables: target name -> (schema, table, key column)
@@ -60,6 +65,13 @@ ANNUITY = TARGETS["年金计划"]
 ANNUITY_COLS = ["plan_code", "plan_name", "plan_type", "customer_name", "updated_at"]
 ANNUITY_TARGET_COLS = ["年金计划号", "计划名称", "计划类型", "客户名称"]  # = the seed's mapping
 SLING_NOCHANGE_REFERENCE_S = 0.50  # issue 4's figure, used only when Sling is not installed
+TYPED_COLS = ["plan_code", "plan_name", "amount", "headcount", "start_date", "is_active",
+              "updated_at"]
+TYPED_TARGET = ("business", "typed_plan", "plan_code")
+TYPED_PG_TYPES = {"plan_code": "varchar(32)", "plan_name": "varchar(255)",
+                  "amount": "numeric(18,4)", "headcount": "integer", "start_date": "date",
+                  "is_active": "boolean", "updated_at": "timestamptz"}
+SOURCE_TZ = "Asia/Shanghai"  # refsync's default source_timezone; the typed pipe's session zone
 
 DB_TARGET = "refsync_bench_target"
 DB_TARGET_4T = "refsync_bench_target_4t"
@@ -155,11 +167,93 @@ def ref(schema: str, table: str) -> str:
     return f"{qi(schema)}.{qi(table)}"
 
 
+@dataclass(frozen=True)
+class Shape:
+    """One benchmarked legacy table: the text one (annuity_plan) or the typed one (typed_plan)."""
+
+    key: str  # "text" | "typed"
+    prefix: str  # scenario names: "" | "typed-"
+    source: str  # the MariaDB table
+    source_cols: tuple[str, ...]  # what the pipe copies
+    text_cols: frozenset[str]  # of those, the ones the pipe must COPY-escape
+    target: tuple[str, str, str]  # refsync's target: schema, table, key column
+    target_cols: tuple[str, ...]  # refsync's mapped columns (data checks)
+    pipe_ddl: str  # peer_pipe.<source>
+    pipe_tz: str | None  # the pipe's session TimeZone (naive DATETIME -> timestamptz)
+
+    def scen(self, name: str) -> str:
+        return self.prefix + name
+
+
+TEXT = Shape(
+    "text", "", "annuity_plan", tuple(ANNUITY_COLS), frozenset(ANNUITY_COLS), ANNUITY,
+    tuple(ANNUITY_TARGET_COLS),
+    "CREATE TABLE peer_pipe.annuity_plan (plan_code varchar(20) PRIMARY KEY,"
+    " plan_name varchar(255), plan_type varchar(50), customer_name varchar(255),"
+    " updated_at timestamp)", None)
+TYPED = Shape(
+    "typed", "typed-", "typed_plan", tuple(TYPED_COLS), frozenset({"plan_code", "plan_name"}),
+    TYPED_TARGET, tuple(TYPED_COLS),
+    "CREATE TABLE peer_pipe.typed_plan ("
+    + ", ".join(f"{c} {t}" for c, t in TYPED_PG_TYPES.items()) + ", PRIMARY KEY (plan_code))",
+    SOURCE_TZ)
+SHAPES = {"text": TEXT, "typed": TYPED}
+
+
+def typed_target_ddl() -> str:
+    """business.typed_plan in the production style: typed columns, tracking columns, PK."""
+    from refsync.demo_data import TRACKING_COLUMN_DDL
+
+    cols = [f"{qi(c)} {t}{' NOT NULL' if c == 'plan_code' else ''}"
+            for c, t in TYPED_PG_TYPES.items()]
+    cols += [f"{qi(c)} {d}" for c, d in TRACKING_COLUMN_DDL.items()]
+    cols.append(f"CONSTRAINT {qi('typed_plan_pkey')} PRIMARY KEY ({qi('plan_code')})")
+    return (f"CREATE SCHEMA IF NOT EXISTS business;"
+            f" CREATE TABLE IF NOT EXISTS {ref(*TYPED_TARGET[:2])} ({', '.join(cols)})")
+
+
 # ---------------------------------------------------------------- measuring one command
+
+
+# the benchmarked servers' pids (Bench.run resolves them): other mariadbd instances on the box,
+# e.g. throw-away servers of someone's test suite, must not count as the benchmark's mysqld
+SERVER_PIDS: dict[str, int | None] = {"mysqld": None, "postmaster": None}
+
+
+def _cpu_of(pid: int, children: bool) -> float | None:
+    try:
+        proc = psutil.Process(pid)
+        t = proc.cpu_times()
+        total = t.user + t.system
+        if children:  # the postmaster: reaped backends, and the live ones
+            total += t.children_user + t.children_system
+            for c in proc.children():
+                try:
+                    ct = c.cpu_times()
+                except (psutil.NoSuchProcess, psutil.AccessDenied):
+                    continue
+                total += ct.user + ct.system
+        return total
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return None
 
 
 def server_cpu() -> dict[str, float]:
     """CPU seconds used so far by mysqld and by the postgres cluster (reaped backends too)."""
+    my_pid, pm_pid = SERVER_PIDS["mysqld"], SERVER_PIDS["postmaster"]
+    my = _cpu_of(my_pid, False) if my_pid else None
+    pm = _cpu_of(pm_pid, True) if pm_pid else None
+    out = {"mysqld": 0.0, "postgres": 0.0}
+    if my is None or pm is None:
+        out = _server_cpu_by_name()
+    if my is not None:
+        out["mysqld"] = my
+    if pm is not None:
+        out["postgres"] = pm
+    return out
+
+
+def _server_cpu_by_name() -> dict[str, float]:
     out = {"mysqld": 0.0, "postgres": 0.0}
     procs = {}
     for p in psutil.process_iter(["name", "ppid"]):
@@ -222,9 +316,12 @@ def _busy_cpu_s() -> float:
 
 
 def run_measured(cmd: Sequence[str], *, env: dict[str, str], cwd: Path, log: Path,
-                 pg: PG | None, checkpoint: bool = True,
-                 quiesce_s: float = 0.0) -> dict[str, Any]:
-    """Run `cmd` once; wall, peak RSS, CPU, server CPU and WAL. stdout/stderr go to `log`.*"""
+                 pg: PG | None, checkpoint: bool = True, quiesce_s: float = 0.0,
+                 probe: Callable[[], int | None] | None = None) -> dict[str, Any]:
+    """Run `cmd` once; wall, peak RSS, CPU, server CPU and WAL. stdout/stderr go to `log`.*
+
+    `probe` (MariaDB's global Bytes_sent) is read just before the spawn and just after the exit.
+    """
     admin = pg.connect() if pg is not None else None
     try:
         lsn0 = lsn1 = None
@@ -233,6 +330,7 @@ def run_measured(cmd: Sequence[str], *, env: dict[str, str], cwd: Path, log: Pat
         busy_before, waited = quiesce(quiesce_s) if quiesce_s > 0 else (None, 0.0)
         if admin is not None:
             lsn0 = admin.execute("SELECT pg_current_wal_lsn()::text").fetchone()[0]
+        sent0 = probe() if probe is not None else None
         cpu0 = server_cpu()
         all0 = _busy_cpu_s()
         out_path, err_path = log.with_suffix(".out"), log.with_suffix(".err")
@@ -255,6 +353,7 @@ def run_measured(cmd: Sequence[str], *, env: dict[str, str], cwd: Path, log: Pat
             proc.returncode = os.waitstatus_to_exitcode(status)
             stop.set()
             poller.join()
+        sent1 = probe() if probe is not None else None
         all1 = _busy_cpu_s()
         wal = None
         if admin is not None:
@@ -281,6 +380,7 @@ def run_measured(cmd: Sequence[str], *, env: dict[str, str], cwd: Path, log: Pat
         "other_cpu_s": max(0.0, (all1 - all0) - client - mysqld - postgres),
         "busy_pct_before": busy_before, "quiesce_wait_s": waited,
         "wal_bytes": None if wal is None else int(wal), "lsn0": lsn0, "lsn1": lsn1,
+        "mysql_bytes_sent": None if sent0 is None or sent1 is None else sent1 - sent0,
         "stdout_file": str(out_path), "stderr_file": str(err_path),
     }
 
@@ -410,6 +510,9 @@ class Bench:
         self.started = datetime.now().astimezone()
         self.wal: WalAttributor | None = None
         self._oids: dict[str, int] = {}
+        self.table_bytes: dict[str, int] = {}  # shape key -> information_schema DATA_LENGTH
+        self.cfgs: dict[str, Path] = {}  # shape key -> refsync config of that table alone
+        self._sent_conn: Any = None
 
     # -- environment
 
@@ -477,29 +580,34 @@ class Bench:
 
     # -- data
 
-    def mysql_counts(self, db: str) -> dict[str, int] | None:
-        try:
-            rows = self.mysql.query(
-                "SELECT 'annuity_plan', COUNT(*) FROM annuity_plan UNION ALL "
-                "SELECT 'portfolio_plan', COUNT(*) FROM portfolio_plan UNION ALL "
-                "SELECT 'organization', COUNT(*) FROM organization", db=db)
-        except pymysql.err.MySQLError:
-            return None
-        return {str(t): int(n) for t, n in rows}
+    def mysql_counts(self, db: str, tables: Iterable[str]) -> dict[str, int | None]:
+        out: dict[str, int | None] = {}
+        for t in tables:
+            try:
+                out[t] = int(self.mysql.query(f"SELECT COUNT(*) FROM `{t}`", db=db)[0][0])
+            except pymysql.err.MySQLError:
+                out[t] = None
+        return out
 
-    def ensure_data(self, db: str, rows: int, small: int) -> None:
-        want = {"annuity_plan": rows, "portfolio_plan": small, "organization": small}
-        have = self.mysql_counts(db)
-        if self.args.skip_gen and have == want:
-            say(f"data: {db} already holds {rows:,} / {small:,} / {small:,} rows (--skip-gen)")
+    def ensure_data(self, db: str, rows: int, small: int, typed: int = 0) -> None:
+        """The legacy tables of `db`; typed_plan too when `typed` > 0 (its rows)."""
+        text = {"annuity_plan": rows, "portfolio_plan": small, "organization": small}
+        want: dict[str, int | None] = {**text, **({"typed_plan": typed} if typed else {})}
+        have = self.mysql_counts(db, want)
+        stale = [t for t in want if have.get(t) != want[t]] if self.args.skip_gen else list(want)
+        if not stale:
+            say(f"data: {db} already holds the rows (--skip-gen): "
+                + ", ".join(f"{t} {n:,}" for t, n in want.items() if n is not None))
             self.gen[db] = {"skipped": True, "counts": have}
             return
-        say(f"data: generating {db}: annuity_plan {rows:,}, portfolio_plan/organization"
-            f" {small:,} ...")
+        gen = (list(text) if set(stale) & set(text) else []) + (
+            ["typed_plan"] if "typed_plan" in stale else [])
+        say(f"data: generating {db}: " + ", ".join(f"{t} {want[t]:,}" for t in gen) + " ...")
         t0 = time.perf_counter()
         p = subprocess.run(
             [sys.executable, str(BENCH / "gen_mysql.py"), "--rows", str(rows), "--small-rows",
-             str(small), "--url", self.mysql.url(db)],
+             str(small), "--typed-rows", str(typed), "--tables", ",".join(gen),
+             "--url", self.mysql.url(db)],
             capture_output=True, text=True, cwd=ROOT)
         if p.returncode != 0:
             raise SystemExit(f"gen_mysql.py failed ({p.returncode}):\n{p.stderr[-3000:]}")
@@ -508,21 +616,67 @@ class Bench:
         self.gen[db] = report
         say(f"data: {db} generated in {report['wall_s']:.1f} s")
 
-    def mutate(self) -> dict[str, Any]:
-        """bench/mutate_mysql.py: ~1% of each legacy table renamed, updated_at = NOW()."""
-        p = subprocess.run([sys.executable, str(BENCH / "mutate_mysql.py"), "--url",
-                            self.mysql.url(self.db_main)],
-                           capture_output=True, text=True, cwd=ROOT)
+    def mutate(self, shape: Shape = TEXT, fraction: float = 0.01) -> dict[str, Any]:
+        """bench/mutate_mysql.py: `fraction` of the rows renamed, updated_at = NOW() (text: the
+        three text tables, as before; typed: typed_plan alone, its amount changed too)."""
+        cmd = [sys.executable, str(BENCH / "mutate_mysql.py"), "--url",
+               self.mysql.url(self.db_main), "--mutate", repr(fraction)]
+        if shape is TYPED:
+            cmd += ["--tables", "typed_plan"]
+        p = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
         if p.returncode != 0:
             raise SystemExit(f"mutate_mysql.py failed:\n{p.stderr[-3000:]}")
         self.mutations += 1
         report: dict[str, Any] = json.loads(p.stdout.strip().splitlines()[-1])
         return report
 
-    def warm_mysql(self, db: str) -> None:
+    def warm_mysql(self, db: str, typed: bool = False) -> None:
         """Untimed full scan so the first timed run does not pay for a cold page cache."""
         self.mysql.query("SELECT SUM(CHAR_LENGTH(plan_name)), SUM(CHAR_LENGTH(customer_name))"
                          " FROM annuity_plan", db=db)
+        if typed:
+            self.mysql.query("SELECT SUM(CHAR_LENGTH(plan_name)), SUM(amount) FROM typed_plan",
+                             db=db)
+
+    def resolve_server_pids(self) -> None:
+        """mysqld's pid from @@pid_file, the postmaster's as the parent of our backend."""
+        try:
+            path = self.mysql.query("SELECT @@pid_file", db="")[0][0]
+            SERVER_PIDS["mysqld"] = int(Path(str(path)).read_text().split()[0])
+        except (OSError, ValueError, IndexError, pymysql.err.MySQLError):
+            SERVER_PIDS["mysqld"] = None
+        try:
+            backend = int(self.pg_scalar(None, "SELECT pg_backend_pid()"))
+            SERVER_PIDS["postmaster"] = psutil.Process(backend).ppid()
+        except (psycopg.Error, psutil.Error, TypeError):
+            SERVER_PIDS["postmaster"] = None
+        say("server CPU from: " + ", ".join(
+            f"{k} pid {v}" if v else f"{k}: every process of that name (pid not found)"
+            for k, v in SERVER_PIDS.items()))
+
+    def measure_table_bytes(self, shape: Shape) -> None:
+        """information_schema DATA_LENGTH (after ANALYZE TABLE): the denominator of "x % of the
+        table's bytes left MySQL" (the pipe's own Bytes_sent is reported beside it)."""
+        self.mysql.query(f"ANALYZE TABLE `{shape.source}`", db=self.db_main)
+        n = self.mysql.query("SELECT DATA_LENGTH FROM information_schema.TABLES"
+                             " WHERE TABLE_SCHEMA = %s AND TABLE_NAME = %s",
+                             (self.db_main, shape.source), db=self.db_main)
+        if n:
+            self.table_bytes[shape.key] = int(n[0][0])
+            say(f"data: {shape.source} DATA_LENGTH {mb(n[0][0]):.1f} MB")
+
+    def bytes_sent(self) -> int | None:
+        """MariaDB's global Bytes_sent (every client's traffic counts, this probe's too)."""
+        try:
+            if self._sent_conn is None:
+                self._sent_conn = self.mysql.connect("")
+            with self._sent_conn.cursor() as cur:
+                cur.execute("SHOW GLOBAL STATUS LIKE 'Bytes_sent'")
+                row = cur.fetchone()
+            return int(row[1]) if row else None
+        except pymysql.err.MySQLError:
+            self._sent_conn = None
+            return None
 
     # -- PostgreSQL databases
 
@@ -536,16 +690,15 @@ class Bench:
 
             with self.pg.connect(db) as conn:
                 conn.execute(reference_tables_postgres_ddl())
+                conn.execute(typed_target_ddl())
                 conn.execute("CREATE SCHEMA IF NOT EXISTS bench")
 
     def setup_peers_db(self) -> None:
         self.recreate_db(DB_PEERS, ddl=False)
         with self.pg.connect(DB_PEERS) as conn:
             conn.execute("CREATE SCHEMA peer_pipe")
-            conn.execute(
-                "CREATE TABLE peer_pipe.annuity_plan (plan_code varchar(20) PRIMARY KEY,"
-                " plan_name varchar(255), plan_type varchar(50), customer_name varchar(255),"
-                " updated_at timestamp)")
+            conn.execute(TEXT.pipe_ddl)
+            conn.execute(TYPED.pipe_ddl)
 
     def oid(self, db: str) -> int:
         if db not in self._oids:
@@ -562,7 +715,8 @@ class Bench:
                 assert self.wal is not None
                 self.wal.reserve()
             r = run_measured(cmd, env=env, cwd=self.work, log=log,
-                             pg=self.pg if db is not None else None, quiesce_s=self.args.quiesce)
+                             pg=self.pg if db is not None else None, quiesce_s=self.args.quiesce,
+                             probe=self.bytes_sent)
             if attribute:
                 assert self.wal is not None and db is not None
                 r["wal_db"] = db
@@ -631,8 +785,18 @@ class Bench:
         doc = yaml.safe_load((ROOT / "config" / "data_sources.yml").read_text(encoding="utf-8"))
         return dict(doc["reference_sync"])
 
+    @staticmethod
+    def typed_table_spec() -> dict[str, Any]:
+        """refsync's config entry for typed_plan (same sync_mode as the text table's)."""
+        return {"name": "typed_plan", "target_table": TYPED_TARGET[1],
+                "target_schema": TYPED_TARGET[0], "source_type": "legacy_mysql",
+                "source_config": {"table": "typed_plan",
+                                  "columns": [{"source": c, "target": c} for c in TYPED_COLS]},
+                "sync_mode": "upsert", "primary_key": TYPED_TARGET[2]}
+
     def write_config(self, name: str, tables: list[str], incremental: Sequence[str] = ()) -> Path:
         section = self.seed_section()
+        section["tables"] = [*section["tables"], self.typed_table_spec()]
         by_name = {t["name"]: t for t in section["tables"]}
         picked = []
         for n in tables:
@@ -677,9 +841,14 @@ class Bench:
             bits.append(f"{rps:,.0f} rows/s")
         if r.get("rows_rewritten") is not None:
             bits.append(f"rewritten {r['rows_rewritten']:,}")
+        if r.get("mysql_bytes_sent") is not None and r.get("table_bytes"):
+            bits.append(f"MySQL sent {mb(r['mysql_bytes_sent']):.1f} MB"
+                        f" ({100 * r['mysql_bytes_sent'] / r['table_bytes']:.1f} % of the table)")
         if r.get("summary"):
             bits.append(r["summary"])
-        if not r["ok"]:
+        if r.get("available") is False:
+            bits.append(f"NOT AVAILABLE: {r.get('error')}")
+        elif not r["ok"]:
             bits.append(f"FAILED rc={r['rc']}: {r.get('error') or tail(r['stderr_file'], 3)}")
         say("  ".join(bits))
         self.save()
@@ -736,48 +905,59 @@ class Bench:
                              f"{tail(r['stderr_file'], 20)}")
         self.notes.append(f"untimed priming run '{what}': {r['wall_s']:.1f} s, {r['summary']}")
 
-    def pipe_sql(self) -> str:
+    @staticmethod
+    def pipe_sql(shape: Shape = TEXT) -> str:
+        """MariaDB formats COPY text: text columns escaped, the others as MariaDB prints them
+        (DECIMAL, INT, DATE 'YYYY-MM-DD', DATETIME 'YYYY-MM-DD hh:mm:ss', TINYINT(1) 0/1 which
+        PostgreSQL's boolean input takes); NULL as \\N."""
         def esc(c: str) -> str:
+            if c not in shape.text_cols:
+                return f"IFNULL(`{c}`,'\\\\N')"
             return (f"IFNULL(REPLACE(REPLACE(REPLACE(REPLACE(`{c}`,'\\\\','\\\\\\\\'),"
                     f"'\\t','\\\\t'),'\\n','\\\\n'),'\\r','\\\\r'),'\\\\N')")
-        return f"SELECT {', '.join(esc(c) for c in ANNUITY_COLS)} FROM `annuity_plan`"
+        return f"SELECT {', '.join(esc(c) for c in shape.source_cols)} FROM `{shape.source}`"
 
-    def run_peer(self, peer: str, scenario: str, i: int, mode: str = "full") -> dict[str, Any]:
+    def run_peer(self, peer: str, scenario: str, i: int, mode: str = "full",
+                 shape: Shape = TEXT, **fields: Any) -> dict[str, Any]:
         env = self.base_env()
         log = self._log(scenario, peer, i)
         check_table: str | None = None
+        table = shape.source
         if peer == "pipe":
             info = self.peers["pipe"]
             if self.mysql.password:
                 env["MYSQL_PWD"] = self.mysql.password
+            # the session TimeZone makes PostgreSQL read naive DATETIMEs as that zone's wall
+            # time (timestamptz); it is set in the same psql session as the \\copy
+            tz = f"SET TimeZone = '{shape.pipe_tz or 'UTC'}'"
             script = ('"$0" -h "$1" -P "$2" -u "$3" --quick --batch --raw --skip-column-names'
                       ' --default-character-set=utf8mb4 -e "$4" "$5"'
-                      ' | "$6" "$7" -X -q -1 -v ON_ERROR_STOP=1 -c "$8" -c "$9"')
+                      ' | "$6" "$7" -X -q -1 -v ON_ERROR_STOP=1 -c "$8" -c "$9" -c "${10}"')
             cmd = ["bash", "-o", "pipefail", "-c", script, info["mysql"], self.mysql.host,
-                   str(self.mysql.port), self.mysql.user, self.pipe_sql(), self.db_main,
-                   info["psql"], self.pg.url(DB_PEERS), "TRUNCATE peer_pipe.annuity_plan",
-                   "\\copy peer_pipe.annuity_plan FROM pstdin"]
-            check_table = "peer_pipe.annuity_plan"
+                   str(self.mysql.port), self.mysql.user, self.pipe_sql(shape), self.db_main,
+                   info["psql"], self.pg.url(DB_PEERS), tz, f"TRUNCATE peer_pipe.{table}",
+                   f"\\copy peer_pipe.{table} FROM pstdin"]
+            check_table = f"peer_pipe.{table}"
         elif peer == "pgloader":
-            load = self.work / "configs" / "pgloader.load"
+            load = self.work / "configs" / f"pgloader-{table}.load"
             load.write_text(
                 "LOAD DATABASE\n"
                 f"  FROM {self.mysql.url(self.db_main, 'mysql')}\n"
                 f"  INTO {self.pg.url(DB_PEERS)}\n"
-                "  INCLUDING ONLY TABLE NAMES MATCHING 'annuity_plan'\n"
+                f"  INCLUDING ONLY TABLE NAMES MATCHING '{table}'\n"
                 f"  ALTER SCHEMA '{self.db_main}' RENAME TO 'pgloader';\n", encoding="utf-8")
             cmd = [self.peers["pgloader"]["exe"], str(load)]
-            check_table = "pgloader.annuity_plan"
+            check_table = f"pgloader.{table}"
         elif peer == "sling":
             env.update(SLING_DISABLE_TELEMETRY="true",
                        SLING_HOME_DIR=str(self.work / "sling-home"),
                        BENCH_MYSQL=self.mysql.url(self.db_main, "mysql"),
                        BENCH_PG=self.pg.url(DB_PEERS, sslmode=True))
             cmd = [self.peers["sling"]["exe"], "run", "--src-conn", "BENCH_MYSQL",
-                   "--src-stream", f"{self.db_main}.annuity_plan", "--tgt-conn", "BENCH_PG"]
+                   "--src-stream", f"{self.db_main}.{table}", "--tgt-conn", "BENCH_PG"]
             if mode == "full":
-                cmd += ["--tgt-object", "peer_sling.annuity_plan", "--mode", "full-refresh"]
-                check_table = "peer_sling.annuity_plan"
+                cmd += ["--tgt-object", f"peer_sling.{table}", "--mode", "full-refresh"]
+                check_table = f"peer_sling.{table}"
             else:
                 cmd += ["--tgt-object", "peer_sling_incr.annuity_plan", "--mode", "incremental",
                         "--primary-key", "plan_code", "--update-key", "updated_at"]
@@ -785,6 +965,7 @@ class Bench:
             raise ValueError(peer)
         r = self.measure(cmd, env, log, DB_PEERS)
         r["ok"] = r["rc"] == 0
+        r.update(shape=shape.key, table_bytes=self.table_bytes.get(shape.key), **fields)
         if check_table and r["ok"]:
             try:
                 n = self.pg_scalar(DB_PEERS, f"SELECT count(*) FROM {check_table}")
@@ -802,62 +983,121 @@ class Bench:
 
     # -- scenarios
 
-    def ensure_loaded(self, cfg: Path) -> None:
-        n = self.pg_scalar(DB_TARGET, f"SELECT count(*) FROM {ref(*ANNUITY[:2])}")
+    def ensure_loaded(self, shape: Shape = TEXT) -> None:
+        n = self.pg_scalar(DB_TARGET, f"SELECT count(*) FROM {ref(*shape.target[:2])}")
         if n != self.rows:
-            self.truncate(DB_TARGET, [ANNUITY])
-            self.prime("first load of annuity_plan", cfg, DB_TARGET, self.db_main)
+            self.truncate(DB_TARGET, [shape.target])
+            self.prime(f"first load of {shape.source}", self.cfgs[shape.key], DB_TARGET,
+                       self.db_main)
 
-    def s_full(self, cfg: Path) -> None:
-        say(f"\n== full: first load of annuity_plan ({self.rows:,} rows) into an empty"
-            f" {ANNUITY[0]}.{ANNUITY[1]}, interleaved with the peers")
+    def sync_fields(self, shape: Shape) -> dict[str, Any]:
+        return {"shape": shape.key, "table_bytes": self.table_bytes.get(shape.key)}
+
+    def s_full(self, shape: Shape = TEXT) -> None:
+        scen = shape.scen("full")
+        say(f"\n== {scen}: first load of {shape.source} ({self.rows:,} rows) into an empty"
+            f" {shape.target[0]}.{shape.target[1]}, interleaved with the peers")
         for i in range(self.repeat):
-            self.truncate(DB_TARGET, [ANNUITY])
-            self.run_refsync("full", "refsync", i, cfg, DB_TARGET, self.db_main)
+            self.truncate(DB_TARGET, [shape.target])
+            self.run_refsync(scen, "refsync", i, self.cfgs[shape.key], DB_TARGET, self.db_main,
+                             **self.sync_fields(shape))
             for peer in ("pipe", "pgloader", "sling"):
                 if peer in self.peers:
-                    self.run_peer(peer, "full", i)
-        self.verify_full()
+                    self.run_peer(peer, scen, i, shape=shape)
+        if shape is TEXT:
+            self.verify_full()
+        else:
+            self.verify_full_typed()
 
-    def s_nochange(self, cfg: Path) -> None:
-        say("\n== nochange: --full re-sync, nothing changed (pipe interleaved)")
-        self.ensure_loaded(cfg)
+    def s_nochange(self, shape: Shape = TEXT) -> None:
+        scen = shape.scen("nochange")
+        say(f"\n== {scen}: --full re-sync of {shape.source}, nothing changed (pipe interleaved)")
+        self.ensure_loaded(shape)
         for i in range(self.repeat):
-            self.vacuum(DB_TARGET, [ANNUITY])
-            self.snapshot_xmin(DB_TARGET, [ANNUITY])
-            r = self.run_refsync("nochange", "refsync", i, cfg, DB_TARGET, self.db_main,
-                                 ["--full"], record=False)
-            r["rows_rewritten"], r["rows_gone"], _ = self.rewritten(DB_TARGET, [ANNUITY])
-            self.record("nochange", "refsync", i, r)
+            self.vacuum(DB_TARGET, [shape.target])
+            self.snapshot_xmin(DB_TARGET, [shape.target])
+            r = self.run_refsync(scen, "refsync", i, self.cfgs[shape.key], DB_TARGET,
+                                 self.db_main, ["--full"], record=False,
+                                 **self.sync_fields(shape))
+            r["rows_rewritten"], r["rows_gone"], _ = self.rewritten(DB_TARGET, [shape.target])
+            self.record(scen, "refsync", i, r)
             if "pipe" in self.peers:
-                self.run_peer("pipe", "nochange", i)
+                self.run_peer("pipe", scen, i, shape=shape)
 
-    def mutated_keys(self, report: dict[str, Any]) -> set[str]:
-        rows = self.mysql.query("SELECT plan_code FROM annuity_plan WHERE updated_at >="
-                                " CAST(%s AS DATETIME(6)) - INTERVAL 1 SECOND",
-                                (str(report["now"]).replace("T", " "),), db=self.db_main)
+    def mutated_keys(self, report: dict[str, Any], shape: Shape = TEXT) -> set[str]:
+        # a window around the mutation's NOW(): typed_plan also holds DATETIMEs in the future
+        rows = self.mysql.query(
+            f"SELECT plan_code FROM `{shape.source}` WHERE updated_at BETWEEN"
+            " CAST(%s AS DATETIME(6)) - INTERVAL 1 SECOND AND CAST(%s AS DATETIME(6))"
+            " + INTERVAL 1 SECOND", (str(report["now"]).replace("T", " "),) * 2,
+            db=self.db_main)
         return {r[0] for r in rows}
 
-    def s_1pct_full(self, cfg: Path) -> None:
-        say("\n== 1pct-full: bench/mutate_mysql.py (~1 %), then --full re-sync")
-        self.ensure_loaded(cfg)
+    def s_mutated_full(self, shape: Shape, fraction: float, name: str) -> None:
+        scen = shape.scen(name)
+        say(f"\n== {scen}: bench/mutate_mysql.py (~{100 * fraction:g} % of {shape.source}),"
+            " then --full re-sync (pipe interleaved)")
+        self.ensure_loaded(shape)
         for i in range(self.repeat):
-            m = self.mutate()
-            changed = self.mutated_keys(m)
-            self.vacuum(DB_TARGET, [ANNUITY])
-            self.snapshot_xmin(DB_TARGET, [ANNUITY])
-            r = self.run_refsync("1pct-full", "refsync", i, cfg, DB_TARGET, self.db_main,
-                                 ["--full"], record=False)
-            n, gone, keys = self.rewritten(DB_TARGET, [ANNUITY], keys_of_first=True)
+            m = self.mutate(shape, fraction)
+            changed = self.mutated_keys(m, shape)
+            self.vacuum(DB_TARGET, [shape.target])
+            self.snapshot_xmin(DB_TARGET, [shape.target])
+            r = self.run_refsync(scen, "refsync", i, self.cfgs[shape.key], DB_TARGET,
+                                 self.db_main, ["--full"], record=False,
+                                 **self.sync_fields(shape))
+            n, gone, keys = self.rewritten(DB_TARGET, [shape.target], keys_of_first=True)
             assert keys is not None
             r.update(rows_rewritten=n, rows_gone=gone, changed=len(changed),
-                     mutate_reported=m["tables"]["annuity_plan"]["updated"],
+                     mutate_reported=m["tables"][shape.source]["updated"],
                      exact=keys == changed, extra_rewritten=len(keys - changed),
-                     missed=len(changed - keys))
+                     missed=len(changed - keys), fraction=fraction)
             r["summary"] += (f" | changed {len(changed):,}, exactly those rewritten:"
                              f" {'yes' if r['exact'] else 'NO'}")
-            self.record("1pct-full", "refsync", i, r)
-        self.verify_target_vs_mysql("after 1pct-full")
+            self.record(scen, "refsync", i, r)
+            if "pipe" in self.peers:
+                self.run_peer("pipe", scen, i, shape=shape)
+        self.verify_target_vs_mysql(f"after {scen}", shape)
+
+    def s_verify(self, shape: Shape = TEXT) -> None:
+        """`refsync verify -c CFG --json` on an unchanged table (issue 12); the command may not
+        exist yet: exit 2 with click's "No such command" is reported as not available."""
+        scen = shape.scen("verify")
+        say(f"\n== {scen}: refsync verify of {shape.source}, nothing changed (pipe interleaved)")
+        self.ensure_loaded(shape)
+        env = self.refsync_env(DB_TARGET, self.db_main)
+        for i in range(self.repeat):
+            self.vacuum(DB_TARGET, [shape.target])
+            self.snapshot_xmin(DB_TARGET, [shape.target])
+            cmd = [self.refsync, "verify", "-c", str(self.cfgs[shape.key]), "--json"]
+            version = code_version()
+            r = self.measure(cmd, env, self._log(scen, "refsync", i), DB_TARGET)
+            r.update(code_version=version, **self.sync_fields(shape))
+            err = _ANSI.sub("", Path(r["stderr_file"]).read_text(errors="replace"))
+            if r["rc"] == 2 and re.search(r"no such command", err, re.I):
+                r.update(ok=False, available=False,
+                         error="refsync has no `verify` command yet (exit 2, No such command)")
+                self.record(scen, "refsync", i, r)
+                return
+            doc = None
+            for line in reversed(Path(r["stdout_file"]).read_text(errors="replace")
+                                 .splitlines()):
+                if line.startswith("{"):
+                    try:
+                        doc = json.loads(line)
+                    except ValueError:
+                        continue
+                    break
+            r["refsync"] = doc
+            r["rows_rewritten"], r["rows_gone"], _ = self.rewritten(DB_TARGET, [shape.target])
+            r["ok"] = r["rc"] == 0 and doc is not None
+            if not r["ok"]:
+                r["error"] = (f"rc={r['rc']} ({'not in step' if r['rc'] == 1 else 'error'})"
+                              f"{'' if doc is not None else ', no JSON'}: " + tail(
+                                  r["stderr_file"], 3))
+            self.record(scen, "refsync", i, r)
+            if "pipe" in self.peers:
+                self.run_peer("pipe", scen, i, shape=shape)
 
     def s_1pct_incr(self, cfg_incr: Path) -> None:
         say("\n== 1pct-incr: incremental config (updated_at), mutate ~1 %, incremental run")
@@ -917,6 +1157,20 @@ class Bench:
             r = self.measure([self.refsync, "--help"], env, self._log("startup", "refsync", i),
                              None)
             self.record("startup", "refsync --help", i, r)
+        # issue 9: `refsync status` of the seed's four tables (state tables in place, untimed
+        # init-db; --no-fail: a table that never ran must not make it exit 1)
+        cfg = self.write_config("four-incremental", list(TARGETS),
+                                incremental=["年金计划", "组合计划", "组织架构"])
+        env4 = self.refsync_env(DB_TARGET_4T, self.db_main)
+        p = subprocess.run([self.refsync, "init-db", "-c", str(cfg)], env=env4, cwd=self.work,
+                           capture_output=True, text=True)
+        if p.returncode != 0:
+            self.notes.append(f"startup: `refsync init-db` failed (rc {p.returncode}):"
+                              f" {p.stderr.strip()[-200:]}")
+        for i in range(self.nruns("startup")):
+            r = self.measure([self.refsync, "status", "-c", str(cfg), "--no-fail", "--json"],
+                             env4, self._log("startup", "refsync-status", i), None)
+            self.record("startup", "refsync status", i, r)
 
     def s_memory(self, cfg: Path) -> None:
         say(f"\n== memory-scaling: first load at rows/10 ({self.rows // 10:,}) vs rows"
@@ -1001,8 +1255,96 @@ class Bench:
         except (psycopg.Error, pymysql.err.MySQLError) as exc:
             say(f"  data check failed to run: {exc}")
 
-    def verify_target_vs_mysql(self, label: str) -> None:
+    # typed_plan: per column non-NULL counts, exact sums, text lengths; a row hash over a
+    # canonical rendering (numeric(18,4), integer, date, 0/1, and updated_at as the naive wall
+    # time MariaDB holds: a timestamptz is read back in Asia/Shanghai) that the peers' own
+    # column types (Sling's smallint and timestamp, pgloader's bigint) also cast to
+    TYPED_MYSQL_STATS = (
+        "COUNT(*), COUNT(plan_name), COUNT(amount), COUNT(headcount), COUNT(start_date),"
+        " COUNT(is_active), COUNT(updated_at), COALESCE(SUM(amount), 0),"
+        " COALESCE(SUM(headcount), 0), COALESCE(SUM(is_active), 0),"
+        " COALESCE(SUM(CHAR_LENGTH(plan_name)), 0), COALESCE(SUM(plan_name = ''), 0),"
+        " COALESCE(SUM(DATEDIFF(start_date, '2000-01-01')), 0)")
+    TYPED_PG_STATS = (
+        "count(*), count(plan_name), count(amount), count(headcount), count(start_date),"
+        " count(is_active), count(updated_at), coalesce(sum(amount::numeric), 0),"
+        " coalesce(sum(headcount::bigint), 0), coalesce(sum(is_active::int), 0),"
+        " coalesce(sum(length(plan_name)), 0),"
+        " count(*) FILTER (WHERE length(plan_name) = 0),"
+        " coalesce(sum(start_date::date - date '2000-01-01'), 0)")
+    TYPED_PG_HASH = (
+        "coalesce(sum(hashtext(concat_ws('|', quote_nullable(plan_code::text),"
+        " quote_nullable(plan_name::text), quote_nullable(amount::numeric(18,4)::text),"
+        " quote_nullable(headcount::bigint::text), quote_nullable(start_date::date::text),"
+        " quote_nullable(is_active::int::text),"
+        " quote_nullable({wall}::text)))::bigint), 0)")
+
+    @staticmethod
+    def _norm(row: Sequence[Any]) -> list[str]:
+        return [str(Decimal(str(x if x is not None else 0)).normalize()) for x in row]
+
+    def fingerprint_typed(self, db: str, table: str) -> dict[str, Any]:
+        typ = self.pg_scalar(db, "SELECT format_type(atttypid, atttypmod) FROM pg_attribute"
+                             " WHERE attrelid = %s::regclass AND attname = 'updated_at'",
+                             (table,))
+        wall = (f"(updated_at AT TIME ZONE '{SOURCE_TZ}')" if typ == "timestamp with time zone"
+                else "updated_at::timestamp")
+        hash_sql = self.TYPED_PG_HASH.format(wall=wall)
+        row = self.pg_scalar_row(db, f"SELECT {self.TYPED_PG_STATS}, {hash_sql} FROM {table}")
+        return {"stats": self._norm(row[:-1]), "hash": int(row[-1])}
+
+    def fingerprint_mysql_typed(self, db: str) -> list[str]:
+        row = self.mysql.query(f"SELECT {self.TYPED_MYSQL_STATS} FROM typed_plan", db=db)[0]
+        return self._norm(row)
+
+    def verify_full_typed(self) -> None:
+        """After typed-full: counts/sums per column vs MariaDB, row hash vs the pipe's."""
         try:
+            src = self.fingerprint_mysql_typed(self.db_main)
+            tables = {"refsync": (DB_TARGET, ref(*TYPED_TARGET[:2]))}
+            for peer, table in (("pipe", "peer_pipe.typed_plan"),
+                                ("pgloader", "pgloader.typed_plan"),
+                                ("sling", "peer_sling.typed_plan")):
+                if peer in self.peers:
+                    tables[peer] = (DB_PEERS, table)
+            fps: dict[str, Any] = {}
+            for name, (db, table) in tables.items():
+                try:
+                    fps[name] = self.fingerprint_typed(db, table)
+                except psycopg.Error as exc:
+                    fps[name] = {"error": str(exc).strip()}
+            ref_hash = fps.get("pipe", {}).get("hash")
+            result = {}
+            for name, fp in fps.items():
+                if "error" in fp:
+                    result[name] = "n/a (" + fp["error"][:80] + ")"
+                    continue
+                same_stats = fp["stats"] == src
+                same_hash = ref_hash is None or fp["hash"] == ref_hash
+                result[name] = "identical" if same_stats and same_hash else (
+                    "DIFFERS (" + ", ".join(
+                        x for x, ok in (("counts/sums vs MariaDB", same_stats),
+                                        ("row hash vs pipe", same_hash)) if not ok) + ")")
+            self.checks["after typed-full"] = {"mysql": src, "fingerprints": fps,
+                                               "result": result}
+            say("  data check (count, NULLs and sums per column vs MariaDB; row hash incl."
+                f" updated_at's {SOURCE_TZ} wall time vs the pipe's): "
+                + ", ".join(f"{k} {v}" for k, v in result.items()))
+            if "pgloader" in result and result["pgloader"].startswith("DIFFERS"):
+                say("  (pgloader reads DATETIME in its PostgreSQL session's zone, UTC, by"
+                    f" default; the pipe and refsync read it as {SOURCE_TZ} wall time)")
+        except (psycopg.Error, pymysql.err.MySQLError) as exc:
+            say(f"  data check failed to run: {exc}")
+
+    def verify_target_vs_mysql(self, label: str, shape: Shape = TEXT) -> None:
+        try:
+            if shape is TYPED:
+                src2 = self.fingerprint_mysql_typed(self.db_main)
+                fp2 = self.fingerprint_typed(DB_TARGET, ref(*TYPED_TARGET[:2]))
+                res = "identical" if fp2["stats"] == src2 else "DIFFERS"
+                self.checks[label] = {"mysql": src2, "refsync": fp2, "result": res}
+                say(f"  data check {label}: refsync target vs MariaDB {res}")
+                return
             src = self.fingerprint_mysql(self.db_main)
             fp = self.fingerprint_pg(DB_TARGET, ref(*ANNUITY[:2]), ANNUITY_TARGET_COLS)
             res = "identical" if fp["stats"] == src else "DIFFERS"
@@ -1045,6 +1387,7 @@ class Bench:
             f" {self.mysql.user}); PostgreSQL {self.pg.url('')}; refsync {self.refsync}")
         say(f"results: {self.out} (logs and configs: {self.work})")
         self.machine = machine_info(self)
+        self.resolve_server_pids()
         say("machine: " + ", ".join(f"{k} {v}" for k, v in self.machine.items()))
         self.detect_peers()
         self.wal = WalAttributor(self.pg)
@@ -1052,10 +1395,15 @@ class Bench:
                        " figures in the JSON)" if self.wal.exe else
                        f"cluster-wide pg_current_wal_lsn() difference ({self.wal.why})"))
         s = set(self.scenarios)
-        big = s & {"full", "nochange", "1pct-full", "1pct-incr", "incr-nochange-4tables",
-                   "memory-scaling"}
+        typed = {x for x in s if x.startswith("typed-")}
+        big = (s & {"full", "nochange", "verify", "1pct-full", "0.01pct-full", "1pct-incr",
+                    "incr-nochange-4tables", "memory-scaling"}) | typed
         if big:
-            self.ensure_data(self.db_main, self.rows, self.small_rows)
+            self.ensure_data(self.db_main, self.rows, self.small_rows,
+                             self.rows if typed else 0)
+            self.measure_table_bytes(TEXT)
+            if typed:
+                self.measure_table_bytes(TYPED)
         if "memory-scaling" in s:
             self.ensure_data(self.db_small, self.rows // 10, max(1000, self.rows // 100))
         if "seed-4tables-10k" in s:
@@ -1067,13 +1415,21 @@ class Bench:
         cfg_full = self.write_config("annuity-full", ["年金计划"])
         cfg_incr = self.write_config("annuity-incremental", ["年金计划"],
                                      incremental=["年金计划"])
+        self.cfgs = {"text": cfg_full, "typed": self.write_config("typed-full", ["typed_plan"])}
         if big:
-            self.warm_mysql(self.db_main)
+            self.warm_mysql(self.db_main, typed=bool(typed))
         steps: list[tuple[str, Callable[[], None]]] = [
             ("startup", self.s_startup),
-            ("full", lambda: self.s_full(cfg_full)),
-            ("nochange", lambda: self.s_nochange(cfg_full)),
-            ("1pct-full", lambda: self.s_1pct_full(cfg_full)),
+            ("full", lambda: self.s_full(TEXT)),
+            ("typed-full", lambda: self.s_full(TYPED)),
+            ("nochange", lambda: self.s_nochange(TEXT)),
+            ("typed-nochange", lambda: self.s_nochange(TYPED)),
+            ("verify", lambda: self.s_verify(TEXT)),
+            ("typed-verify", lambda: self.s_verify(TYPED)),
+            ("1pct-full", lambda: self.s_mutated_full(TEXT, 0.01, "1pct-full")),
+            ("typed-1pct-full", lambda: self.s_mutated_full(TYPED, 0.01, "1pct-full")),
+            ("0.01pct-full", lambda: self.s_mutated_full(TEXT, 0.0001, "0.01pct-full")),
+            ("typed-0.01pct-full", lambda: self.s_mutated_full(TYPED, 0.0001, "0.01pct-full")),
             ("1pct-incr", lambda: self.s_1pct_incr(cfg_incr)),
             ("incr-nochange-4tables", self.s_incr_nochange),
             ("memory-scaling", lambda: self.s_memory(cfg_full)),
@@ -1116,6 +1472,17 @@ class Bench:
             ("refsync-incr-nochange-4tables/sling-incr-nochange-1table",
              "incr-nochange-4tables", "refsync", "incr-nochange-4tables", "sling"),
         ]
+        for sh in (TEXT, TYPED):
+            f = sh.scen("full")
+            if sh is TYPED:
+                pair_specs += [(f"refsync/{b} ({f})", f, "refsync", f, b)
+                               for b in ("pipe", "pgloader", "sling")]
+            pair_specs += [(f"{a}/pipe ({f})", f, a, f, "pipe") for a in ("pgloader", "sling")]
+        for name in ("nochange", "verify", "1pct-full", "0.01pct-full"):
+            for sh in (TEXT, TYPED):
+                sc = sh.scen(name)
+                if (sh, name) != (TEXT, "nochange"):  # that one is above, under its old label
+                    pair_specs.append((f"refsync/pipe ({sc})", sc, "refsync", sc, "pipe"))
         self.pair_results: dict[str, Any] = {}
         say("\n## Paired ratios (A B A B ..., ratio taken pair by pair, then the median)\n")
         say("| pair | pairs | A median s | B median s | A/B per pair | A/B median (min–max) |")
@@ -1124,18 +1491,33 @@ class Bench:
             p = self.pairs(sa, ra, sb, rb)
             self.pair_results[label] = p
             if p is None:
-                miss = rb if not self._runs(sb, rb) else "failed runs"
+                a_runs = self._runs(sa, ra)
+                if not a_runs and not self._runs(sb, rb):
+                    continue  # scenario not run
+                if a_runs and all(r.get("available") is False for r in a_runs):
+                    miss = "not available"
+                else:
+                    miss = rb if not self._runs(sb, rb) else "failed runs"
                 say(f"| {label} | 0 | | | n/a ({miss}) | |")
                 continue
             say(f"| {label} | {p['n']} | {p['a_median_s']:.2f} | {p['b_median_s']:.2f} |"
                 f" {', '.join(f'{x:.2f}' for x in p['ratios'])} |"
                 f" **{p['median']:.2f}** ({p['min']:.2f}–{p['max']:.2f}) |")
         self.goals = self.compute_goals()
-        say("\n## Goals (issue 4)\n")
-        say("| # | goal | measured | status |")
-        say("|---|---|---|---|")
-        for g in self.goals:
-            say(f"| {g['id']} | {g['goal']} | {g['measured']} | {g['status']} |")
+        self.goals += self.compute_goals_9()
+        self.goals += self.compute_goals_12()
+        for issue, title in (("4", "issue 4"),
+                             ("9", "issue 9: one read pipeline, typed tables as fast as text"),
+                             ("12", "issue 12: unchanged data never leaves the source")):
+            rows = [g for g in self.goals if g.get("issue", "4") == issue]
+            if not rows:
+                continue
+            say(f"\n## Goals ({title})\n")
+            say("| # | goal | measured | status |")
+            say("|---|---|---|---|")
+            for g in rows:
+                say(f"| {g['id']} | {g['goal']} | {g['measured']} | {g['status']} |")
+        self.report_bytes()
         say("\n## Runs\n")
         say("| scenario | runs | median wall s (min–max) | rows/s | peak RSS MB | WAL MB |"
             " rows rewritten | status |")
@@ -1156,13 +1538,15 @@ class Bench:
             rew = [r["rows_rewritten"] for r in rs if r.get("rows_rewritten") is not None]
             rew_s = "" if not rew else (
                 str(rew[0]) if len(set(rew)) == 1 else ", ".join(str(x) for x in rew))
-            if scen in ("1pct-full", "1pct-incr") and rew:
+            if any(r.get("changed") is not None for r in rs) and rew:
                 exact = all(r.get("exact") for r in rs)
                 changed = ", ".join(str(r.get("changed")) for r in rs)
                 rew_s += (f" (changed {changed};"
                           f" {'exactly those' if exact else 'NOT exactly those'})")
             nok = sum(1 for r in every if r["ok"])
-            status = "ok" if nok == len(every) else (
+            status = "not available" if all(r.get("available") is False for r in every) else (
+                "ok" if nok == len(every) else None)
+            status = status or (
                 f"FAILED {len(every) - nok}/{len(every)}"
                 + (" (figures: the runs that succeeded)" if nok else ""))
             row = {"scenario": scen, "runner": runner, "runs": len(every),
@@ -1301,6 +1685,176 @@ class Bench:
                 ok=(w < 5.0 and all(r["ok"] for r in seed)))
         return goals
 
+    # -- goals of issues 9 and 12
+
+    @staticmethod
+    def _goal(goals: list[dict[str, Any]], issue: str, gid: str, goal: str,
+              value: float | None, limit: float | None, measured: str,
+              ok: bool | None = None, why: str = "") -> None:
+        if ok is None and value is not None and limit is not None:
+            ok = value <= limit
+        status = ("met" if ok else "NOT met") if ok is not None else (why or "n/a")
+        goals.append({"issue": issue, "id": gid, "goal": goal, "value": value, "limit": limit,
+                      "measured": measured, "status": status})
+
+    def _ratio(self, goals: list[dict[str, Any]], issue: str, gid: str, goal: str, label: str,
+               limit: float, extra: str = "") -> None:
+        p = self.pair_results.get(label)
+        if p is None:
+            sa = label.split("(")[-1].rstrip(")")
+            a_runs = [r for r in self.runs if r["scenario"] == sa and r["runner"] == "refsync"]
+            why = ("n/a (not available)" if a_runs and all(
+                r.get("available") is False for r in a_runs) else
+                "n/a (not run)" if not a_runs else "n/a (failed or peer not run)")
+            self._goal(goals, issue, gid, goal, None, limit, "not measured" + extra, why=why)
+        else:
+            self._goal(goals, issue, gid, goal, p["median"], limit,
+                       f"{p['median']:.2f}× (pairs {', '.join(f'{x:.2f}' for x in p['ratios'])};"
+                       f" {p['a_median_s']:.2f} s vs {p['b_median_s']:.2f} s){extra}")
+
+    def compute_goals_9(self) -> list[dict[str, Any]]:
+        goals: list[dict[str, Any]] = []
+        i9 = "9"
+        self._ratio(goals, i9, "9.1", "first load, typed table ≤ 1.5 × its pipe",
+                    "refsync/pipe (typed-full)", 1.5)
+        self._ratio(goals, i9, "9.2", "first load, text table ≤ 1.3 × its pipe",
+                    "refsync/pipe (full)", 1.3)
+        for gid, label, what in (("9.3a", "refsync/pgloader (full)", "text vs pgloader"),
+                                 ("9.3b", "refsync/sling (full)", "text vs Sling"),
+                                 ("9.3c", "refsync/pgloader (typed-full)", "typed vs pgloader"),
+                                 ("9.3d", "refsync/sling (typed-full)", "typed vs Sling")):
+            self._ratio(goals, i9, gid, f"first load ≤ 0.6 × the peer: {what}", label, 0.6)
+        g4 = next((g for g in self.goals if g["id"] == "4"), None)
+        if g4 is not None:
+            self._goal(goals, i9, "9.4", "incremental, nothing new, the seed's four tables ≤ 2"
+                       " × Sling's one-table no-change", g4["value"], 2.0, g4["measured"],
+                       ok=None if g4["status"] not in ("met", "NOT met") else
+                       g4["status"] == "met")
+        else:
+            self._goal(goals, i9, "9.4", "incremental, nothing new, the seed's four tables ≤ 2"
+                       " × Sling's one-table no-change", None, 2.0, "not measured",
+                       why="n/a (run incr-nochange-4tables)")
+        for gid, runner, limit in (("9.5a", "refsync --help", 0.25),
+                                   ("9.5b", "refsync status", 0.5)):
+            st = [r for r in self._runs("startup", runner)]
+            w = median(r["wall_s"] for r in st if r["ok"])
+            what = runner.replace("refsync ", "`refsync ") + "`" + (
+                " (four tables)" if "status" in runner else "")
+            if w is None:
+                err = "" if not st else (st[0].get("error") or tail(st[0]["stderr_file"], 1))
+                self._goal(goals, i9, gid, f"{what} ≤ {limit} s", None, limit,
+                           "not measured" if not st else f"failed: {err}",
+                           why="n/a (run startup)" if not st else "NOT met")
+            else:
+                self._goal(goals, i9, gid, f"{what} ≤ {limit} s", w, limit,
+                           f"{w:.3f} s median of {len(st)}")
+        for gid, scen in (("9.6a", "full"), ("9.6b", "typed-full")):
+            rs = [r for r in self._runs(scen, "refsync") if r["ok"]]
+            peak = median(mb(r["peak_rss_bytes"]) for r in rs)
+            label = f"peak memory ≤ 150 MB, {'typed' if 'typed' in scen else 'text'} first load"
+            if peak is None:
+                self._goal(goals, i9, gid, label, None, 150, "not measured",
+                           why=f"n/a (run {scen})")
+            else:
+                self._goal(goals, i9, gid, label, peak, 150, f"{peak:.0f} MB at {self.rows:,}"
+                           " rows" + ("" if self.rows == 1_000_000 else
+                                      " (goal is stated for 1,000,000)"))
+        g5b = next((g for g in self.goals if g["id"] == "5b"), None)
+        if g5b is not None:
+            self._goal(goals, i9, "9.6c", "peak memory flat from rows/10 to rows (≤ 1.3×)",
+                       g5b["value"], 1.3, g5b["measured"] + " (text table, memory-scaling)")
+        return goals
+
+    def sent(self, scen: str, runner: str = "refsync") -> float | None:
+        """The fewest bytes MariaDB sent during one of the runs: the counter is global, other
+        clients' traffic can only add to it, so the minimum is the least polluted figure."""
+        v = [r["mysql_bytes_sent"] for r in self._runs(scen, runner)
+             if r["ok"] and r.get("mysql_bytes_sent") is not None]
+        return min(v) if v else None
+
+    def compute_goals_12(self) -> list[dict[str, Any]]:
+        goals: list[dict[str, Any]] = []
+        for sh in (TEXT, TYPED):
+            t = sh.key
+            tb = self.table_bytes.get(t)
+            if not any(r["scenario"] in {sh.scen(x) for x in (
+                    "nochange", "1pct-full", "0.01pct-full", "verify")} for r in self.runs):
+                continue
+            sc = sh.scen("nochange")
+            self._ratio(goals, "12", f"12.1a {t}", f"unchanged --full ≤ 0.6 × the pipe ({t})",
+                        "refsync-nochange/pipe" if sh is TEXT else f"refsync/pipe ({sc})", 0.6)
+            rs = [r for r in self._runs(sc, "refsync") if r["ok"]]
+            if rs:
+                rew = [r["rows_rewritten"] for r in rs]
+                self._goal(goals, "12", f"12.1b {t}", f"unchanged --full: 0 row versions ({t})",
+                           max(rew), 0, f"rows rewritten {', '.join(map(str, rew))}",
+                           ok=max(rew) == 0)
+            b = self.sent(sc)
+            if b is not None and tb:
+                self._goal(goals, "12", f"12.1c {t}", "unchanged --full: ≤ 2 % of the table's"
+                           f" bytes leave MySQL ({t})", b / tb, 0.02,
+                           f"{mb(b):.1f} MB Bytes_sent (fewest of the runs) vs DATA_LENGTH"
+                           f" {mb(tb):.1f} MB = {100 * b / tb:.1f} % (global counter: other"
+                           " clients count too)")
+            sc = sh.scen("1pct-full")
+            self._ratio(goals, "12", f"12.2a {t}", f"1 % changed, --full ≤ 1.2 × the pipe ({t})",
+                        f"refsync/pipe ({sc})", 1.2)
+            rs = [r for r in self._runs(sc, "refsync") if r["ok"]]
+            if rs:
+                self._goal(goals, "12", f"12.2b {t}", f"1 % changed: only changed rows"
+                           f" rewritten, xmin ({t})", None, None,
+                           "; ".join(f"changed {r['changed']}, rewritten {r['rows_rewritten']}"
+                                     f" (+{r['extra_rewritten']} other, {r['missed']} missed)"
+                                     for r in rs), ok=all(r["exact"] for r in rs))
+            self._ratio(goals, "12", f"12.3 {t}", f"0.01 % changed, --full ≤ 0.7 × the pipe"
+                        f" ({t})", f"refsync/pipe ({sh.scen('0.01pct-full')})", 0.7)
+            self._ratio(goals, "12", f"12.4 {t}", f"`verify`, unchanged ≤ 0.6 × the pipe ({t})",
+                        f"refsync/pipe ({sh.scen('verify')})", 0.6)
+        return goals
+
+    def report_bytes(self) -> None:
+        """Issue 12: what left MySQL during each run, next to the time."""
+        names = ("full", "nochange", "verify", "1pct-full", "0.01pct-full")
+        rows = []
+        for sh in (TEXT, TYPED):
+            pipe_v = [r["mysql_bytes_sent"] for r in self.runs
+                      if r.get("shape") == sh.key and r["runner"] == "pipe"
+                      and r["ok"] and r.get("mysql_bytes_sent") is not None]
+            pipe_b = min(pipe_v) if pipe_v else None
+            tb = self.table_bytes.get(sh.key)
+            for name in names:
+                sc = sh.scen(name)
+                for runner in ("refsync", "pipe"):
+                    rs = self._runs(sc, runner)
+                    if not rs:
+                        continue
+                    ok = [r for r in rs if r["ok"]]
+                    b = self.sent(sc, runner)
+                    w = median(r["wall_s"] for r in ok)
+                    p = self.pairs(sc, "refsync", sc, "pipe") if runner == "refsync" else None
+                    rew = [r["rows_rewritten"] for r in ok if r.get("rows_rewritten") is not None]
+                    st = ("not available" if all(r.get("available") is False for r in rs)
+                          else "ok" if len(ok) == len(rs) else f"FAILED {len(rs) - len(ok)}")
+                    rows.append(
+                        f"| {sc} | {runner} | {fmt(w)} | {fmt(p['median']) if p else ''} |"
+                        f" {fmt(mb(b), 1)} | {fmt(100 * b / tb, 1) if b is not None and tb else ''}"
+                        f" | {fmt(100 * b / pipe_b, 1) if b is not None and pipe_b else ''} |"
+                        f" {', '.join(map(str, rew))} | {st} |")
+        if not rows:
+            return
+        say("\n## Bytes that left MySQL (issue 12)\n")
+        say("MariaDB's global `Bytes_sent` before and after each run; the counter is global:"
+            " every client's traffic counts, so other sessions' queries land in it too, and the"
+            " fewest bytes of the runs is shown (their traffic can only add). The table's size"
+            " is information_schema DATA_LENGTH: "
+            + ", ".join(f"{s.source} {mb(self.table_bytes[s.key]):.1f} MB"
+                        for s in (TEXT, TYPED) if s.key in self.table_bytes) + ".\n")
+        say("| scenario | runner | median wall s | × pipe (paired median) | MySQL sent MB (min) |"
+            " % of DATA_LENGTH | % of the pipe's bytes | rows rewritten | status |")
+        say("|---|---|---|---|---|---|---|---|---|")
+        for line in rows:
+            say(line)
+
     def save(self) -> None:
         doc = {
             "started": self.started.isoformat(timespec="seconds"),
@@ -1310,6 +1864,7 @@ class Bench:
             "generation": self.gen, "runs": self.runs, "checks": self.checks,
             "pairs": getattr(self, "pair_results", {}), "goals": getattr(self, "goals", []),
             "table": getattr(self, "table", []), "notes": self.notes,
+            "table_bytes": self.table_bytes, "server_pids": SERVER_PIDS,
         }
         doc["args"]["mysql_url"] = self.mysql.url(self.db_main).replace(
             quote(self.mysql.password, safe="") or "\0", "***")
