@@ -1,0 +1,665 @@
+"""In-database digests: compare a MySQL source table with its PostgreSQL target without moving
+rows (issue 12, DESIGN 4.6 and `refsync verify`).
+
+Both databases render every row as the same *canonical text*, hash it with SHA-256 and keep
+the first 64 bits as an unsigned integer; rows are grouped into hash buckets of their key,
+and each side returns per bucket ``(row count, BIT_XOR of the row hashes)``. Buckets whose
+pair agrees are equal (counted `unchanged` without transfer); only the others need reading.
+
+Canonical text (identical bytes on both sides for equal values)
+    A row is its key fields, then its other fields, concatenated with no separator. A field
+    is ``N`` for NULL; a text field is ``<UTF-8 byte length>:<value>`` (so NULL, ``''``,
+    trailing spaces, tabs and any other byte are all distinct, and no escaping is needed);
+    every other field is ``<value>;`` in a fixed rendering: integers and DECIMALs in plain
+    decimal (the DECIMAL's own scale, which the target must share), dates
+    ``YYYY-MM-DD``, date-times ``YYYY-MM-DD HH:MM:SS.ffffff`` (always six digits, so a
+    target value with microseconds never looks like a whole second), booleans ``1``/``0``.
+    Text is hashed as UTF-8 bytes (a non-UTF-8 MySQL column is converted first) and the
+    key's bucket comes from those bytes too, so a ``_ci`` collation or a PAD SPACE
+    comparison can never make the sides agree on what differs: ``'abc'`` and ``'ABC'`` or
+    ``'a'`` and ``'a '`` are different keys and different rows.
+
+Time zones
+    DATETIME into ``timestamptz``: the target renders its instant as a wall-clock time in
+    the table's ``source_timezone`` (``to_char(col AT TIME ZONE tz, ...)``), which equals the
+    source text for every wall time that exists once. A wall time in an ambiguous hour (a
+    fall-back, e.g. Asia/Shanghai 1986-09-14 01:00-02:00) names two instants: PostgreSQL
+    reads it as the later one (standard time) -- that is what COPY with ``TimeZone =
+    source_timezone`` stores -- so a target instant counts as equal only when it is that
+    reading (``(col AT TIME ZONE tz) AT TIME ZONE tz = col``); the earlier instant renders as
+    ``?`` and its bucket is read (the row path decides). Only instants within a fall-back
+    window pay for that check: for zones without transitions after 2037 (Asia/Shanghai) the
+    windows are listed from ``zoneinfo``; for zones with current DST every value is checked.
+    A wall time that does not exist (spring-forward gap, 1986-05-04 02:30 in Shanghai) is
+    stored as another wall time (03:30), so its bucket always differs and is always read:
+    correct, slightly slower. MySQL TIMESTAMP into ``timestamptz`` is compared in UTC (the
+    session's ``time_zone`` must be ``+00:00``, which refsync sets).
+
+False matches
+    Row hashes are 64 bits of SHA-256. A bucket whose rows differ shows the same count and
+    XOR with probability 2**-64 (the XOR of different sets of independent uniform 64-bit
+    values); with D differing buckets a run misses a difference with probability at most
+    D * 2**-64, about 5e-15 for 100,000 differing buckets. Counts catch duplicated rows
+    (which XOR would cancel). The bucket of a key is 32 bits of SHA-256 of its text modulo
+    the bucket count (or the integer key modulo it): it only spreads rows, it decides nothing.
+
+The target side digests authoritative rows only (``_source = 'authoritative'``); a row whose
+other tracking values are not layer 1's renders with a ``!`` so it never matches, and an
+auto-derived row is not there at all, so a source row with its key makes its bucket differ
+and is read and promoted by the row path.
+
+Use (see `DigestPlan`): `read_source_columns` + `plan_digest` (pure), then `digests` (both
+sides, concurrently) or `source_digests` / `target_digests`, `compare`, and for the rows of the
+differing buckets `source_bucket_predicate` / `target_bucket_predicate`; `verify_table` for
+`refsync verify`. PostgreSQL >= 14 (``bit_xor``), UTF8 server encoding.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from functools import lru_cache
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from refsync.model import ColumnInfo
+
+__all__ = [
+    "AUTHORITATIVE",
+    "BucketDigest",
+    "DigestComparison",
+    "DigestPlan",
+    "DigestUnsupported",
+    "SourceColumn",
+    "VerifyResult",
+    "choose_buckets",
+    "compare",
+    "differing",
+    "digests",
+    "plan_digest",
+    "read_source_columns",
+    "source_bucket_predicate",
+    "source_digests",
+    "source_row_hashes",
+    "target_bucket_predicate",
+    "target_digests",
+    "target_row_hashes",
+    "verify_table",
+]
+
+AUTHORITATIVE = "authoritative"
+MASK64 = (1 << 64) - 1
+
+# bucket sizing: rows per bucket wanted (a 1 % random change then touches ~1-e^-0.32 = 27 %
+# of the buckets), and the share of the table's bytes the digests may take on the wire
+ROWS_PER_BUCKET = 32
+MAX_DIGEST_SHARE = 0.015
+DIGEST_ROW_BYTES = 36  # one (bucket, count, xor) row in MySQL's text protocol, measured
+MAX_BUCKETS = 1 << 22
+
+_STRING_TYPES = {"char", "varchar", "tinytext", "text", "mediumtext", "longtext", "enum", "set"}
+_INT_TYPES = {"tinyint", "smallint", "mediumint", "int", "integer", "bigint"}
+_UTF8_CHARSETS = {"utf8mb4", "utf8mb3", "utf8", "ascii"}  # their bytes are already UTF-8
+_TS_FMT = "YYYY-MM-DD HH24:MI:SS.US"
+
+
+class DigestUnsupported(Exception):
+    """The digests cannot be computed here (server version or encoding); read in full."""
+
+
+# ---------------------------------------------------------------- plan (pure)
+
+
+@dataclass(frozen=True)
+class SourceColumn:
+    """A MySQL column as information_schema.COLUMNS describes it."""
+
+    name: str
+    data_type: str  # DATA_TYPE, lower case: varchar, int, decimal, datetime, ...
+    column_type: str = ""  # COLUMN_TYPE: 'int(10) unsigned', 'tinyint(1)', 'bit(1)', ...
+    charset: str | None = None  # CHARACTER_SET_NAME
+    precision: int | None = None  # NUMERIC_PRECISION
+    scale: int | None = None  # NUMERIC_SCALE
+    fsp: int | None = None  # DATETIME_PRECISION
+
+
+@dataclass(frozen=True)
+class DigestPlan:
+    """How both databases render, hash and bucket one table's rows. Built by `plan_digest`;
+    the SQL pieces are expressions over the table's own (quoted) column names."""
+
+    columns: tuple[str, ...]  # target column names, key first
+    source_columns: tuple[str, ...]  # the matching source column names
+    key: tuple[str, ...]
+    buckets: int
+    source_timezone: str
+    source_key_text: str  # MySQL: the key's canonical text (binary string)
+    source_row_text: str  # MySQL: the row's canonical text (binary string)
+    source_bucket: str  # MySQL: the bucket, 0 <= b < buckets (or > -buckets, integer keys)
+    source_hash: str  # MySQL: the row hash, BIGINT UNSIGNED
+    target_key_text: str
+    target_row_text: str
+    target_bucket: str
+    target_hash: str
+    notes: tuple[str, ...] = ()  # what the plan decided that a -v log may show
+
+    def describe(self) -> str:
+        return (f"digests over {len(self.columns)} columns, key ({', '.join(self.key)}), "
+                f"{self.buckets} buckets")
+
+
+def choose_buckets(rows: int, avg_row_bytes: int | None = None) -> int:
+    """Buckets for a table of about `rows` rows of `avg_row_bytes` each (MySQL statistics):
+    ~`ROWS_PER_BUCKET` rows a bucket, but never more digest bytes than `MAX_DIGEST_SHARE` of
+    the table's bytes (narrow tables get fuller buckets)."""
+    rows = max(int(rows), 0)
+    want = rows // ROWS_PER_BUCKET
+    if avg_row_bytes:
+        want = min(want, int(rows * avg_row_bytes * MAX_DIGEST_SHARE / DIGEST_ROW_BYTES))
+    return max(1, min(want, MAX_BUCKETS))
+
+
+def _mq(name: str) -> str:
+    return "`" + name.replace("`", "``") + "`"
+
+
+def _pq(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _lit(text: str) -> str:
+    """A SQL string literal valid in both dialects for refsync's own constants."""
+    if "\\" in text or "'" in text or not text.isprintable():
+        raise ValueError(f"not a plain constant: {text!r}")
+    return f"'{text}'"
+
+
+def _unsigned(col: SourceColumn) -> bool:
+    return "unsigned" in col.column_type.lower()
+
+
+def _field(src: SourceColumn, tgt: ColumnInfo,
+           tz: ZoneInfo | None) -> tuple[str, str] | str:
+    """(MySQL expression, PostgreSQL expression) rendering one field's canonical text, or
+    the reason there is none both sides agree on."""
+    s, t = _mq(src.name), _pq(tgt.name)
+    dt = src.data_type.lower()
+    what = f"column {tgt.name}: {src.column_type or dt} into {tgt.type_sql or tgt.kind}"
+    if tgt.kind == "text":
+        if tgt.type_sql.upper().startswith(("CHAR", "BPCHAR", "CHARACTER(", "NCHAR")) or \
+                tgt.type_sql.upper() == "CHARACTER":
+            return f"{what}: a blank-padded char(n) target ignores trailing spaces"
+        if dt in _STRING_TYPES:
+            cs = (src.charset or "").lower()
+            val = s if cs in _UTF8_CHARSETS else f"CONVERT({s} USING utf8mb4)"
+            b = f"CAST({val} AS BINARY)"
+        elif dt in _INT_TYPES or dt == "decimal" or dt == "date":
+            b = f"CAST({s} AS BINARY)"  # the row path writes str(value): the same text
+        else:
+            return f"{what}: no text rendering both databases agree on"
+        return (f"IFNULL(CONCAT(LENGTH({b}), ':', {b}), 'N')",
+                f"coalesce(octet_length({t})::text || ':' || {t}, 'N')")
+    plain_pg = f"coalesce({t}::text || ';', 'N')"
+    plain_my = f"IFNULL(CONCAT({s}, ';'), 'N')"
+    if tgt.kind == "integer":
+        if dt in _INT_TYPES:
+            return plain_my, plain_pg
+        return f"{what}: only MySQL integers are compared with integer columns"
+    if tgt.kind == "numeric":
+        if dt in _INT_TYPES and (tgt.scale or 0) == 0:
+            return plain_my, plain_pg
+        if dt == "decimal":
+            if tgt.scale is None and tgt.precision is None:  # numeric: keeps the value's scale
+                return plain_my, plain_pg
+            if tgt.scale == src.scale:
+                return plain_my, plain_pg
+            return (f"{what}: the scales differ ({src.scale} against {tgt.scale}), so the "
+                    "texts do not")
+        return f"{what}: only DECIMAL and integers are compared with numeric columns"
+    if tgt.kind == "boolean":
+        if dt in _INT_TYPES:
+            my = plain_my
+        elif dt == "bit" and src.column_type.lower() in ("bit(1)", "bit"):
+            my = f"IFNULL(CONCAT({s} + 0, ';'), 'N')"
+        else:
+            return f"{what}: only TINYINT/BIT(1) are compared with boolean columns"
+        return my, f"CASE WHEN {t} THEN '1;' WHEN NOT {t} THEN '0;' ELSE 'N' END"
+    if tgt.kind == "date":
+        if dt != "date":
+            return f"{what}: only DATE is compared with date columns"
+        return plain_my, (f"CASE WHEN {t} IS NULL THEN 'N' WHEN NOT isfinite({t}) OR "
+                          f"{t} < DATE '0001-01-01' THEN '?' "
+                          f"ELSE to_char({t}, 'YYYY-MM-DD') || ';' END")
+    if tgt.kind in ("timestamp", "timestamptz"):
+        if dt not in ("datetime", "timestamp"):
+            return f"{what}: only DATETIME/TIMESTAMP are compared with {tgt.kind} columns"
+        fsp = max(0, min(6, src.fsp or 0))
+        pad = ("." if fsp == 0 else "") + "0" * (6 - fsp)
+        my = f"IFNULL(CONCAT({s}, '{pad};'), 'N')"
+        if tgt.kind == "timestamp":
+            if dt == "timestamp":
+                return f"{what}: TIMESTAMP into timestamp depends on the source zone"
+            return my, _pg_wall(t, t)
+        if dt == "timestamp":  # an instant, read in a UTC session
+            return my, _pg_wall(t, f"({t} AT TIME ZONE 'UTC')")
+        if tz is None:
+            return f"{what}: unknown source_timezone"
+        return my, _pg_zoned(t, tz)
+    return f"{what}: no canonical text for {tgt.kind} columns"
+
+
+def _pg_wall(col: str, wall: str, odd: str | None = None) -> str:
+    oddity = f" OR {odd}" if odd else ""
+    return (f"CASE WHEN {col} IS NULL THEN 'N' WHEN NOT isfinite({col}){oddity} OR "
+            f"{wall} < TIMESTAMP '0001-01-01' THEN '?' "
+            f"ELSE to_char({wall}, '{_TS_FMT}') || ';' END")
+
+
+def _pg_zoned(col: str, tz: ZoneInfo) -> str:
+    """A timestamptz as wall-clock text in `tz`; '?' for an instant that is not
+    PostgreSQL's reading of its own wall time (the earlier instant of an ambiguous hour)."""
+    name = _lit(tz.key)
+    wall = f"({col} AT TIME ZONE {name})"
+    not_pg_reading = f"({wall} AT TIME ZONE {name}) <> {col}"
+    windows = fold_windows(tz.key)
+    if windows is None:  # DST still in force: check every value
+        return _pg_wall(col, wall, not_pg_reading)
+    if not windows:
+        return _pg_wall(col, wall)
+    last = max(hi for _, hi in windows)
+    inside = " OR ".join(f"({col} >= {_utc(lo)} AND {col} < {_utc(hi)})" for lo, hi in windows)
+    return _pg_wall(col, wall, f"({col} < {_utc(last)} AND ({inside}) AND {not_pg_reading})")
+
+
+def _utc(at: datetime) -> str:
+    return f"TIMESTAMPTZ '{at.isoformat(sep=' ')}+00'"
+
+
+@lru_cache(maxsize=32)
+def fold_windows(zone: str) -> tuple[tuple[datetime, datetime], ...] | None:
+    """UTC instants whose wall-clock time in `zone` is ambiguous: [T - d, T + d) for every
+    fall-back transition T (by d), years 1800-2040 from `zoneinfo`. None when the zone
+    still changes offsets after 2037 (the windows never end: check every value)."""
+    tz = ZoneInfo(zone)
+
+    def offset(at: datetime) -> timedelta:
+        off = at.astimezone(tz).utcoffset()
+        assert off is not None
+        return off
+
+    start, end, step = datetime(1800, 1, 1, tzinfo=UTC), datetime(2040, 1, 1, tzinfo=UTC), \
+        timedelta(days=1)
+    out: list[tuple[datetime, datetime]] = []
+    at, before = start, offset(start)
+    while at < end:
+        nxt = at + step
+        after = offset(nxt)
+        if after != before:
+            lo_s, hi_s = int(at.timestamp()), int(nxt.timestamp())
+            while hi_s - lo_s > 1:  # bisect to the second: before at lo_s, changed at hi_s
+                mid_s = (lo_s + hi_s) // 2
+                if offset(datetime.fromtimestamp(mid_s, UTC)) == before:
+                    lo_s = mid_s
+                else:
+                    hi_s = mid_s
+            hi = datetime.fromtimestamp(hi_s, UTC)
+            if nxt.year >= 2037 and hi.year >= 2037:
+                return None
+            if after < before:  # fall-back at `hi` by before - after
+                d = before - after
+                out.append(((hi - d).replace(tzinfo=None), (hi + d).replace(tzinfo=None)))
+            before = offset(nxt)
+        at = nxt
+    return tuple(out)
+
+
+def plan_digest(
+    source_columns: Sequence[SourceColumn],
+    target_columns: Sequence[ColumnInfo],
+    key: Sequence[str],
+    source_timezone: str,
+    *,
+    rows: int,
+    avg_row_bytes: int | None = None,
+    buckets: int | None = None,
+) -> tuple[DigestPlan | None, str | None]:
+    """Decide whether this table can be compared by digests, and build the SQL for it.
+
+    `source_columns[i]` is mapped to `target_columns[i]` (the config's column mapping, in
+    order; introspected on both sides); `key` names target columns. `rows` and
+    `avg_row_bytes` (MySQL statistics, estimates) size the buckets unless `buckets` is
+    given. Returns (plan, None), or (None, reason) where a column has no canonical text both
+    databases agree on: then read the table in full (and log the reason at -v)."""
+    if len(source_columns) != len(target_columns):
+        return None, "the source and target column lists differ in length"
+    if not key:
+        return None, "no primary key"
+    try:
+        tz: ZoneInfo | None = ZoneInfo(source_timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        tz = None
+    by_target = {t.name: (s, t) for s, t in zip(source_columns, target_columns, strict=True)}
+    missing = [k for k in key if k not in by_target]
+    if missing:
+        return None, f"key column {', '.join(missing)} is not mapped"
+    order = [*key, *[t.name for t in target_columns if t.name not in key]]
+    my: dict[str, str] = {}
+    pg: dict[str, str] = {}
+    for name in order:
+        s, t = by_target[name]
+        got = _field(s, t, tz)
+        if isinstance(got, str):
+            return None, got
+        my[name], pg[name] = got
+    notes: list[str] = []
+    n = buckets if buckets is not None else choose_buckets(rows, avg_row_bytes)
+    n = max(1, int(n))
+    my_key = f"CAST(CONCAT({', '.join(my[k] for k in key)}) AS BINARY)"
+    pg_key = "(" + " || ".join(pg[k] for k in key) + ")"
+    rest = [c for c in order if c not in key]
+    my_row = f"CAST(CONCAT({', '.join(my[c] for c in order)}) AS BINARY)"
+    tracking_ok = (f"{_pq('_needs_review')} = false AND {_pq('_derived_from_domain')} IS NULL"
+                   f" AND {_pq('_derived_at')} IS NULL")
+    pg_row = ("(" + " || ".join([pg_key, *(pg[c] for c in rest)])
+              + f" || CASE WHEN {tracking_ok} THEN '' ELSE '!' END)")
+    k_src, k_tgt = by_target[key[0]]
+    if len(key) == 1 and k_src.data_type.lower() in _INT_TYPES and k_tgt.kind == "integer":
+        my_bucket = f"MOD({_mq(k_src.name)}, {n})"
+        pg_bucket = f"mod({_pq(k_tgt.name)}, {n})"
+        notes.append("buckets: the integer key modulo the bucket count")
+    else:
+        my_bucket = (f"MOD(CAST(CONV(LEFT(SHA2({my_key}, 256), 8), 16, 10) AS UNSIGNED), {n})")
+        pg_bucket = (f"mod(('x' || left(encode(sha256(convert_to({pg_key}, 'UTF8')), 'hex'), 8))"
+                     f"::bit(32)::bigint, {n})")
+    my_hash = f"CAST(CONV(LEFT(SHA2({my_row}, 256), 16), 16, 10) AS UNSIGNED)"
+    pg_hash = (f"('x' || left(encode(sha256(convert_to({pg_row}, 'UTF8')), 'hex'), 16))"
+               "::bit(64)::bigint")
+    plan = DigestPlan(
+        columns=tuple(order), source_columns=tuple(by_target[c][0].name for c in order),
+        key=tuple(key), buckets=n, source_timezone=source_timezone,
+        source_key_text=my_key, source_row_text=my_row, source_bucket=my_bucket,
+        source_hash=my_hash, target_key_text=pg_key, target_row_text=pg_row,
+        target_bucket=pg_bucket, target_hash=pg_hash, notes=tuple(notes))
+    return plan, None
+
+
+# ---------------------------------------------------------------- introspection
+
+
+def read_source_columns(conn: Connection, table: str,
+                        schema: str | None = None) -> dict[str, SourceColumn]:
+    """The columns of a MySQL table (name -> SourceColumn), from information_schema."""
+    rows = conn.execute(sa.text(
+        "SELECT COLUMN_NAME, DATA_TYPE, COLUMN_TYPE, CHARACTER_SET_NAME, NUMERIC_PRECISION, "
+        "NUMERIC_SCALE, DATETIME_PRECISION FROM information_schema.COLUMNS "
+        "WHERE TABLE_SCHEMA = COALESCE(:schema, DATABASE()) AND TABLE_NAME = :name "
+        "ORDER BY ORDINAL_POSITION"), {"schema": schema, "name": table}).all()
+    out: dict[str, SourceColumn] = {}
+    for name, dt, ct, cs, prec, scale, fsp in rows:
+        out[str(name)] = SourceColumn(
+            name=str(name), data_type=_s(dt).lower(), column_type=_s(ct).lower(),
+            charset=None if cs is None else _s(cs),
+            precision=None if prec is None else int(prec),
+            scale=None if scale is None else int(scale),
+            fsp=None if fsp is None else int(fsp))
+    return out
+
+
+def _s(v: Any) -> str:
+    return v.decode() if isinstance(v, bytes | bytearray) else str(v)
+
+
+# ---------------------------------------------------------------- digests
+
+
+@dataclass(frozen=True)
+class BucketDigest:
+    rows: int
+    xor: int  # unsigned 64-bit
+
+
+@dataclass
+class DigestComparison:
+    """The outcome of comparing the two sides' bucket digests."""
+
+    buckets: int
+    differing: list[int]  # sorted bucket numbers
+    source_rows: int
+    target_rows: int
+    equal_rows: int  # source rows in agreeing buckets: `unchanged` without reading them
+    source_rows_differing: int  # source rows the row path must read
+    target_rows_differing: int
+    timings: dict[str, float] = field(default_factory=dict)
+    bytes_from_source: int = 0  # digest payload fetched from MySQL (approximate)
+
+    @property
+    def in_step(self) -> bool:
+        return not self.differing
+
+
+def _source_from(table: str, schema: str | None) -> str:
+    return f"{_mq(schema)}.{_mq(table)}" if schema else _mq(table)
+
+
+def source_digests(conn: Connection, plan: DigestPlan, table: str, *, schema: str | None = None,
+                   where_sql: str | None = None,
+                   params: Mapping[str, Any] | None = None) -> dict[int, BucketDigest]:
+    """Per bucket (rows, xor) of the MySQL table, computed by the server. `where_sql` (with
+    `params`) restricts the rows, e.g. to read only some buckets."""
+    where = f" WHERE {where_sql}" if where_sql else ""
+    sql = (f"SELECT {plan.source_bucket} AS b, COUNT(*), BIT_XOR({plan.source_hash}) "  # noqa: S608
+           f"FROM {_source_from(table, schema)}{where} GROUP BY b")
+    rows = conn.execute(sa.text(sql), dict(params or {})).all()
+    return {int(b): BucketDigest(int(n), int(x) & MASK64) for b, n, x in rows}
+
+
+def _pg_ref(schema: str | None, table: str) -> str:
+    return f"{_pq(schema)}.{_pq(table)}" if schema else _pq(table)
+
+
+def _check_target(conn: Connection) -> None:
+    version = int(conn.exec_driver_sql("SHOW server_version_num").scalar_one())
+    if version < 140000:
+        raise DigestUnsupported("PostgreSQL before 14 has no bit_xor")
+    encoding = str(conn.exec_driver_sql("SHOW server_encoding").scalar_one())
+    if encoding.upper() not in ("UTF8", "UTF-8"):
+        raise DigestUnsupported(f"the target's server encoding is {encoding}, not UTF8")
+
+
+def target_digests(conn: Connection, plan: DigestPlan, schema: str | None,
+                   table: str) -> dict[int, BucketDigest]:
+    """Per bucket (rows, xor) of the target's authoritative rows, computed by PostgreSQL."""
+    _check_target(conn)
+    sql = (f"SELECT {plan.target_bucket} AS b, count(*), bit_xor({plan.target_hash}) "  # noqa: S608
+           f"FROM {_pg_ref(schema, table)} WHERE {_pq('_source')} = '{AUTHORITATIVE}' "
+           "GROUP BY 1")
+    rows = conn.exec_driver_sql(sql).all()
+    return {int(b): BucketDigest(int(n), int(x) & MASK64) for b, n, x in rows}
+
+
+def differing(source: Mapping[int, BucketDigest], target: Mapping[int, BucketDigest]) -> list[int]:
+    """Buckets whose (rows, xor) differ, or that only one side has; sorted."""
+    return sorted(b for b in source.keys() | target.keys() if source.get(b) != target.get(b))
+
+
+def compare(plan: DigestPlan, source: Mapping[int, BucketDigest],
+            target: Mapping[int, BucketDigest]) -> DigestComparison:
+    diff = differing(source, target)
+    ds = set(diff)
+    src_rows = sum(d.rows for d in source.values())
+    src_diff = sum(d.rows for b, d in source.items() if b in ds)
+    return DigestComparison(
+        buckets=plan.buckets, differing=diff, source_rows=src_rows,
+        target_rows=sum(d.rows for d in target.values()), equal_rows=src_rows - src_diff,
+        source_rows_differing=src_diff,
+        target_rows_differing=sum(d.rows for b, d in target.items() if b in ds))
+
+
+def digests(source_conn: Connection, target_conn: Connection, plan: DigestPlan,
+            source_table: str, target_schema: str | None, target_table: str, *,
+            source_schema: str | None = None) -> DigestComparison:
+    """Both sides' digests, computed concurrently (one query on each server), compared."""
+    def timed(fn: Any, *args: Any, **kw: Any) -> tuple[Any, float]:
+        t0 = time.perf_counter()
+        return fn(*args, **kw), time.perf_counter() - t0
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        fs = pool.submit(timed, source_digests, source_conn, plan, source_table,
+                         schema=source_schema)
+        ft = pool.submit(timed, target_digests, target_conn, plan, target_schema, target_table)
+        (src, ts), (tgt, tt) = fs.result(), ft.result()
+    result = compare(plan, src, tgt)
+    result.timings = {"source_digest": ts, "target_digest": tt}
+    result.bytes_from_source = sum(
+        len(str(b)) + len(str(d.rows)) + len(str(d.xor)) + 7 for b, d in src.items())
+    return result
+
+
+# ---------------------------------------------------------------- reading differing buckets
+
+
+def _in_list(buckets: Sequence[int]) -> str:
+    return ", ".join(str(int(b)) for b in sorted(set(buckets)))
+
+
+def source_bucket_predicate(plan: DigestPlan, buckets: Sequence[int]) -> str:
+    """MySQL condition: the row's key is in one of `buckets` (refsync's own integers only)."""
+    if not buckets:
+        return "FALSE"
+    return f"{plan.source_bucket} IN ({_in_list(buckets)})"
+
+
+def target_bucket_predicate(plan: DigestPlan, buckets: Sequence[int],
+                            alias: str | None = None) -> str:
+    """PostgreSQL condition on the target table (optionally `alias.`-qualified): the row's
+    key is in one of `buckets`. Restricts the diff's delete detection to the parts read."""
+    if not buckets:
+        return "false"
+    expr = plan.target_bucket
+    if alias:
+        for c in plan.key:
+            expr = expr.replace(_pq(c), f"{alias}.{_pq(c)}")
+    return f"{expr} IN ({_in_list(buckets)})"
+
+
+def source_row_hashes(conn: Connection, plan: DigestPlan, table: str,
+                      buckets: Sequence[int] | None, *, schema: str | None = None,
+                      batch: int = 10_000) -> Iterator[tuple[bytes, tuple[Any, ...], int]]:
+    """(key text, key values, row hash) of the source rows in `buckets` (None: all), in
+    byte order of the key text; streamed."""
+    where = f" WHERE {source_bucket_predicate(plan, buckets)}" if buckets is not None else ""
+    keys = ", ".join(_mq(plan.source_columns[i]) for i in range(len(plan.key)))
+    sql = (f"SELECT {plan.source_key_text} AS kt, {keys}, {plan.source_hash} "  # noqa: S608
+           f"FROM {_source_from(table, schema)}{where} ORDER BY kt")
+    result = conn.execution_options(stream_results=True).exec_driver_sql(sql)
+    try:
+        for part in result.partitions(batch):
+            for r in part:
+                kt = r[0] if isinstance(r[0], bytes) else str(r[0]).encode()
+                yield kt, tuple(r[1:-1]), int(r[-1]) & MASK64
+    finally:
+        result.close()
+
+
+def target_row_hashes(conn: Connection, plan: DigestPlan, schema: str | None, table: str,
+                      buckets: Sequence[int] | None, *,
+                      batch: int = 10_000) -> Iterator[tuple[bytes, tuple[Any, ...], int]]:
+    """As `source_row_hashes`, for the target's authoritative rows."""
+    where = f"{_pq('_source')} = '{AUTHORITATIVE}'"
+    if buckets is not None:
+        where += f" AND {target_bucket_predicate(plan, buckets)}"
+    keys = ", ".join(_pq(k) for k in plan.key)
+    sql = (f"SELECT convert_to({plan.target_key_text}, 'UTF8') AS kt, {keys}, "  # noqa: S608
+           f"{plan.target_hash} FROM {_pg_ref(schema, table)} WHERE {where} ORDER BY kt")
+    result = conn.execution_options(stream_results=True, yield_per=batch).exec_driver_sql(sql)
+    try:
+        for part in result.partitions(batch):
+            for r in part:
+                yield bytes(r[0]), tuple(r[1:-1]), int(r[-1]) & MASK64
+    finally:
+        result.close()
+
+
+# ---------------------------------------------------------------- verify
+
+
+@dataclass
+class VerifyResult:
+    """`refsync verify` for one table: counts, and up to `limit` keys of each kind."""
+
+    source_rows: int
+    target_rows: int  # authoritative
+    buckets: int
+    differing_buckets: int
+    differ: int = 0  # same key, different values
+    missing: int = 0  # in the source, not (authoritative) in the target
+    extra: int = 0  # authoritative in the target, not in the source
+    differ_keys: list[dict[str, Any]] = field(default_factory=list)
+    missing_keys: list[dict[str, Any]] = field(default_factory=list)
+    extra_keys: list[dict[str, Any]] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def in_step(self) -> bool:
+        return not (self.differ or self.missing or self.extra) and not self.differing_buckets
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "source_rows": self.source_rows, "target_rows": self.target_rows,
+            "in_step": self.in_step, "differ": self.differ, "missing": self.missing,
+            "extra": self.extra, "differ_keys": self.differ_keys,
+            "missing_keys": self.missing_keys, "extra_keys": self.extra_keys,
+        }
+
+
+def verify_table(source_conn: Connection, target_conn: Connection, plan: DigestPlan,
+                 source_table: str, target_schema: str | None, target_table: str, *,
+                 source_schema: str | None = None, limit: int = 20) -> VerifyResult:
+    """Compare digests; for the differing buckets, merge (key, row hash) from both sides in
+    key byte order and classify each key as differing, missing or extra. Read-only; memory
+    stays flat (both sides stream, sorted by the servers)."""
+    cmp = digests(source_conn, target_conn, plan, source_table, target_schema, target_table,
+                  source_schema=source_schema)
+    result = VerifyResult(source_rows=cmp.source_rows, target_rows=cmp.target_rows,
+                          buckets=plan.buckets, differing_buckets=len(cmp.differing),
+                          timings=dict(cmp.timings))
+    if not cmp.differing:
+        return result
+    t0 = time.perf_counter()
+    only: list[int] | None = cmp.differing
+    if len(cmp.differing) * 2 > plan.buckets:  # most of the table: no IN list
+        only = None
+    src = source_row_hashes(source_conn, plan, source_table, only, schema=source_schema)
+    tgt = target_row_hashes(target_conn, plan, target_schema, target_table, only)
+    names = plan.key
+
+    def keyd(values: tuple[Any, ...]) -> dict[str, Any]:
+        return dict(zip(names, values, strict=True))
+
+    s, t = next(src, None), next(tgt, None)
+    while s is not None or t is not None:
+        if t is None or (s is not None and s[0] < t[0]):
+            assert s is not None
+            result.missing += 1
+            if len(result.missing_keys) < limit:
+                result.missing_keys.append(keyd(s[1]))
+            s = next(src, None)
+        elif s is None or t[0] < s[0]:
+            result.extra += 1
+            if len(result.extra_keys) < limit:
+                result.extra_keys.append(keyd(t[1]))
+            t = next(tgt, None)
+        else:
+            if s[2] != t[2]:
+                result.differ += 1
+                if len(result.differ_keys) < limit:
+                    result.differ_keys.append(keyd(s[1]))
+            s, t = next(src, None), next(tgt, None)
+    result.timings["rows"] = time.perf_counter() - t0
+    return result

@@ -1,0 +1,99 @@
+"""refsync.digest: the pure parts (plan, bucket sizing, zone windows, comparison)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from refsync.digest import (
+    BucketDigest,
+    SourceColumn,
+    choose_buckets,
+    compare,
+    differing,
+    fold_windows,
+    plan_digest,
+    source_bucket_predicate,
+    target_bucket_predicate,
+)
+from refsync.model import ColumnInfo
+
+VARCHAR = SourceColumn("code", "varchar", "varchar(20)", "utf8mb4")
+
+
+def _plan(src: SourceColumn, tgt: ColumnInfo):  # type: ignore[no-untyped-def]
+    return plan_digest([VARCHAR, src], [ColumnInfo("code", "text", type_sql="VARCHAR(20)"), tgt],
+                       ["code"], "Asia/Shanghai", rows=1000)
+
+
+def test_supported_columns() -> None:
+    cases = [
+        (SourceColumn("a", "varchar", "varchar(9)", "latin1"), ColumnInfo("a", "text")),
+        (SourceColumn("a", "enum", "enum('x')", "utf8mb4"), ColumnInfo("a", "text")),
+        (SourceColumn("a", "int", "int(10) unsigned"), ColumnInfo("a", "integer", int_bits=64)),
+        (SourceColumn("a", "decimal", "decimal(18,4)", precision=18, scale=4),
+         ColumnInfo("a", "numeric", precision=20, scale=4)),
+        (SourceColumn("a", "tinyint", "tinyint(1)"), ColumnInfo("a", "boolean")),
+        (SourceColumn("a", "bit", "bit(1)"), ColumnInfo("a", "boolean")),
+        (SourceColumn("a", "date", "date"), ColumnInfo("a", "date")),
+        (SourceColumn("a", "datetime", "datetime(3)", fsp=3), ColumnInfo("a", "timestamp")),
+        (SourceColumn("a", "datetime", "datetime", fsp=0), ColumnInfo("a", "timestamptz")),
+        (SourceColumn("a", "timestamp", "timestamp", fsp=0), ColumnInfo("a", "timestamptz")),
+    ]
+    for src, tgt in cases:
+        plan, why = _plan(src, tgt)
+        assert plan is not None, (src, why)
+    plan, _ = _plan(*cases[0])
+    assert plan is not None and "CONVERT(`a` USING utf8mb4)" in plan.source_row_text
+
+
+def test_unsupported_columns_say_why() -> None:
+    cases = [
+        (SourceColumn("a", "decimal", "decimal(18,4)", precision=18, scale=4),
+         ColumnInfo("a", "numeric", precision=18, scale=2), "scale"),
+        (SourceColumn("a", "varchar", "varchar(9)", "utf8mb4"),
+         ColumnInfo("a", "text", type_sql="CHAR(9)"), "char(n)"),
+        (SourceColumn("a", "datetime", "datetime"), ColumnInfo("a", "text"), "text"),
+        (SourceColumn("a", "timestamp", "timestamp"), ColumnInfo("a", "timestamp"), "zone"),
+        (SourceColumn("a", "double", "double"), ColumnInfo("a", "float"), "float"),
+        (SourceColumn("a", "varchar", "varchar(9)"), ColumnInfo("a", "json"), "json"),
+    ]
+    for src, tgt, word in cases:
+        plan, why = _plan(src, tgt)
+        assert plan is None and why is not None and word in why, (src, why)
+    assert plan_digest([VARCHAR], [ColumnInfo("code", "text")], ["x"], "UTC", rows=1)[0] is None
+
+
+def test_integer_key_buckets_by_modulo() -> None:
+    plan, _ = plan_digest([SourceColumn("id", "bigint", "bigint(20)")],
+                          [ColumnInfo("id", "integer", int_bits=64)], ["id"], "UTC", rows=6400)
+    assert plan is not None and plan.buckets == 200
+    assert plan.source_bucket == "MOD(`id`, 200)" and plan.target_bucket == 'mod("id", 200)'
+    assert source_bucket_predicate(plan, [3, 1]) == "MOD(`id`, 200) IN (1, 3)"
+    assert target_bucket_predicate(plan, [1], alias="t") == 'mod(t."id", 200) IN (1)'
+    assert source_bucket_predicate(plan, []) == "FALSE"
+
+
+def test_choose_buckets() -> None:
+    assert choose_buckets(0) == 1
+    assert choose_buckets(1_000_000) == 31_250
+    # narrow rows: the digests may not exceed 1.5 % of the table's bytes
+    assert choose_buckets(1_000_000, 20) * 36 <= 1_000_000 * 20 * 0.015
+
+
+def test_fold_windows() -> None:
+    sh = fold_windows("Asia/Shanghai")
+    assert sh is not None
+    assert (datetime(1986, 9, 13, 16), datetime(1986, 9, 13, 18)) in sh  # 01:00-02:00 twice
+    assert len([w for w in sh if 1986 <= w[0].year <= 1991]) == 6
+    assert fold_windows("UTC") == ()
+    assert fold_windows("Europe/Berlin") is None  # DST in force: every value is checked
+
+
+def test_compare() -> None:
+    a = {0: BucketDigest(2, 5), 1: BucketDigest(3, 7), 2: BucketDigest(1, 1)}
+    b = {0: BucketDigest(2, 5), 1: BucketDigest(3, 8), 3: BucketDigest(1, 9)}
+    assert differing(a, b) == [1, 2, 3]
+    plan, _ = plan_digest([VARCHAR], [ColumnInfo("code", "text")], ["code"], "UTC", rows=10)
+    assert plan is not None
+    c = compare(plan, a, b)
+    assert (c.source_rows, c.target_rows, c.equal_rows, c.source_rows_differing) == (6, 6, 2, 4)
