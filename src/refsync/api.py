@@ -9,20 +9,24 @@ import logging
 import signal
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field, replace
-from datetime import datetime
-from types import FrameType
+from datetime import UTC, datetime
+from types import FrameType, TracebackType
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
-from refsync import state
+import sqlalchemy as sa
+
+from refsync import interrupts, state
 from refsync.config import LoadedConfig, Settings, TableSpec
 from refsync.errors import (
     ConfigError,
     Guarded,
+    InternalError,
     Interrupted,
     InvalidRows,
+    LockHeld,
     RefsyncError,
 )
 from refsync.model import ColumnInfo, RunResult, Source, TableResult
@@ -31,7 +35,14 @@ from refsync.retry import retrying
 from refsync.sources.sql import SqlSource
 from refsync.targets import SqlTarget, open_target
 from refsync.targets.base import DirectLoadConflict
-from refsync.transform import LineConverter, RowConverter, max_cursor, watermark_to_text
+from refsync.transform import (
+    LineConverter,
+    RowConverter,
+    clock_cap,
+    cursor_before,
+    max_cursor,
+    watermark_to_text,
+)
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +58,9 @@ class Progress(Protocol):
     def advance(self, table: str, rows: int) -> None: ...
 
     def finish(self, table: str, result: TableResult) -> None: ...
+
+    # optional: `phase(table, name)` names what a table does after its read ("checking",
+    # "applying"); called only when the progress object has it
 
 
 class _NoProgress:
@@ -73,6 +87,33 @@ def disabled_reason(config: LoadedConfig, settings: Settings) -> str | None:
     return None
 
 
+_held: list[list[int]] = []  # while a commit completes, signals land in the last list
+
+
+class SignalsHeld:
+    """Once `start()`ed, SIGTERM/SIGINT are held instead of raised, until the block ends: a
+    table whose commit went through was applied, whenever the signal came (DESIGN 2.1).
+    `signals` lists what arrived meanwhile; the caller stops the run after the table."""
+
+    def __init__(self) -> None:
+        self.signals: list[int] = []
+        self._active = False
+
+    def start(self) -> None:
+        if not self._active:
+            self._active = True
+            _held.append(self.signals)
+
+    def __enter__(self) -> SignalsHeld:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if self._active:
+            self._active = False
+            _held.remove(self.signals)
+
+
 @contextmanager
 def signals_interrupt() -> Iterator[None]:
     """Turn SIGTERM and SIGINT into Interrupted, so the table in flight rolls back cleanly."""
@@ -80,6 +121,12 @@ def signals_interrupt() -> Iterator[None]:
     received: list[int] = []
 
     def handler(signum: int, _frame: FrameType | None) -> None:
+        if _held:  # a commit is completing: let it, then stop the run
+            _held[-1].append(signum)
+            received.append(signum)
+            log.warning("signal %d received while a table commits: stopping after it",
+                        signum, extra={"event": "signal"})
+            return
         if received:  # a second signal must not cut the rollback of the first short
             log.warning("signal %d received again; still rolling back", signum,
                         extra={"event": "signal_repeat"})
@@ -87,6 +134,8 @@ def signals_interrupt() -> Iterator[None]:
         received.append(signum)
         log.warning("signal %d received: rolling back the table in flight", signum,
                     extra={"event": "signal"})
+        if interrupts.cancel_in_flight(signum):
+            return  # the statement in flight fails on the server now; the run stops there
         raise Interrupted(signum)
 
     previous = {}
@@ -100,6 +149,7 @@ def signals_interrupt() -> Iterator[None]:
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)
+        interrupts.reset()
 
 
 @dataclass
@@ -129,7 +179,8 @@ class Runner:
                      len(specs), extra={"event": "run_start", "run_key": self.run_key})
             result = RunResult(run_key=self.run_key, plan_only=self.plan_only)
             try:
-                self._run(specs, result)
+                with interrupts.converting():
+                    self._run(specs, result)
             except Interrupted as exc:  # between tables: nothing in flight to roll back
                 result.interrupted_by = exc.signum
             log.info("run %s done: exit code %d", self.run_key, result.exit_code,
@@ -139,47 +190,131 @@ class Runner:
     def _run(self, specs: list[TableSpec], result: RunResult) -> None:
         target = open_target(self.settings.require_database_url())
         try:
-            for attempt in retrying(self.config.section.defaults.retry, table="target",
-                                    where=target.describe, sleep=self.sleep):
-                with attempt:
-                    target.ping()
-            lock = nullcontext() if self.plan_only else target.run_lock()
-            with lock:
-                columns = self._validate(target, specs)
-                if not self.plan_only:
-                    with target.transaction() as conn:
-                        state.ensure(conn)
-                for spec in specs:
-                    res = self.run_table(target, spec, columns.get(spec.name))
-                    result.tables.append(res)
-                    if res.status == "interrupted":
-                        result.interrupted_by = self._signum
-                        break
+            with interrupts.cancellable(target.cancel):
+                self._run_on(target, specs, result)
         finally:
+            self._record_pending(target)
             target.close()
             from refsync.sources import dispose_engines
 
             dispose_engines()
 
+    def _run_on(self, target: SqlTarget, specs: list[TableSpec], result: RunResult) -> None:
+        for attempt in retrying(self.config.section.defaults.retry, table="target",
+                                where=target.describe, sleep=self.sleep):
+            with attempt:
+                target.ping()
+        with ExitStack() as held:
+            if not self.plan_only:
+                try:
+                    held.enter_context(target.run_lock())
+                except LockHeld as exc:  # leave a run-level trace where the target is reachable
+                    self._record_run_level(target, exc)
+                    raise
+            columns = self._validate(target, specs)
+            if not self.plan_only:
+                with target.transaction() as conn:
+                    state.ensure(conn)
+            for index, spec in enumerate(specs):
+                with SignalsHeld() as self._hold:  # started once the table commits
+                    res = self.run_table(target, spec, columns.get(spec.name))
+                    result.tables.append(res)
+                if self._hold.signals:  # it was applied: reported as it is, then stop
+                    self._signum = self._hold.signals[0]
+                    log.warning("%s: %s before signal %d took effect; the run stops here",
+                                spec.name, res.status, self._signum,
+                                extra={"event": "signal", "table": spec.name})
+                if res.status == "interrupted" or self._signum:
+                    result.interrupted_by = self._signum
+                    self._skip_rest(target, specs[index + 1:], result,
+                                    "run interrupted before this table")
+                    break
+                if res.error_class == "locked":  # another run holds the lock now
+                    self._skip_rest(target, specs[index + 1:], result,
+                                    "run stopped before this table: it lost the run lock")
+                    break
+
+    def _skip_rest(self, target: SqlTarget, rest: list[TableSpec], result: RunResult,
+                   why: str) -> None:
+        """Tables a stopped run never started: listed and recorded `skipped` (DESIGN 5)."""
+        for spec in rest:
+            if not spec.enabled:
+                continue
+            now = self.now()
+            res = TableResult(
+                name=spec.name, target=spec.qualified_target, source_type=spec.source_type,
+                mode=spec.sync_mode, incremental=False, status="skipped",
+                error_class="interrupted" if self._signum else "locked", error=why,
+                started_at=now.isoformat(timespec="milliseconds"),
+                finished_at=now.isoformat(timespec="milliseconds"))
+            result.tables.append(res)
+            if not self.plan_only:
+                self._record_failure(target, res, now, now)
+
+    def _record_run_level(self, target: SqlTarget, exc: RefsyncError) -> None:
+        """A run that stops before any table still leaves a record (DESIGN 2.2a)."""
+        if self.plan_only:
+            return
+        now = self.now()
+        try:
+            with target.transaction() as conn:
+                if state.exists(conn):
+                    state.record_run_level(
+                        conn, self.run_key, target=target.describe(), started=now,
+                        finished=now, status="failed", error_class=exc.error_class,
+                        error=exc.message)
+        except (RefsyncError, sa.exc.SQLAlchemyError):
+            log.debug("could not record the run-level failure", exc_info=True)
+
+    def _record_pending(self, target: SqlTarget) -> None:
+        """Failures the target could not take when they happened (it was down): recorded
+        now that it may be back, a few tries, before the run ends (DESIGN 5)."""
+        for attempt in range(3):
+            if not self._unrecorded:
+                return
+            if attempt:
+                (self.sleep or time.sleep)(2.0 * attempt)
+            for res, started, finished in list(self._unrecorded):
+                try:
+                    with target.transaction() as conn:
+                        state.record(conn, self.run_key, res, started=started,
+                                     finished=finished, watermark_moves=False)
+                    self._unrecorded.remove((res, started, finished))
+                except (RefsyncError, sa.exc.SQLAlchemyError) as exc:
+                    log.debug("%s: recording the failure failed again: %s", res.name, exc)
+        for res, _, _ in self._unrecorded:
+            log.error("%s: the failure could not be recorded in the state tables", res.name,
+                      extra={"event": "state_write_failed", "table": res.name})
+
     _signum: int = 0
     _clock: float = 0.0
+    _hold: SignalsHeld | None = None
+    _mismatch: dict[str, RefsyncError] = field(default_factory=dict)
+    _unrecorded: list[tuple[TableResult, datetime, datetime]] = field(default_factory=list)
 
     def _validate(self, target: SqlTarget,
                   specs: list[TableSpec]) -> dict[str, dict[str, ColumnInfo]]:
-        """Check every enabled table against the target before any data moves (exit 2)."""
+        """Check every enabled table against the target before any data moves. A table that
+        does not match fails alone, as `config` (DESIGN 3.2): see `_mismatch`."""
         found: dict[str, dict[str, ColumnInfo]] = {}
-        errors: list[str] = []
         for spec in specs:
             if not spec.enabled:
                 continue
             try:
                 found[spec.name] = target.check_table(
-                    spec.target_schema, spec.target_table, spec.mapped_columns, spec.primary_key)
+                    spec.target_schema, spec.target_table, spec.mapped_columns, spec.primary_key,
+                    lock_timeout=spec.options.lock_timeout)
             except ConfigError as exc:
-                errors.extend(f"table {spec.name}: {e}" for e in exc.errors)
-        if errors:
-            raise ConfigError(f"{self.config.path}: the config does not match the target",
-                              errors=errors, hint="fix the config or the target tables")
+                hint = exc.hint if "init-db" in exc.hint else (
+                    "fix the target table or the config (`refsync init-db --create-tables` "
+                    "creates missing tables only)")
+                self._mismatch[spec.name] = ConfigError("; ".join(exc.errors), hint=hint)
+            except Interrupted:
+                raise
+            except RefsyncError as exc:  # e.g. a lock timeout: that table fails alone
+                if exc.transient:
+                    raise
+                self._mismatch[spec.name] = exc
         return found
 
     # -- one table
@@ -194,19 +329,28 @@ class Runner:
             log.info("%s: disabled in the config, skipped", spec.name,
                      extra={"event": "table_disabled", "table": spec.name})
             return res
-        assert columns is not None
         log.debug("%s: started (%s, %s)", spec.name, spec.source_type, spec.sync_mode,
                   extra={"event": "table_start", "table": spec.name, "mode": spec.sync_mode})
         started = self.now()
         res.started_at = started.isoformat(timespec="milliseconds")
         clock = self._clock = time.perf_counter()
         where: list[str] = [spec.source_type]
+        if not self.plan_only:
+            self._record_start(target, res, started)
         try:
-            for attempt in retrying(spec.options.retry, table=spec.name, where=lambda: where[0],
-                                    sleep=self.sleep):
-                with attempt:
-                    res.attempts = attempt.retry_state.attempt_number
-                    self._attempt(target, spec, columns, res, where)
+            mismatch = self._mismatch.get(spec.name)
+            if mismatch is not None:
+                where[0] = target.describe()
+                raise mismatch
+            assert columns is not None
+            with interrupts.converting():  # after a signal, a cancelled statement's error
+                for attempt in retrying(spec.options.retry, table=spec.name,
+                                        where=lambda: where[0], sleep=self.sleep):
+                    with attempt:
+                        res.attempts = attempt.retry_state.attempt_number
+                        if not self.plan_only:  # a reconnect may have lost the run lock
+                            target.hold_lock()
+                        self._attempt(target, spec, columns, res, where)
         except Interrupted as exc:
             self._signum = exc.signum
             self._fail(res, exc)
@@ -215,6 +359,10 @@ class Runner:
             self._fail(res, exc)
             if exc.error_class == "not_configured":
                 res.attempts = 0
+        except Exception as exc:  # a bug must not cost the other tables their sync
+            log.debug("%s: unexpected error", spec.name, exc_info=True,
+                      extra={"event": "internal_error", "table": spec.name})
+            self._fail(res, InternalError(f"unexpected {type(exc).__name__}: {exc}"))
         res.duration_s = time.perf_counter() - clock
         finished = self.now()
         res.finished_at = finished.isoformat(timespec="milliseconds")
@@ -231,6 +379,7 @@ class Runner:
         opts = spec.options
         source = open_source(spec, self.settings, self.config.section.legacy_mysql,
                              opts.batch_size)
+        unregister = interrupts.register(getattr(source, "cancel", None))
         try:
             where[0] = source.describe()
             res.warnings = list(getattr(source, "warnings", []))
@@ -259,6 +408,7 @@ class Runner:
             except DirectLoadConflict:  # a key came twice: staging will name the keys
                 self._stream(target, spec, source, infos, res, since, old_mark, direct=False)
         finally:
+            unregister()
             source.close()
 
     def _window(self, target: SqlTarget, spec: TableSpec, source: Source) -> tuple[Any, Any]:
@@ -284,9 +434,16 @@ class Runner:
         has_cursor = source.cursor_column is not None
         high = old_mark
         read = 0
-        self.progress.start(spec.name, None)
-        with target.table_writer(spec.target_schema, spec.target_table, infos, spec.primary_key,
-                                 commit=not self.plan_only) as writer:
+        reject_low: Any = None
+        reject_cursor_unknown = False
+        estimate = getattr(source, "estimated_rows", None)  # cheap server statistics, if any
+        self.progress.start(spec.name, estimate() if callable(estimate) and since is None
+                            else None)
+        clock_utc = datetime.now(UTC)  # the source's clock, until the source tells its own
+        with target.table_writer(spec.target_schema, spec.target_table, infos,
+                                 spec.primary_key, commit=not self.plan_only,
+                                 timeouts=(opts.lock_timeout, opts.statement_timeout),
+                                 ) as writer:
             if direct and not self.plan_only:
                 writer.try_direct()
             loop_start = time.perf_counter()
@@ -298,6 +455,7 @@ class Runner:
                 converter = LineConverter(infos, spec.primary_key, zone, MAX_LISTED)
                 chunks = text_source.iter_text_chunks(
                     since, [c.max_length for c in infos], [not c.nullable for c in infos])
+                rejected_before = 0
                 for chunk in prefetch(chunks):
                     read += chunk.rows
                     if chunk.bad or b"\x00" in chunk.text:
@@ -307,6 +465,15 @@ class Runner:
                         writer.stage_text(chunk.text, chunk.rows)
                     if chunk.high is not None:
                         high = max_cursor(high, [chunk.high])
+                    if has_cursor and converter.rejected > rejected_before:
+                        # chunk lines carry no cursor: the server's lowest among the rows
+                        # it flagged, where the source tells it (`bad_low`)
+                        low = getattr(chunk, "bad_low", None)
+                        if low is None:
+                            reject_cursor_unknown = True
+                        elif reject_low is None or cursor_before(low, reject_low):
+                            reject_low = low
+                    rejected_before = converter.rejected
                     self.progress.advance(spec.name, chunk.rows)
             elif text_source is not None:
                 # the server formats COPY text; only lines failing a cheap check are decoded
@@ -318,19 +485,24 @@ class Runner:
                     self.progress.advance(spec.name, len(lines))
                 if converter.high is not None:
                     high = max_cursor(high, [source.parse_watermark(converter.high)])
+                if converter.reject_low is not None:
+                    reject_low = source.parse_watermark(converter.reject_low)
             else:
-                converter = RowConverter(infos, spec.primary_key, zone, max_listed=MAX_LISTED)
+                converter = RowConverter(infos, spec.primary_key, zone, max_listed=MAX_LISTED,
+                                         cursor=has_cursor)
                 for batch in source.iter_batches(since):
                     read += len(batch)
                     if has_cursor:
                         high = max_cursor(high, [row[-1] for row in batch])
                     writer.stage(converter.convert_batch(batch))
                     self.progress.advance(spec.name, len(batch))
+                reject_low = converter.reject_low
             res.read = read
             writer.timings["read+check"] = (time.perf_counter() - loop_start
                                             - writer.timings.get("stage", 0.0))
             res.rejected = converter.rejected
             res.rejects = [r.as_dict() for r in converter.rejects]
+            self._phase(spec.name, "checking")
             dup_total, dups = writer.duplicate_keys(MAX_LISTED)
             if dup_total:
                 keys = "; ".join(", ".join(f"{k}={v}" for k, v in zip(spec.primary_key, d,
@@ -338,11 +510,23 @@ class Runner:
                 raise InvalidRows(
                     f"{dup_total} key(s) appear more than once in the source: {keys}",
                     hint="make the source key unique, or fix primary_key in the config")
+            if deletes and not writer.direct:  # a rejected row is still a source row
+                writer.keep_keys(converter.rejected_keys)
             counts = writer.diff(deletes=deletes)
             res.timings = writer.timings
             for name in ("inserted", "updated", "promoted", "unchanged", "deleted"):
                 setattr(res, name, getattr(counts, name))
-            res.watermark = None if high is None else watermark_to_text(high)
+            mark = self._honest_watermark(
+                spec, source, res, high, clock_utc, reject_low=reject_low,
+                reject_unknown=reject_cursor_unknown, old_mark=old_mark, since=since)
+            res.watermark = None if mark is None else watermark_to_text(mark)
+            if res.rejected and opts.on_invalid == "fail":  # invalid rows first, then the guard
+                shown = "; ".join(f"{r['key']} {r['column']}={r['value']!r}: {r['reason']}"
+                                  for r in res.rejects[:5])
+                raise InvalidRows(
+                    f"{res.rejected} row(s) do not fit the target: {shown}"
+                    + (" …" if len(res.rejects) > 5 else ""),
+                    rejects=res.rejects)
             if deletes and counts.deleted and not self.allow_mass_delete:
                 before = counts.authoritative_before
                 if writer.staged == 0 and res.rejected == 0:
@@ -353,21 +537,54 @@ class Runner:
                         f"would delete {counts.deleted} of {before} authoritative rows "
                         f"({counts.deleted / before:.0%} > max_delete_ratio "
                         f"{opts.max_delete_ratio:.0%}); nothing was deleted")
-            if res.rejected and opts.on_invalid == "fail":
-                shown = "; ".join(f"{r['key']} {r['column']}={r['value']!r}: {r['reason']}"
-                                  for r in res.rejects[:5])
-                raise InvalidRows(
-                    f"{res.rejected} row(s) do not fit the target: {shown}"
-                    + (" …" if len(res.rejects) > 5 else ""),
-                    rejects=res.rejects)
             res.status = "ok" if counts.changes else "unchanged"
             if self.plan_only:
                 return
+            target.hold_lock(writer.conn)  # in this transaction: never apply without the lock
+            self._phase(spec.name, "applying")
             writer.apply(counts, deletes=deletes)
             res.duration_s = time.perf_counter() - self._clock
             state.record(writer.conn, self.run_key, res,
                          started=datetime.fromisoformat(res.started_at or self.now().isoformat()),
                          finished=self.now(), watermark_moves=True)
+            if self._hold is not None:  # from here the commit decides, not a signal
+                self._hold.start()
+
+    def _honest_watermark(self, spec: TableSpec, source: Source, res: TableResult, high: Any,
+                          clock_utc: datetime, *, reject_low: Any, reject_unknown: bool,
+                          old_mark: Any, since: Any) -> Any:
+        """DESIGN 4.4: the largest cursor read, but never later than the source's clock when
+        the read began (a future-dated row is read again until its time comes), and never
+        past the earliest rejected row (read again until fixed). Says why it held back."""
+        if high is None:
+            return None
+        notes: list[str] = []
+        mark = high
+        snapshot = getattr(source, "snapshot_utc", None) or clock_utc
+        cap = clock_cap(high, snapshot, ZoneInfo(spec.options.source_timezone))
+        if cap is not None and cursor_before(cap, mark):
+            notes.append(f"watermark held at the source's clock {watermark_to_text(cap)}: rows "
+                         f"dated up to {watermark_to_text(mark)} are in the future and are "
+                         "read again until their time comes")
+            mark = cap
+        if reject_unknown:
+            mark = old_mark if since is not None else None
+            notes.append("watermark not moved: rejected rows are read again until fixed (a "
+                         "chunked read does not tell their cursor)")
+        elif reject_low is not None and cursor_before(reject_low, mark):
+            mark = reject_low
+            notes.append(f"watermark held at {watermark_to_text(mark)}, the earliest rejected "
+                         "row: rejected rows are read again until fixed")
+        for note in notes:
+            res.warnings.append(note)
+            log.warning("%s: %s", spec.name, note,
+                        extra={"event": "watermark_held", "table": spec.name})
+        return mark
+
+    def _phase(self, table: str, name: str) -> None:
+        phase = getattr(self.progress, "phase", None)
+        if phase is not None:
+            phase(table, name)
 
     @staticmethod
     def _text_source(target: SqlTarget, source: Source,
@@ -395,14 +612,26 @@ class Runner:
 
     def _record_failure(self, target: SqlTarget, res: TableResult, started: datetime,
                         finished: datetime) -> None:
-        """Outside the rolled-back table transaction, so `status` shows what happened."""
+        """Outside the rolled-back table transaction, so `status` shows what happened; when
+        the target is down, kept and recorded before the run ends (`_record_pending`)."""
         try:
             with target.transaction() as conn:
                 state.record(conn, self.run_key, res, started=started, finished=finished,
                              watermark_moves=False)
-        except RefsyncError as exc:
-            log.error("%s: could not record the failure in the state tables: %s", res.name, exc,
-                      extra={"event": "state_write_failed", "table": res.name})
+        except Exception as exc:  # noqa: BLE001 - the table's own failure is what matters
+            log.warning("%s: could not record the failure in the state tables yet: %s",
+                        res.name, exc, extra={"event": "state_write_deferred", "table": res.name})
+            self._unrecorded.append((res, started, finished))
+
+    def _record_start(self, target: SqlTarget, res: TableResult, started: datetime) -> None:
+        """A `running` record in its own short transaction: a killed run leaves a trace."""
+        try:
+            with target.transaction() as conn:
+                state.start(conn, self.run_key, res, started=started)
+        except Interrupted:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the table itself will say what is wrong
+            log.debug("%s: could not record the start: %s", res.name, exc)
 
     def _log_result(self, res: TableResult, where: str) -> None:
         for phase, seconds in res.timings.items():  # -v: where the table's time went
@@ -492,10 +721,12 @@ def status(config: LoadedConfig, settings: Settings, *, tables: list[str] | None
     target = open_target(settings.require_database_url())
     per_table: dict[str, Any] = {}
     run_rows: list[Any] = []
+    abandoned: set[str] = set()
     try:
         if target.database_exists():  # never create an empty SQLite file just to look
             with target.connect() as conn:
                 per_table, run_rows = state.read_status(conn, names, runs)
+            abandoned = _abandoned(target, per_table, run_rows)
     finally:
         target.close()
     now = now or datetime.now(ZoneInfo(config.section.timezone))
@@ -505,7 +736,9 @@ def status(config: LoadedConfig, settings: Settings, *, tables: list[str] | None
         doc: dict[str, Any] = {
             "name": spec.name, "target": spec.qualified_target, "enabled": spec.enabled,
             "last_run_key": st.last_run_key if st else None,
-            "last_status": st.last_status if st else "never",
+            "last_status": ("abandoned" if st and st.last_run_key in abandoned
+                            and st.last_status == "running" else
+                            st.last_status if st else "never"),
             "last_started_at": _iso(st.last_started_at) if st else None,
             "last_finished_at": _iso(st.last_finished_at) if st else None,
             "last_success_at": _iso(st.last_success_at) if st else None,
@@ -525,7 +758,26 @@ def status(config: LoadedConfig, settings: Settings, *, tables: list[str] | None
                 hours = (now - success).total_seconds() / 3600
                 warnings.append(f"{spec.name}: last success {hours:.0f} hours ago "
                                 f"(more than {STALE_AFTER_HOURS}): a night was missed")
-    return {"tables": docs, "runs": [_run_doc(r) for r in run_rows], "warnings": warnings}
+    run_docs = [_run_doc(r) for r in run_rows]
+    for doc in run_docs:
+        if doc["status"] == "running" and doc["run_key"] in abandoned:
+            doc["status"] = "abandoned"
+    return {"tables": docs, "runs": run_docs, "warnings": warnings}
+
+
+def _abandoned(target: SqlTarget, per_table: dict[str, Any], run_rows: list[Any]) -> set[str]:
+    """Run keys of `running` records whose run no longer holds the lock (DESIGN 5): all of
+    them when nobody holds it, all but the newest when some run does."""
+    running = {st.last_run_key for st, _ in per_table.values()
+               if st is not None and st.last_status == "running" and st.last_run_key}
+    running |= {r.run_key for r in run_rows if r.status == "running"}
+    if not running:
+        return set()
+    held = target.lock_held()
+    if held is None:  # cannot tell (an in-memory SQLite): assume they still run
+        return set()
+    newest = max(running)  # run keys are ISO timestamps in one zone: they sort by time
+    return running - {newest} if held else running
 
 
 def init_db(config: LoadedConfig, settings: Settings, *, create_tables: bool = False) -> list[str]:

@@ -6,6 +6,7 @@ default. `load_config` reports every problem at once, each with its YAML path.
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 from datetime import timedelta
@@ -46,6 +47,8 @@ class Settings(BaseSettings):
     legacy_mysql_ssl_ca: Path | None = None
     reference_sync_enabled: bool = True
     reference_sync_config: Path | None = None
+    reference_sync_metrics_file: Path | None = None
+    reference_sync_ping_url: str | None = None
 
     def require_database_url(self) -> str:
         """The target URL; its absence is a config error (exit 2), found before any I/O."""
@@ -123,9 +126,11 @@ class TableOptions(_Strict):
     max_delete_ratio: float = Field(0.5, ge=0, le=1)
     on_invalid: Literal["fail", "skip"] = "fail"
     lookback: timedelta = timedelta(0)
+    lock_timeout: timedelta = timedelta(minutes=5)  # waiting for a target table lock
+    statement_timeout: timedelta = timedelta(0)  # 0: none, whatever the role says
     source_timezone: str = "Asia/Shanghai"
 
-    @field_validator("lookback", mode="before")
+    @field_validator("lookback", "lock_timeout", "statement_timeout", mode="before")
     @classmethod
     def _lookback(cls, v: Any) -> timedelta:
         return parse_duration(v)
@@ -227,6 +232,8 @@ class TableSpec(_Strict):
     max_delete_ratio: float | None = Field(None, ge=0, le=1)
     on_invalid: Literal["fail", "skip"] | None = None
     lookback: timedelta | None = None
+    lock_timeout: timedelta | None = None
+    statement_timeout: timedelta | None = None
     source_timezone: str | None = None
     # filled in by ReferenceSyncConfig from `defaults` + the overrides above
     options: TableOptions = Field(default_factory=TableOptions, exclude=True)
@@ -257,7 +264,7 @@ class TableSpec(_Strict):
     def _key_list(cls, v: Any) -> Any:
         return [v] if isinstance(v, str) else v
 
-    @field_validator("lookback", mode="before")
+    @field_validator("lookback", "lock_timeout", "statement_timeout", mode="before")
     @classmethod
     def _lookback(cls, v: Any) -> timedelta | None:
         return None if v is None else parse_duration(v)
@@ -346,7 +353,7 @@ class ReferenceSyncConfig(_Strict):
             overrides = {
                 k: getattr(t, k)
                 for k in ("batch_size", "retry", "max_delete_ratio", "on_invalid", "lookback",
-                          "source_timezone")
+                          "lock_timeout", "statement_timeout", "source_timezone")
                 if getattr(t, k) is not None
             }
             merged = TableOptions.model_validate({**self.defaults.model_dump(), **overrides})
@@ -438,6 +445,14 @@ def load_config(path: Path) -> LoadedConfig:
         prefix = "reference_sync."
     else:
         prefix = ""
+        if isinstance(doc, dict) and doc and not set(doc) & set(ReferenceSyncConfig.model_fields):
+            # neither the section nor the section alone: a misspelled `reference_sync:`
+            found = ", ".join(map(str, doc))
+            close = difflib.get_close_matches("reference_sync", [str(k) for k in doc], 1)
+            raise ConfigError(
+                f"no reference_sync section in {shown} (found: {found})",
+                hint=f"did you mean reference_sync instead of {close[0]}?" if close
+                else "put the settings under a top-level 'reference_sync:' key")
     if not isinstance(doc, dict):
         raise ConfigError(f"{shown}: expected a mapping with a 'reference_sync' section")
     try:

@@ -119,3 +119,30 @@ class Interrupted(RefsyncError):
     def __init__(self, signum: int) -> None:
         super().__init__(f"interrupted by signal {signum}")
         self.signum = signum
+
+
+class InternalError(RefsyncError):
+    """An unexpected exception in one table: that table fails, the others go on (DESIGN 4.7)."""
+
+    error_class = "internal"
+    default_hint = "an unexpected error in refsync: rerun with -v for the traceback and report it"
+
+
+class ServerRefused(QueryFailure):
+    """The server stopped a statement for a reason of its own (a timeout, a full disk, out
+    of memory, read-only): retrying at once would meet the same wall, so never retried."""
+
+
+class TransientConflict(QueryFailure):
+    """A deadlock or serialization failure: the statement was fine, another session was in
+    the way; retrying the table may succeed (it is not a connection error)."""
+
+    transient = True
+
+
+class LockLost(LockHeld):
+    """This run's lock session was lost and another run holds the lock now: stop without
+    applying, so two runs never apply at once (DESIGN 4.5)."""
+
+    default_hint = ("another refsync run took over after this run's lock session was lost "
+                    "(e.g. a server restart); `refsync status` shows both")

@@ -22,8 +22,11 @@ log = logging.getLogger(__name__)
 
 
 def is_transient(exc: BaseException) -> bool:
-    """Only errors classified as transient where they were raised (connection lost, refused…)."""
-    return isinstance(exc, RefsyncError) and exc.transient
+    """Only errors classified as transient where they were raised (connection lost, refused…);
+    never after a signal (a cancelled statement is not a lost connection)."""
+    from refsync import interrupts
+
+    return isinstance(exc, RefsyncError) and exc.transient and interrupts.pending() is None
 
 
 def retrying(policy: RetryPolicy, *, table: str, where: Callable[[], str],

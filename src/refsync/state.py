@@ -80,6 +80,7 @@ def tables_for(dialect: str) -> StateTables:
         sa.Column("error_class", sa.String(40)),
         sa.Column("error", sa.Text),
         sa.Column("detail", sa.Text),  # JSON: rejects, warnings, hint
+        sa.Column("version", sa.String(40)),  # the refsync that wrote the record
     )
     sa.Index(f"{prefix}sync_runs_started", runs.c.started_at)
     return StateTables(md, state, runs, schema)
@@ -90,12 +91,34 @@ def exists(conn: Connection) -> bool:
     return sa.inspect(conn).has_table(t.runs.name, schema=t.schema)
 
 
+RUN_LEVEL = "*"  # table_name of a record about the whole run (it stopped before any table)
+
+
+def version() -> str:
+    """The installed refsync's version, stored with every run record."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as dist_version
+
+    try:
+        return dist_version("refsync")
+    except PackageNotFoundError:
+        return "unknown"
+
+
 def ensure(conn: Connection) -> None:
-    """Create the state tables when missing (idempotent)."""
+    """Create the state tables when missing, and add columns newer releases brought
+    (idempotent)."""
     t = tables_for(conn.dialect.name)
     if t.schema:
         conn.execute(sa.schema.CreateSchema(t.schema, if_not_exists=True))
     t.metadata.create_all(conn, checkfirst=True)
+    have = {c["name"] for c in sa.inspect(conn).get_columns(t.runs.name, schema=t.schema)}
+    ref = conn.dialect.identifier_preparer.format_table(t.runs)
+    for column in t.runs.columns:
+        if column.name not in have:
+            kind = column.type.compile(dialect=conn.dialect)
+            name = conn.dialect.identifier_preparer.quote(column.name)
+            conn.exec_driver_sql(f"ALTER TABLE {ref} ADD COLUMN {name} {kind}")
 
 
 def read_watermark(conn: Connection, table_name: str) -> str | None:
@@ -118,14 +141,41 @@ def _upsert(conn: Connection, table: sa.Table, values: dict[str, Any], keys: lis
     conn.execute(stmt)
 
 
+def start(conn: Connection, run_key: str, result: TableResult, *, started: datetime) -> None:
+    """Record a table's run as `running` (its own short transaction), so a run killed midway
+    leaves a trace; `record` finishes the same row (DESIGN 5)."""
+    t = tables_for(conn.dialect.name)
+    _upsert(conn, t.runs, {
+        "run_key": run_key, "table_name": result.name, "target": result.target,
+        "source_type": result.source_type, "mode": result.mode,
+        "incremental": result.incremental, "started_at": started, "status": "running",
+        "version": version()}, ["run_key", "table_name"])
+    _upsert(conn, t.state, {
+        "table_name": result.name, "target": result.target, "last_run_key": run_key,
+        "last_status": "running", "last_started_at": started, "last_finished_at": None},
+        ["table_name"])
+
+
+def record_run_level(conn: Connection, run_key: str, *, target: str, started: datetime,
+                     finished: datetime, status: str, error_class: str | None,
+                     error: str | None) -> None:
+    """A record of a run that stopped before any table (lock held, config not matching)."""
+    t = tables_for(conn.dialect.name)
+    _upsert(conn, t.runs, {
+        "run_key": run_key, "table_name": RUN_LEVEL, "target": target, "started_at": started,
+        "finished_at": finished, "status": status, "error_class": error_class,
+        "error": error, "version": version()}, ["run_key", "table_name"])
+
+
 def record(conn: Connection, run_key: str, result: TableResult, *, started: datetime,
            finished: datetime, watermark_moves: bool) -> None:
-    """Store a table's outcome; the watermark only moves with a successful run."""
+    """Store a table's outcome (finishing its `running` row); the watermark only moves with
+    a successful run."""
     t = tables_for(conn.dialect.name)
     detail = {k: v for k, v in (("rejects", result.rejects), ("warnings", result.warnings),
                                 ("hint", result.hint),
                                 ("null_cursor_rows", result.null_cursor_rows)) if v}
-    conn.execute(sa.insert(t.runs).values(
+    _upsert(conn, t.runs, dict(
         run_key=run_key, table_name=result.name, target=result.target,
         source_type=result.source_type, mode=result.mode, incremental=result.incremental,
         started_at=started, finished_at=finished, status=result.status,
@@ -133,7 +183,8 @@ def record(conn: Connection, run_key: str, result: TableResult, *, started: date
         attempts=result.attempts, duration_s=round(result.duration_s, 3),
         watermark=result.watermark, error_class=result.error_class, error=result.error,
         detail=json.dumps(detail, ensure_ascii=False, default=str) if detail else None,
-    ))
+        version=version(),
+    ), ["run_key", "table_name"])
     values: dict[str, Any] = {
         "table_name": result.name, "target": result.target, "last_run_key": run_key,
         "last_status": result.status, "last_started_at": started, "last_finished_at": finished,
@@ -152,15 +203,18 @@ def read_status(conn: Connection, names: list[str], runs: int) -> tuple[dict[str
         return {}, []
     states = {r.table_name: r for r in conn.execute(
         sa.select(t.state).where(t.state.c.table_name.in_(names)))}
+    # status creates nothing, so tables an older release made may lack newer columns
+    have = {c["name"] for c in sa.inspect(conn).get_columns(t.runs.name, schema=t.schema)}
+    run_cols = sa.select(*(c for c in t.runs.columns if c.name in have))
     keys = [r[0] for r in conn.execute(
         sa.select(t.runs.c.run_key).where(t.runs.c.table_name.in_(names))
         .group_by(t.runs.c.run_key).order_by(sa.func.max(t.runs.c.started_at).desc())
         .limit(runs))]
     rows = list(conn.execute(
-        sa.select(t.runs).where(t.runs.c.run_key.in_(keys), t.runs.c.table_name.in_(names))
+        run_cols.where(t.runs.c.run_key.in_(keys), t.runs.c.table_name.in_(names))
         .order_by(t.runs.c.started_at.desc(), t.runs.c.table_name))) if keys else []
     last = {r.table_name: r for r in conn.execute(
-        sa.select(t.runs).where(
+        run_cols.where(
             sa.tuple_(t.runs.c.run_key, t.runs.c.table_name).in_(
                 [(s.last_run_key, s.table_name) for s in states.values() if s.last_run_key])))
     } if states else {}

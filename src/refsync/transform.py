@@ -34,12 +34,14 @@ from operator import itemgetter
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from refsync.model import Batch, ColumnInfo, Reject
+from refsync.model import Batch, ColumnInfo, Reject, Row
 
 __all__ = [
     "LineConverter",
     "RejectValue",
     "RowConverter",
+    "clock_cap",
+    "cursor_before",
     "make_converter",
     "max_cursor",
     "shorten",
@@ -678,7 +680,7 @@ class RowConverter:
     """
 
     def __init__(self, columns: list[ColumnInfo], key: list[str], source_tz: ZoneInfo,
-                 max_listed: int = 20) -> None:
+                 max_listed: int = 20, *, cursor: bool = False) -> None:
         names = [c.name for c in columns]
         missing = [k for k in key if k not in names]
         if missing:
@@ -686,16 +688,22 @@ class RowConverter:
         self.columns = list(columns)
         self.key = list(key)
         self.max_listed = max_listed
+        self.cursor = cursor
         self._converters = [make_converter(c, source_tz) for c in columns]
         self._getters = [itemgetter(i) for i in range(len(columns))]
         self._key_index = [(k, names.index(k)) for k in key]
-        self.rejected = 0
-        self.rejects: list[Reject] = []
+        self.reset()
 
     def reset(self) -> None:
         """Forget the rejects, e.g. before a retried read starts again."""
         self.rejected = 0
-        self.rejects = []
+        self.rejects: list[Reject] = []
+        self.rejected_keys: list[Row] = []
+        """The key of every rejected row (not only the listed ones), as the target stores
+        it: under delete_insert their target rows are kept (DESIGN 4.5)."""
+        self.reject_low: Any = None
+        """The smallest cursor among rejected rows (with `cursor`): the watermark stops
+        there, so an incremental run reads them again (DESIGN 4.4)."""
 
     def convert_batch(self, batch: Batch) -> Batch:
         """The valid rows of `batch`, converted, each exactly len(columns) values long."""
@@ -730,8 +738,14 @@ class RowConverter:
                 self._reject(row)
         return out
 
-    def _reject(self, row: tuple[Any, ...]) -> None:
+    def _reject(self, row: tuple[Any, ...], cursor: Any = None) -> None:
         self.rejected += 1
+        self._keep_key(row)
+        if self.cursor and cursor is None and len(row) > len(self._converters):
+            cursor = row[-1]
+        if _is_cursor_value(cursor) and (self.reject_low is None
+                                         or cursor_before(cursor, self.reject_low)):
+            self.reject_low = cursor
         if len(self.rejects) >= self.max_listed:
             return
         for col, conv, value in zip(self.columns, self._converters, row, strict=False):
@@ -739,9 +753,19 @@ class RowConverter:
                 conv(value)
             except RejectValue as e:
                 key = {k: _json_safe(row[i]) for k, i in self._key_index}
-                self.rejects.append(Reject(key=key, column=col.name, value=shorten(value),
+                shown = "NULL" if value is None else shorten(value)
+                self.rejects.append(Reject(key=key, column=col.name, value=shown,
                                            reason=e.reason))
                 return
+
+    def _keep_key(self, row: tuple[Any, ...]) -> None:
+        """Remember a rejected row's key in the target's terms; a key that does not fit its
+        column (NULL, too long) matches no target row, so there is nothing to keep."""
+        try:
+            key = tuple(self._converters[i](row[i]) for _, i in self._key_index)
+        except (RejectValue, IndexError):
+            return
+        self.rejected_keys.append(key)
 
 
 # ---------------------------------------------------------------- COPY text lines
@@ -793,19 +817,32 @@ class LineConverter:
     def rejects(self) -> list[Reject]:
         return self.rows.rejects
 
+    @property
+    def rejected_keys(self) -> list[Row]:
+        return self.rows.rejected_keys
+
+    @property
+    def reject_low(self) -> str | None:
+        """The smallest cursor text among rejected lines (with `cursor`)."""
+        low: str | None = self.rows.reject_low
+        return low
+
     def convert_lines(self, lines: list[str]) -> list[str]:
+        marks: list[str] | None = None
         if self.cursor and lines:
             parts = [line.rpartition("\t") for line in lines]
             lines = [p[0] for p in parts]
-            marks = [p[2] for p in parts if _is_cursor(p[2])]
-            if marks:
-                top = max(marks)
+            marks = [p[2] for p in parts]
+            found = [m for m in marks if _is_cursor(m)]
+            if found:
+                top = max(found)
                 if self.high is None or top > self.high:
                     self.high = top
         limits, not_null, width = self.limits, self.not_null, self.width
+        rows = self.rows
         out: list[str] = []
         append = out.append
-        for line in lines:
+        for n, line in enumerate(lines):
             fields = line.split("\t")
             if (len(fields) == width and "\x00" not in line
                     and all(map(int.__le__, map(len, fields), limits))
@@ -813,8 +850,14 @@ class LineConverter:
                 append(line)
             elif len(fields) != width:
                 raise ValueError(f"a line holds {len(fields)} fields, expected {width}")
-            elif self.rows.convert_batch([tuple(map(copy_field_value, fields))]):
-                append(line)  # the escapes made it look long: the values fit
+            else:
+                before = rows.rejected
+                if rows.convert_batch([tuple(map(copy_field_value, fields))]):
+                    append(line)  # the escapes made it look long: the values fit
+                elif marks is not None and rows.rejected > before and _is_cursor(marks[n]):
+                    mark = marks[n]
+                    if rows.reject_low is None or mark < rows.reject_low:
+                        rows.reject_low = mark
         return out
 
 
@@ -869,12 +912,54 @@ def watermark_from_text(text: str, like: type | None = None) -> Any:
     return text
 
 
+def _is_cursor_value(v: Any) -> bool:
+    """A cursor value an incremental read can see: not NULL, not a zero date."""
+    return v is not None and not (isinstance(v, str) and v.startswith(_ZERO_DATE_PREFIX))
+
+
+def _as_datetime(v: Any) -> Any:
+    """A plain date as midnight of that day, so dates and datetimes compare as one type
+    (a SQLite DATETIME column may hold both `2024-01-01` and `2024-01-02 10:00:00`)."""
+    if isinstance(v, date) and not isinstance(v, datetime):
+        return datetime(v.year, v.month, v.day)
+    return v
+
+
+def cursor_before(a: Any, b: Any) -> bool:
+    """`a < b` for two cursor values, a date next to a datetime counting as its midnight."""
+    if type(a) is not type(b):
+        a, b = _as_datetime(a), _as_datetime(b)
+    return bool(a < b)
+
+
+def clock_cap(like: Any, clock_utc: datetime, zone: ZoneInfo) -> Any:
+    """The source's clock (an aware UTC time) in the terms of cursor value `like`, in whole
+    seconds (earlier is the safe side): a naive datetime is wall time in `zone` (the table's
+    source_timezone), an aware one stays aware, a date is that day in `zone`. None for
+    cursors that are not dates: they get no clock cap."""
+    if isinstance(like, datetime):
+        if like.tzinfo is None:
+            return clock_utc.astimezone(zone).replace(tzinfo=None, microsecond=0)
+        return clock_utc.replace(microsecond=0)
+    if isinstance(like, date):
+        return clock_utc.astimezone(zone).date()
+    return None
+
+
 def max_cursor(current: Any, batch_values: Iterable[Any]) -> Any:
-    """The largest of `current` and `batch_values`, ignoring NULLs and zero dates."""
+    """The largest of `current` and `batch_values`, ignoring NULLs and zero dates; a date
+    next to a datetime counts as its midnight (and the result is then a datetime)."""
     best = current
     for v in batch_values:
-        if v is None or (isinstance(v, str) and v.startswith(_ZERO_DATE_PREFIX)):
+        if not _is_cursor_value(v):
             continue
-        if best is None or v > best:
+        if best is None:
             best = v
+        elif type(v) is type(best):
+            if v > best:
+                best = v
+        else:
+            v, best = _as_datetime(v), _as_datetime(best)
+            if v > best:
+                best = v
     return best

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from private_mariadb import PrivateMariaDBs, missing_binaries
+from private_postgres import private_pg, private_pg_url  # noqa: F401 - fixtures
 
 # ---------------------------------------------------------------- MySQL / MariaDB
 #
@@ -81,3 +83,22 @@ def mysql_db_url(mysql_url: str) -> Iterator[str]:
         with admin.connect() as conn:
             conn.exec_driver_sql(f"DROP DATABASE IF EXISTS `{name}`")
         admin.dispose()
+
+
+# ---------------------------------------------------------------- private MariaDB servers
+#
+# `private_mariadbs`: starts PRIVATE MariaDB servers (temp dirs, free ports) with server options
+# given per test, e.g. `private_mariadbs.get("--transaction-isolation=READ-COMMITTED")`; one
+# server per set of options for the session, all stopped at its end. See private_mariadb.py.
+
+
+@pytest.fixture(scope="session")
+def private_mariadbs() -> Iterator[PrivateMariaDBs]:
+    reason = missing_binaries()
+    if reason is not None:  # skip, or fail under REFSYNC_REQUIRE_DB=1 (as unavailable())
+        _mysql_unavailable(f"cannot start a private MariaDB: {reason}")
+    servers = PrivateMariaDBs()
+    try:
+        yield servers
+    finally:
+        servers.stop_all()

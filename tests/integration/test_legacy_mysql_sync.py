@@ -894,7 +894,8 @@ def test_mysql_type_traps_end_to_end(traps: str, warehouse: str, db: sa.URL, adm
     assert (skip.status, skip.error_class, skip.attempts) == ("ok", None, 1), skip.error
     assert_counts(skip, read=10, inserted=4, rejected=6)
     assert sorted(skip.rejects, key=lambda r: r["key"]["id"]) == EXPECTED_REJECTS
-    assert skip.watermark == "2024-03-01T10:00:00.123456"  # microseconds kept
+    # held at the earliest rejected row (W - 1 s), microseconds kept: read again until fixed
+    assert skip.watermark == "2024-03-01T09:59:59.123456"
 
     fail = result_of(r1, "traps_fail")
     assert (fail.status, fail.error_class, fail.attempts) == ("failed", "invalid", 1)
@@ -903,7 +904,7 @@ def test_mysql_type_traps_end_to_end(traps: str, warehouse: str, db: sa.URL, adm
     assert trap_target(warehouse, "traps_fail") == {}  # nothing written
     state, _ = read_state(warehouse)
     assert state["traps_fail"]["watermark"] is None
-    assert state["traps_skip"]["watermark"] == "2024-03-01T10:00:00.123456"
+    assert state["traps_skip"]["watermark"] == "2024-03-01T09:59:59.123456"
 
     got = trap_target(warehouse, "traps_skip")
     assert sorted(got) == [1, 8, 9, 10]
@@ -926,20 +927,34 @@ def test_mysql_type_traps_end_to_end(traps: str, warehouse: str, db: sa.URL, adm
                    "FROM business.traps_skip WHERE id = 1")
     assert same_instant is True
 
-    # incremental: only the two rows on the watermark (not the one a microsecond before)
+    # incremental: the rejected rows are read again (with every row at or after them)
     r2 = api.sync(config, settings, tables=["traps_skip"])
     res = result_of(r2, "traps_skip")
     assert (res.status, res.incremental, res.null_cursor_rows) == ("unchanged", True, 1)
-    assert_counts(res, read=2, unchanged=2)
-    assert res.watermark == "2024-03-01T10:00:00.123456"
+    assert_counts(res, read=9, unchanged=3, rejected=6)
+    assert res.watermark == "2024-03-01T09:59:59.123456"
 
-    # one row a microsecond after, one silently changed a microsecond before
-    with admin.begin() as conn:
-        insert_traps(conn, [trap_row(11, txt="new 🚀", upd=W + timedelta(microseconds=1))])
-        conn.exec_driver_sql("UPDATE type_traps SET txt = 'silent' WHERE id = 8")
+    bad = [r for r in TRAP_ROWS if 2 <= r["id"] <= 7]
+    with admin.begin() as conn:  # the rejected rows are fixed (here: removed at the source)
+        conn.exec_driver_sql("DELETE FROM type_traps WHERE id BETWEEN 2 AND 7")
     try:
         r3 = api.sync(config, settings, tables=["traps_skip"])
         res = result_of(r3, "traps_skip")
+        assert_counts(res, read=3, unchanged=3)
+        assert res.watermark == "2024-03-01T10:00:00.123456"  # now it moves on
+
+        # only the two rows on the watermark (not the one a microsecond before)
+        r4 = api.sync(config, settings, tables=["traps_skip"])
+        res = result_of(r4, "traps_skip")
+        assert_counts(res, read=2, unchanged=2)
+        assert res.watermark == "2024-03-01T10:00:00.123456"
+
+        # one row a microsecond after, one silently changed a microsecond before
+        with admin.begin() as conn:
+            insert_traps(conn, [trap_row(11, txt="new 🚀", upd=W + timedelta(microseconds=1))])
+            conn.exec_driver_sql("UPDATE type_traps SET txt = 'silent' WHERE id = 8")
+        r5 = api.sync(config, settings, tables=["traps_skip"])
+        res = result_of(r5, "traps_skip")
         assert res.status == "ok", res.error
         assert_counts(res, read=3, inserted=1, unchanged=2)
         assert res.watermark == "2024-03-01T10:00:00.123457"
@@ -951,6 +966,8 @@ def test_mysql_type_traps_end_to_end(traps: str, warehouse: str, db: sa.URL, adm
         with admin.begin() as conn:
             conn.exec_driver_sql("DELETE FROM type_traps WHERE id = 11")
             conn.exec_driver_sql("UPDATE type_traps SET txt = '' WHERE id = 8")
+            conn.exec_driver_sql("SET SESSION sql_mode = 'ALLOW_INVALID_DATES'")
+            insert_traps(conn, bad)
 
 
 def test_mysql_timestamp_column_keeps_its_instant(admin: sa.Engine, warehouse: str, db: sa.URL,

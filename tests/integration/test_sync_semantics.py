@@ -51,7 +51,7 @@ from helpers import (
 )
 
 from refsync import api
-from refsync.errors import ConfigError, LockHeld
+from refsync.errors import LockHeld
 from refsync.targets import open_target
 
 pytestmark = pytest.mark.integration
@@ -843,24 +843,51 @@ def test_sync_refuses_while_the_run_lock_is_held(target_url: str, legacy: Legacy
     pytest.param(None, "tracking columns missing", id="tracking-missing"),
     pytest.param(lambda: plan_columns(primary_key=False), "primary key", id="no-primary-key"),
 ])
-def test_sync_config_is_checked_against_the_target_first(
+def test_sync_config_is_checked_against_the_target_per_table(
         target_url: str, legacy: LegacyDb, tmp_path: Path, build: Any, problem: str) -> None:
-    legacy.create_plans([plan_row(i) for i in range(1, 11)])
+    """DESIGN 3.2: a table that does not match its target fails alone (config), recorded;
+    the others sync; exit 1."""
+    rows = [plan_row(i) for i in range(1, 11)]
+    legacy.create_plans(rows)
     if build is None:
         create_target(target_url, tracking=False)
     else:
         create_target(target_url, columns=build())
     create_target(target_url, table="计划副本")  # a valid table, run in the same sync
-    config = write_config(tmp_path, [sql_table("计划副本", legacy, target_table="计划副本"),
-                                     sql_table(TABLE, legacy)])
+    config = write_config(tmp_path, [sql_table(TABLE, legacy),
+                                     sql_table("计划副本", legacy, target_table="计划副本")])
 
-    with pytest.raises(ConfigError) as info:
-        api.sync(config, settings_for(target_url))
+    result = api.sync(config, settings_for(target_url))
 
-    assert any(problem in e and TABLE in e for e in info.value.errors), info.value.errors
-    assert not has_state(target_url)
+    bad, good = table_result(result, TABLE), table_result(result, "计划副本")
+    assert (bad.status, bad.error_class) == ("failed", "config")
+    assert problem in (bad.error or ""), bad.error
+    assert "refsync init-db --create-tables" in (bad.hint or "")
+    assert (good.status, good.inserted) == ("ok", 10)
+    assert result.exit_code == 1
     assert read_rows(target_url) == []
-    assert read_rows(target_url, table="计划副本") == []
+    assert_rows(target_url, seeded(rows), table="计划副本")
+    state_rows, runs = read_state(target_url)
+    assert state_rows[TABLE]["last_status"] == "failed"
+    assert {(r["table_name"], r["status"], r["error_class"]) for r in runs} == {
+        (TABLE, "failed", "config"), ("计划副本", "ok", None)}
+
+
+def test_sync_missing_target_table_fails_alone(target_url: str, legacy: LegacyDb,
+                                               tmp_path: Path) -> None:
+    legacy.create_plans([plan_row(i) for i in range(1, 4)])
+    create_target(target_url, table="计划副本")
+    config = write_config(tmp_path, [sql_table(TABLE, legacy),
+                                     sql_table("计划副本", legacy, target_table="计划副本")])
+
+    result = api.sync(config, settings_for(target_url))
+
+    bad = table_result(result, TABLE)
+    assert (bad.status, bad.error_class) == ("failed", "config")
+    assert "does not exist" in (bad.error or "")
+    assert "refsync init-db --create-tables" in (bad.hint or "")
+    assert table_result(result, "计划副本").inserted == 3
+    assert result.exit_code == 1
 
 
 # ---------------------------------------------------------------- 14: disabled

@@ -12,6 +12,7 @@ import pymysql
 import pytest
 from pydantic import SecretStr
 from sqlalchemy import exc as sa_exc
+from sqlalchemy import literal
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 
 from refsync.config import MySQLPool, Settings, TableSpec
@@ -22,6 +23,8 @@ from refsync.errors import (
     InvalidRows,
     NotConfigured,
     QueryFailure,
+    ServerRefused,
+    TransientConflict,
 )
 from refsync.sources import (
     LegacyMySQLSource,
@@ -30,10 +33,18 @@ from refsync.sources import (
     build_select,
     classify_db_error,
     dispose_engines,
+    is_connection_error,
     open_source,
 )
 from refsync.sources.mysql import connect_args, get_engine, mysql_url
-from refsync.sources.sql import build_count_null_cursor, resolve_url, split_table_name
+from refsync.sources.sql import (
+    build_chunk_bounds,
+    build_chunk_select,
+    build_count_null_cursor,
+    build_line_select,
+    resolve_url,
+    split_table_name,
+)
 
 WHERE = "legacy_mysql annuity_plan on root@127.0.0.1:3306/test"
 SECRET = "S3cr3t-Zebra-71"
@@ -90,9 +101,22 @@ def test_build_select_uses_the_configured_where_verbatim() -> None:
     # the format paramstyle doubles the %, which PyMySQL undoubles: MySQL gets the text as written
     assert sql_of(stmt) == (
         "SELECT `plan_code`, `updated_at` FROM `annuity_plan` "
-        "WHERE updated_at >= %s AND plan_name LIKE 'A%%'")
+        "WHERE (updated_at >= %s AND plan_name LIKE 'A%%')")
     assert sql_of(stmt, sqlite.dialect()).endswith(
-        "WHERE updated_at >= ? AND plan_name LIKE 'A%'")
+        "WHERE (updated_at >= ? AND plan_name LIKE 'A%')")
+
+
+def test_an_or_in_where_is_one_term_inside_the_chunk_bounds() -> None:
+    """Issue 8.3: `a OR b` ANDed with the chunk bounds must read `(a OR b) AND key ...`."""
+    where = "updated_at >= :last_synced_at OR updated_at IS NULL"
+    lines = build_line_select("annuity_plan", ["plan_code"], "updated_at", True, where)
+    bounds = build_chunk_bounds(lines, "plan_code", None, after_given=True, limit=10)
+    assert "WHERE (updated_at >= %s OR updated_at IS NULL) AND `plan_code` > %s" in sql_of(
+        bounds)
+    chunk = build_chunk_select(lines, "plan_code", None, "updated_at", literal(0),
+                               after_given=True)
+    assert ("WHERE (updated_at >= %s OR updated_at IS NULL) AND `plan_code` <= %s "
+            "AND `plan_code` > %s") in sql_of(chunk)
 
 
 @pytest.mark.parametrize(("since_given", "cursor"), [
@@ -174,9 +198,6 @@ def op(errno: int, msg: str) -> pymysql.err.OperationalError:
                  "connection lost", id="2055"),
     pytest.param(op(1040, "Too many connections"), ConnectionFailure, "too many connections",
                  id="1040"),
-    pytest.param(op(1205, "Lock wait timeout exceeded"), ConnectionFailure,
-                 "lock wait timeout", id="1205"),
-    pytest.param(op(1213, "Deadlock found"), ConnectionFailure, "deadlock", id="1213"),
     pytest.param(op(4031, "The client was disconnected"), ConnectionFailure,
                  "disconnected by the server (idle timeout)", id="4031"),
     pytest.param(pymysql.err.InterfaceError(0, ""), ConnectionFailure, "connection lost",
@@ -207,10 +228,6 @@ def op(errno: int, msg: str) -> pymysql.err.OperationalError:
                  QueryFailure, "access denied", id="psycopg-auth"),
     pytest.param(psycopg.errors.AdminShutdown("terminating connection"), ConnectionFailure,
                  "server is shutting down", id="pg-57P01"),
-    pytest.param(psycopg.errors.SerializationFailure("could not serialize"), ConnectionFailure,
-                 "serialization failure", id="pg-40001"),
-    pytest.param(psycopg.errors.QueryCanceled("canceling statement due to statement timeout"),
-                 ConnectionFailure, "statement timed out", id="pg-57014"),
     pytest.param(psycopg.errors.UndefinedTable('relation "x" does not exist'), QueryFailure,
                  "no such table", id="pg-42P01"),
     pytest.param(psycopg.errors.UndefinedColumn('column "x" does not exist'), QueryFailure,
@@ -237,6 +254,56 @@ def test_classify_db_error_by_cause(exc: BaseException, kind: type, what: str) -
     assert type(err) is kind
     assert err.message.startswith(f"{WHERE}: {what}")
     assert err.transient is (kind is ConnectionFailure)
+
+
+@pytest.mark.parametrize(("exc", "kind", "what", "hint"), [
+    pytest.param(op(1205, "Lock wait timeout exceeded; try restarting transaction"),
+                 ServerRefused, "lock wait timeout", "SHOW PROCESSLIST", id="1205"),
+    pytest.param(op(1969, "Query execution was interrupted (max_statement_time exceeded)"),
+                 ServerRefused, "statement timed out (max_statement_time)",
+                 "raise max_statement_time", id="1969"),
+    pytest.param(op(3024, "Query execution was interrupted, maximum statement execution time "
+                          "exceeded"), ServerRefused, "statement timed out (max_execution_time)",
+                 "raise max_execution_time", id="3024"),
+    pytest.param(op(1317, "Query execution was interrupted"), ServerRefused,
+                 "query interrupted", "KILL QUERY", id="1317"),
+    pytest.param(op(1021, "Disk full (/tmp/#sql_1.MAI); waiting for someone to free space"),
+                 ServerRefused, "disk full", "free disk space", id="1021"),
+    pytest.param(pymysql.err.InternalError(1030, "Got error 28 \"No space left on device\" "
+                                                 "from storage engine Aria"),
+                 ServerRefused, "disk full", "free disk space", id="1030-errno-28"),
+    pytest.param(op(1213, "Deadlock found when trying to get lock"), TransientConflict,
+                 "deadlock", "retried", id="1213"),
+    pytest.param(psycopg.errors.QueryCanceled("canceling statement due to statement timeout"),
+                 ServerRefused, "statement timed out or cancelled", "statement_timeout",
+                 id="pg-57014"),
+    pytest.param(psycopg.errors.SerializationFailure("could not serialize"), TransientConflict,
+                 "serialization failure", "retried", id="pg-40001"),
+    pytest.param(psycopg.errors.DiskFull("could not extend file"), ServerRefused, "disk full",
+                 "free disk space", id="pg-53100"),
+])
+def test_server_refusals_name_the_side_and_are_not_connection_errors(
+        exc: BaseException, kind: type, what: str, hint: str) -> None:
+    """Issue 11.5: timeouts, interrupts, a full disk and deadlocks get their own message and
+    hint, name the side and the server, and are never retried as connection errors."""
+    server = "MySQL" if isinstance(exc, pymysql.MySQLError) else "PostgreSQL"
+    err = classify_db_error(exc, WHERE)
+    assert type(err) is kind
+    assert err.message.startswith(f"{WHERE}: {what} on the source {server} server (")
+    assert hint in err.hint and "target" not in err.hint
+    assert err.transient is (kind is TransientConflict)
+    assert not is_connection_error(exc)
+    on_target = classify_db_error(exc, "target postgresql://h/db (applying)")
+    assert f"{what} on the target {server} server" in on_target.message
+
+
+def test_query_errors_on_the_target_never_hint_at_the_source() -> None:
+    err = classify_db_error(psycopg.errors.NumericValueOutOfRange("value out of range"),
+                            "target postgresql://h/db (staging)")
+    assert isinstance(err, QueryFailure)
+    assert "source" not in err.hint and "target" in err.hint
+    on_source = classify_db_error(pymysql.err.DataError(1264, "Out of range value"), WHERE)
+    assert "source" in on_source.hint and "target" not in on_source.hint
 
 
 def test_classify_db_error_message_names_what_and_where() -> None:

@@ -12,8 +12,11 @@ import pytest
 
 from refsync.model import ColumnInfo, ColumnKind, Reject
 from refsync.transform import (
+    LineConverter,
     RejectValue,
     RowConverter,
+    clock_cap,
+    cursor_before,
     make_converter,
     max_cursor,
     shorten,
@@ -567,7 +570,7 @@ def test_row_converter_reject_of_null_key() -> None:
     rc = converter()
     rc.convert_batch([(None, "n", 1, None)])
     assert rc.rejects == [
-        Reject(key={"code": None}, column="code", value="None", reason="NULL in NOT NULL column"),
+        Reject(key={"code": None}, column="code", value="NULL", reason="NULL in NOT NULL column"),
     ]
 
 
@@ -718,3 +721,71 @@ def test_max_cursor_returns_largest(current: Any, values: list[Any], expected: A
 
 def test_max_cursor_accepts_a_generator() -> None:
     assert max_cursor(None, (row[-1] for row in [(1, 4), (2, 9), (3, None)])) == 9
+
+
+# ---------------------------------------------------------------- issue 8: no silent loss
+
+
+def test_row_converter_keeps_the_key_of_every_rejected_row() -> None:
+    """Every rejected row's key (beyond the 20 listed), in the target's terms: a
+    delete_insert must keep their target rows (DESIGN 4.5)."""
+    rc = converter(max_listed=2)
+    bad = [(f"K{i}", "x" * 11, 1, None) for i in range(5)]
+    rc.convert_batch([*bad, ("OK", "n", 1, None), (None, "n", 1, None), ("TOOLONG", "n", 1, None)])
+    assert rc.rejected == 7 and len(rc.rejects) == 2
+    # a NULL or too long key matches no target row: nothing to keep
+    assert rc.rejected_keys == [(f"K{i}",) for i in range(5)]
+    rc.reset()
+    assert (rc.rejected, rc.rejects, rc.rejected_keys, rc.reject_low) == (0, [], [], None)
+
+
+def test_row_converter_reports_the_earliest_rejected_cursor() -> None:
+    rc = converter(cursor=True)
+    rc.convert_batch([("A", "x" * 11, 1, None, datetime(2024, 3, 1)),
+                      ("B", "x" * 11, 1, None, datetime(2024, 2, 1, 10)),
+                      ("C", "ok", 1, None, datetime(2024, 1, 1)),
+                      ("D", "x" * 11, 1, None, None)])  # a NULL cursor is never read again
+    assert rc.reject_low == datetime(2024, 2, 1, 10)
+    assert converter().reject_low is None
+
+
+def test_line_converter_reports_the_earliest_rejected_cursor() -> None:
+    cols = [ColumnInfo("code", "text", nullable=False, max_length=5),
+            ColumnInfo("name", "text", max_length=3)]
+    lc = LineConverter(cols, ["code"], SHANGHAI, cursor=True)
+    out = lc.convert_lines(["A\tabc\t2024-03-01 00:00:00", "B\tabcd\t2024-02-01 00:00:00",
+                            "C\ta\\tb\t2024-01-01 00:00:00", "D\tabcdef\t\\N"])
+    assert out == ["A\tabc", "C\ta\\tb"]
+    assert lc.rejected == 2
+    assert lc.rejected_keys == [("B",), ("D",)]
+    assert lc.reject_low == "2024-02-01 00:00:00"
+    assert lc.high == "2024-03-01 00:00:00"
+
+
+def test_reject_of_a_null_shows_null() -> None:
+    rc2 = RowConverter([ColumnInfo("code", "text", nullable=False),
+                        ColumnInfo("n", "integer", nullable=False)], ["code"], SHANGHAI)
+    rc2.convert_batch([("A", None)])
+    assert [r.value for r in rc2.rejects] == ["NULL"]
+
+
+def test_max_cursor_compares_dates_and_datetimes_as_one_type() -> None:
+    """A SQLite DATETIME column holding `2024-01-01` and `2024-01-02 10:00:00` (issue 8.5)."""
+    assert max_cursor(None, [date(2024, 1, 1), datetime(2024, 1, 2, 10)]) == datetime(
+        2024, 1, 2, 10)
+    assert max_cursor(datetime(2024, 1, 2, 10), [date(2024, 1, 3)]) == datetime(2024, 1, 3)
+    assert max_cursor(date(2024, 1, 3), [datetime(2024, 1, 2, 10)]) == datetime(2024, 1, 3)
+    assert cursor_before(date(2024, 1, 1), datetime(2024, 1, 1, 0, 0, 1))
+    assert not cursor_before(datetime(2024, 1, 1), date(2024, 1, 1))
+
+
+def test_clock_cap_is_the_clock_in_the_cursor_terms() -> None:
+    clock = datetime(2024, 5, 1, 2, 3, 4, 567890, tzinfo=UTC)
+    # a naive DATETIME is wall time in source_timezone, whole seconds
+    assert clock_cap(datetime(2099, 1, 1), clock, SHANGHAI) == datetime(2024, 5, 1, 10, 3, 4)
+    # an aware cursor (MySQL TIMESTAMP read as UTC) stays aware
+    assert clock_cap(datetime(2099, 1, 1, tzinfo=UTC), clock, SHANGHAI) == datetime(
+        2024, 5, 1, 2, 3, 4, tzinfo=UTC)
+    assert clock_cap(date(2099, 1, 1), datetime(2024, 5, 1, 20, tzinfo=UTC),
+                     SHANGHAI) == date(2024, 5, 2)
+    assert clock_cap(20990101, clock, SHANGHAI) is None  # not a date: no clock cap

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -136,8 +135,8 @@ data:
 """)
     src = YamlFileSource(make_spec(path), batch_size=10).open()
     assert src.columns == ["code", "name", "extra", "since"]
-    assert read_all(src) == [("A", "a", None, None), ("B", None, 1, None),
-                             ("C", "c", None, date(2024, 1, 2))]
+    assert read_all(src) == [("A", "a", None, None), ("B", None, "1", None),
+                             ("C", "c", None, "2024-01-02")]
 
 
 def test_yaml_source_drops_tracking_keys(tmp_path: Path) -> None:
@@ -190,7 +189,26 @@ data:
   - {code: "007", name: "tab\there\nnl \\ \\N 'q' \"dq\" 😀 𠀀", flag: true, n: 12.50}
 """)
     assert read_all(YamlFileSource(make_spec(path), batch_size=3)) == [
-        ("007", "tab\there\nnl \\ \\N 'q' \"dq\" 😀 𠀀", True, 12.5)]
+        ("007", "tab\there\nnl \\ \\N 'q' \"dq\" 😀 𠀀", "true", "12.50")]
+
+
+def test_yaml_source_plain_scalars_keep_their_source_text(tmp_path: Path) -> None:
+    """DESIGN 3.2: no YAML 1.1 octal, float, base-60, boolean or date re-typing of row
+    values (nor of row keys); nulls stay NULL; nested values and the file's keys load as
+    YAML says."""
+    path = write(tmp_path, """\
+schema_version: 1.10
+description: 产品线
+data:
+  - {code: 0701, ver: 1.10, at: 12:30, flag: on, off: yes, day: 2024-01-02, big: 0x1F,
+     inf: .inf, n1: null, n2: ~, n3: , q: "0701", nested: {a: 1, b: [on, 0701]}}
+""")
+    src = YamlFileSource(make_spec(path, version="1.10"), batch_size=10)
+    assert read_all(src) == [("0701", "1.10", "12:30", "on", "yes", "2024-01-02", "0x1F",
+                              ".inf", None, None, None, "0701",
+                              {"a": 1, "b": [True, 449]})]
+    assert src.columns == ["code", "ver", "at", "flag", "off", "day", "big", "inf", "n1",
+                           "n2", "n3", "q", "nested"]
 
 
 @pytest.mark.parametrize(("text", "message"), [

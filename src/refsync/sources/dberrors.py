@@ -1,10 +1,14 @@
 """Turn SQLAlchemy / DB-API exceptions into refsync errors, classified by cause (DESIGN 4.7).
 
-`ConnectionFailure` (transient: refused, lost, timed out, deadlock) versus `QueryFailure`
-(the statement or the account is wrong: retrying cannot help). Works for PyMySQL (by MySQL
-error number), psycopg / psycopg2 (by SQLSTATE), sqlite3 (by result code) and for the
-non-DB-API errors a driver raises once its socket is gone. Messages say what failed and where,
-never a password: driver texts are scrubbed of `scheme://user:secret@` and `password=...`.
+`ConnectionFailure` (transient: refused, lost, a read timeout) versus `QueryFailure` (the
+statement or the account is wrong: retrying cannot help). A server that stops a statement for
+its own reasons (statement or lock timeout, KILL QUERY, a full disk) is `ServerRefused`, never
+retried; a deadlock is `TransientConflict`, retried but not a connection error. Messages and
+hints name the side (source or target) and the server, and never point at the other side.
+Works for PyMySQL (by MySQL error number), psycopg / psycopg2 (by SQLSTATE), sqlite3 (by
+result code) and for the non-DB-API errors a driver raises once its socket is gone. Messages
+say what failed and where, never a password: driver texts are scrubbed of
+`scheme://user:secret@` and `password=...`.
 """
 
 from __future__ import annotations
@@ -15,7 +19,14 @@ from collections.abc import Iterator
 
 from sqlalchemy import exc as sa_exc
 
-from refsync.errors import ConnectionFailure, ConstraintViolation, QueryFailure, RefsyncError
+from refsync.errors import (
+    ConnectionFailure,
+    ConstraintViolation,
+    QueryFailure,
+    RefsyncError,
+    ServerRefused,
+    TransientConflict,
+)
 
 # MySQL / MariaDB error numbers (server ER_* and client CR_*) that mean "try again later".
 MYSQL_CONNECTION_ERRNOS: dict[int, str] = {
@@ -26,11 +37,7 @@ MYSQL_CONNECTION_ERRNOS: dict[int, str] = {
     1159: "read timed out",  # ER_NET_READ_INTERRUPTED
     1160: "connection lost",  # ER_NET_ERROR_ON_WRITE
     1161: "write timed out",  # ER_NET_WRITE_INTERRUPTED
-    1205: "lock wait timeout",
-    1213: "deadlock",
-    1317: "query interrupted",
     1927: "connection killed",
-    1969: "statement timed out",  # MariaDB max_statement_time
     2002: "cannot connect",
     2003: "cannot connect",
     2005: "unknown host",
@@ -41,7 +48,6 @@ MYSQL_CONNECTION_ERRNOS: dict[int, str] = {
     2027: "malformed packet",
     2047: "cannot connect",
     2055: "connection lost",
-    3024: "statement timed out",  # MySQL max_execution_time
     4031: "disconnected by the server (idle timeout)",
 }
 _LOST = frozenset({1158, 1160, 1927, 2006, 2013, 2055, 4031})
@@ -64,6 +70,32 @@ MYSQL_QUERY_ERRNOS: dict[int, str] = {
     1698: "access denied",
     1792: "read-only transaction",
 }
+# The server stopped the statement for a reason of its own: (what, hint). Never retried.
+_ADMIN = "the MySQL user refsync connects as"
+MYSQL_REFUSED_ERRNOS: dict[int, tuple[str, str]] = {
+    1205: ("lock wait timeout", "another session holds a lock on the table (or its metadata) "
+           "longer than lock_wait_timeout: find it in SHOW PROCESSLIST, or rerun later"),
+    1317: ("query interrupted", "the statement was stopped on the server (KILL QUERY: a "
+           "cancelled run or an administrator); rerun"),
+    1969: ("statement timed out (max_statement_time)",
+           f"raise max_statement_time for {_ADMIN} (0 = none), or lower batch_size"),
+    3024: ("statement timed out (max_execution_time)",
+           f"raise max_execution_time for {_ADMIN} (0 = none), or lower batch_size"),
+    1021: ("disk full", "free disk space on the server (its temporary files)"),
+    1114: ("table is full", "free disk space on the server, or raise tmp_table_size"),
+    1037: ("out of memory", "check the server's memory (sort_buffer_size, other load)"),
+    1038: ("out of sort memory", "raise sort_buffer_size on the server"),
+    1041: ("out of memory", "check the server's memory and its other load"),
+    1290: ("server is read-only", "the statement needs a writable server"),
+    1836: ("server is read-only", "the statement needs a writable server"),
+}
+# Another session was in the way: retried per `retry`, but not a connection error.
+MYSQL_CONFLICT_ERRNOS: dict[int, tuple[str, str]] = {
+    1213: ("deadlock", "another session locks the same rows; refsync retried per the retry "
+           "settings"),
+}
+_DISK_FULL_TEXT = ("Errcode: 28", "error 28 ", "No space left on device")
+
 _MYSQL_CONSTRAINT = {1048: "NULL in a NOT NULL column", 1062: "duplicate key",
                      1451: "row is still referenced", 1452: "foreign key violation"}
 
@@ -77,10 +109,24 @@ _HINTS = {
     "SQL syntax error": "check operator-written SQL such as incremental.where",
 }
 
-# PostgreSQL SQLSTATEs.
+# PostgreSQL SQLSTATEs (a `sql` source on PostgreSQL; the target classifies its own first).
+_PG_REFUSED: dict[str, tuple[str, str]] = {
+    "57014": ("statement timed out or cancelled", "raise statement_timeout for refsync's user "
+              "on this server (0 = none), or find what slows it"),
+    "55P03": ("lock not available (lock_timeout)", "another session holds a lock on the table: "
+              "find it in pg_stat_activity, or rerun later"),
+    "53100": ("disk full", "free disk space on the server"),
+    "53200": ("out of memory", "check the server's memory (work_mem, other load)"),
+    "25006": ("read-only transaction", "the statement needs a writable server"),
+}
+_PG_CONFLICT: dict[str, tuple[str, str]] = {
+    "40001": ("serialization failure", "another session changed the same rows; refsync "
+              "retried per the retry settings"),
+    "40P01": ("deadlock", "another session locks the same rows; refsync retried per the "
+              "retry settings"),
+}
 _PG_TRANSIENT = {
-    "40001": "serialization failure", "40P01": "deadlock", "55P03": "lock not available",
-    "57014": "statement timed out", "57P01": "server is shutting down",
+    "57P01": "server is shutting down",
     "57P02": "server crashed", "57P03": "server not accepting connections",
     "53300": "too many connections", "53400": "configuration limit exceeded",
 }
@@ -103,8 +149,14 @@ def scrub(text: str) -> str:
     return _KV_SECRET.sub(r"\1=***", text)
 
 
+_SIDE_QUERY_HINT = {
+    "source": "check source_config (table, columns, incremental.where) against the source",
+    "target": "check the target table and the grants of refsync's user on it",
+}
+
+
 def classify_db_error(exc: BaseException, where: str, *, streaming: bool = False,
-                      connection_lost: bool = False) -> RefsyncError:
+                      connection_lost: bool = False, side: str | None = None) -> RefsyncError:
     """The refsync error for a database exception raised at `where` (table, host, database).
 
     Args:
@@ -113,6 +165,7 @@ def classify_db_error(exc: BaseException, where: str, *, streaming: bool = False
         streaming: rows were being fetched (a loss reads "connection lost mid-stream").
         connection_lost: the caller knows the connection is gone, so even a non-DB-API error
             (AttributeError, IndexError, struct.error from a closed socket) is a connection failure.
+        side: "source" or "target"; by default "target" when `where` starts with it.
     """
     if isinstance(exc, RefsyncError):
         return exc
@@ -130,11 +183,44 @@ def classify_db_error(exc: BaseException, where: str, *, streaming: bool = False
     message = f"{what} ({detail})" if detail and detail != what else what
     if where:
         message = f"{where}: {message}"
+    side = side or ("target" if where.lower().startswith("target") else "source")
+    if kind in ("refused", "conflict"):
+        refusal, hint = _refusal(orig)
+        message = f"{where}: " if where else ""
+        message += f"{refusal} on the {side} {_server(orig)} server ({detail})"
+        if kind == "conflict":
+            return TransientConflict(message, hint=hint)
+        return ServerRefused(message, hint=hint)
     if kind == "connection":
         return ConnectionFailure(message)
     if kind == "constraint":
         return ConstraintViolation(message)
-    return QueryFailure(message, hint=_HINTS.get(what))
+    return QueryFailure(message, hint=_HINTS.get(what) or _SIDE_QUERY_HINT[side])
+
+
+def _refusal(exc: BaseException) -> tuple[str, str]:
+    """(what, hint) of a server's refusal or conflict."""
+    errno = _mysql_errno(exc)
+    if errno is not None:
+        if errno in MYSQL_CONFLICT_ERRNOS:
+            return MYSQL_CONFLICT_ERRNOS[errno]
+        return MYSQL_REFUSED_ERRNOS.get(errno, MYSQL_REFUSED_ERRNOS[1021])
+    sqlstate = _sqlstate(exc) or ""
+    return _PG_CONFLICT.get(sqlstate) or _PG_REFUSED.get(sqlstate) or (
+        "refused", "check the server's log")
+
+
+def _server(exc: BaseException) -> str:
+    if _mysql_errno(exc) is not None:
+        return "MySQL"
+    if _sqlstate(exc) is not None:
+        return "PostgreSQL"
+    return "database"
+
+
+def _sqlstate(exc: BaseException) -> str | None:
+    sqlstate = getattr(exc, "sqlstate", None) or getattr(exc, "pgcode", None)
+    return sqlstate if isinstance(sqlstate, str) and len(sqlstate) == 5 else None
 
 
 def is_connection_error(exc: BaseException) -> bool:
@@ -175,6 +261,12 @@ def _classify(exc: BaseException) -> tuple[str | None, str, str]:
     if errno is not None:
         msg = str(exc.args[1]) if len(exc.args) > 1 else ""
         detail = f"{errno} {msg}".strip()
+        if errno in MYSQL_CONFLICT_ERRNOS:
+            return "conflict", MYSQL_CONFLICT_ERRNOS[errno][0], detail
+        if errno in MYSQL_REFUSED_ERRNOS:
+            return "refused", MYSQL_REFUSED_ERRNOS[errno][0], detail
+        if any(t in msg for t in _DISK_FULL_TEXT):
+            return "refused", "disk full", detail
         if errno in MYSQL_CONNECTION_ERRNOS:
             what = MYSQL_CONNECTION_ERRNOS[errno]
             if errno in _LOST and "timed out" in msg:
@@ -195,6 +287,10 @@ def _classify(exc: BaseException) -> tuple[str | None, str, str]:
         detail = f"{sqlstate} {_first_line(exc)}"
         if sqlstate.startswith("08"):
             return "connection", "cannot connect", detail
+        if sqlstate in _PG_CONFLICT:
+            return "conflict", _PG_CONFLICT[sqlstate][0], detail
+        if sqlstate in _PG_REFUSED:
+            return "refused", _PG_REFUSED[sqlstate][0], detail
         if sqlstate in _PG_TRANSIENT:
             return "connection", _PG_TRANSIENT[sqlstate], detail
         if sqlstate.startswith("28"):

@@ -1,8 +1,9 @@
 """`source_type: legacy_mysql`: the `sql` source on an engine built from WDH_LEGACY_MYSQL_*.
 
-PyMySQL with utf8mb4, the configured pool and timeouts (MySQLPool), optional TLS, and a
-read-only session. Engines are cached per settings so the legacy tables of one run share a
-pool; `dispose_engines()` closes them all at the end of a run.
+PyMySQL with utf8mb4, the configured pool and timeouts (MySQLPool), optional TLS, a
+read-only session with refsync's own sql_mode and a UTC time zone (`mysql_session`).
+Engines are cached per settings so the legacy tables of one run share a pool;
+`dispose_engines()` closes them all at the end of a run.
 """
 
 from __future__ import annotations
@@ -13,14 +14,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine
 from sqlalchemy.dialects.mysql import TIMESTAMP
 from sqlalchemy.engine import URL
 
 from refsync.config import MySQLPool, Settings, TableSpec
 from refsync.errors import NotConfigured
 from refsync.model import Batch
-from refsync.sources.sql import SqlSource
+from refsync.sources.sql import SqlSource, listen_mysql_session
 
 READ_ONLY_SESSION = "SET SESSION TRANSACTION READ ONLY"
 _ENV = "WDH_LEGACY_MYSQL_"
@@ -89,15 +90,9 @@ def get_engine(settings: Settings, pool: MySQLPool, *, table: str = "legacy_mysq
                 max_overflow=pool.max_overflow,
                 pool_pre_ping=True,
             )
-            event.listen(engine, "connect", _utc_session)
+            listen_mysql_session(engine)
             _engines[key] = engine
         return engine
-
-
-def _utc_session(dbapi_conn: Any, _record: Any) -> None:
-    """TIMESTAMP values arrive in the session zone: make it UTC, whatever the server's is."""
-    with dbapi_conn.cursor() as cur:
-        cur.execute("SET SESSION time_zone = '+00:00'")
 
 
 def dispose_engines() -> None:

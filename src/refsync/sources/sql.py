@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import warnings
 from collections.abc import Generator, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ from sqlalchemy import (
     cast,
     column,
     create_engine,
+    event,
     func,
     inspect,
     literal,
@@ -49,6 +51,31 @@ from refsync.sources.dberrors import classify_db_error, scrub
 
 log = logging.getLogger(__name__)
 
+# What refsync's SQL means must not depend on the server's settings (DESIGN 4.1): no
+# NO_BACKSLASH_ESCAPES (the COPY escapes and SEPARATOR '\\n'), no ANSI_QUOTES, no
+# PAD_CHAR_TO_FULL_LENGTH; TIMESTAMP values in UTC.
+MYSQL_SQL_MODE = "STRICT_TRANS_TABLES,ERROR_FOR_DIVISION_BY_ZERO,NO_ENGINE_SUBSTITUTION"
+MYSQL_SESSION = f"SET SESSION sql_mode = '{MYSQL_SQL_MODE}', time_zone = '+00:00'"
+# GROUP_CONCAT's own limit, far above any packet: max_allowed_packet is the one that binds
+GROUP_CONCAT_MAX_LEN = 1 << 30
+# a chunk's text may fill this share of max_allowed_packet (escapes, uneven rows)
+PACKET_SHARE = 0.5
+
+
+def mysql_session(dbapi_conn: Any, _record: Any) -> None:
+    """Engine `connect` event: the session's sql_mode and time zone, set before anything else
+    runs on the connection (listen with insert=True: SQLAlchemy's dialect reads the sql_mode
+    on the first connect to decide how it quotes identifiers)."""
+    with dbapi_conn.cursor() as cur:
+        cur.execute(MYSQL_SESSION)
+
+
+def listen_mysql_session(engine: Engine) -> None:
+    """Register `mysql_session` on a MySQL engine once."""
+    if engine.url.get_backend_name() in ("mysql", "mariadb") and not event.contains(
+            engine, "connect", mysql_session):
+        event.listen(engine, "connect", mysql_session, insert=True)
+
 
 # ---------------------------------------------------------------- query building (pure)
 
@@ -61,6 +88,7 @@ class TextChunk:
     rows: int
     bad: int  # rows the server saw would not fit: check this chunk line by line
     high: Any  # the largest cursor value in the chunk (None: none, or not a date)
+    bad_low: Any = None  # the smallest cursor among the rows the server flagged
 
 
 def _q(name: str) -> quoted_name:
@@ -104,7 +132,10 @@ def build_select(
     if since_given and cursor_column:
         ctype = types.get(cursor_column)
         if where is not None:
-            stmt = stmt.where(text(where).bindparams(bindparam("last_synced_at", type_=ctype)))
+            # the operator's condition is one term: an OR in it must not bind looser than
+            # the chunk bounds ANDed after it
+            stmt = stmt.where(text(f"({where})").bindparams(
+                bindparam("last_synced_at", type_=ctype)))
         else:
             stmt = stmt.where(column(_q(cursor_column), ctype) >= bindparam("since", type_=ctype))
     return stmt
@@ -189,7 +220,8 @@ def build_chunk_select(
         literal_column(  # noqa: S608 - fixed text around a label
             f"CAST(CONVERT(GROUP_CONCAT({line.name} SEPARATOR '\\n') USING utf8mb4) AS BINARY)"),
         func.count(), func.coalesce(func.sum(x.c.bad), 0),
-        func.max(x.c.cur) if cursor_column else literal(None))
+        func.max(x.c.cur) if cursor_column else literal(None),
+        func.min(case((x.c.bad == 1, x.c.cur))) if cursor_column else literal(None))
 
 
 def build_count_null_cursor(
@@ -280,6 +312,15 @@ class SqlSource:
         self._pk: list[str] = []
         self._key_type: sqltypes.TypeEngine[Any] | None = None
         self._opened = False
+        # MySQL statistics (information_schema.TABLES), read by open()
+        self._transactional = True
+        self._table_rows: int | None = None
+        self._avg_row_length = 0
+        # the read in flight: the server's clock when its snapshot began, its connection id
+        self.snapshot_utc: datetime | None = None
+        self._read_connection_id: int | None = None
+        self._read_lock = threading.Lock()
+        listen_mysql_session(engine)
 
     @classmethod
     def from_spec(cls, spec: TableSpec, *, batch_size: int) -> SqlSource:
@@ -314,8 +355,10 @@ class SqlSource:
         """Prefix for error messages: `legacy_mysql annuity_plan on root@host:3306/db`."""
         return f"{self.source_type} {self.table_name} on {self.location()}"
 
-    def _error(self, exc: BaseException, **kw: bool) -> RefsyncError:
-        return classify_db_error(exc, self.where_text, **kw)
+    def _error(self, exc: BaseException, *, streaming: bool = False,
+               connection_lost: bool = False) -> RefsyncError:
+        return classify_db_error(exc, self.where_text, streaming=streaming,
+                                 connection_lost=connection_lost, side="source")
 
     # -- open: introspect the table once
 
@@ -363,7 +406,40 @@ class SqlSource:
         found = {c["name"]: c["type"] for c in cols}
         if len(self._pk) == 1:
             self._key_type = found.get(self._pk[0])
+        if self._is_mysql:
+            self._read_table_statistics(conn)
         return found
+
+    @property
+    def _is_mysql(self) -> bool:
+        return self.url.get_backend_name() in ("mysql", "mariadb")
+
+    def _read_table_statistics(self, conn: Connection) -> None:
+        """MySQL: the table's engine (a snapshot needs transactions), estimated rows and
+        average row length (to size chunks by bytes), from information_schema: cheap."""
+        row = conn.execute(text(
+            "SELECT t.ENGINE, e.TRANSACTIONS, t.TABLE_ROWS, t.AVG_ROW_LENGTH "
+            "FROM information_schema.TABLES t "
+            "LEFT JOIN information_schema.ENGINES e ON e.ENGINE = t.ENGINE "
+            "WHERE t.TABLE_SCHEMA = COALESCE(:schema, DATABASE()) AND t.TABLE_NAME = :name"),
+            {"schema": self.schema, "name": self.table}).first()
+        if row is None:
+            return
+        engine_name, transactions, table_rows, avg_row_length = row
+        self._table_rows = None if table_rows is None else int(table_rows)
+        self._avg_row_length = int(avg_row_length or 0)
+        if engine_name is not None and transactions != "YES":
+            self._transactional = False
+            msg = (f"source table {self.table_name} uses the {engine_name} engine, which has no "
+                   "transactions: it is read in one statement (no consistent snapshot across "
+                   "tables or chunks)")
+            log.warning("%s: %s", self.where_text, msg)
+            self.warnings.append(msg)
+
+    def estimated_rows(self) -> int | None:
+        """The server's estimate of the table's rows (MySQL statistics), for progress only."""
+        self.open()
+        return self._table_rows
 
     def _resolve_columns(self, found: dict[str, sqltypes.TypeEngine[Any]]) -> None:
         folded: dict[str, list[str]] = {}
@@ -456,9 +532,10 @@ class SqlSource:
             yield [r[0] for r in part]
 
     def chunk_key(self) -> str | None:
-        """The source's one-column primary key, which lets it be read in key-ordered chunks."""
+        """The source's one-column primary key, which lets it be read in key-ordered chunks.
+        None for a table without transactions: chunks would not read one snapshot."""
         self.open()
-        return self._pk[0] if len(self._pk) == 1 else None
+        return self._pk[0] if len(self._pk) == 1 and self._transactional else None
 
     def bad_rows(self, limits: Sequence[int | None],
                  not_null: Sequence[bool]) -> ColumnElement[Any]:
@@ -475,9 +552,13 @@ class SqlSource:
 
     def iter_text_chunks(self, since: Any | None, limits: Sequence[int | None],
                          not_null: Sequence[bool]) -> Generator[TextChunk, None, None]:
-        """The table as server-made COPY text, `batch_size` rows a chunk, one fetched row
-        each (MySQL, one-column key). All chunks read one snapshot (a single transaction
-        at REPEATABLE READ)."""
+        """The table as server-made COPY text, up to `batch_size` rows a chunk, one fetched
+        row each (MySQL, one-column key), all chunks in one snapshot (see `_reading`).
+
+        A chunk is sized by bytes too: it must fit the server's max_allowed_packet, or
+        GROUP_CONCAT returns NULL. The first size comes from the table's average row length,
+        the next ones from the rows just read; a chunk that still overflows is halved and
+        read again, down to one row."""
         key = self.chunk_key()
         assert key is not None
         since_given = since is not None and self.cursor_column is not None
@@ -485,37 +566,63 @@ class SqlSource:
             self.table, self.source_columns, self.cursor_column, since_given, self.where,
             schema=self.schema, column_types=self._column_types, cursor_field=False)
         bad = self.bad_rows(limits, not_null)
-        bounds = [build_chunk_bounds(lines, key, self._key_type, after_given=after,
-                                     limit=self.batch_size) for after in (False, True)]
         chunks = [build_chunk_select(lines, key, self._key_type, self.cursor_column, bad,
                                      after_given=after) for after in (False, True)]
         params = self.select(since)[1]
         with self._reading(since) as (conn, _):
-            conn.exec_driver_sql("SET SESSION group_concat_max_len = 1073741824")
+            conn.exec_driver_sql(f"SET SESSION group_concat_max_len = {GROUP_CONCAT_MAX_LEN}")
+            packet = int(conn.exec_driver_sql("SELECT @@max_allowed_packet").scalar_one())
+            budget = max(1, int(min(packet, GROUP_CONCAT_MAX_LEN) * PACKET_SHARE))
+            limit = self._rows_per_chunk(budget, self._avg_row_length)
             after: Any = None
             while True:
                 more = after is not None
                 args = {**params, "after": after} if more else dict(params)
-                upto, expected = conn.execute(bounds[more], args).one()
+                bounds = build_chunk_bounds(lines, key, self._key_type, after_given=more,
+                                            limit=limit)
+                upto, expected = conn.execute(bounds, args).one()
                 if not expected:
                     return
-                text_, count, bad_n, high = conn.execute(
+                text_, count, bad_n, high, bad_low = conn.execute(
                     chunks[more], {**args, "upto": upto}).one()
-                if count != expected or text_ is None or text_.count(b"\n") + 1 != count:
+                if count != expected:  # cannot happen inside one snapshot
                     raise QueryFailure(
-                        f"{self.where_text}: a chunk of {expected} rows came back as {count} "
-                        "(max_allowed_packet too small?)", hint="lower batch_size for this table")
+                        f"{self.where_text}: a chunk of {expected} rows came back as {count}",
+                        hint="rerun; report it if it happens again")
+                if text_ is None or text_.count(b"\n") + 1 != count:
+                    if expected == 1:
+                        raise QueryFailure(
+                            f"{self.where_text}: the row {key}={upto!r} is larger than the "
+                            f"source server's max_allowed_packet ({packet} bytes)",
+                            hint="raise max_allowed_packet on the source MySQL server")
+                    limit = max(1, int(expected) // 2)
+                    log.debug("%s: a chunk of %d rows overflows max_allowed_packet (%d bytes):"
+                              " reading %d", self.where_text, expected, packet, limit)
+                    continue
                 yield TextChunk(text_, int(count), int(bad_n),
-                                high if isinstance(high, date) else None)
-                if expected < self.batch_size:
+                                high if isinstance(high, date) else None,
+                                bad_low if isinstance(bad_low, date) else None)
+                if expected < limit:
                     return
                 after = upto
+                limit = self._rows_per_chunk(budget, len(text_) // int(count) + 1)
+
+    def _rows_per_chunk(self, budget: int, row_bytes: int) -> int:
+        """`batch_size`, or fewer rows when rows of `row_bytes` would not fit `budget`."""
+        if row_bytes <= 0:
+            return self.batch_size
+        return max(1, min(self.batch_size, budget // row_bytes))
 
     @contextmanager
     def _reading(self, since: Any | None) -> Iterator[tuple[Connection, list[Any]]]:
         """A connection for one read, and a list for the results opened on it: errors are
-        classified, and the connection is released, or dropped after a failure."""
+        classified, and the connection is released, or dropped after a failure.
+
+        The read is one consistent snapshot whatever the server's defaults (DESIGN 4.1): on
+        MySQL an explicit REPEATABLE READ, READ ONLY transaction started WITH CONSISTENT
+        SNAPSHOT. `snapshot_utc` is the clock when the read began (the server's on MySQL)."""
         log.debug("reading %s%s", self.describe(), "" if since is None else f" since {since}")
+        self.snapshot_utc = datetime.now(UTC)
         try:
             conn = self.engine.connect()
             raw = conn.connection.dbapi_connection
@@ -524,6 +631,8 @@ class SqlSource:
         results: list[Any] = []
         completed = False
         try:
+            if self._is_mysql:
+                self._begin_snapshot(conn)
             yield conn, results
             completed = True
         except GeneratorExit:
@@ -533,7 +642,47 @@ class SqlSource:
         except Exception as exc:
             raise self._error(exc, streaming=True, connection_lost=_is_lost(conn)) from exc
         finally:
+            with self._read_lock:
+                self._read_connection_id = None
             self._release(conn, raw, results[0] if results else None, completed)
+
+    def _begin_snapshot(self, conn: Connection) -> None:
+        """MySQL: REPEATABLE READ (the session's or server's level may be lower), a READ ONLY
+        transaction WITH CONSISTENT SNAPSHOT; note the server's clock and the connection id."""
+        conn.exec_driver_sql("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        conn.exec_driver_sql("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
+        connection_id, now = conn.exec_driver_sql(
+            "SELECT CONNECTION_ID(), UTC_TIMESTAMP(6)").one()
+        if isinstance(now, datetime):
+            self.snapshot_utc = now.replace(tzinfo=UTC)
+        with self._read_lock:
+            self._read_connection_id = int(connection_id)
+
+    def cancel(self) -> None:
+        """Stop the statement of the read in flight on the server (MySQL: KILL QUERY from a
+        new side connection); safe from another thread, a no-op when nothing is in flight,
+        never raises. The read then fails with "query interrupted"."""
+        with self._read_lock:
+            connection_id = self._read_connection_id
+        if connection_id is None or not self._is_mysql:
+            return
+        try:
+            side_pool = self.engine.pool.recreate()  # same connect args, outside the pool
+            try:
+                side = side_pool.connect()
+                try:
+                    cur = side.cursor()
+                    cur.execute(f"KILL QUERY {int(connection_id)}")
+                    cur.close()
+                finally:
+                    side.close()
+            finally:
+                side_pool.dispose()
+            log.info("%s: cancelled the statement in flight (connection %d)",
+                     self.where_text, connection_id)
+        except Exception:  # the read fails or ends on its own; cancelling is best effort
+            log.warning("%s: could not cancel the statement in flight", self.where_text,
+                        exc_info=True)
 
     def _stream(self, stmt: Select[Any], params: dict[str, Any],
                 since: Any | None) -> Iterator[Sequence[Any]]:

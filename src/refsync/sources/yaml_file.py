@@ -27,6 +27,31 @@ def version_text(value: Any) -> str:
     return str(value)
 
 
+_STR = "tag:yaml.org,2002:str"
+# what YAML 1.1 reads a plain scalar as, besides text and null: re-typing a code such as
+# 0701 (octal 449), 1.10 (1.1), 12:30 (base-60 750) or on (true) would change it
+_RETYPED = {f"tag:yaml.org,2002:{t}" for t in ("bool", "int", "float", "timestamp")}
+
+
+def keep_row_text(root: yaml.Node) -> None:
+    """Make the plain scalars of `data` rows (keys and values) load as their exact source
+    text (DESIGN 3.2); a typed target column parses that text by its own type. Nulls (`~`,
+    `null`, nothing) stay NULL; nested mappings and lists, and the file's own keys
+    (`schema_version`, ...), load as YAML says."""
+    if not isinstance(root, yaml.MappingNode):
+        return
+    for key, value in root.value:
+        if (isinstance(key, yaml.ScalarNode) and key.value == "data"
+                and isinstance(value, yaml.SequenceNode)):
+            for row in value.value:
+                if isinstance(row, yaml.MappingNode):
+                    for pair in row.value:
+                        for scalar in pair:
+                            if (isinstance(scalar, yaml.ScalarNode) and scalar.style is None
+                                    and scalar.tag in _RETYPED):
+                                scalar.tag = _STR
+
+
 class YamlFileSource:
     """Rows of a reference-data YAML file; never incremental."""
 
@@ -98,6 +123,8 @@ class YamlFileSource:
         loader = yaml.SafeLoader(text)
         try:
             node = loader.get_single_node()
+            if node is not None:
+                keep_row_text(node)
             doc = None if node is None else loader.construct_document(node)
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)

@@ -11,11 +11,13 @@ import logging
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
+from datetime import timedelta
 from typing import Any, ClassVar
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from refsync import interrupts
 from refsync.config import TRACKING_COLUMNS
 from refsync.errors import ConfigError, RefsyncError
 from refsync.model import Batch, ColumnInfo, ColumnKind, DiffCounts, Row
@@ -24,6 +26,7 @@ log = logging.getLogger(__name__)
 
 STAGE = "_refsync_stage"
 CHANGES = "_refsync_changes"
+KEPT = "_refsync_kept"  # keys of rejected source rows: their target rows stay (DESIGN 4.5)
 OP = "_refsync_op"
 AUTHORITATIVE = "authoritative"
 
@@ -114,9 +117,11 @@ class SqlTarget:
 
     # -- introspection
 
-    def columns(self, schema: str, table: str) -> dict[str, ColumnInfo] | None:
+    def columns(self, schema: str, table: str,
+                lock_timeout: timedelta | None = None) -> dict[str, ColumnInfo] | None:
         """The target table's columns, or None when it does not exist."""
         with self.connect() as conn:
+            self._bound(conn, lock_timeout)
             insp = sa.inspect(conn)
             if not insp.has_table(table, schema=self.schema_for(schema)):
                 return None
@@ -124,9 +129,11 @@ class SqlTarget:
         return {c["name"]: column_info(c["name"], c["type"], bool(c["nullable"]),
                                        self.engine.dialect) for c in cols}
 
-    def unique_keys(self, schema: str, table: str) -> list[set[str]]:
+    def unique_keys(self, schema: str, table: str,
+                    lock_timeout: timedelta | None = None) -> list[set[str]]:
         """Column sets with a primary key or unique constraint/index on the target table."""
         with self.connect() as conn:
+            self._bound(conn, lock_timeout)
             insp = sa.inspect(conn)
             s = self.schema_for(schema)
             keys = []
@@ -140,11 +147,36 @@ class SqlTarget:
                     keys.append({c for c in ix["column_names"] if c})
         return keys
 
+    def _bound(self, conn: Connection, lock_timeout: timedelta | None) -> None:
+        if lock_timeout is not None:  # introspection locks the table too (pg_get_* calls)
+            self.set_timeouts(conn, lock_timeout=lock_timeout, statement_timeout=timedelta(0))
+
+    def blockers(self, ref: str) -> str:
+        """Who holds locks on `ref` (named after a lock timeout); empty where unknown."""
+        return ""
+
+    def table_error(self, exc: BaseException, doing: str, ref: str) -> RefsyncError:
+        """`classify`, naming the blocking sessions when a lock wait timed out."""
+        error = self.classify(exc, doing)
+        if getattr(getattr(exc, "orig", exc), "sqlstate", None) == "55P03":
+            error.message += f"; {self.blockers(ref)}"
+        return error
+
     def check_table(self, schema: str, table: str, mapped: Sequence[str] | None,
-                    key: Sequence[str]) -> dict[str, ColumnInfo]:
-        """Validate a table's config against the target (DESIGN 3.2); ConfigError lists all."""
+                    key: Sequence[str], *,
+                    lock_timeout: timedelta | None = None) -> dict[str, ColumnInfo]:
+        """Validate a table's config against the target (DESIGN 3.2); ConfigError lists all.
+        Waits for table locks at most `lock_timeout` (then fails, naming the blocker)."""
+        try:
+            return self._check_table(schema, table, mapped, key, lock_timeout)
+        except sa.exc.SQLAlchemyError as exc:
+            raise self.table_error(exc, f"checking {schema}.{table}",
+                                   self.table_ref(schema, table)) from None
+
+    def _check_table(self, schema: str, table: str, mapped: Sequence[str] | None,
+                     key: Sequence[str], lock_timeout: timedelta | None) -> dict[str, ColumnInfo]:
         ref = f"{schema}.{table}" if self.dialect == "postgresql" else table
-        cols = self.columns(schema, table)
+        cols = self.columns(schema, table, lock_timeout)
         if cols is None:
             raise ConfigError(
                 f"target table {ref} does not exist in {self.describe()}",
@@ -158,7 +190,7 @@ class SqlTarget:
         missing = [c for c in TRACKING_COLUMNS if c not in cols]
         if missing:
             problems.append(f"tracking columns missing from {ref}: {', '.join(missing)}")
-        if not problems and set(key) not in self.unique_keys(schema, table):
+        if not problems and set(key) not in self.unique_keys(schema, table, lock_timeout):
             problems.append(
                 f"{ref} has no primary key or unique constraint on ({', '.join(key)}); "
                 "refsync needs one to keep keys unique"
@@ -190,9 +222,10 @@ class SqlTarget:
 
     @contextmanager
     def transaction(self, *, commit: bool = True) -> Iterator[Connection]:
-        """One READ COMMITTED transaction; rolled back on any exception, or when not `commit`."""
+        """One READ COMMITTED transaction; rolled back on any exception, or when not `commit`
+        (a plan: then one snapshot where the target can, so its reads agree)."""
         with self.connect() as conn:
-            conn = self._prepare(conn)
+            conn = self._prepare(conn, snapshot=not commit)
             tx = conn.begin()
             try:
                 yield conn
@@ -215,14 +248,31 @@ class SqlTarget:
             except sa.exc.SQLAlchemyError:
                 log.debug("rollback failed on a broken connection", exc_info=True)
 
-    def _prepare(self, conn: Connection) -> Connection:
+    def _prepare(self, conn: Connection, *, snapshot: bool = False) -> Connection:
         return conn
+
+    def set_timeouts(self, conn: Connection, *, lock_timeout: timedelta,
+                     statement_timeout: timedelta) -> None:
+        """Bound the waits of the transaction on `conn` (DESIGN 4.7); where the target can."""
+
+    def cancel(self) -> bool:
+        """Cancel on the server what refsync has in flight (a signal); True if anything."""
+        return False
 
     @contextmanager
     def table_writer(self, schema: str, table: str, columns: list[ColumnInfo],
-                     key: list[str], *, commit: bool = True) -> Iterator[SqlTableWriter]:
-        """A transaction holding a staging table for one table's rows; commit on clean exit."""
+                     key: list[str], *, commit: bool = True,
+                     timeouts: tuple[timedelta, timedelta] | None = None,
+                     ) -> Iterator[SqlTableWriter]:
+        """A transaction holding a staging table for one table's rows; commit on clean exit.
+        `timeouts`: the table's (lock_timeout, statement_timeout)."""
         with self.transaction(commit=commit) as conn:
+            if timeouts is not None:
+                try:
+                    self.set_timeouts(conn, lock_timeout=timeouts[0],
+                                      statement_timeout=timeouts[1])
+                except sa.exc.SQLAlchemyError as exc:
+                    raise self.classify(exc, "setting timeouts") from None
             writer = self.writer_class(self, conn, schema, table, columns, key)
             writer.create_stage()
             try:
@@ -235,6 +285,14 @@ class SqlTarget:
     def run_lock(self) -> AbstractContextManager[None]:
         """Held for a whole run so two runs never overlap (DESIGN 4.5)."""
         raise NotImplementedError
+
+    def hold_lock(self, conn: Connection | None = None) -> None:
+        """Check (on `conn`, inside the table's transaction) that this run still holds the
+        run lock before writing; raise LockLost when another run holds it now."""
+
+    def lock_held(self) -> bool | None:
+        """Whether any run holds the run lock now (None: cannot tell)."""
+        return None
 
 
 class SqlTableWriter:
@@ -258,6 +316,7 @@ class SqlTableWriter:
     # -- helpers
 
     def sql(self, statement: str, phase: str | None = None) -> sa.CursorResult[Any]:
+        interrupts.check()  # after a signal, no new statement
         start = time.perf_counter()
         try:
             result = self.conn.exec_driver_sql(statement)
@@ -282,6 +341,7 @@ class SqlTableWriter:
     def create_stage(self) -> None:
         self.sql(f"DROP TABLE IF EXISTS {STAGE}")
         self.sql(f"DROP TABLE IF EXISTS {CHANGES}")
+        self.sql(f"DROP TABLE IF EXISTS {KEPT}")
         self.sql(self.create_temp_sql(STAGE, f"SELECT {self.col_list} FROM {self.ref}", empty=True))
 
     def create_temp_sql(self, name: str, select: str, *, empty: bool = False) -> str:
@@ -305,6 +365,7 @@ class SqlTableWriter:
     def _load(self, load: Any, batch: Any, rows: int) -> None:
         if not rows:
             return
+        interrupts.check()
         start = time.perf_counter()
         errors: tuple[type[Exception], ...] = (sa.exc.DBAPIError, *self.driver_errors)
         try:
@@ -331,11 +392,42 @@ class SqlTableWriter:
         and no diff. A target that cannot tell keeps staging."""
         return False
 
+    kept_keys = 0
+
+    def keep_keys(self, keys: Sequence[Row]) -> None:
+        """Keys of rejected source rows (converted to the target's values): a delete_insert
+        keeps their target rows, and neither counts nor deletes them."""
+        if not keys:
+            return
+        self.end_staging()
+        if not self.kept_keys:
+            names = ", ".join(self.q(k) for k in self.key)
+            self.sql(self.create_temp_sql(KEPT, f"SELECT {names} FROM {self.ref}", empty=True))
+        cols = ", ".join(self.q(k) for k in self.key)
+        marks = ", ".join(f":k{i}" for i in range(len(self.key)))
+        adapt = self.adapt_key
+        try:
+            self.conn.execute(sa.text(f"INSERT INTO {KEPT} ({cols}) VALUES ({marks})"),
+                              [{f"k{i}": adapt(v) for i, v in enumerate(k)} for k in keys])
+        except sa.exc.DBAPIError as exc:
+            raise self.classify_write_error(exc, "staging the keys of rejected rows") from None
+        self.kept_keys += len(keys)
+
+    def adapt_key(self, value: Any) -> Any:
+        """A converted key value as the staging table stores it (SQLite: canonical text)."""
+        if self.target.dialect == "sqlite":
+            from refsync.targets.sqlite import to_sqlite
+
+            return to_sqlite(value)
+        return value
+
     def drop_temp(self) -> None:
         self.end_staging(error=RuntimeError("table aborted"))
         if self.conn.closed or not self.conn.in_transaction():
             return
         try:
+            if self.kept_keys:
+                self.conn.exec_driver_sql(f"DROP TABLE IF EXISTS {KEPT}")
             self.conn.exec_driver_sql(f"DROP TABLE IF EXISTS {CHANGES}")
             self.conn.exec_driver_sql(f"DROP TABLE IF EXISTS {STAGE}")
         except sa.exc.SQLAlchemyError:
@@ -395,10 +487,15 @@ class SqlTableWriter:
         return counts
 
     def _missing_where(self) -> str:
+        """Authoritative target rows whose key the source no longer has: neither staged nor
+        the key of a rejected source row."""
         q = self.q
         match = " AND ".join(f"s.{q(k)} = {self.ref}.{q(k)}" for k in self.key)
-        return (f"{self.ref} WHERE {self.ref}.{q('_source')} = '{AUTHORITATIVE}' "
-                f"AND NOT EXISTS (SELECT 1 FROM {STAGE} s WHERE {match})")
+        where = (f"{self.ref} WHERE {self.ref}.{q('_source')} = '{AUTHORITATIVE}' "
+                 f"AND NOT EXISTS (SELECT 1 FROM {STAGE} s WHERE {match})")
+        if self.kept_keys:
+            where += f" AND NOT EXISTS (SELECT 1 FROM {KEPT} s WHERE {match})"
+        return where
 
     def apply(self, counts: DiffCounts, *, deletes: bool) -> None:
         """Write only what `diff` found: deletes, then updates/promotions, then inserts."""

@@ -1,32 +1,94 @@
 """PostgreSQL target: COPY into a temporary staging table, diff, write only the changes.
 
 The run lock is a session advisory lock on `LOCK_KEY`, held on its own connection for the
-whole run; `SELECT pg_locks` shows it as an advisory lock with objid `LOCK_KEY & 0xffffffff`.
+whole run; `SELECT pg_locks` shows it as an advisory lock with classid `LOCK_KEY >> 32`,
+objid `LOCK_KEY & 0xffffffff`, objsubid 1. A server restart ends that session, so each table
+checks, inside its own write transaction right before applying, that this run still holds it
+(re-taking it on a new session when nobody does): two runs never apply at once (DESIGN 4.5).
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import timedelta
 from typing import Any
 
 import psycopg
 import sqlalchemy as sa
+from psycopg import pq
 from sqlalchemy.engine import Connection
 
+from refsync import interrupts
 from refsync.config import TRACKING_COLUMNS
-from refsync.errors import ConstraintViolation, InvalidRows, LockHeld, RefsyncError
+from refsync.errors import (
+    ConnectionFailure,
+    ConstraintViolation,
+    Interrupted,
+    InvalidRows,
+    LockHeld,
+    LockLost,
+    QueryFailure,
+    RefsyncError,
+    ServerRefused,
+    TransientConflict,
+)
 from refsync.model import Batch, ColumnInfo
 from refsync.targets.base import DirectLoadConflict, SqlTableWriter, SqlTarget
 
 log = logging.getLogger(__name__)
 
 LOCK_KEY = 0x72656673796E63  # "refsync" in ASCII: the advisory lock every run takes
-
+_LOCK_ROW = (f"locktype = 'advisory' AND classid = {LOCK_KEY >> 32} "
+             f"AND objid = {LOCK_KEY & 0xFFFFFFFF} AND objsubid = 1 AND granted "
+             "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())")
 
 TRACKING_BYTES = b"\tauthoritative\tf\t\\N\t\\N"  # the layer-1 values, as COPY text
 TRACKING_ROW = ("authoritative", False, None, None)
+
+# libpq keepalives: a dead client's session (and its run lock) is freed within minutes
+KEEPALIVES = {"keepalives": 1, "keepalives_idle": 30, "keepalives_interval": 10,
+              "keepalives_count": 3}
+
+_TARGET_HINT = "check the target table and the grants of refsync's user on it"
+# SQLSTATE -> (error type, what happened, hint): target-side causes, never a source hint
+PG_TARGET_ERRORS: dict[str, tuple[type[RefsyncError], str, str]] = {
+    "57014": (ServerRefused, "statement timed out on the target (statement_timeout)",
+              "raise statement_timeout for this table (0 = none), or find what slows the "
+              "target (locks, load)"),
+    "55P03": (ServerRefused, "lock timeout: a target table lock was not granted within "
+              "lock_timeout", "end or wait for the blocking session named here, or raise "
+              "lock_timeout for this table"),
+    "53100": (ServerRefused, "the target server's disk is full",
+              "free space on the target server's disk; nothing of this table was applied"),
+    "53200": (ServerRefused, "the target server ran out of memory",
+              "check the target server's memory (work_mem, other load); nothing was applied"),
+    "54000": (ServerRefused, "a target server limit was exceeded",
+              "check the target server's limits (max_locks_per_transaction, sizes)"),
+    "25006": (ServerRefused, "the target is read-only (a standby, or "
+              "default_transaction_read_only)", "point WDH_DATABASE_URL at the primary server"),
+    "40001": (TransientConflict, "serialization failure on the target",
+              "another session changed the same rows; refsync retried per the retry settings"),
+    "40P01": (TransientConflict, "deadlock with another session on the target",
+              "another session locks the same rows; refsync retried per the retry settings"),
+    "57P01": (ConnectionFailure, "the target server is shutting down (admin shutdown)",
+              "refsync retried per the retry settings; check the target server"),
+    "57P02": (ConnectionFailure, "the target server crashed",
+              "refsync retried per the retry settings; check the target server's log"),
+    "57P03": (ConnectionFailure, "the target server is not accepting connections yet",
+              "refsync retried per the retry settings; check the target server"),
+    "53300": (ConnectionFailure, "the target server has too many connections",
+              "refsync retried per the retry settings; check max_connections on the target"),
+    "42501": (QueryFailure, "permission denied on the target", _TARGET_HINT),
+    "42P01": (QueryFailure, "a target table does not exist", "refsync init-db --create-tables"),
+    "42703": (QueryFailure, "a target column does not exist", "refsync init-db --create-tables"),
+}
+
+
+def _ms(value: timedelta) -> int:
+    return int(value.total_seconds() * 1000)
 
 
 class PostgresWriter(SqlTableWriter):
@@ -34,6 +96,12 @@ class PostgresWriter(SqlTableWriter):
 
     def create_temp_sql(self, name: str, select: str, *, empty: bool = False) -> str:
         return f"CREATE TEMP TABLE {name} AS {select}" + (" WITH NO DATA" if empty else "")
+
+    def create_stage(self) -> None:
+        # the diff joins whole tables: hash or merge joins always fit, and a nested loop
+        # chosen on stale statistics can spin for hours (issue 11)
+        self.sql("SET LOCAL enable_nestloop = off")
+        super().create_stage()
 
     def try_direct(self) -> bool:
         self.direct = not self.scalar(f"SELECT count(*) FROM (SELECT 1 FROM {self.ref} LIMIT 1) t")
@@ -79,6 +147,10 @@ class PostgresWriter(SqlTableWriter):
         finally:
             if cursor is not None:
                 cursor.close()
+        if error is None and self.direct:
+            # a first load leaves the target's statistics at "empty": the next diff would
+            # plan for 0 rows. Analysed in this transaction, committed with the rows.
+            self.sql(f"ANALYZE {self.ref}", phase="analyze")
 
     def load_rows(self, batch: Batch) -> None:
         write = self._copier().write_row
@@ -97,9 +169,10 @@ class PostgresWriter(SqlTableWriter):
 
     def classify_write_error(self, exc: BaseException, doing: str) -> RefsyncError:
         orig = getattr(exc, "orig", exc)
-        if self.direct and getattr(orig, "sqlstate", None) == "23505":
+        state = getattr(orig, "sqlstate", None)
+        if self.direct and state == "23505":
             return DirectLoadConflict(f"{doing}: a key appears twice")
-        return self.target.classify(exc, doing)
+        return self.target.table_error(exc, doing, self.ref)
 
     def after_staging(self) -> None:
         self.sql("ANALYZE _refsync_stage", phase="analyze")
@@ -121,31 +194,172 @@ class PostgresTarget(SqlTarget):
             parsed = parsed.set(drivername="postgresql+psycopg")
         engine = sa.create_engine(
             parsed, pool_pre_ping=True,
-            connect_args={"connect_timeout": 10, "application_name": "refsync",
-                          # staging and the diff's hash join stay in memory, not temp files
-                          "options": "-c temp_buffers=256MB -c work_mem=256MB"},
+            connect_args={"connect_timeout": 10, "application_name": "refsync", **KEEPALIVES,
+                          # staging and the diff's hash join stay in memory, not temp files;
+                          # refsync's own timeouts win over a role's (DESIGN 4.7)
+                          "options": "-c temp_buffers=256MB -c work_mem=256MB "
+                                     "-c statement_timeout=0 -c lock_timeout=300000"},
         )
         super().__init__(engine, parsed.render_as_string(hide_password=True))
+        self._lock_conn: Connection | None = None
+        self._lock_pid: int | None = None
+        self._in_use: set[Any] = set()  # psycopg connections checked out, for cancel()
+        self._in_use_guard = threading.Lock()
+        sa.event.listen(engine, "checkout", self._checked_out)
+        sa.event.listen(engine, "checkin", self._checked_in)
 
-    def _prepare(self, conn: Connection) -> Connection:
-        return conn.execution_options(isolation_level="READ COMMITTED")
+    def _checked_out(self, dbapi_conn: Any, _record: Any, _proxy: Any) -> None:
+        with self._in_use_guard:
+            self._in_use.add(dbapi_conn)
+
+    def _checked_in(self, dbapi_conn: Any, _record: Any) -> None:
+        with self._in_use_guard:
+            self._in_use.discard(dbapi_conn)
+
+    def cancel(self) -> bool:
+        """Cancel, on the server, every statement refsync has in flight on this target (a
+        signal stops the run). True when something was running: it fails with 57014 now."""
+        with self._in_use_guard:
+            conns = list(self._in_use)
+        cancelled = False
+        for conn in conns:
+            try:
+                if conn.pgconn.transaction_status == pq.TransactionStatus.ACTIVE:
+                    conn.cancel_safe(timeout=5.0)
+                    cancelled = True
+            except Exception:  # noqa: BLE001 - a broken connection has nothing to cancel
+                log.debug("cancel failed", exc_info=True)
+        return cancelled
+
+    def _prepare(self, conn: Connection, *, snapshot: bool = False) -> Connection:
+        # a plan reads the target in one snapshot, so a concurrent sync cannot split it
+        return conn.execution_options(
+            isolation_level="REPEATABLE READ" if snapshot else "READ COMMITTED")
+
+    def set_timeouts(self, conn: Connection, *, lock_timeout: timedelta,
+                     statement_timeout: timedelta) -> None:
+        conn.exec_driver_sql(f"SET LOCAL lock_timeout = {_ms(lock_timeout)}")
+        conn.exec_driver_sql(f"SET LOCAL statement_timeout = {_ms(statement_timeout)}")
+
+    # -- the run lock
 
     @contextmanager
     def run_lock(self) -> Iterator[None]:
-        with self.connect() as conn:
-            conn = conn.execution_options(isolation_level="AUTOCOMMIT")
-            got = conn.execute(sa.text("SELECT pg_try_advisory_lock(:k)"), {"k": LOCK_KEY}).scalar()
-            if not got:
-                raise LockHeld(
-                    f"another refsync run holds the lock on {self.describe()} "
-                    f"(advisory lock {LOCK_KEY})")
+        if not self._take_lock():
+            raise LockHeld(
+                f"another refsync run holds the lock on {self.describe()} "
+                f"(advisory lock {LOCK_KEY}{self._holder_text()})")
+        try:
+            yield
+        finally:
+            self._release_lock()
+
+    def _take_lock(self) -> bool:
+        """Take the advisory lock on a session of its own; False when another run has it."""
+        conn = self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+        try:
+            got = conn.execute(sa.text("SELECT pg_try_advisory_lock(:k), pg_backend_pid()"),
+                               {"k": LOCK_KEY}).one()
+        except BaseException:
+            conn.close()
+            raise
+        if not got[0]:
+            conn.close()
+            return False
+        self._lock_conn, self._lock_pid = conn, int(got[1])
+        return True
+
+    def _release_lock(self) -> None:
+        conn, self._lock_conn, self._lock_pid = self._lock_conn, None, None
+        if conn is None:
+            return
+        try:
+            conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": LOCK_KEY})
+        except sa.exc.SQLAlchemyError:
+            log.debug("advisory unlock failed; closing the session frees it", exc_info=True)
+        finally:
             try:
-                yield
-            finally:
+                conn.close()
+            except sa.exc.SQLAlchemyError:
+                log.debug("closing the lock session failed", exc_info=True)
+
+    def _holder(self, conn: Connection) -> int | None:
+        return conn.exec_driver_sql(f"SELECT pid FROM pg_locks WHERE {_LOCK_ROW}").scalar()
+
+    def _holder_text(self) -> str:
+        try:
+            with self.connect() as conn:
+                row = conn.exec_driver_sql(
+                    "SELECT a.pid, a.client_addr, a.backend_start FROM pg_locks l "
+                    f"JOIN pg_stat_activity a USING (pid) WHERE {_LOCK_ROW}").first()
+        except (RefsyncError, sa.exc.SQLAlchemyError):
+            return ""
+        return "" if row is None else (f", held by pid {row[0]} from {row[1] or 'local'} "
+                                       f"since {row[2]:%Y-%m-%d %H:%M:%S%z}")
+
+    def hold_lock(self, conn: Connection | None = None) -> None:
+        """Before a table writes (and inside its transaction right before applying): this run
+        must still hold the run lock. A lost lock session (server restart) is replaced when
+        nobody holds the lock; when another run holds it now, LockLost stops this one."""
+        if self._lock_pid is None and self._lock_conn is None:
+            return  # no lock taken (plan): nothing to hold
+        try:
+            if conn is None:
+                with self.connect() as own:
+                    holder = self._holder(own)
+            else:
+                holder = self._holder(conn)
+        except sa.exc.SQLAlchemyError as exc:
+            raise self.classify(exc, "checking the run lock") from None
+        if holder is not None and holder == self._lock_pid:
+            return
+        if holder is None:
+            log.warning("the run lock's session on %s was lost (e.g. a server restart); "
+                        "taking the lock again", self.describe(),
+                        extra={"event": "lock_retake"})
+            old, self._lock_conn, self._lock_pid = self._lock_conn, None, None
+            if old is not None:
                 try:
-                    conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": LOCK_KEY})
+                    old.invalidate()
+                    old.close()
                 except sa.exc.SQLAlchemyError:
-                    log.debug("advisory unlock failed; closing the session frees it", exc_info=True)
+                    pass
+            try:
+                if self._take_lock():
+                    return
+            except sa.exc.SQLAlchemyError as exc:
+                raise self.classify(exc, "taking the run lock again") from None
+            self._lock_pid = -1  # keep checking: this run has no lock now
+        raise LockLost(
+            f"this run lost its lock on {self.describe()} and another refsync run holds it "
+            f"now (advisory lock {LOCK_KEY}{self._holder_text()}); stopping without applying")
+
+    def lock_held(self) -> bool | None:
+        """Whether some run holds the run lock now (for `status`: running vs abandoned)."""
+        with self.connect() as conn:
+            return self._holder(conn) is not None
+
+    def blockers(self, ref: str) -> str:
+        """Name the sessions holding locks on `ref` (after a lock timeout, for the message)."""
+        try:
+            with self.connect() as conn:
+                rows = conn.execute(sa.text(
+                    "SELECT DISTINCT a.pid, a.application_name, a.state, a.query_start, l.mode "
+                    "FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+                    "WHERE l.relation = to_regclass(:ref) AND l.granted "
+                    "AND a.application_name IS DISTINCT FROM 'refsync' "
+                    "ORDER BY a.pid LIMIT 5"), {"ref": ref}).fetchall()
+        except (RefsyncError, sa.exc.SQLAlchemyError):
+            return "the blocking session could not be read"
+        if not rows:
+            return "the blocking session has let go since"
+        return "blocked by " + "; ".join(
+            f"pid {r[0]} (application_name {r[1] or '-'}, state {r[2]}, "
+            f"query started {r[3]:%Y-%m-%d %H:%M:%S%z}, holds {r[4]})" if r[3] else
+            f"pid {r[0]} (application_name {r[1] or '-'}, state {r[2]}, holds {r[4]})"
+            for r in rows)
+
+    # -- errors
 
     def classify(self, exc: BaseException, doing: str) -> RefsyncError:
         orig: Any = getattr(exc, "orig", exc)
@@ -161,4 +375,13 @@ class PostgresTarget(SqlTarget):
                 f"{doing} refused by a constraint: {primary}. {detail}".strip())
         if state.startswith("22"):
             return InvalidRows(f"{doing}: the target refused a value: {primary}. {detail}".strip())
-        return super().classify(exc, doing)
+        if state == "57014" and (signum := interrupts.pending()) is not None:
+            return Interrupted(signum)  # cancelled by refsync itself, on a signal
+        if state in PG_TARGET_ERRORS:
+            kind, what, hint = PG_TARGET_ERRORS[state]
+            return kind(f"target {self.describe()} ({doing}): {what} ({state} {primary})",
+                        hint=hint)
+        error = super().classify(exc, doing)
+        if type(error) is QueryFailure and error.hint == QueryFailure.default_hint:
+            error.hint = _TARGET_HINT  # a target error never points at the source config
+        return error

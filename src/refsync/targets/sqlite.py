@@ -117,12 +117,33 @@ class SqliteTarget(SqlTarget):
     def table_ref(self, schema: str, table: str) -> str:
         return self.quote(table)
 
+    @property
+    def lock_path(self) -> Path | None:
+        return None if self.path is None else self.path.with_name(
+            self.path.name + ".refsync.lock")
+
+    def lock_held(self) -> bool | None:
+        """Whether a run holds the lock file now: try to share it without waiting."""
+        lock_path = self.lock_path
+        if lock_path is None:
+            return None
+        if not lock_path.exists():
+            return False
+        fd = os.open(lock_path, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)  # closing drops a shared lock we got
+        return False
+
     @contextmanager
     def run_lock(self) -> Iterator[None]:
-        if self.path is None:
+        lock_path = self.lock_path
+        if lock_path is None:
             yield
             return
-        lock_path = self.path.with_name(self.path.name + ".refsync.lock")
         fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             try:

@@ -1,0 +1,184 @@
+"""MySQL formats a row as PostgreSQL COPY text, and flags rows whose values would not fit.
+
+Each database does what it does best: MySQL prints its own values (decimals keep their
+scale, dates are ISO, TINYINT(1)/BIT(1) print 0/1, which PostgreSQL's boolean input takes),
+and PostgreSQL parses the text by the target column's type. A naive DATETIME bound for a
+`timestamptz` column is read by PostgreSQL under a session `TimeZone` of the table's
+`source_timezone`, which gets every historical rule of the zone right.
+
+The pre-check is built from the same limits the Python converters enforce (transform.py:
+the target column's length, integer width, numeric precision and scale, NOT NULL, the
+boolean 0/1 rule, zero and invalid dates). It only has to be conservative: a row it flags is
+read again as Python values and judged by the converters, which alone decide what is
+rejected and why; a row it passes must be one the converters would pass unchanged.
+
+A (source type, target column) pair with no rule here returns None: such a table is read as
+Python values and converted by transform.py (slower, same result).
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import CHAR, Integer, cast, func, literal, literal_column, not_, or_
+from sqlalchemy import types as sqltypes
+from sqlalchemy.dialects import mysql
+from sqlalchemy.sql.elements import ColumnElement
+
+from refsync.model import ColumnInfo
+
+_COPY_ESCAPES = (("\\", "\\\\"), ("\t", "\\t"), ("\n", "\\n"), ("\r", "\\r"))
+NULL_FIELD = "\\N"
+
+
+def escaped_text(col: ColumnElement[Any]) -> ColumnElement[Any]:
+    """A string value as a COPY text field: backslash, tab, LF and CR escaped."""
+    for raw, escaped in _COPY_ESCAPES:
+        col = func.replace(col, literal(raw), literal(escaped))
+    return col
+
+
+def _printed(col: ColumnElement[Any]) -> ColumnElement[Any]:
+    """A number or date as MySQL prints it (never holds a character COPY must escape)."""
+    return cast(col, CHAR())
+
+
+def _is_bool_int(t: sqltypes.TypeEngine[Any]) -> bool:
+    return isinstance(t, mysql.TINYINT) and getattr(t, "display_width", None) == 1
+
+
+def _is_bit1(t: sqltypes.TypeEngine[Any]) -> bool:
+    return isinstance(t, mysql.BIT) and (getattr(t, "length", None) or 1) == 1
+
+
+def _integer_range(t: sqltypes.TypeEngine[Any]) -> tuple[int, int]:
+    """The values a MySQL integer column can hold."""
+    widths: dict[type[Any], int] = {mysql.TINYINT: 8, mysql.SMALLINT: 16, mysql.MEDIUMINT: 24,
+                                    mysql.BIGINT: 64}
+    bits = widths.get(type(t), 32)
+    if getattr(t, "unsigned", False):
+        return 0, (1 << bits) - 1
+    return -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+
+
+def _exact(n: int | Decimal) -> ColumnElement[Any]:
+    """An exact numeric literal (never a float, never a bound parameter)."""
+    return literal_column(str(n))
+
+
+def _date_invalid(col: ColumnElement[Any]) -> ColumnElement[bool]:
+    """Zero dates and dates with a zero or impossible part (ALLOW_INVALID_DATES) do not
+    survive date arithmetic: MySQL returns NULL for them."""
+    return (col + literal_column("INTERVAL 0 DAY")).is_(None)
+
+
+class CopyColumn:
+    """One mapped column: how MySQL prints it for COPY, and when the row needs the converters."""
+
+    def __init__(self, field: ColumnElement[Any], checks: list[ColumnElement[bool]]) -> None:
+        self.field = field
+        self.checks = checks
+
+
+def copy_column(col: ColumnElement[Any], source: sqltypes.TypeEngine[Any] | None,
+                target: ColumnInfo, *, key: bool = False) -> CopyColumn | None:
+    """The COPY field and pre-checks for `col` of MySQL type `source` into `target`, or None
+    when there is no server-side rule for the pair."""
+    checks: list[ColumnElement[bool]] = []
+    field: ColumnElement[Any]
+    if not target.nullable or key:
+        checks.append(col.is_(None))
+    kind = target.kind
+    if source is None:
+        return None
+    if isinstance(source, sqltypes.String) and not isinstance(source, sqltypes.JSON):
+        if kind not in ("text", "json"):
+            return None
+        field = escaped_text(col)
+        if kind == "text" and target.max_length:
+            checks.append(func.char_length(col) > target.max_length)
+        if kind == "json":
+            checks.append(func.json_valid(col) == 0)
+            checks.append(func.locate(literal("\\u0000"), col) > 0)
+    elif _is_bool_int(source) or _is_bit1(source):
+        if kind == "boolean":
+            field = _printed(col + 0) if _is_bit1(source) else _printed(col)
+            if not _is_bit1(source):
+                checks.append(not_(col.in_([0, 1])))
+        elif kind in ("integer", "numeric") and not _is_bit1(source):
+            field = _printed(col)
+        else:
+            return None
+    elif isinstance(source, sqltypes.Integer):
+        lo, hi = _integer_range(source)
+        if kind == "integer":
+            bits = target.int_bits or 64
+            t_hi = (1 << (bits - 1)) - 1
+            t_lo = -t_hi - 1
+            if hi > t_hi:
+                checks.append(col > _exact(t_hi))
+            if lo < t_lo:
+                checks.append(col < _exact(t_lo))
+        elif kind == "numeric":
+            limit = _numeric_limit(target)
+            if limit is not None and max(hi, -lo) >= limit:
+                checks.append(func.abs(col) >= _exact(limit))
+        elif kind == "boolean":
+            checks.append(not_(col.in_([0, 1])))
+        else:
+            return None
+        field = _printed(col)
+    elif isinstance(source, sqltypes.Numeric) and not isinstance(source, sqltypes.Float):
+        if kind != "numeric":
+            return None
+        field = _printed(col)
+        scale = source.scale or 0
+        if target.precision is not None or target.scale is not None:
+            t_scale = target.scale or 0
+            if scale > t_scale:  # more places than the target keeps, unless trailing zeros
+                checks.append(col != func.round(col, t_scale))
+            limit = _numeric_limit(target)
+            if limit is not None:
+                checks.append(func.abs(col) >= _exact(limit))
+    elif isinstance(source, sqltypes.DateTime) and not isinstance(source, mysql.TIMESTAMP):
+        if kind not in ("timestamp", "timestamptz"):
+            return None
+        field = _printed(col)
+        checks.append(_date_invalid(col))
+    elif isinstance(source, mysql.TIMESTAMP):
+        if kind != "timestamptz":
+            return None
+        # read in a UTC session: say so, whatever the COPY session's TimeZone
+        field = func.concat(_printed(col), literal("+00"))
+        checks.append(_date_invalid(col))
+    elif isinstance(source, sqltypes.Date):
+        if kind not in ("date", "timestamp", "timestamptz"):
+            return None
+        field = _printed(col)
+        checks.append(_date_invalid(col))
+    else:
+        return None
+    return CopyColumn(func.ifnull(field, literal(NULL_FIELD)), checks)
+
+
+def _numeric_limit(target: ColumnInfo) -> int | None:
+    """The first absolute value a numeric(p, s) column cannot hold (10^(p-s)), or None."""
+    if target.precision is None:
+        return None
+    return int(10 ** (target.precision - (target.scale or 0)))
+
+
+def copy_line(columns: list[CopyColumn]) -> ColumnElement[Any]:
+    """One COPY text line from the columns' fields (each already non-NULL)."""
+    return func.concat_ws(literal("\t"), *(c.field for c in columns))
+
+
+def needs_check(columns: list[CopyColumn]) -> ColumnElement[Any]:
+    """1 for a row the converters must judge, else 0."""
+    checks = [c for col in columns for c in col.checks]
+    if not checks:
+        return literal(0, Integer)
+    from sqlalchemy import case
+
+    return case((or_(*checks), 1), else_=0)

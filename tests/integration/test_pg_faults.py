@@ -1,0 +1,373 @@
+"""Faults around the run on PostgreSQL (issue 11): the run lock across a server restart, stale
+statistics, bounded waits, target error classes, cancelled statements on a signal, a trace of
+killed runs and one snapshot for a plan. Restarts and role settings use a PRIVATE instance
+(private_postgres.py); the rest a fresh database on the shared server."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from helpers import (
+    LegacyDb,
+    assert_counts,
+    create_target,
+    engine_for,
+    plan_row,
+    settings_for,
+    sql_table,
+    table_result,
+    write_config,
+)
+from private_postgres import PrivatePostgres
+
+from refsync import api
+from refsync.model import TableResult
+
+TARGET = 'business."年金计划"'
+EXE = [sys.executable, "-m", "refsync"]
+
+
+def _env(url: str) -> dict[str, str]:
+    return {**os.environ, "WDH_DATABASE_URL": url}
+
+
+def _wait_for_event(proc: subprocess.Popen[str], event: str) -> list[str]:
+    """Read the JSON log lines on stderr until `event`; the lines read."""
+    assert proc.stderr is not None
+    seen = []
+    for line in proc.stderr:
+        seen.append(line)
+        if line.startswith("{") and json.loads(line).get("event") == event:
+            return seen
+    raise AssertionError(f"no {event} event: {''.join(seen)[-3000:]}")
+
+
+def _refsync_sessions(url: str) -> list[tuple[Any, ...]]:
+    with engine_for(url) as engine, engine.connect() as conn:
+        return [tuple(r) for r in conn.exec_driver_sql(
+            "SELECT pid, state, query FROM pg_stat_activity WHERE application_name = 'refsync' "
+            "AND datname = current_database()")]
+
+
+def _no_refsync_sessions_within(url: str, seconds: float) -> list[tuple[Any, ...]]:
+    deadline = time.monotonic() + seconds
+    while True:
+        left = _refsync_sessions(url)
+        if not left or time.monotonic() > deadline:
+            return left
+        time.sleep(0.1)
+
+
+@pytest.fixture
+def blocker() -> Iterator[Any]:
+    """Open sessions that hold locks, as another client would; closed at the end."""
+    engines: list[sa.Engine] = []
+    conns: list[sa.Connection] = []
+
+    def open_(url: str, *statements: str, app: str = "watchdog") -> sa.Connection:
+        engine = sa.create_engine(url, connect_args={"application_name": app},
+                                  poolclass=sa.NullPool)
+        engines.append(engine)
+        conn = engine.connect()
+        conns.append(conn)
+        for s in statements:
+            conn.exec_driver_sql(s)
+        return conn
+
+    yield open_
+    for conn in conns:
+        try:
+            conn.rollback()
+            conn.close()
+        except sa.exc.SQLAlchemyError:
+            pass
+    for engine in engines:
+        engine.dispose()
+
+
+# ---------------------------------------------------------------- 1. the lock across a restart
+
+
+def test_restart_mid_copy_never_lets_two_runs_apply(
+        tmp_path: Path, private_pg: PrivatePostgres, private_pg_url: str) -> None:
+    rows = 300_000
+    legacy = LegacyDb(tmp_path / "legacy.sqlite").create_plans(plan_row(i) for i in range(rows))
+    create_target(private_pg_url)
+    write_config(tmp_path, [sql_table("plans", legacy, batch_size=2000)],
+                 defaults={"retry": {"attempts": 3, "backoff": [0.5]}})
+    cfg = str(tmp_path / "data_sources.yml")
+    env = _env(private_pg_url)
+    with subprocess.Popen([*EXE, "sync", "-c", cfg, "--json", "--log-format", "json", "-v"],
+                          env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True) as first:
+        _wait_for_event(first, "table_start")
+        time.sleep(0.4)  # the COPY is streaming
+        assert first.poll() is None, "the run ended before the restart: make rows larger"
+        private_pg.restart()
+        second = subprocess.run([*EXE, "sync", "-c", cfg, "--json"], env=env,
+                                capture_output=True, text=True, timeout=300)
+        out, err = first.communicate(timeout=300)
+    assert second.returncode in (0, 1, 3), second.stderr[-2000:]
+    with engine_for(private_pg_url) as engine, engine.connect() as conn:
+        assert conn.exec_driver_sql(f"SELECT count(*) FROM {TARGET}").scalar() == rows
+        applied = conn.exec_driver_sql(
+            "SELECT run_key, inserted FROM refsync.sync_runs "
+            "WHERE table_name = 'plans' AND status = 'ok'").fetchall()
+    # exactly one run applied the rows: the other exited 3 or stopped without applying
+    assert [r[1] for r in applied] == [rows], (applied, out[-1500:], second.stdout[-1500:])
+    if second.returncode == 3:
+        assert json.loads(second.stdout)["error_class"] == "locked"
+    else:
+        doc = json.loads(out)
+        assert doc["tables"][0]["error_class"] == "locked", doc
+
+
+# ---------------------------------------------------------------- 2. stale statistics
+
+
+def test_a_first_load_is_analysed_and_the_diff_never_nests_loops_over_staging(
+        tmp_path: Path, pg_url: str) -> None:
+    rows = 200_000
+    legacy = LegacyDb(tmp_path / "legacy.sqlite").create_plans(plan_row(i) for i in range(rows))
+    create_target(pg_url)
+    with engine_for(pg_url) as engine, engine.begin() as conn:
+        conn.exec_driver_sql(f"ALTER TABLE {TARGET} SET (autovacuum_enabled = false)")
+    config = write_config(tmp_path, [sql_table("plans", legacy, mode="delete_insert")])
+    first = table_result(api.sync(config, settings_for(pg_url)), "plans")
+    assert_counts(first, read=rows, inserted=rows)
+    with engine_for(pg_url) as engine, engine.begin() as conn:
+        tuples = conn.exec_driver_sql(
+            f"SELECT reltuples FROM pg_class WHERE oid = '{TARGET}'::regclass").scalar()
+        assert tuples > rows * 0.9  # analysed with the load, not left at "empty"
+        # now make them stale as the issue found them: 0 tuples over many pages
+        conn.exec_driver_sql(
+            f"UPDATE pg_class SET reltuples = 0 WHERE oid = '{TARGET}'::regclass")
+    legacy.delete_plans([f"P{i:05d}" for i in range(0, rows, 100)])  # 1 % deleted
+    plans: dict[str, str] = {}
+
+    def explain(conn: Any, cursor: Any, statement: str, *_: Any) -> None:
+        if "_refsync_stage" in statement and ("NOT EXISTS" in statement
+                                              or statement.startswith("CREATE TEMP TABLE "
+                                                                      "_refsync_changes")):
+            cursor.execute("EXPLAIN " + statement)
+            plans[statement] = "\n".join(r[0] for r in cursor.fetchall())
+
+    sa.event.listen(sa.engine.Engine, "before_cursor_execute", explain)
+    try:
+        second = table_result(api.sync(config, settings_for(pg_url)), "plans")
+    finally:
+        sa.event.remove(sa.engine.Engine, "before_cursor_execute", explain)
+    assert_counts(second, read=rows - rows // 100, unchanged=rows - rows // 100,
+                  deleted=rows // 100)
+    assert len(plans) >= 2, plans.keys()  # the diff and the delete check
+    for statement, plan in plans.items():
+        assert "Nested Loop" not in plan, f"{statement}\n{plan}"
+
+
+# ---------------------------------------------------------------- 4. bounded waits
+
+
+def test_a_lock_timeout_fails_that_table_naming_the_blocker_and_others_go_on(
+        tmp_path: Path, pg_url: str, blocker: Any) -> None:
+    legacy = LegacyDb(tmp_path / "legacy.sqlite").create_plans(plan_row(i) for i in range(50))
+    create_target(pg_url)
+    create_target(pg_url, table="组合计划")
+    config = write_config(tmp_path, [sql_table("plans", legacy),
+                                     sql_table("portfolios", legacy, target_table="组合计划")],
+                          defaults={"lock_timeout": "1s"})
+    held = blocker(pg_url, "BEGIN", f"LOCK TABLE {TARGET} IN ACCESS EXCLUSIVE MODE")
+    pid = held.exec_driver_sql("SELECT pg_backend_pid()").scalar()
+    start = time.monotonic()
+    result = api.sync(config, settings_for(pg_url))
+    assert time.monotonic() - start < 30
+    plans, portfolios = table_result(result, "plans"), table_result(result, "portfolios")
+    assert (plans.status, plans.error_class) == ("failed", "query") and plans.attempts <= 1
+    assert "lock timeout" in (plans.error or "")
+    assert f"pid {pid}" in (plans.error or "") and "watchdog" in (plans.error or "")
+    assert "source" not in (plans.hint or "")
+    assert (portfolios.status, portfolios.inserted) == ("ok", 50)
+
+
+def test_a_role_statement_timeout_cannot_fail_a_slow_table(
+        tmp_path: Path, private_pg_url: str, blocker: Any) -> None:
+    """refsync sets statement_timeout itself (default none): a role's 1 s does not apply."""
+    legacy = LegacyDb(tmp_path / "legacy.sqlite").create_plans(plan_row(i) for i in range(50))
+    create_target(private_pg_url)
+    role = f"etl_{os.getpid()}"
+    with engine_for(private_pg_url) as engine, engine.connect() as conn:
+        conn.exec_driver_sql(f"CREATE ROLE {role} LOGIN SUPERUSER")
+        conn.exec_driver_sql(f"ALTER ROLE {role} SET statement_timeout = '1s'")
+        conn.commit()
+    try:
+        url = sa.engine.make_url(private_pg_url).set(username=role).render_as_string(
+            hide_password=False)
+        config = write_config(tmp_path, [sql_table("plans", legacy)])
+        # SHARE lets the checks read, and holds the rows' COPY for 2.5 s
+        held = blocker(private_pg_url, "BEGIN", f"LOCK TABLE {TARGET} IN SHARE MODE")
+        threading.Timer(2.5, held.rollback).start()  # a 2.5 s wait: longer than the role's 1 s
+        res = table_result(api.sync(config, settings_for(url)), "plans")
+        assert (res.status, res.inserted, res.error) == ("ok", 50, None)
+    finally:
+        with engine_for(private_pg_url) as engine, engine.connect() as conn:
+            conn.exec_driver_sql(f"DROP OWNED BY {role}")
+            conn.exec_driver_sql(f"DROP ROLE {role}")
+            conn.commit()
+
+
+# ---------------------------------------------------------------- 5. a target error's class
+
+
+def test_a_statement_timeout_is_a_target_query_error_not_a_retried_connection_loss(
+        tmp_path: Path, pg_url: str, blocker: Any) -> None:
+    legacy = LegacyDb(tmp_path / "legacy.sqlite").create_plans(plan_row(i) for i in range(50))
+    create_target(pg_url)
+    config = write_config(tmp_path, [sql_table("plans", legacy, statement_timeout="1s")],
+                          defaults={"retry": {"attempts": 3, "backoff": [0.1]}})
+    blocker(pg_url, "BEGIN", f"LOCK TABLE {TARGET} IN SHARE MODE")  # the writes wait
+    res = table_result(api.sync(config, settings_for(pg_url)), "plans")
+    assert (res.status, res.error_class, res.attempts) == ("failed", "query", 1)
+    assert "statement timed out on the target" in (res.error or "")
+    assert "statement_timeout" in (res.hint or "") and "source" not in (res.hint or "")
+
+
+# ---------------------------------------------------------------- 3. signals cancel on the server
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_signal_cancels_the_statement_in_flight_on_the_server(
+        tmp_path: Path, pg_url: str, blocker: Any, signum: int) -> None:
+    legacy = LegacyDb(tmp_path / "legacy.sqlite").create_plans(plan_row(i) for i in range(50))
+    create_target(pg_url)
+    write_config(tmp_path, [sql_table("plans", legacy)])
+    blocker(pg_url, "BEGIN", f"LOCK TABLE {TARGET} IN SHARE MODE")  # the rows' COPY waits
+    with subprocess.Popen([*EXE, "sync", "-c", str(tmp_path / "data_sources.yml"), "--json",
+                           "--log-format", "json", "-v"], env=_env(pg_url),
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:
+        _wait_for_event(proc, "table_start")
+        deadline = time.monotonic() + 20
+        while not any(s[1] == "active" and "COPY" in (s[2] or "")
+                      for s in _refsync_sessions(pg_url)):
+            assert time.monotonic() < deadline, "refsync never waited on the lock"
+            time.sleep(0.1)
+        proc.send_signal(signum)
+        out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signum, err[-2000:]
+    assert json.loads(out)["tables"][0]["status"] == "interrupted"
+    # the blocker still holds its lock: refsync's statement was cancelled, not left waiting
+    assert _no_refsync_sessions_within(pg_url, 5) == []
+
+
+def test_a_signal_during_the_start_up_checks_exits_143(
+        tmp_path: Path, pg_url: str, blocker: Any) -> None:
+    legacy = LegacyDb(tmp_path / "legacy.sqlite").create_plans(plan_row(i) for i in range(5))
+    create_target(pg_url)
+    write_config(tmp_path, [sql_table("plans", legacy)])
+    # a schema created in an open transaction: refsync's CREATE SCHEMA IF NOT EXISTS waits
+    blocker(pg_url, "BEGIN", "CREATE SCHEMA refsync")
+    with subprocess.Popen([*EXE, "sync", "-c", str(tmp_path / "data_sources.yml"), "--json"],
+                          env=_env(pg_url), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True) as proc:
+        deadline = time.monotonic() + 30
+        while not any(s[1] == "active" and "SCHEMA" in (s[2] or "").upper()
+                      for s in _refsync_sessions(pg_url)):
+            assert time.monotonic() < deadline, "refsync never waited in its start-up"
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, (out, err[-2000:])
+    assert "internal" not in out + err
+    assert _no_refsync_sessions_within(pg_url, 5) == []
+
+
+# ---------------------------------------------------------------- 6. a killed run's trace
+
+
+def test_a_killed_run_shows_as_abandoned_in_status(tmp_path: Path, pg_url: str) -> None:
+    rows = 300_000
+    legacy = LegacyDb(tmp_path / "legacy.sqlite").create_plans(plan_row(i) for i in range(rows))
+    create_target(pg_url)
+    write_config(tmp_path, [sql_table("plans", legacy, batch_size=2000)])
+    cfg = str(tmp_path / "data_sources.yml")
+    with subprocess.Popen([*EXE, "sync", "-c", cfg, "--log-format", "json", "-v"],
+                          env=_env(pg_url), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True) as proc:
+        _wait_for_event(proc, "table_start")
+        time.sleep(0.3)
+        assert proc.poll() is None
+        proc.kill()
+        proc.communicate(timeout=30)
+    deadline = time.monotonic() + 20
+    while True:
+        status = subprocess.run([*EXE, "status", "-c", cfg, "--json", "--no-fail"],
+                                env=_env(pg_url), capture_output=True, text=True, timeout=60)
+        doc = json.loads(status.stdout)
+        if doc["tables"][0]["last_status"] == "abandoned" or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)  # the server notices the dead client's sessions
+    assert doc["tables"][0]["last_status"] == "abandoned", doc
+    assert doc["runs"][0]["status"] == "abandoned"
+    with engine_for(pg_url) as engine, engine.connect() as conn:
+        version = conn.exec_driver_sql("SELECT version FROM refsync.sync_runs").scalar()
+    assert version and version[0].isdigit()
+
+
+def test_a_running_record_of_a_live_run_is_not_abandoned(tmp_path: Path, pg_url: str) -> None:
+    legacy = LegacyDb(tmp_path / "legacy.sqlite").create_plans(plan_row(i) for i in range(20))
+    create_target(pg_url)
+    config = write_config(tmp_path, [sql_table("plans", legacy)])
+    seen: list[str] = []
+
+    class Look:
+        def start(self, table: str, total: int | None) -> None:
+            report = api.status(config, settings_for(pg_url))
+            seen.append(report["tables"][0]["last_status"])
+
+        def advance(self, table: str, rows: int) -> None:
+            pass
+
+        def finish(self, table: str, result: TableResult) -> None:
+            pass
+
+    api.sync(config, settings_for(pg_url), progress=Look())
+    assert seen == ["running"]
+    assert api.status(config, settings_for(pg_url))["tables"][0]["last_status"] == "ok"
+
+
+# ---------------------------------------------------------------- 7. a plan's one snapshot
+
+
+def test_a_plan_reads_the_target_in_one_snapshot(tmp_path: Path, pg_url: str) -> None:
+    legacy = LegacyDb(tmp_path / "legacy.sqlite").create_plans(plan_row(i) for i in range(3000))
+    create_target(pg_url)
+    config = write_config(tmp_path, [sql_table("plans", legacy, batch_size=500,
+                                               mode="delete_insert")])
+    assert table_result(api.sync(config, settings_for(pg_url)), "plans").inserted == 3000
+
+    class DeleteMidway:  # a concurrent sync commits while the plan stages
+        done = False
+
+        def start(self, table: str, total: int | None) -> None:
+            pass
+
+        def advance(self, table: str, rows: int) -> None:
+            if not self.done:
+                self.done = True
+                with engine_for(pg_url) as engine, engine.begin() as conn:
+                    conn.exec_driver_sql(f"DELETE FROM {TARGET} WHERE \"计划代码\" < 'P00100'")
+
+        def finish(self, table: str, result: TableResult) -> None:
+            pass
+
+    res = table_result(api.plan(config, settings_for(pg_url), progress=DeleteMidway()), "plans")
+    assert_counts(res, read=3000, unchanged=3000)  # the snapshot from before the delete
