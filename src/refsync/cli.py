@@ -11,45 +11,149 @@ import json
 import logging
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+from typer.core import TyperCommand, TyperGroup
 
 from refsync.errors import ConfigError, LockHeld, RefsyncError
 
 if TYPE_CHECKING:  # the engine is imported per command, so `--help` starts fast
     from refsync.config import LoadedConfig, Settings
 
+EPILOG = """\b
+Example:  refsync -c config/data_sources.yml sync -t 年金计划 --json
+
+\b
+Exit codes: 0 every table ok | 1 a table failed, was skipped or guarded (status: a table
+failed, never succeeded or missed a night) | 2 usage or config error, nothing done |
+3 another run holds the lock | 130/143 interrupted by a signal.
+The common options (-c, --env-file, --json, --log-format, -v/-q) go before or after the
+command."""
+
+class _PlainFlags:
+    """Help without type placeholders: a flag (--json, --help, completion) shows no `<bool>`,
+    an argument no `<str>`."""
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        params: list[Any] = super().get_params(ctx)  # type: ignore[misc]
+        for param in params:
+            if getattr(param, "is_flag", False) and param.metavar is None:
+                param.metavar = ""
+            elif param.param_type_name == "argument":  # `NAME`, not `NAME <str>`
+                param.display_type_rich = lambda ctx: None
+        return params
+
+
+class _Command(_PlainFlags, TyperCommand):
+    def get_short_help_str(self, limit: int = 45) -> str:
+        """The whole first sentence in the command list (Click would cut it at the width
+        left beside the names, with `...`); the list wraps it instead."""
+        return str(super().get_short_help_str(limit=1000))
+
+
+class _Group(_PlainFlags, TyperGroup):
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        if not args and self.no_args_is_help and not ctx.resilient_parsing:
+            # bare `refsync`: the help on stdout and exit 2 (plain Click would print it on
+            # stderr)
+            typer.echo(ctx.get_help(), color=ctx.color)
+            ctx.exit(2)
+        return list(super().parse_args(ctx, args))
+
+
 app = typer.Typer(
     name="refsync",
+    cls=_Group,
     help="Keep warehouse reference tables in step with their authoritative sources.",
+    epilog=EPILOG,
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
+    # plain Click help and usage errors: Typer's Rich help would import Rich (and Markdown,
+    # Pygments) for every `--help`, a third of its start-up (issue 9)
+    rich_markup_mode=None,
     pretty_exceptions_show_locals=False,
 )
 log = logging.getLogger("refsync.cli")
 
+
+class LogFormat(StrEnum):
+    text = "text"
+    json = "json"
+
+
+# metavars spell what a value looks like; "" hides the type of a flag
 ConfigOpt = Annotated[Path | None, typer.Option(
-    "--config", "-c", help="Config file (default: $WDH_REFERENCE_SYNC_CONFIG, else "
-    "config/data_sources.yml).", show_default=False)]
+    "--config", "-c", metavar="PATH", help="Config file (default: $WDH_REFERENCE_SYNC_CONFIG, "
+    "else config/data_sources.yml).", show_default=False)]
 EnvFileOpt = Annotated[Path | None, typer.Option(
-    "--env-file", help="Read WDH_* settings from this file instead of ./.env.", show_default=False)]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
-LogFormatOpt = Annotated[str, typer.Option(
-    "--log-format", help="Logs on stderr: text or json (one object a line).")]
-VerboseOpt = Annotated[int, typer.Option("--verbose", "-v", count=True,
-                                         help="More detail: SQL phases and timings.")]
-QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Only warnings and errors.")]
+    "--env-file", metavar="PATH", help="Read WDH_* settings from this file instead of ./.env.",
+    show_default=False)]
+JsonOpt = Annotated[bool, typer.Option(
+    "--json", metavar="", help="Print one JSON document on stdout.")]
+LogFormatOpt = Annotated[LogFormat | None, typer.Option(
+    "--log-format", metavar="[text|json]", show_default=False,
+    help="Logs on stderr: text (default) or json (one object a line).")]
+VerboseOpt = Annotated[int, typer.Option(
+    "--verbose", "-v", count=True, metavar="", show_default=False,
+    help="-v: more detail (SQL phases and timings); -vv: the same, and tracebacks.")]
+QuietOpt = Annotated[bool, typer.Option(
+    "--quiet", "-q", metavar="", help="Only warnings and errors.")]
 TablesOpt = Annotated[list[str] | None, typer.Option(
-    "--table", "-t", help="A table's name or target_table; repeat for more.", show_default=False)]
-FullOpt = Annotated[bool, typer.Option("--full", help="Ignore watermarks: read every row.")]
-PlanOnlyOpt = Annotated[bool, typer.Option("--plan-only", help="Only show what would change.")]
+    "--table", "-t", metavar="NAME", help="A table's name or target_table; repeat for more.",
+    show_default=False)]
+FullOpt = Annotated[bool, typer.Option(
+    "--full", metavar="", help="Ignore watermarks: read every row.")]
+PlanOnlyOpt = Annotated[bool, typer.Option(
+    "--plan-only", metavar="", help="Only show what would change.")]
 MassDeleteOpt = Annotated[bool, typer.Option(
-    "--allow-mass-delete", help="Let delete_insert remove more than max_delete_ratio.")]
+    "--allow-mass-delete", metavar="", help="Let delete_insert remove more than max_delete_ratio.")]
 ForceOpt = Annotated[bool, typer.Option(
-    "--force", help="Run even when reference sync is disabled.")]
+    "--force", metavar="", help="Run even when reference sync is disabled.")]
+MetricsOpt = Annotated[Path | None, typer.Option(
+    "--metrics-file", metavar="PATH", show_default=False,
+    help="Write Prometheus textfile metrics here, atomically "
+    "(default: $WDH_REFERENCE_SYNC_METRICS_FILE).")]
+
+
+def _version() -> str:
+    import refsync  # `__version__` reads the installed metadata on first use
+
+    return refsync.__version__
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        sys.stdout.write(f"refsync {_version()}\n")
+        raise typer.Exit(0)
+
+
+@dataclass
+class Common:
+    """The common options as given before the command (`refsync -c x.yml sync`)."""
+
+    config: Path | None = None
+    env_file: Path | None = None
+    as_json: bool = False
+    log_format: LogFormat | None = None
+    verbose: int = 0
+    quiet: bool = False
+
+
+@app.callback()
+def _common(
+    ctx: typer.Context,
+    version: Annotated[bool, typer.Option(
+        "--version", metavar="", callback=_show_version, is_eager=True,
+        help="Print the version and exit.")] = False,
+    config: ConfigOpt = None, env_file: EnvFileOpt = None, as_json: JsonOpt = False,
+    log_format: LogFormatOpt = None, verbose: VerboseOpt = 0, quiet: QuietOpt = False,
+) -> None:
+    """Keep warehouse reference tables in step with their authoritative sources."""
+    ctx.meta["refsync.common"] = Common(config, env_file, as_json, log_format, verbose, quiet)
 
 
 @dataclass
@@ -61,16 +165,25 @@ class Context:
     as_json: bool
     log_format: str
     verbosity: int
+    on_exit: list[Callable[[int], object]] = field(default_factory=list)
 
     def setup(self) -> None:
-        from refsync import render
         from refsync.logs import configure_logging
 
-        if self.log_format not in ("text", "json"):
-            raise typer.BadParameter("use text or json", param_hint="--log-format")
-        configure_logging(self.log_format, self.verbosity)  # type: ignore[arg-type]
-        # with JSON logs, stderr carries only JSON lines: the log records say it all
-        render.human_stderr = self.log_format == "text"
+        human = self.log_format == "text"
+        emit: Callable[[str], None] | None = None
+        # Rich (render) is imported when something is drawn: a `status --json` that succeeds
+        # never needs it (render's default human_stderr, True, is right for text logs)
+        if not (human and self.as_json) or "refsync.render" in sys.modules:
+            from refsync import render
+
+            # on a terminal, log lines go through the console that draws the bars, above them
+            if human and not self.as_json and render.err_console.is_terminal:
+                emit = render.log_line
+            # with JSON logs, stderr carries only JSON lines: the log records say it all
+            render.human_stderr = human
+        configure_logging(self.log_format, self.verbosity,  # type: ignore[arg-type]
+                          emit=emit)
 
     def settings(self) -> Settings:
         from refsync.config import load_settings
@@ -82,22 +195,31 @@ class Context:
         return settings
 
     def config(self, settings: Settings) -> LoadedConfig:
+        from zoneinfo import ZoneInfo
+
         from refsync.config import load_config, resolve_config_path
+        from refsync.logs import set_display_zone
 
-        return load_config(resolve_config_path(self.config_path, settings))
+        loaded = load_config(resolve_config_path(self.config_path, settings))
+        set_display_zone(ZoneInfo(loaded.section.timezone))  # one clock for people
+        return loaded
 
 
-def _context(config: Path | None, env_file: Path | None, as_json: bool, log_format: str,
-             verbose: int, quiet: bool) -> Context:
-    ctx = Context(config, env_file, as_json, log_format, -1 if quiet else verbose)
+def _context(tctx: typer.Context, config: Path | None, env_file: Path | None, as_json: bool,
+             log_format: LogFormat | None, verbose: int, quiet: bool) -> Context:
+    """Options after the command win; those before it fill in the rest."""
+    common = tctx.meta.get("refsync.common") or Common()
+    fmt = log_format or common.log_format or LogFormat.text
+    quiet = quiet or common.quiet
+    verbosity = -1 if quiet else verbose + common.verbose
+    ctx = Context(config or common.config, env_file or common.env_file,
+                  as_json or common.as_json, fmt.value, verbosity)
     ctx.setup()
     return ctx
 
 
 def _run(ctx: Context, body: Callable[[], int]) -> None:
     """Run a command body; map refsync errors to one-line messages and exit codes."""
-    from refsync import render
-
     try:
         code = body()
     except LockHeld as exc:
@@ -107,6 +229,8 @@ def _run(ctx: Context, body: Callable[[], int]) -> None:
     except RefsyncError as exc:
         code = _error(ctx, exc, 1)
     except KeyboardInterrupt:
+        from refsync import render
+
         render.err_console.print("interrupted")
         code = 130
     except Exception as exc:  # a bug of ours: one line for the user, the traceback with -v
@@ -116,6 +240,8 @@ def _run(ctx: Context, body: Callable[[], int]) -> None:
             hint="rerun with -v for the traceback and report it")
         internal.error_class = "internal"  # type: ignore[misc]
         code = _error(ctx, internal, 1)
+    for hook in ctx.on_exit:  # e.g. the dead-man's-switch ping: it must see every exit code
+        hook(code)
     raise typer.Exit(code)
 
 
@@ -133,18 +259,27 @@ def _error(ctx: Context, exc: RefsyncError, code: int) -> int:
 
 
 def _print_json(doc: dict[str, Any]) -> None:
+    doc = {**doc, "version": doc["version"] if "version" in doc else _version()}
     sys.stdout.write(json.dumps(doc, ensure_ascii=False, default=str) + "\n")
     sys.stdout.flush()
 
 
-def _sync_command(ctx: Context, **kwargs: Any) -> int:
-    from refsync import api, render
+def _sync_command(ctx: Context, metrics_file: Path | None = None, **kwargs: Any) -> int:
+    from refsync import alerting, api, render
 
     settings = ctx.settings()
+    if not kwargs.get("plan_only"):  # the dead-man's switch watches real runs only
+        url = settings.reference_sync_ping_url
+        if url:
+            alerting.ping(url, "start")
+            ctx.on_exit.append(lambda code: alerting.ping(url, alerting.ping_outcome(code)))
     config = ctx.config(settings)
     progress = render.progress_for(ctx.as_json)
     with progress:
         result = api.sync(config, settings, progress=progress, **kwargs)
+    metrics = metrics_file or settings.reference_sync_metrics_file
+    if metrics is not None:
+        alerting.write_metrics(metrics, result)
     if ctx.as_json:
         _print_json(result.as_json())
     elif render.human_stderr:  # with JSON logs (cron), the log records carry the summary
@@ -152,124 +287,165 @@ def _sync_command(ctx: Context, **kwargs: Any) -> int:
     return result.exit_code
 
 
-@app.command()
-def plan(tables: TablesOpt = None, full: FullOpt = False, config: ConfigOpt = None,
-         env_file: EnvFileOpt = None, as_json: JsonOpt = False, log_format: LogFormatOpt = "text",
-         verbose: VerboseOpt = 0, quiet: QuietOpt = False) -> None:
+@app.command(cls=_Command)
+def plan(tctx: typer.Context, tables: TablesOpt = None, full: FullOpt = False,
+         config: ConfigOpt = None, env_file: EnvFileOpt = None, as_json: JsonOpt = False,
+         log_format: LogFormatOpt = None, verbose: VerboseOpt = 0,
+         quiet: QuietOpt = False) -> None:
     """Show what a sync would do per table; write nothing, take no lock."""
-    ctx = _context(config, env_file, as_json, log_format, verbose, quiet)
+    ctx = _context(tctx, config, env_file, as_json, log_format, verbose, quiet)
     _run(ctx, lambda: _sync_command(ctx, tables=tables, plan_only=True, full=full))
 
 
-@app.command()
-def sync(tables: TablesOpt = None, plan_only: PlanOnlyOpt = False, full: FullOpt = False,
-         allow_mass_delete: MassDeleteOpt = False, force: ForceOpt = False,
+@app.command(cls=_Command)
+def sync(tctx: typer.Context, tables: TablesOpt = None, plan_only: PlanOnlyOpt = False,
+         full: FullOpt = False, allow_mass_delete: MassDeleteOpt = False,
+         force: ForceOpt = False, metrics_file: MetricsOpt = None,
          config: ConfigOpt = None, env_file: EnvFileOpt = None, as_json: JsonOpt = False,
-         log_format: LogFormatOpt = "text", verbose: VerboseOpt = 0,
+         log_format: LogFormatOpt = None, verbose: VerboseOpt = 0,
          quiet: QuietOpt = False) -> None:
     """Sync every enabled table (or those named) in dependency order."""
-    ctx = _context(config, env_file, as_json, log_format, verbose, quiet)
-    _run(ctx, lambda: _sync_command(ctx, tables=tables, plan_only=plan_only, full=full,
-                                    allow_mass_delete=allow_mass_delete, force=force))
+    ctx = _context(tctx, config, env_file, as_json, log_format, verbose, quiet)
+    _run(ctx, lambda: _sync_command(ctx, metrics_file, tables=tables, plan_only=plan_only,
+                                    full=full, allow_mass_delete=allow_mass_delete, force=force))
 
 
-@app.command("sync-table")
-def sync_table(name: Annotated[str, typer.Argument(help="The table's name or target_table.")],
+@app.command("sync-table", cls=_Command)
+def sync_table(tctx: typer.Context,
+               name: Annotated[str, typer.Argument(
+                   metavar="NAME", help="The table's name or target_table.", show_default=False)],
                full: FullOpt = False, plan_only: PlanOnlyOpt = False,
                allow_mass_delete: MassDeleteOpt = False, force: ForceOpt = False,
+               metrics_file: MetricsOpt = None,
                config: ConfigOpt = None, env_file: EnvFileOpt = None, as_json: JsonOpt = False,
-               log_format: LogFormatOpt = "text", verbose: VerboseOpt = 0,
+               log_format: LogFormatOpt = None, verbose: VerboseOpt = 0,
                quiet: QuietOpt = False) -> None:
     """Rerun one table now."""
-    ctx = _context(config, env_file, as_json, log_format, verbose, quiet)
-    _run(ctx, lambda: _sync_command(ctx, tables=[name], plan_only=plan_only, full=full,
-                                    allow_mass_delete=allow_mass_delete, force=force))
+    ctx = _context(tctx, config, env_file, as_json, log_format, verbose, quiet)
+    _run(ctx, lambda: _sync_command(ctx, metrics_file, tables=[name], plan_only=plan_only,
+                                    full=full, allow_mass_delete=allow_mass_delete, force=force))
 
 
-@app.command()
-def status(tables: TablesOpt = None,
-           runs: Annotated[int, typer.Option("--runs", min=0, help="How many runs to list.")] = 20,
+@app.command(cls=_Command)
+def status(tctx: typer.Context, tables: TablesOpt = None,
+           runs: Annotated[int, typer.Option(
+               "--runs", min=0, metavar="N", help="How many runs to list.")] = 20,
+           no_fail: Annotated[bool, typer.Option(
+               "--no-fail", metavar="", help="Exit 0 even when a table needs attention.")]
+           = False,
            config: ConfigOpt = None, env_file: EnvFileOpt = None, as_json: JsonOpt = False,
-           log_format: LogFormatOpt = "text", verbose: VerboseOpt = 0,
+           log_format: LogFormatOpt = None, verbose: VerboseOpt = 0,
            quiet: QuietOpt = False) -> None:
-    """Each table's last run, watermark and error; then the last runs."""
-    ctx = _context(config, env_file, as_json, log_format, verbose, quiet)
+    """Each table's last run, watermark and error; then the last runs.
+
+    Exits 1 when a table's last run failed, a table never succeeded, or its last success is
+    older than 26 hours (a missed night), so cron or a monitor can alert on it; --no-fail
+    keeps 0.
+    """
+    ctx = _context(tctx, config, env_file, as_json, log_format, verbose, quiet)
 
     def body() -> int:
-        from refsync import api, render
+        from datetime import datetime
+        from zoneinfo import ZoneInfo
+
+        from refsync import alerting, api
 
         settings = ctx.settings()
-        report = api.status(ctx.config(settings), settings, tables=tables, runs=runs)
+        loaded = ctx.config(settings)
+        zone = ZoneInfo(loaded.section.timezone)
+        report = api.status(loaded, settings, tables=tables, runs=runs)
+        problems = alerting.status_problems(report, datetime.now(zone))
+        # a switched-off sync is not expected to run: nothing to alert on
+        expected = api.disabled_reason(loaded, settings) is None
+        code = 1 if problems and expected and not no_fail else 0
+        report = {**report, "timezone": loaded.section.timezone, "problems": problems,
+                  "exit_code": code}
         if ctx.as_json:
             _print_json(report)
         else:
+            from refsync import render
+
             render.print_status(report)
-        return 0
+        return code
 
     _run(ctx, body)
 
 
-@app.command("init-db")
-def init_db(create_tables: Annotated[bool, typer.Option(
-                "--create-tables", help="Also create missing target tables from the config.")]
-            = False,
+@app.command("init-db", cls=_Command)
+def init_db(tctx: typer.Context,
+            create_tables: Annotated[bool, typer.Option(
+                "--create-tables", metavar="",
+                help="Also create missing target tables from the config.")] = False,
             config: ConfigOpt = None, env_file: EnvFileOpt = None, as_json: JsonOpt = False,
-            log_format: LogFormatOpt = "text", verbose: VerboseOpt = 0,
+            log_format: LogFormatOpt = None, verbose: VerboseOpt = 0,
             quiet: QuietOpt = False) -> None:
     """Create refsync's state tables (and, with --create-tables, missing target tables)."""
-    ctx = _context(config, env_file, as_json, log_format, verbose, quiet)
+    ctx = _context(tctx, config, env_file, as_json, log_format, verbose, quiet)
 
     def body() -> int:
-        from refsync import api, render
+        from refsync import api
 
         settings = ctx.settings()
         actions = api.init_db(ctx.config(settings), settings, create_tables=create_tables)
         if ctx.as_json:
             _print_json({"exit_code": 0, "actions": actions})
         else:
+            from refsync import render
+
             render.print_lines(actions)
         return 0
 
     _run(ctx, body)
 
 
-@app.command()
-def schedule(config: ConfigOpt = None, env_file: EnvFileOpt = None, as_json: JsonOpt = False,
-             log_format: LogFormatOpt = "text", verbose: VerboseOpt = 0,
+@app.command(cls=_Command)
+def schedule(tctx: typer.Context,
+             cron_d: Annotated[str | None, typer.Option(
+                 "--cron-d", metavar="USER", show_default=False,
+                 help="Print the lines for /etc/cron.d, running as USER (default: the lines "
+                 "for a user's crontab, without a user field).")] = None,
+             config: ConfigOpt = None, env_file: EnvFileOpt = None, as_json: JsonOpt = False,
+             log_format: LogFormatOpt = None, verbose: VerboseOpt = 0,
              quiet: QuietOpt = False) -> None:
     """The configured schedule, its next fire times, and the crontab line for this host."""
-    ctx = _context(config, env_file, as_json, log_format, verbose, quiet)
+    ctx = _context(tctx, config, env_file, as_json, log_format, verbose, quiet)
 
     def body() -> int:
-        from refsync import render
         from refsync.schedule import host_zone, schedule_report
 
         settings = ctx.settings()
-        report = schedule_report(ctx.config(settings).section, host_zone())
+        report = schedule_report(ctx.config(settings).section, host_zone(), cron_d_user=cron_d)
         if ctx.as_json:
             _print_json(report)
         else:
+            from refsync import render
+
             render.print_schedule(report)
         return 0
 
     _run(ctx, body)
 
 
-@app.command()
-def demo(directory: Annotated[Path, typer.Option(
-             "--dir", help="Where to build the demo.")] = Path("refsync-demo"),
-         rows: Annotated[int, typer.Option("--rows", min=10, help="Rows per legacy table.")]
-         = 10_000,
-         as_json: JsonOpt = False, log_format: LogFormatOpt = "text", verbose: VerboseOpt = 0,
+@app.command(cls=_Command)
+def demo(tctx: typer.Context,
+         directory: Annotated[Path, typer.Option(
+             "--dir", metavar="DIR", help="Where to build the demo.")] = Path("refsync-demo"),
+         rows: Annotated[int, typer.Option(
+             "--rows", min=10, metavar="N", help="Rows per legacy table.")] = 10_000,
+         as_json: JsonOpt = False, log_format: LogFormatOpt = None, verbose: VerboseOpt = 0,
          quiet: QuietOpt = False) -> None:
     """Build a SQLite legacy database and warehouse, then run the real engine on them."""
-    ctx = _context(None, None, as_json, log_format, verbose, quiet)
+    ctx = _context(tctx, None, None, as_json, log_format, verbose, quiet)
 
     def body() -> int:
+        from zoneinfo import ZoneInfo
+
         from refsync import render
         from refsync.demo import run_demo
+        from refsync.logs import set_display_zone
 
-        return run_demo(directory, rows, as_json=as_json, out=render)
+        set_display_zone(ZoneInfo("Asia/Shanghai"))  # the demo config's `timezone`
+        return run_demo(directory, rows, as_json=ctx.as_json, out=render)
 
     _run(ctx, body)
 

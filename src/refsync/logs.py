@@ -16,9 +16,9 @@ import contextvars
 import json
 import logging
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import datetime, tzinfo
 from typing import Any, Literal, TextIO
 from urllib.parse import quote, quote_plus, unquote, urlsplit
 
@@ -33,6 +33,7 @@ __all__ = [
     "level_for",
     "register_secrets",
     "run_context",
+    "set_display_zone",
 ]
 
 LOGGER_NAME = "refsync"
@@ -196,6 +197,20 @@ def register_secrets(*items: Any) -> None:
 
 # ---------------------------------------------------------------- formatters
 
+#: The zone log times are shown in: the host's until the config names one (`timezone`).
+_display_zone: tzinfo | None = None
+
+
+def set_display_zone(zone: tzinfo | None) -> None:
+    """Show log times in `zone` (the configured `timezone`), so one clock reads everywhere."""
+    global _display_zone
+    _display_zone = zone
+
+
+def _when(record: logging.LogRecord) -> datetime:
+    return datetime.fromtimestamp(record.created, _display_zone).astimezone(_display_zone)
+
+
 
 def _event(record: logging.LogRecord, message: str) -> str:
     event = getattr(record, "event", None)
@@ -205,15 +220,14 @@ def _event(record: logging.LogRecord, message: str) -> str:
 class JsonFormatter(logging.Formatter):
     """One JSON object a line: ts, level, event, msg, logger, then the EXTRA_FIELDS present.
 
-    `ts` is ISO-8601 with milliseconds and the UTC offset of the host's zone. A traceback, if
-    any, goes in `exc`. Values that JSON cannot hold are written as strings.
+    `ts` is ISO-8601 with milliseconds and the UTC offset (the configured zone once known). A
+    traceback, if any, goes in `exc`. Values that JSON cannot hold are written as strings.
     """
 
     def format(self, record: logging.LogRecord) -> str:
         message = record.getMessage()
         doc: dict[str, Any] = {
-            "ts": datetime.fromtimestamp(record.created).astimezone()
-            .isoformat(timespec="milliseconds"),
+            "ts": _when(record).isoformat(timespec="milliseconds"),
             "level": record.levelname,
             "event": _event(record, message),
             "msg": message,
@@ -232,15 +246,16 @@ class JsonFormatter(logging.Formatter):
 
 
 class TextFormatter(logging.Formatter):
-    """`2026-11-28 01:00:00.123 INFO  message` (local time), plus the hint when there is one."""
+    """`2026-11-28 01:00:00.123 CST INFO  message` (the display zone, named), plus the hint."""
 
     def format(self, record: logging.LogRecord) -> str:
         message = record.getMessage()
         hint = getattr(record, "hint", None)
         if hint and str(hint) not in message:
             message = f"{message} (hint: {hint})"
-        ts = datetime.fromtimestamp(record.created).strftime("%Y-%m-%d %H:%M:%S")
-        line = f"{ts}.{int(record.msecs):03d} {record.levelname:<5} {message}"
+        when = _when(record)
+        line = (f"{when:%Y-%m-%d %H:%M:%S}.{int(record.msecs):03d} {when:%Z} "
+                f"{record.levelname:<5} {message}")
         if record.exc_info and not record.exc_text:
             record.exc_text = self.formatException(record.exc_info)
         if record.exc_text:
@@ -265,12 +280,15 @@ def configure_logging(
     verbosity: int,
     stream: TextIO | None = None,
     secrets: Iterable[str] = (),
+    emit: Callable[[str], None] | None = None,
 ) -> SecretRedactor:
     """Give the `refsync` logger one handler on `stream` (default: the current sys.stderr).
 
     Idempotent: earlier handlers of the `refsync` logger are removed. The logger does not
     propagate to the root logger, so a root handler set up by a library cannot print each
-    line twice. Returns the handler's redactor, the module's `REDACTOR`: register secrets with
+    line twice. With `emit`, formatted lines go to that callable instead of a stream (the
+    terminal's console, so lines print above a live progress display). Returns the handler's
+    redactor, the module's `REDACTOR`: register secrets with
     `register_secrets(settings)` or `.add(...)`, before or after this call.
     """
     if fmt not in ("text", "json"):
@@ -279,7 +297,9 @@ def configure_logging(
     for old in list(logger.handlers):
         logger.removeHandler(old)
         old.close()
-    handler = logging.StreamHandler(sys.stderr if stream is None else stream)
+    handler: logging.Handler = (
+        _CallbackHandler(emit) if emit is not None
+        else logging.StreamHandler(sys.stderr if stream is None else stream))
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     REDACTOR.add(*secrets)
     handler.addFilter(RunContextFilter())
@@ -288,3 +308,17 @@ def configure_logging(
     logger.setLevel(level_for(verbosity))
     logger.propagate = False
     return REDACTOR
+
+
+class _CallbackHandler(logging.Handler):
+    """Hands each formatted line to a callable (a console that knows about its live display)."""
+
+    def __init__(self, emit: Callable[[str], None]) -> None:
+        super().__init__()
+        self._emit = emit
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self._emit(self.format(record))
+        except Exception:
+            self.handleError(record)

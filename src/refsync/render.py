@@ -5,23 +5,19 @@ from __future__ import annotations
 
 from datetime import datetime
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo
 
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    SpinnerColumn,
-    TaskID,
-    TextColumn,
-    TimeElapsedColumn,
-)
 from rich.table import Table
+from rich.text import Text
 
 from refsync.errors import RefsyncError
 from refsync.model import RunResult, TableResult
+
+if TYPE_CHECKING:  # rich.progress is imported by the commands that draw bars, when they do
+    from rich.progress import TaskID
 
 
 def _console(stderr: bool) -> Console:
@@ -73,16 +69,33 @@ def print_lines(lines: list[str]) -> None:
         out_console.print(escape(line))
 
 
+def log_line(line: str) -> None:
+    """A formatted log line, through the console that owns the live display: Rich prints it
+    above the bars instead of into them."""
+    err_console.print(Text(line), soft_wrap=True, highlight=False)
+
+
 class RowProgress:
-    """A Rich bar per table with rows and rows/s; a no-op when nobody is watching."""
+    """A live bar for the table in flight (rows, ~total, rows/s, phase); when a table is done
+    its bar gives way to one permanent result line. A no-op when nobody is watching."""
 
     def __init__(self, enabled: bool) -> None:
+        from rich.progress import (
+            BarColumn,
+            Progress,
+            SpinnerColumn,
+            TextColumn,
+            TimeElapsedColumn,
+        )
+
         self.enabled = enabled
         self.tasks: dict[str, TaskID] = {}
+        self.totals: dict[str, int | None] = {}
         self.bar = Progress(
             SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
-            MofNCompleteColumn(), TextColumn("{task.fields[rate]} rows/s"), TimeElapsedColumn(),
-            console=err_console, disable=not enabled, transient=False,
+            TextColumn("{task.fields[count]}"), TextColumn("{task.fields[rate]} rows/s"),
+            TimeElapsedColumn(),
+            console=err_console, disable=not enabled, transient=True,
         )
 
     def __enter__(self) -> RowProgress:
@@ -95,26 +108,60 @@ class RowProgress:
         if self.enabled:
             self.bar.stop()
 
+    def _count(self, table: str, done: int) -> str:
+        total = self.totals.get(table)
+        # an estimate from the server's statistics: marked `~`, never a promise
+        return f"{done:,}/~{total:,}" if total else f"{done:,}"
+
     def start(self, table: str, total: int | None) -> None:
-        if self.enabled:
-            self.tasks[table] = self.bar.add_task(table, total=total, rate="-")
+        if not self.enabled:
+            return
+        if table in self.tasks:  # a retry restarts the read: reuse the bar, start again
+            self.bar.reset(self.tasks[table], total=total, count=self._count(table, 0), rate="-",
+                           description=escape(table))
+        else:
+            self.tasks[table] = self.bar.add_task(escape(table), total=total, rate="-",
+                                                  count="")
+        self.totals[table] = total
+        self.bar.update(self.tasks[table], count=self._count(table, 0))
 
     def advance(self, table: str, rows: int) -> None:
         if not self.enabled or table not in self.tasks:
             return
         task_id = self.tasks[table]
         self.bar.advance(task_id, rows)
-        task = self.bar.tasks[task_id]
+        task = next(t for t in self.bar.tasks if t.id == task_id)  # ids outlive removed tasks
+        if task.total is not None and task.completed > task.total:  # the estimate was low
+            self.bar.update(task_id, total=None)
         speed = task.speed
-        self.bar.update(task_id, rate=f"{speed:,.0f}" if speed else "-")
+        self.bar.update(task_id, rate=f"{speed:,.0f}" if speed else "-",
+                        count=self._count(table, int(task.completed)))
+
+    def phase(self, table: str, name: str) -> None:
+        """After the read: "checking", "applying" (the bar stops moving, the words say why)."""
+        if self.enabled and table in self.tasks:
+            self.bar.update(self.tasks[table], description=f"{escape(table)} [dim]{name}…[/]")
 
     def finish(self, table: str, result: TableResult) -> None:
-        if not self.enabled or table not in self.tasks:
+        """The table's one result line, printed once above the live display."""
+        if not self.enabled:
             return
-        task_id = self.tasks[table]
-        rate = result.read / result.duration_s if result.duration_s else 0
-        self.bar.update(task_id, total=result.read, completed=result.read,
-                        description=f"{table} {styled(result.status)}", rate=f"{rate:,.0f}")
+        task_id = self.tasks.pop(table, None)
+        if task_id is not None:
+            self.bar.remove_task(task_id)
+        self.totals.pop(table, None)
+        err_console.print(result_line(result), soft_wrap=True, highlight=False)
+
+
+def result_line(result: TableResult) -> str:
+    """`✓ 年金计划 ok  10,000 rows in 0.42s (23,810 rows/s)`: a finished table in one line."""
+    mark = "[green]✓[/]" if not result.failed else "[bold red]✗[/]"
+    rate = result.read / result.duration_s if result.duration_s else 0
+    line = (f"{mark} {escape(result.name)} {styled(result.status)}  {result.read:,} rows in "
+            f"{result.duration_s:.2f}s ({rate:,.0f} rows/s)")
+    if result.error_class:
+        line += f" [red]{result.error_class}[/]"
+    return line
 
 
 def progress_for(as_json: bool) -> RowProgress:
@@ -172,17 +219,29 @@ def _ago(iso: str | None, now: datetime) -> str:
     return f"{seconds:.0f}s ago"
 
 
+def _local(iso: str | None, zone: ZoneInfo | None) -> str:
+    """An ISO time as people read it, in the configured zone (named in the column header)."""
+    if not iso:
+        return ""
+    when = datetime.fromisoformat(iso)
+    if zone is not None:
+        when = when.replace(tzinfo=zone) if when.tzinfo is None else when.astimezone(zone)
+    return when.strftime("%Y-%m-%d %H:%M:%S")
+
+
 def status_tables(report: dict[str, Any], now: datetime | None = None) -> list[Table]:
-    now = now or datetime.now().astimezone()
+    zone = ZoneInfo(report["timezone"]) if report.get("timezone") else None
+    now = now or datetime.now(zone).astimezone(zone)
+    when = f"when ({zone})" if zone else "when"
     tables = Table(title="tables", title_justify="left")
-    for col in ("table", "last", "when", "ago", "secs", "tries", *COUNTS,
+    for col in ("table", "last", when, "ago", "secs", "tries", *COUNTS,
                 "watermark", "last error"):
         tables.add_column(SHORT.get(col, col), justify="right" if col in COUNTS else "left",
                           no_wrap=col not in ("last error",))
     for t in report["tables"]:
         err = t.get("error") or ""
         tables.add_row(
-            escape(t["name"]), styled(t["last_status"]), (t.get("last_started_at") or "")[:19],
+            escape(t["name"]), styled(t["last_status"]), _local(t.get("last_started_at"), zone),
             _ago(t.get("last_finished_at"), now),
             "" if t.get("duration_s") is None else f"{t['duration_s']:.2f}",
             "" if t.get("attempts") is None else str(t["attempts"]),
@@ -207,7 +266,7 @@ def print_status(report: dict[str, Any], console: Console | None = None) -> None
     console = console or out_console
     for table in status_tables(report):
         console.print(table)
-    for warning in report.get("warnings", []):
+    for warning in report.get("problems", report.get("warnings", [])):
         console.print(f"[bold yellow]warning:[/] {escape(warning)}")
 
 
@@ -220,7 +279,9 @@ def print_schedule(report: dict[str, Any]) -> None:
     for item in report["next"]:
         table.add_row(item["tz_time"], item["host_time"])
     out_console.print(table)
-    out_console.print("Debian cron (fires in the host zone):")
+    where = ("/etc/cron.d/refsync" if report.get("form") == "cron.d"
+             else "the service user's crontab (crontab -e; --cron-d USER for /etc/cron.d)")
+    out_console.print(f"Debian cron (fires in the host zone), line for {where}:")
     out_console.print("  " + escape(report["crontab_debian"]))
     out_console.print("cronie (honours CRON_TZ):")
     for line in str(report["crontab_cronie"]).splitlines():

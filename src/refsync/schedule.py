@@ -455,9 +455,16 @@ def schedule_report(
     host: ZoneInfo,
     now: datetime | None = None,
     command: str = DEFAULT_COMMAND,
+    cron_d_user: str | None = None,
 ) -> dict[str, Any]:
-    """Everything `refsync schedule` shows, as plain JSON-ready values."""
+    """Everything `refsync schedule` shows, as plain JSON-ready values.
+
+    The lines are for a user's crontab (`crontab -e`: no user field) unless `cron_d_user` asks
+    for the system form (/etc/cron.d: the user field sits between the times and the command).
+    """
     cron, tz = section.schedule, section.timezone
+    if cron_d_user:
+        command = f"{cron_d_user} {command}"
     times = next_fire_times(cron, tz, 3, now)
     result = translate_for_host(cron, tz, host, now)
     return {
@@ -473,4 +480,6 @@ def schedule_report(
         "systemd_on_calendar": on_calendar(cron, tz),
         "exact": result.exact,
         "note": result.explanation,
+        "form": "cron.d" if cron_d_user else "crontab",
+        "user": cron_d_user,
     }

@@ -25,7 +25,7 @@ from typer.testing import CliRunner, Result
 from refsync.cli import app
 
 RUN_KEY = re.compile(r"^reference_sync_\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+08:00$")
-TOP_KEYS = ["run_key", "plan_only", "exit_code", "tables"]
+TOP_KEYS = ["run_key", "plan_only", "exit_code", "tables", "version"]
 TABLE_KEYS = ["name", "target", "source_type", "mode", "incremental", "status", "error_class",
               "error", "read", "inserted", "updated", "deleted", "unchanged", "promoted",
               "rejected", "rejects", "attempts", "duration_s", "watermark"]
@@ -626,7 +626,8 @@ def test_lock_held_exits_3_and_changes_nothing(cli: Invoke, ready: Project, lock
     result = cli("sync-table", ANNUITY)
     assert result.exit_code == 3
     assert ready.rows(ANNUITY) == []
-    assert ready.runs() == []
+    # no table ran; each refused run leaves one run-level record (DESIGN 2.2a)
+    assert [(t, s) for _, t, s in ready.runs()] == [("*", "failed")] * 2
 
 
 def test_lock_held_with_json(cli: Invoke, ready: Project, lock: Path) -> None:
@@ -640,7 +641,7 @@ def test_lock_held_with_json(cli: Invoke, ready: Project, lock: Path) -> None:
 
 def test_plan_and_status_take_no_lock(cli: Invoke, ready: Project, lock: Path) -> None:
     assert cli("plan", "--json").exit_code == 0
-    assert cli("status", "--json").exit_code == 0
+    assert cli("status", "--json", "--no-fail").exit_code == 0
 
 
 def test_lock_is_released_after_a_run(cli: Invoke, ready: Project) -> None:
@@ -757,7 +758,7 @@ def test_status_before_any_run_creates_nothing(cli: Invoke, project: Project) ->
         conn.execute("CREATE TABLE unrelated (x INTEGER)")
     conn.close()
     result = cli("status", "--json")
-    assert result.exit_code == 0, result.stderr
+    assert result.exit_code == 1, "no table has succeeded yet"
     doc = doc_of(result)
     assert doc["runs"] == []
     assert [t["name"] for t in doc["tables"]] == [ANNUITY, LINES]
@@ -767,7 +768,7 @@ def test_status_before_any_run_creates_nothing(cli: Invoke, project: Project) ->
         assert table["watermark"] is None
     assert by_name(doc)[LINES]["target"] == f"business.{LINES_TARGET}"
     assert project.tables() == {"unrelated"}
-    text = cli("status")
+    text = cli("status", "--no-fail")
     assert text.exit_code == 0
     assert "never" in text.stdout
     assert project.tables() == {"unrelated"}
@@ -775,7 +776,7 @@ def test_status_before_any_run_creates_nothing(cli: Invoke, project: Project) ->
 
 def test_status_does_not_create_the_database_file(cli: Invoke, project: Project) -> None:
     result = cli("status", "--json")
-    assert result.exit_code == 0, result.stderr
+    assert result.exit_code == 1, result.stderr
     assert all(t["last_status"] == "never" for t in doc_of(result)["tables"])
     assert not project.db.exists(), "status created the SQLite file"
 
@@ -1071,3 +1072,251 @@ def test_demo_json(cli: Invoke, tmp_path: Path) -> None:
     full = by_name(doc["runs"][0])
     assert full["年金计划"]["inserted"] == 200
     assert all(t["last_status"] != "never" for t in doc["status"]["tables"])
+
+
+# ---------------------------------------------------------------- alerting (DESIGN 2.2a)
+
+
+def test_status_exits_1_on_a_failed_last_run_and_no_fail_keeps_0(
+        cli: Invoke, synced: dict[str, Any], project: Project) -> None:
+    assert cli("status", "--json").exit_code == 0, "all tables fine: exit 0"
+    project.lines.unlink()
+    assert cli("sync", "--json").exit_code == 1
+    result = cli("status", "--json")
+    assert result.exit_code == 1
+    doc = doc_of(result)
+    assert doc["problems"] == [f"{LINES}: last run skipped [file_missing]"]
+    assert doc["exit_code"] == 1 and doc["version"]
+    assert cli("status", "--json", "--no-fail").exit_code == 0
+    text = cli("status")
+    assert text.exit_code == 1 and "last run skipped" in text.stdout
+
+
+def test_status_exits_1_when_a_night_was_missed(cli: Invoke, synced: dict[str, Any],
+                                               project: Project) -> None:
+    from datetime import datetime, timedelta
+
+    with sqlite3.connect(project.db) as conn:
+        (value,) = conn.execute("SELECT last_success_at FROM refsync_sync_state "
+                                "WHERE table_name = ?", (ANNUITY,)).fetchone()
+        old = datetime.fromisoformat(value) - timedelta(hours=27)
+        conn.execute("UPDATE refsync_sync_state SET last_success_at = ? WHERE table_name = ?",
+                     (old.isoformat(sep=" " if " " in value else "T"), ANNUITY))
+    conn.close()
+    result = cli("status", "--json")
+    assert result.exit_code == 1
+    (problem,) = doc_of(result)["problems"]
+    assert problem.startswith(f"{ANNUITY}: last success 27 hours ago")
+
+
+def test_status_help_says_when_it_exits_1(cli: Invoke) -> None:
+    result = cli("status", "--help")
+    assert "26 hours" in result.stdout and "--no-fail" in result.stdout
+
+
+def _prom(path: Path) -> dict[str, str]:
+    return {line.rsplit(" ", 1)[0]: line.rsplit(" ", 1)[1]
+            for line in path.read_text(encoding="utf-8").splitlines()
+            if line and not line.startswith("#")}
+
+
+def test_metrics_file_per_table_and_kept_for_tables_not_in_the_run(
+        cli: Invoke, ready: Project, tmp_path: Path) -> None:
+    prom = tmp_path / "textfile" / "refsync.prom"
+    prom.parent.mkdir()
+    assert cli("sync", "--metrics-file", prom).exit_code == 0
+    first = _prom(prom)
+    text = prom.read_text(encoding="utf-8")
+    assert text.count("# TYPE refsync_rows gauge") == 1, "each metric's samples are grouped"
+    assert first[f'refsync_rows{{table="{ANNUITY}",op="inserted"}}'] == str(LEGACY_ROWS)
+    assert first[f'refsync_rows{{table="{LINES}",op="read"}}'] == "3"
+    assert first[f'refsync_up{{table="{ANNUITY}"}}'] == "1"
+    assert first[f'refsync_attempts{{table="{LINES}"}}'] == "1"
+    for name in ("refsync_last_run_timestamp_seconds", "refsync_last_success_timestamp_seconds",
+                 "refsync_duration_seconds"):
+        assert float(first[f'{name}{{table="{ANNUITY}"}}']) > 0
+    inode = prom.stat().st_ino
+    # a failing rerun of one table: its lines change, the other table's stay as they were
+    ready.lines.unlink()
+    env = {"WDH_REFERENCE_SYNC_METRICS_FILE": str(prom)}  # the setting works as the option
+    assert cli("sync-table", LINES, env=env).exit_code == 1
+    second = _prom(prom)
+    assert prom.stat().st_ino != inode, "replaced by rename, never rewritten in place"
+    assert [p.name for p in prom.parent.iterdir()] == ["refsync.prom"], "no temp file left"
+    assert second[f'refsync_up{{table="{LINES}"}}'] == "0"
+    assert (second[f'refsync_last_success_timestamp_seconds{{table="{LINES}"}}']
+            == first[f'refsync_last_success_timestamp_seconds{{table="{LINES}"}}'])
+    assert {k: v for k, v in second.items() if ANNUITY in k} == {
+        k: v for k, v in first.items() if ANNUITY in k}
+
+
+def test_metrics_label_values_are_escaped() -> None:
+    from refsync.alerting import _previous, escape_label, metrics_text
+    from refsync.model import RunResult, TableResult
+
+    name = 'odd "name" \\ with\nnewline 组织'
+    result = RunResult(run_key="k", plan_only=False, tables=[TableResult(
+        name=name, target="t", source_type="sql", mode="upsert", incremental=False,
+        status="ok", finished_at="2026-11-28T01:00:00.000+08:00")])
+    text = metrics_text(result, {})
+    assert f'refsync_up{{table="{escape_label(name)}"}} 1' in text
+    assert '\\"name\\" \\\\ with\\nnewline' in text
+    assert all(line.count("\n") == 0 for line in text.splitlines())
+    path = Path("m.prom")
+    path.write_text(text, encoding="utf-8")
+    assert name in _previous(path)["refsync_up"], "read back under its real name"
+
+
+class _Monitor:
+    """A healthchecks-style endpoint on 127.0.0.1 that records the paths it was pinged at."""
+
+    def __enter__(self) -> _Monitor:
+        import http.server
+        import threading
+
+        self.paths: list[str] = []
+        paths = self.paths
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802
+                paths.append(self.path)
+                self.send_response(200)
+                self.end_headers()
+                self.wfile.write(b"OK")
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/ping/abc"
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_ping_start_and_success(cli: Invoke, ready: Project) -> None:
+    with _Monitor() as monitor:
+        result = cli("sync", env={"WDH_REFERENCE_SYNC_PING_URL": monitor.url})
+    assert result.exit_code == 0, result.stderr
+    assert monitor.paths == ["/ping/abc/start", "/ping/abc"]
+
+
+def test_ping_fail_on_a_failed_table_and_on_a_config_error(cli: Invoke, ready: Project) -> None:
+    ready.lines.unlink()
+    with _Monitor() as monitor:
+        env = {"WDH_REFERENCE_SYNC_PING_URL": monitor.url}
+        assert cli("sync", env=env).exit_code == 1
+        assert cli("sync", "-t", "nope", env=env).exit_code == 2
+        assert cli("plan", env=env).exit_code == 1, "a plan is not the nightly job"
+    assert monitor.paths == ["/ping/abc/start", "/ping/abc/fail"] * 2
+
+
+def test_a_dead_ping_url_never_fails_the_run(cli: Invoke, ready: Project) -> None:
+    import socket
+
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    result = cli("sync", "--json", env={"WDH_REFERENCE_SYNC_PING_URL": f"http://127.0.0.1:{port}/x"})
+    assert result.exit_code == 0
+    assert doc_of(result)["exit_code"] == 0
+    assert "ping http://127.0.0.1" in result.stderr
+
+
+@pytest.mark.parametrize("command", [
+    pytest.param(["sync", "-t", "nope"], id="config-error"),
+    pytest.param(["sync"], id="lock-held"),
+])
+def test_a_run_that_stops_before_any_table_leaves_a_json_log_line(
+        cli: Invoke, ready: Project, lock: Path, command: list[str]) -> None:
+    result = cli(*command, "--log-format", "json")
+    assert result.exit_code in (2, 3)
+    events = [json.loads(line) for line in result.stderr.splitlines()]
+    assert events[-1]["level"] == "ERROR"
+    assert events[-1]["error_class"] in ("usage", "config", "locked")
+
+
+# ---------------------------------------------------------------- small things
+
+
+def test_version(cli: Invoke) -> None:
+    from refsync import __version__
+
+    result = cli("--version")
+    assert result.exit_code == 0
+    assert result.stdout == f"refsync {__version__}\n"
+    assert __version__ != "0+unknown"
+
+
+def test_version_in_every_json_document(cli: Invoke, ready: Project) -> None:
+    from refsync import __version__
+
+    for args in (["schedule", "--json"], ["init-db", "--json"], ["sync", "-t", "nope", "--json"]):
+        assert doc_of(cli(*args))["version"] == __version__, args
+
+
+def test_options_before_the_command(cli: Invoke, ready: Project) -> None:
+    before = cli("-c", ready.config, "--json", "--log-format", "json", "sync", config=False)
+    assert before.exit_code == 0, before.stderr
+    assert [t["status"] for t in doc_of(before)["tables"]] == ["ok", "ok"]
+    assert all(json.loads(line)["level"] for line in before.stderr.splitlines())
+    # after the command wins over before it
+    mixed = cli("--log-format", "json", "sync", "--log-format", "text", "-c", ready.config,
+                config=False)
+    assert mixed.exit_code == 0
+    assert not mixed.stderr.lstrip().startswith("{")
+
+
+def test_help_has_no_type_placeholders_and_shows_exit_codes(cli: Invoke) -> None:
+    top = cli("--help")
+    assert "Exit codes" in top.stdout and "Example" in top.stdout
+    assert "--install-completion" in top.stdout
+    for command in COMMANDS:
+        text = cli(command, "--help").stdout
+        assert "<bool>" not in text and "<list" not in text and "<str>" not in text, command
+    sync_help = cli("sync", "--help").stdout
+    assert "[text|json]" in sync_help
+    assert "NAME" in cli("sync-table", "--help").stdout
+
+
+def test_misspelled_section_names_what_was_found(cli: Invoke, project: Project) -> None:
+    project.config.write_text(
+        yaml.safe_dump({"database": {"x": 1}, "reference_synk": project.section()},
+                       allow_unicode=True), encoding="utf-8")
+    result = cli("sync", "--json")
+    assert result.exit_code == 2
+    doc = doc_of(result)
+    assert doc["error"] == (f"no reference_sync section in {project.config.resolve()} "
+                            "(found: database, reference_synk)")
+    assert "reference_synk" in doc["hint"]
+
+
+@pytest.mark.parametrize(("args", "user_field"), [([], False), (["--cron-d", "refsync"], True)])
+def test_schedule_line_for_a_crontab_or_cron_d(cli: Invoke, args: list[str],
+                                              user_field: bool) -> None:
+    doc = doc_of(cli("schedule", "--json", *args))
+    fields = doc["crontab_debian"].split()
+    assert (fields[5] == "refsync") is user_field
+    assert fields[-1].endswith("refsync-nightly.sh")
+    assert ("refsync /opt" in doc["crontab_cronie"]) is user_field
+    text = cli("schedule", *args).stdout
+    assert ("line for /etc/cron.d/refsync" in text) is user_field
+
+
+def test_status_from_another_directory_with_the_env_file(
+        cli: Invoke, synced: dict[str, Any], project: Project, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    env_file = project.root / "deploy.env"
+    env_file.write_text(f"WDH_DATABASE_URL={project.url}\n"
+                        f"WDH_REFERENCE_SYNC_CONFIG={project.config}\n")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    result = cli("status", "--json", "--env-file", env_file, config=False,
+                 env={"WDH_DATABASE_URL": None})
+    assert result.exit_code == 0, result.stderr
+    assert {t["last_status"] for t in doc_of(result)["tables"]} == {"ok"}

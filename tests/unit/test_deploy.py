@@ -26,6 +26,8 @@ TIMER = DEPLOY / "systemd" / "refsync.timer"
 FAKE_REFSYNC = """\
 #!/usr/bin/env bash
 # stands in for refsync: records how it was called, then exits with $FAKE_RC
+[[ $1 == --version ]] && { echo "refsync 0.0.fake"; exit 0; }
+[[ -n ${FAKE_LOG:-} ]] && cat "$FAKE_LOG"
 echo "fake-refsync args=[$*] cwd=$PWD FOO=${FOO:-unset}"
 echo "fake-refsync stderr line" >&2
 touch "$MARKER"
@@ -35,6 +37,7 @@ exit "${FAKE_RC:-0}"
 SLOW_REFSYNC = """\
 #!/usr/bin/env bash
 # stands in for a long refsync run that handles SIGTERM like refsync does (exit 143)
+[[ $1 == --version ]] && { echo "refsync 0.0.fake"; exit 0; }
 trap 'echo "fake-refsync got SIGTERM"; kill "$sleeper" 2>/dev/null; exit 143' TERM
 touch "$MARKER"
 sleep 30 & sleeper=$!
@@ -65,6 +68,7 @@ def _env(home: Path, **extra: str) -> dict[str, str]:
         "REFSYNC_HOME": str(home),
         "REFSYNC_BIN": str(home / "bin" / "fake-refsync"),
         "MARKER": str(home / "ran"),
+        "REFSYNC_METRICS_FILE": "",
     }
     env.update(extra)
     return env
@@ -119,7 +123,7 @@ def test_wrapper_exits_with_refsyncs_exit_code(home: Path, rc: int) -> None:
         assert result.stderr == "", "cron mails any output: a good night must be silent"
     else:
         assert result.stderr == (
-            f"refsync-nightly: refsync sync exited {rc}; see {home}/logs/refsync.log\n"
+            f"refsync-nightly: refsync sync exited {rc}; details in {home}/logs/refsync.log\n"
         )
     finish = [e for e in _wrapper_events(_log(home)) if e["event"] == "nightly.finish"]
     assert [e["exit_code"] for e in finish] == [rc]
@@ -131,6 +135,8 @@ def test_wrapper_runs_sync_with_json_logs_in_the_install_dir(home: Path) -> None
     assert result.returncode == 0, result.stderr
     lines = _log(home)
     assert f"fake-refsync args=[sync --log-format json -t 年金计划] cwd={home} FOO=unset" in lines
+    start = next(e for e in _wrapper_events(lines) if e["event"] == "nightly.start")
+    assert "refsync 0.0.fake" in str(start["msg"]), "the version that ran is in the log"
     assert "fake-refsync stderr line" in lines, "stderr goes to the log too"
 
 
@@ -210,18 +216,102 @@ def _wait_for(path: Path, timeout: float = 20) -> None:
     [pytest.param("default", id="dot-env-in-home"),
      pytest.param("explicit", id="refsync-env-file")],
 )
-def test_wrapper_loads_the_env_file(home: Path, tmp_path: Path, where: str) -> None:
+def test_wrapper_passes_the_env_file_to_refsync(home: Path, tmp_path: Path, where: str) -> None:
+    """The shell never parses .env (a `$` in a password broke it): refsync reads it."""
     env_file = home / ".env" if where == "default" else tmp_path / "conf" / "refsync.env"
     env_file.parent.mkdir(parents=True, exist_ok=True)
-    env_file.write_text('# refsync settings\nFOO="bar baz"\nWDH_REFERENCE_SYNC_ENABLED=true\n')
+    env_file.write_text('# refsync settings\nFOO="bar baz"\nWDH_LEGACY_MYSQL_PASSWORD=pa$word\n')
     extra = {} if where == "default" else {"REFSYNC_ENV_FILE": str(env_file)}
-    assert _run(_env(home, **extra)).returncode == 0
-    assert any(line.endswith("FOO=bar baz") for line in _log(home))
+    result = _run(_env(home, **extra))
+    assert result.returncode == 0, result.stderr
+    assert (f"fake-refsync args=[sync --log-format json --env-file {env_file}] cwd={home} "
+            "FOO=unset") in _log(home)
+
+
+def test_wrapper_passes_the_metrics_file(home: Path) -> None:
+    env = _env(home)
+    del env["REFSYNC_METRICS_FILE"]
+    assert _run(env).returncode == 0
+    assert any(f"--metrics-file {home}/state/refsync.prom]" in line for line in _log(home))
+    assert (home / "state").is_dir()
+
+
+def test_failure_mail_names_the_failed_tables(home: Path, tmp_path: Path) -> None:
+    """cron mails stderr: one line per failed table with its error class, not just "see log"."""
+    lines = [
+        {"level": "ERROR", "event": "table_done", "msg": "年金计划: failed", "table": "年金计划",
+         "mode": "upsert", "status": "failed", "error_class": "connection",
+         "error": 'lost "x"'},
+        {"level": "INFO", "event": "table_done", "msg": "ok", "table": "产品线",
+         "status": "ok", "error_class": None},
+        {"level": "WARNING", "event": "table_done", "msg": "skipped", "table": "组织架构",
+         "status": "skipped", "error_class": "file_missing"},
+    ]
+    fake_log = tmp_path / "fake.jsonl"
+    fake_log.write_text("".join(json.dumps({"ts": "t", **x}, ensure_ascii=False,
+                                           separators=(",", ":")) + "\n" for x in lines))
+    result = _run(_env(home, FAKE_RC="1", FAKE_LOG=str(fake_log)))
+    assert result.returncode == 1
+    assert result.stderr.splitlines()[1:] == ["  年金计划: failed [connection]",
+                                              "  组织架构: skipped [file_missing]"]
+    # a second failing night names only its own tables
+    fake_log.write_text(json.dumps({"event": "error", "msg": "config file not found: /x.yml",
+                                    "logger": "refsync", "error_class": "config"},
+                                   separators=(",", ":")) + "\n")
+    result = _run(_env(home, FAKE_RC="2", FAKE_LOG=str(fake_log)))
+    assert result.stderr.splitlines()[1:] == ["  run: [config] config file not found: /x.yml"]
+
+
+def _prestart(result: subprocess.CompletedProcess[str]) -> dict[str, object]:
+    assert result.returncode == 4, result.stderr
+    (line,) = result.stderr.splitlines()
+    event: dict[str, object] = json.loads(line)
+    assert (event["event"], event["level"], event["exit_code"]) == (
+        "nightly.prestart_failed", "ERROR", 4)
+    return event
+
+
+def test_prestart_failure_unreadable_env_file(home: Path) -> None:
+    env_file = home / ".env"
+    env_file.write_text("WDH_DATABASE_URL=sqlite:///x.db\n")
+    env_file.chmod(0)
+    try:
+        if os.access(env_file, os.R_OK):
+            pytest.skip("root reads any file: covered by the install test as the service user")
+        event = _prestart(_run(_env(home)))
+    finally:
+        env_file.chmod(0o600)
+    assert "cannot read the env file" in str(event["msg"])
+    assert not (home / "ran").exists()
+    assert _wrapper_events(_log(home))[-1]["event"] == "nightly.prestart_failed"
+
+
+def test_prestart_failure_refsync_cannot_start(home: Path) -> None:
+    broken = home / "bin" / "broken"
+    broken.write_text("#!/nonexistent/python\n")
+    broken.chmod(0o755)
+    event = _prestart(_run(_env(home, REFSYNC_BIN=str(broken))))
+    assert "cannot start refsync" in str(event["msg"])
+    assert _wrapper_events(_log(home))[-1]["event"] == "nightly.prestart_failed"
+
+
+def test_prestart_failure_log_not_writable(home: Path) -> None:
+    blocker = home / "not-a-dir"
+    blocker.write_text("")
+    event = _prestart(_run(_env(home, REFSYNC_LOG=str(blocker / "refsync.log"))))
+    assert "cannot write the log" in str(event["msg"])
+    assert not (home / "ran").exists()
 
 
 def test_wrapper_runs_without_an_env_file(home: Path) -> None:
-    result = _run(_env(home, REFSYNC_ENV_FILE=str(home / "missing.env")))
+    result = _run(_env(home))  # no $REFSYNC_HOME/.env: settings from the environment
     assert result.returncode == 0, result.stderr
+    assert "--env-file" not in "\n".join(_log(home))
+
+
+def test_a_named_env_file_that_is_missing_is_a_prestart_failure(home: Path) -> None:
+    event = _prestart(_run(_env(home, REFSYNC_ENV_FILE=str(home / "missing.env"))))
+    assert "cannot read the env file" in str(event["msg"])
 
 
 def test_wrapper_defaults_to_its_install_dir_and_venv(tmp_path: Path) -> None:
@@ -236,7 +326,8 @@ def test_wrapper_defaults_to_its_install_dir_and_venv(tmp_path: Path) -> None:
     result = _run(env, wrapper=wrapper)
     assert result.returncode == 0, result.stderr
     lines = (install / "logs" / "refsync.log").read_text().splitlines()
-    assert f"fake-refsync args=[sync --log-format json] cwd={install} FOO=unset" in lines
+    assert (f"fake-refsync args=[sync --log-format json --metrics-file "
+            f"{install}/state/refsync.prom] cwd={install} FOO=unset") in lines
 
 
 def test_wrapper_bin_may_be_a_command_with_arguments(home: Path) -> None:
@@ -273,7 +364,9 @@ def test_service_runs_the_wrapper_once_and_lets_sigterm_reach_refsync() -> None:
     assert service["Type"] == ["oneshot"]
     assert service["ExecStart"] == ["/opt/refsync/deploy/cron/refsync-nightly.sh"]
     assert service["WorkingDirectory"] == ["/opt/refsync"]
-    assert service["EnvironmentFile"] == ["-/opt/refsync/.env"]
+    assert "EnvironmentFile" not in service, "refsync reads .env itself (--env-file)"
+    assert service["OnFailure"] == ["refsync-failure@%n.service"]
+    assert (DEPLOY / "systemd" / "refsync-failure@.service").is_file()
     assert service["KillMode"] == ["mixed"]
     assert "TimeoutStopSec" in service
     assert "SuccessExitStatus" not in service, "a night that did not sync must show as failed"

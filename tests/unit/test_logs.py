@@ -168,8 +168,36 @@ def test_text_format_is_short_and_readable() -> None:
     log.info("年金计划: ok - read %d", 3, extra={"event": "table_done", "table": "年金计划"})
     log.warning("产品线: skipped", extra={"hint": "check file_path"})
     first, second = out.getvalue().splitlines()
-    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3} INFO  年金计划: ok - read 3", first)
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3} \S+ INFO  年金计划: ok - read 3",
+                        first)
     assert second.endswith(" WARNING 产品线: skipped (hint: check file_path)")
+
+
+def test_times_are_shown_in_the_configured_zone() -> None:
+    """One clock for people: text lines name the zone, JSON lines carry its offset."""
+    from zoneinfo import ZoneInfo
+
+    from refsync.logs import set_display_zone
+
+    out = io.StringIO()
+    set_display_zone(ZoneInfo("Asia/Shanghai"))
+    try:
+        configure_logging("text", 0, stream=out)
+        log.info("hello")
+        configure_logging("json", 0, stream=out)
+        log.info("hello")
+    finally:
+        set_display_zone(None)
+    text, line = out.getvalue().splitlines()
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3} CST INFO  hello", text)
+    assert json.loads(line)["ts"].endswith("+08:00")
+
+
+def test_emit_sends_lines_to_a_callable() -> None:
+    lines: list[str] = []
+    configure_logging("text", 0, emit=lines.append)
+    log.info("to the console")
+    assert len(lines) == 1 and lines[0].endswith("INFO  to the console")
 
 
 # ---------------------------------------------------------------- levels

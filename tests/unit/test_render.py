@@ -61,7 +61,7 @@ def test_status_tables_show_outcome_age_counts_and_error() -> None:
     text = _text(render.status_tables(_report(), now=NOW))
     lines = text.splitlines()
     row = next(x for x in lines if "年金计划" in x and "ok" in x)
-    assert "2026-11-28T01:00:00" in row and "8h ago" in row and "9,910" in row
+    assert "2026-11-28 01:00:00" in row and "8h ago" in row and "9,910" in row
     failed = next(x for x in lines if "组织架构" in x and "failed" in x)
     assert "connection: legacy_mysql organization on ro@db:3306/hub: connection refused" in failed
     assert "2026-11-25T18:03:11" in failed and " 4 " in failed
@@ -69,6 +69,13 @@ def test_status_tables_show_outcome_age_counts_and_error() -> None:
     runs = text[text.index("recent runs"):]
     assert runs.index("组织架构") < runs.index("年金计划")  # newest first, as given
     assert "10,000" in runs and "90" in runs  # read and changed (10 + 80)
+
+
+def test_status_times_are_in_the_configured_zone_with_the_zone_named() -> None:
+    text = _text(render.status_tables({**_report(), "timezone": "Europe/Berlin"}, now=NOW))
+    assert "when (Europe/Berlin)" in text
+    row = next(x for x in text.splitlines() if "年金计划" in x and "ok" in x)
+    assert "2026-11-27 18:00:00" in row  # 01:00 in Shanghai
 
 
 def test_print_status_warns_about_a_missed_night(capsys: pytest.CaptureFixture[str]) -> None:
@@ -111,4 +118,24 @@ def test_progress_bars_only_on_a_terminal(monkeypatch: pytest.MonkeyPatch, as_js
             name="年金计划", target="t", source_type="sql", mode="upsert", incremental=False,
             read=5000, duration_s=0.5))
     shown = fake.export_text()
-    assert ("年金计划" in shown and "5000" in shown and "10,000 rows/s" in shown) is enabled
+    assert ("年金计划" in shown and "5,000" in shown and "10,000 rows/s" in shown) is enabled
+    if enabled:  # the finished table is one result line, printed once
+        assert shown.count("✓ 年金计划 ok  5,000 rows in 0.50s") == 1
+
+
+def test_progress_marks_an_estimated_total_and_shows_the_phase(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = Console(force_terminal=True, width=120, record=True)
+    monkeypatch.setattr(render, "err_console", fake)
+    progress = render.progress_for(False)
+    with progress:
+        progress.start("组织架构", 12_000)
+        progress.advance("组织架构", 3000)
+        assert "3,000/~12,000" in str(progress.bar.tasks[0].fields["count"])
+        progress.phase("组织架构", "applying")
+        assert "applying" in progress.bar.tasks[0].description
+        progress.finish("组织架构", TableResult(
+            name="组织架构", target="t", source_type="sql", mode="upsert", incremental=False,
+            read=3000, duration_s=1.0, status="failed", error_class="connection"))
+        assert progress.bar.tasks == [], "a finished table leaves the live display"
+    assert "✗ 组织架构 failed  3,000 rows in 1.00s (3,000 rows/s) connection" in fake.export_text()

@@ -138,6 +138,8 @@ def test_schedule_report_shape() -> None:
         "schedule": "0 1 * * *",
         "timezone": "Asia/Shanghai",
         "host_timezone": "UTC",
+        "form": "crontab",
+        "user": None,
         "next": [
             {"tz_time": "2026-11-28T01:00:00+08:00", "host_time": "2026-11-27T17:00:00+00:00"},
             {"tz_time": "2026-11-29T01:00:00+08:00", "host_time": "2026-11-28T17:00:00+00:00"},

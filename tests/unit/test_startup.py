@@ -1,0 +1,160 @@
+"""Start-up (issue 9): every command imports only what it uses, so `refsync --help` answers at
+once and a small nightly run is dominated by the databases.
+
+Each check runs the real entry point in a fresh interpreter and looks at `sys.modules` when it
+exits: no timings (the machine is shared), only which modules were loaded, so a stray
+module-level import cannot come back unnoticed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+# the engine and its drivers, config/validation, the Rich renderer, installed metadata
+ENGINE = ("sqlalchemy", "psycopg", "pymysql", "tenacity", "refsync.api", "refsync.state",
+          "refsync.targets", "refsync.sources", "refsync.transform")
+CONFIG = ("pydantic", "pydantic_settings", "yaml", "croniter", "asyncio", "refsync.config")
+RICH = ("rich", "markdown_it", "pygments", "typer.rich_utils", "refsync.render")
+METADATA = ("importlib.metadata", "email")
+
+# run `refsync ARGS...` as the console script does; write the loaded modules to a file
+HARNESS = """
+import json, sys
+out, args = sys.argv[1], sys.argv[2:]
+sys.argv = ["refsync", *args]
+code = 0
+try:
+    from refsync.cli import main
+    main()
+except SystemExit as exc:
+    code = exc.code if isinstance(exc.code, int) else 1
+with open(out, "w", encoding="utf-8") as f:
+    json.dump({"exit_code": code, "modules": sorted(sys.modules)}, f)
+"""
+
+
+def _env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items()
+            if not k.startswith(("WDH_", "PYTHONWARNINGS", "TYPER_"))}
+
+
+def run_fresh(tmp_path: Path, *args: str, env: dict[str, str] | None = None,
+              ) -> tuple[int, set[str], subprocess.CompletedProcess[str]]:
+    """(exit code, modules loaded, the process) of `refsync ARGS` in a new interpreter."""
+    out = tmp_path / "modules.json"
+    proc = subprocess.run([sys.executable, "-c", HARNESS, str(out), *args], cwd=tmp_path,
+                          env={**_env(), **(env or {})}, capture_output=True, text=True,
+                          timeout=120)
+    assert out.exists(), proc.stderr
+    doc = json.loads(out.read_text(encoding="utf-8"))
+    return doc["exit_code"], set(doc["modules"]), proc
+
+
+def loaded(modules: set[str], families: tuple[str, ...]) -> list[str]:
+    """The modules of `families` (a package counts with its submodules) that were loaded."""
+    return sorted(m for m in modules
+                  if any(m == f or m.startswith(f + ".") for f in families))
+
+
+def test_help_loads_no_engine_config_rich_or_metadata(tmp_path: Path) -> None:
+    code, modules, proc = run_fresh(tmp_path, "--help")
+    assert code == 0, proc.stderr
+    assert "Usage: refsync" in proc.stdout and "sync-table" in proc.stdout
+    assert loaded(modules, ENGINE + CONFIG + RICH + METADATA) == []
+
+
+def test_no_arguments_is_help_and_loads_as_little(tmp_path: Path) -> None:
+    code, modules, proc = run_fresh(tmp_path)
+    assert code == 2 and "Usage: refsync" in proc.stdout
+    assert loaded(modules, ENGINE + CONFIG + RICH + METADATA) == []
+
+
+def test_version_reads_metadata_only(tmp_path: Path) -> None:
+    from importlib.metadata import version
+
+    code, modules, proc = run_fresh(tmp_path, "--version")
+    assert code == 0, proc.stderr
+    assert proc.stdout == f"refsync {version('refsync')}\n"
+    assert loaded(modules, ENGINE + CONFIG + RICH) == []
+
+
+@pytest.mark.parametrize("command", ["sync", "status", "schedule", "demo"])
+def test_command_help_loads_no_engine_or_rich(tmp_path: Path, command: str) -> None:
+    code, modules, proc = run_fresh(tmp_path, command, "--help")
+    assert code == 0, proc.stderr
+    assert f"Usage: refsync {command}" in proc.stdout
+    assert loaded(modules, ENGINE + RICH + ("refsync.config", "pydantic_settings")) == []
+
+
+def test_usage_error_is_plain_and_loads_no_rich(tmp_path: Path) -> None:
+    code, modules, proc = run_fresh(tmp_path, "sync", "--no-such-option")
+    assert code == 2
+    assert "No such option: --no-such-option" in proc.stderr
+    assert "╭" not in proc.stderr  # Click's plain error, not a Rich panel
+    assert loaded(modules, ENGINE + RICH) == []
+
+
+def _status_project(tmp_path: Path) -> Path:
+    lines = tmp_path / "product_lines.yml"
+    lines.write_text('schema_version: "1.0"\ndata:\n  - {code: "PL01", name: "企业年金"}\n',
+                     encoding="utf-8")
+    config = tmp_path / "cfg.yml"
+    config.write_text(
+        "reference_sync:\n"
+        "  timezone: Asia/Shanghai\n"
+        "  tables:\n"
+        "    - name: 产品线\n"
+        "      target_table: ref_product_line\n"
+        "      source_type: config_file\n"
+        f"      source_config: {{file_path: {json.dumps(str(lines))}, "
+        'schema_version: "1.0"}\n'
+        "      sync_mode: delete_insert\n"
+        "      primary_key: code\n", encoding="utf-8")
+    return config
+
+
+def test_status_json_on_sqlite_loads_no_rich_and_no_server_driver(tmp_path: Path) -> None:
+    config = _status_project(tmp_path)
+    db = tmp_path / "w.sqlite"
+    code, modules, proc = run_fresh(tmp_path, "status", "--json", "-c", str(config),
+                                    env={"WDH_DATABASE_URL": f"sqlite:///{db}"})
+    doc = json.loads(proc.stdout)
+    assert code == doc["exit_code"] == 1, proc.stderr  # never synced: needs attention
+    assert doc["tables"][0]["last_status"] == "never"
+    assert "sqlalchemy" in modules  # it does read the state tables
+    assert loaded(modules, RICH + ("psycopg", "pymysql")) == []
+
+
+def test_status_text_draws_with_rich(tmp_path: Path) -> None:
+    config = _status_project(tmp_path)
+    db = tmp_path / "w.sqlite"
+    code, modules, proc = run_fresh(tmp_path, "status", "--no-fail", "-c", str(config),
+                                    env={"WDH_DATABASE_URL": f"sqlite:///{db}"})
+    assert code == 0, proc.stderr
+    assert "never" in proc.stdout
+    assert "refsync.render" in modules
+
+
+def test_import_refsync_is_cheap_and_the_api_resolves_lazily(tmp_path: Path) -> None:
+    code = ("import json, sys, refsync; "
+            "print(json.dumps(sorted(sys.modules)))")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=_env(),
+                          capture_output=True, text=True, timeout=120, check=True)
+    assert loaded(set(json.loads(proc.stdout)), ENGINE + CONFIG + RICH + METADATA) == []
+
+    import refsync
+    from refsync import api, model
+
+    assert refsync.sync is api.sync and refsync.plan is api.plan
+    assert refsync.sync_table is api.sync_table and refsync.status is api.status
+    assert refsync.init_db is api.init_db
+    assert refsync.RunResult is model.RunResult and refsync.TableResult is model.TableResult
+    assert set(refsync.__all__) <= set(dir(refsync))
+    with pytest.raises(AttributeError):
+        refsync.no_such_thing  # noqa: B018
