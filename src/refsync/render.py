@@ -19,6 +19,8 @@ from refsync.model import RunResult, TableResult
 if TYPE_CHECKING:  # rich.progress is imported by the commands that draw bars, when they do
     from rich.progress import TaskID
 
+    from refsync.verify import TableVerify, VerifyReport
+
 
 def _console(stderr: bool) -> Console:
     probe = Console(stderr=stderr)
@@ -33,6 +35,7 @@ STATUS_STYLE = {
     "ok": "green", "unchanged": "green", "disabled": "dim", "never": "dim",
     "failed": "bold red", "guarded": "bold yellow", "skipped": "yellow",
     "interrupted": "bold magenta",
+    "in_step": "green", "differs": "bold red", "unsupported": "yellow",
 }
 COUNTS = ("read", "inserted", "updated", "deleted", "unchanged", "promoted", "rejected")
 SHORT = {"read": "read", "inserted": "ins", "updated": "upd", "deleted": "del",
@@ -288,3 +291,71 @@ def print_schedule(report: dict[str, Any]) -> None:
         out_console.print("  " + escape(line))
     if report.get("note"):
         out_console.print(escape(report["note"]))
+
+
+# ---------------------------------------------------------------- verify
+
+
+def _n(value: int | None) -> str:
+    return "" if value is None else f"{value:,}"
+
+
+def verify_table(report: VerifyReport) -> Table:
+    table = Table(title="verify: each source against its target's authoritative rows "
+                  "(read-only)", title_justify="left")
+    for col in ("table", "target", "status", "source", "target rows", "differ", "missing",
+                "extra", "secs", "reason / error"):
+        numeric = col in ("source", "target rows", "differ", "missing", "extra", "secs")
+        table.add_column(col, justify="right" if numeric else "left",
+                         no_wrap=col != "reason / error")
+    for t in report.tables:
+        note = escape(t.reason or "")
+        if t.error:
+            note = f"[red]{t.error_class}[/]: {escape(t.error.splitlines()[0][:120])}"
+        table.add_row(escape(t.name), escape(t.target), styled(t.status), _n(t.source_rows),
+                      _n(t.target_rows), _n(t.differ), _n(t.missing), _n(t.extra),
+                      f"{t.duration_s:.2f}", note)
+    return table
+
+
+def _keys_text(keys: list[dict[str, Any]]) -> str:
+    if all(len(k) == 1 for k in keys):
+        return ", ".join(str(next(iter(k.values()))) for k in keys)
+    return ", ".join("(" + ", ".join(f"{c}={v}" for c, v in k.items()) + ")" for k in keys)
+
+
+def verify_keys(t: TableVerify) -> list[str]:
+    """`differ (年金计划号): P001, P002`: up to 20 keys of each kind, for one table."""
+    lines = []
+    for kind, count, keys, what in (
+            ("differ", t.differ, t.differ_keys, "same key, other values"),
+            ("missing", t.missing, t.missing_keys, "in the source, not in the target"),
+            ("extra", t.extra, t.extra_keys, "authoritative in the target, not in the source")):
+        if not count:
+            continue
+        names = ", ".join(keys[0]) if keys else ""
+        more = f" … and {count - len(keys):,} more" if count > len(keys) else ""
+        lines.append(f"  {kind} {count:,} ({what}; {escape(names)}): "
+                     f"{escape(_keys_text(keys))}{more}")
+    return lines
+
+
+def print_verify(report: VerifyReport) -> None:
+    out_console.print(verify_table(report))
+    for t in report.tables:
+        lines = verify_keys(t)
+        if lines:
+            out_console.print(f"[bold]{escape(t.name)}[/] ({escape(t.target)}):")
+            for line in lines:
+                out_console.print(line, soft_wrap=True)
+    unsupported = [t.name for t in report.tables if t.status == "unsupported"]
+    if unsupported:
+        out_console.print(f"[bold yellow]warning:[/] {len(unsupported)} table(s) not verified "
+                          f"(digests cannot compare them): {escape(', '.join(unsupported))}")
+    for t in report.tables if human_stderr else []:
+        if t.error:
+            err_console.print(f"[bold red]{escape(t.name)}[/]: {escape(t.error)}")
+            if t.hint:
+                err_console.print(f"  [dim]hint:[/] {escape(t.hint)}")
+    if report.interrupted_by:
+        err_console.print(f"[bold magenta]interrupted by signal {report.interrupted_by}[/]")

@@ -31,7 +31,7 @@ TABLE_KEYS = ["name", "target", "source_type", "mode", "incremental", "status", 
               "rejected", "rejects", "attempts", "duration_s", "watermark"]
 COUNTS = ["read", "inserted", "updated", "deleted", "unchanged", "promoted", "rejected"]
 STATE_TABLES = {"refsync_sync_state", "refsync_sync_runs"}
-COMMANDS = ["plan", "sync", "sync-table", "status", "init-db", "schedule", "demo"]
+COMMANDS = ["plan", "sync", "sync-table", "status", "init-db", "verify", "schedule", "demo"]
 
 ANNUITY = "年金计划"
 LINES = "产品线"
@@ -561,7 +561,8 @@ def test_config_error_names_the_file_and_the_field(cli: Invoke, project: Project
 
 def test_unknown_table_exits_2_and_lists_the_known_names(cli: Invoke, ready: Project) -> None:
     for command in (["sync", "-t", "nope"], ["sync", "-t", ANNUITY, "-t", "nope"],
-                    ["plan", "-t", "nope"], ["status", "-t", "nope"], ["sync-table", "nope"]):
+                    ["plan", "-t", "nope"], ["status", "-t", "nope"], ["sync-table", "nope"],
+                    ["verify", "-t", "nope"]):
         result = cli(*command)
         assert result.exit_code == 2, command
         assert "nope" in result.stderr
@@ -713,6 +714,69 @@ def test_plan_exits_like_sync_would(cli: Invoke, ready: Project) -> None:
     assert doc["exit_code"] == 1
     assert by_name(doc)[LINES]["status"] == "skipped"
     assert ready.runs() == []
+
+
+# ---------------------------------------------------------------- verify
+
+VERIFY_TABLE_KEYS = ["name", "target", "source_type", "status", "reason", "error_class",
+                     "error", "source_rows", "target_rows", "differ", "missing", "extra",
+                     "differ_keys", "missing_keys", "extra_keys", "attempts", "duration_s"]
+
+
+def test_verify_on_sqlite_reports_every_table_unsupported(
+        cli: Invoke, synced: dict[str, Any], project: Project) -> None:
+    """Digests need MySQL and PostgreSQL: on SQLite (and for a YAML source) nothing can be
+    compared, which verify says per table, with the reason, without failing (exit 0)."""
+    runs = project.runs()
+    result = cli("verify", "--json")
+    assert result.exit_code == 0, result.stderr
+    doc = doc_of(result)
+    assert list(doc) == ["exit_code", "tables", "version"]
+    assert doc["exit_code"] == 0
+    annuity, lines = doc["tables"]
+    assert list(annuity) == VERIFY_TABLE_KEYS
+    assert (annuity["name"], annuity["target"], annuity["source_type"]) == (
+        ANNUITY, f"business.{ANNUITY}", "sql")
+    assert annuity["status"] == lines["status"] == "unsupported"
+    assert "sqlite" in annuity["reason"] and "PostgreSQL" in annuity["reason"]
+    assert "config_file" in lines["reason"]
+    assert annuity["source_rows"] is None and annuity["differ_keys"] == []
+    assert project.runs() == runs  # read-only
+
+
+def test_verify_text_says_what_was_not_verified(cli: Invoke, ready: Project) -> None:
+    result = cli("verify", "-t", LINES_TARGET)
+    assert result.exit_code == 0, result.stderr
+    assert LINES in result.stdout and "unsupported" in result.stdout
+    assert ANNUITY not in result.stdout
+    assert "not verified" in result.stdout and "config_file" in result.stdout
+
+
+def test_verify_touches_no_database_it_cannot_compare(cli: Invoke, project: Project) -> None:
+    result = cli("verify", "--json")
+    assert result.exit_code == 0, result.stderr
+    assert [t["status"] for t in doc_of(result)["tables"]] == ["unsupported", "unsupported"]
+    assert not project.db.exists()
+
+
+def test_verify_reports_a_disabled_table(cli: Invoke, project: Project) -> None:
+    section = project.section()
+    section["tables"][1]["enabled"] = False
+    project.write_config(section)
+    doc = doc_of(cli("verify", "--json"))
+    assert [t["status"] for t in doc["tables"]] == ["unsupported", "disabled"]
+    assert doc["exit_code"] == 0
+
+
+def test_verify_takes_no_lock(cli: Invoke, ready: Project, lock: Path) -> None:
+    assert cli("verify", "--json").exit_code == 0
+
+
+def test_verify_without_a_target_is_a_config_error(cli: Invoke, project: Project) -> None:
+    result = cli("verify", "--json", env={"WDH_DATABASE_URL": None})
+    assert result.exit_code == 2
+    doc = doc_of(result)
+    assert doc["error_class"] == "config" and "WDH_DATABASE_URL" in doc["error"]
 
 
 # ---------------------------------------------------------------- selecting tables
