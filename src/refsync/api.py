@@ -32,11 +32,9 @@ from refsync.errors import (
 from refsync.model import ColumnInfo, RunResult, Source, TableResult
 from refsync.prefetch import prefetch
 from refsync.retry import retrying
-from refsync.sources.sql import SqlSource
 from refsync.targets import SqlTarget, open_target
 from refsync.targets.base import DirectLoadConflict
 from refsync.transform import (
-    LineConverter,
     RowConverter,
     clock_cap,
     cursor_before,
@@ -404,9 +402,11 @@ class Runner:
                         res.null_cursor_rows, source.cursor_column,
                         extra={"event": "null_cursor", "table": spec.name})
             try:
-                self._stream(target, spec, source, infos, res, since, old_mark, direct=True)
+                self._load_and_apply(target, spec, source, infos, res, since, old_mark,
+                                     direct=True)
             except DirectLoadConflict:  # a key came twice: staging will name the keys
-                self._stream(target, spec, source, infos, res, since, old_mark, direct=False)
+                self._load_and_apply(target, spec, source, infos, res, since, old_mark,
+                                     direct=False)
         finally:
             unregister()
             source.close()
@@ -425,17 +425,18 @@ class Runner:
         since = mark - spec.options.lookback if spec.options.lookback else mark
         return since, mark
 
-    def _stream(self, target: SqlTarget, spec: TableSpec, source: Source,
-                infos: list[ColumnInfo], res: TableResult, since: Any, old_mark: Any,
-                *, direct: bool) -> None:
+    def _load_and_apply(self, target: SqlTarget, spec: TableSpec, source: Source,
+                        infos: list[ColumnInfo], res: TableResult, since: Any, old_mark: Any,
+                        *, direct: bool) -> None:
+        """One attempt at one table: read the source through the pipeline into staging,
+        check, diff, and (unless planning) apply with the watermark and the run record, all
+        in the table's one transaction."""
         opts = spec.options
         zone = ZoneInfo(opts.source_timezone)
         deletes = spec.sync_mode == "delete_insert"
         has_cursor = source.cursor_column is not None
-        high = old_mark
+        largest_cursor = old_mark
         read = 0
-        reject_low: Any = None
-        reject_cursor_unknown = False
         estimate = getattr(source, "estimated_rows", None)  # cheap server statistics, if any
         self.progress.start(spec.name, estimate() if callable(estimate) and since is None
                             else None)
@@ -443,60 +444,24 @@ class Runner:
         with target.table_writer(spec.target_schema, spec.target_table, infos,
                                  spec.primary_key, commit=not self.plan_only,
                                  timeouts=(opts.lock_timeout, opts.statement_timeout),
-                                 ) as writer:
+                                 timezone=opts.source_timezone) as writer:
             if direct and not self.plan_only:
                 writer.try_direct()
             loop_start = time.perf_counter()
-            converter: RowConverter | LineConverter
-            text_source = self._text_source(target, source, infos)
-            if text_source is not None and text_source.chunk_key():
-                # the server formats COPY text and joins a chunk of rows into one: rows a
-                # check on the server flags are decoded and judged one by one
-                converter = LineConverter(infos, spec.primary_key, zone, MAX_LISTED)
-                chunks = text_source.iter_text_chunks(
-                    since, [c.max_length for c in infos], [not c.nullable for c in infos])
-                rejected_before = 0
-                for chunk in prefetch(chunks):
-                    read += chunk.rows
-                    if chunk.bad or b"\x00" in chunk.text:
-                        lines = chunk.text.decode("utf-8").split("\n")
-                        writer.stage_lines(converter.convert_lines(lines))
-                    else:
-                        writer.stage_text(chunk.text, chunk.rows)
-                    if chunk.high is not None:
-                        high = max_cursor(high, [chunk.high])
-                    if has_cursor and converter.rejected > rejected_before:
-                        # chunk lines carry no cursor: the server's lowest among the rows
-                        # it flagged, where the source tells it (`bad_low`)
-                        low = getattr(chunk, "bad_low", None)
-                        if low is None:
-                            reject_cursor_unknown = True
-                        elif reject_low is None or cursor_before(low, reject_low):
-                            reject_low = low
-                    rejected_before = converter.rejected
-                    self.progress.advance(spec.name, chunk.rows)
-            elif text_source is not None:
-                # the server formats COPY text; only lines failing a cheap check are decoded
-                converter = LineConverter(infos, spec.primary_key, zone, MAX_LISTED,
-                                          cursor=has_cursor)
-                for lines in text_source.iter_line_batches(since):
-                    read += len(lines)
-                    writer.stage_lines(converter.convert_lines(lines))
-                    self.progress.advance(spec.name, len(lines))
-                if converter.high is not None:
-                    high = max_cursor(high, [source.parse_watermark(converter.high)])
-                if converter.reject_low is not None:
-                    reject_low = source.parse_watermark(converter.reject_low)
-            else:
-                converter = RowConverter(infos, spec.primary_key, zone, max_listed=MAX_LISTED,
-                                         cursor=has_cursor)
-                for batch in source.iter_batches(since):
-                    read += len(batch)
-                    if has_cursor:
-                        high = max_cursor(high, [row[-1] for row in batch])
-                    writer.stage(converter.convert_batch(batch))
-                    self.progress.advance(spec.name, len(batch))
-                reject_low = converter.reject_low
+            # one pipeline: COPY text the source server made and checked is staged as it
+            # is; source values go through the value rules first
+            converter = RowConverter(infos, spec.primary_key, zone, max_listed=MAX_LISTED,
+                                     cursor=has_cursor)
+            chunks = source.chunks(since, infos, copy_text=target.takes_copy_text)
+            for chunk in prefetch(chunks):
+                read += chunk.rows
+                if chunk.copy_text is not None:
+                    writer.stage_text(chunk.copy_text, chunk.rows)
+                elif chunk.batch is not None:
+                    writer.stage(converter.convert_batch(chunk.batch))
+                if chunk.high is not None:
+                    largest_cursor = max_cursor(largest_cursor, [chunk.high])
+                self.progress.advance(spec.name, chunk.rows)
             res.read = read
             writer.timings["read+check"] = (time.perf_counter() - loop_start
                                             - writer.timings.get("stage", 0.0))
@@ -516,9 +481,8 @@ class Runner:
             res.timings = writer.timings
             for name in ("inserted", "updated", "promoted", "unchanged", "deleted"):
                 setattr(res, name, getattr(counts, name))
-            mark = self._honest_watermark(
-                spec, source, res, high, clock_utc, reject_low=reject_low,
-                reject_unknown=reject_cursor_unknown, old_mark=old_mark, since=since)
+            mark = self._honest_watermark(spec, source, res, largest_cursor, clock_utc,
+                                          reject_low=converter.reject_low)
             res.watermark = None if mark is None else watermark_to_text(mark)
             if res.rejected and opts.on_invalid == "fail":  # invalid rows first, then the guard
                 shown = "; ".join(f"{r['key']} {r['column']}={r['value']!r}: {r['reason']}"
@@ -550,28 +514,23 @@ class Runner:
             if self._hold is not None:  # from here the commit decides, not a signal
                 self._hold.start()
 
-    def _honest_watermark(self, spec: TableSpec, source: Source, res: TableResult, high: Any,
-                          clock_utc: datetime, *, reject_low: Any, reject_unknown: bool,
-                          old_mark: Any, since: Any) -> Any:
+    def _honest_watermark(self, spec: TableSpec, source: Source, res: TableResult,
+                          largest_cursor: Any, clock_utc: datetime, *, reject_low: Any) -> Any:
         """DESIGN 4.4: the largest cursor read, but never later than the source's clock when
         the read began (a future-dated row is read again until its time comes), and never
         past the earliest rejected row (read again until fixed). Says why it held back."""
-        if high is None:
+        if largest_cursor is None:
             return None
         notes: list[str] = []
-        mark = high
+        mark = largest_cursor
         snapshot = getattr(source, "snapshot_utc", None) or clock_utc
-        cap = clock_cap(high, snapshot, ZoneInfo(spec.options.source_timezone))
+        cap = clock_cap(largest_cursor, snapshot, ZoneInfo(spec.options.source_timezone))
         if cap is not None and cursor_before(cap, mark):
             notes.append(f"watermark held at the source's clock {watermark_to_text(cap)}: rows "
                          f"dated up to {watermark_to_text(mark)} are in the future and are "
                          "read again until their time comes")
             mark = cap
-        if reject_unknown:
-            mark = old_mark if since is not None else None
-            notes.append("watermark not moved: rejected rows are read again until fixed (a "
-                         "chunked read does not tell their cursor)")
-        elif reject_low is not None and cursor_before(reject_low, mark):
+        if reject_low is not None and cursor_before(reject_low, mark):
             mark = reject_low
             notes.append(f"watermark held at {watermark_to_text(mark)}, the earliest rejected "
                          "row: rejected rows are read again until fixed")
@@ -585,15 +544,6 @@ class Runner:
         phase = getattr(self.progress, "phase", None)
         if phase is not None:
             phase(table, name)
-
-    @staticmethod
-    def _text_source(target: SqlTarget, source: Source,
-                     infos: list[ColumnInfo]) -> SqlSource | None:
-        """The source, when rows can travel as server-made COPY text (MySQL text → PG)."""
-        if (target.dialect == "postgresql" and isinstance(source, SqlSource)
-                and all(c.kind == "text" for c in infos) and source.lines_supported()):
-            return source
-        return None
 
     # -- reporting
 

@@ -141,8 +141,21 @@ class RunResult:
 # ---------------------------------------------------------------- protocols
 
 
+@dataclass(frozen=True)
+class Chunk:
+    """The one unit a source hands the pipeline: a stretch of the table (a key range where
+    the source can tell), as COPY text its server made and checked (every row fits its
+    target column, so it is staged as it is), or as source values for the value rules
+    (`transform.RowConverter`, which alone decides what is rejected and why)."""
+
+    rows: int
+    copy_text: bytes | None = None  # UTF-8 COPY text lines, joined by newlines
+    batch: Batch | None = None  # source values, each row with its cursor value last
+    high: Any = None  # the largest cursor value in the chunk
+
+
 class Source(Protocol):
-    """Yields a table's rows in batches; knows its own incremental cursor."""
+    """Yields a table's rows as chunks; knows its own incremental cursor."""
 
     columns: list[str]
     """Target column names, in the order each row holds them."""
@@ -154,8 +167,10 @@ class Source(Protocol):
         """Where the rows come from, for logs and errors; never a password."""
         ...
 
-    def iter_batches(self, since: Any | None) -> Iterator[Batch]:
-        """Rows (all when `since` is None, else cursor >= since), `batch_size` at a time."""
+    def chunks(self, since: Any | None, columns: list[ColumnInfo], *,
+               copy_text: bool) -> Iterator[Chunk]:
+        """The rows (all when `since` is None, else cursor >= since) for target `columns`;
+        `copy_text`: the target stages COPY text, so the source may hand it over as such."""
         ...
 
     def count_null_cursor(self) -> int:

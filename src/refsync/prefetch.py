@@ -6,14 +6,14 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Generator, Iterator
+from collections.abc import Iterator
 from typing import Any, TypeVar
 
 T = TypeVar("T")
 _END = object()
 
 
-def prefetch(items: Generator[T, None, None], depth: int = 2) -> Iterator[T]:
+def prefetch(items: Iterator[T], depth: int = 2) -> Iterator[T]:
     """Yield what `items` yields, produced up to `depth` ahead in a worker thread.
 
     An exception in the worker is raised here; stopping early (or an exception here) stops
@@ -40,7 +40,9 @@ def prefetch(items: Generator[T, None, None], depth: int = 2) -> Iterator[T]:
         except BaseException as exc:  # handed to the consumer, who raises it
             put(exc)
         finally:
-            items.close()
+            close = getattr(items, "close", None)  # a generator's cleanup runs here
+            if close is not None:
+                close()
 
     worker = threading.Thread(target=work, name="refsync-prefetch", daemon=True)
     worker.start()

@@ -27,25 +27,24 @@ import json
 import math
 import re
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from datetime import date, datetime, time, timedelta
 from decimal import MAX_EMAX, MAX_PREC, MIN_EMIN, Context, Decimal, InvalidOperation
 from operator import itemgetter
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from refsync.model import Batch, ColumnInfo, Reject, Row
+from refsync.model import Batch, Chunk, ColumnInfo, Reject, Row
 
 __all__ = [
-    "LineConverter",
     "RejectValue",
     "RowConverter",
     "clock_cap",
     "cursor_before",
     "make_converter",
     "max_cursor",
+    "row_chunks",
     "shorten",
-    "watermark_from_text",
     "watermark_to_text",
 ]
 
@@ -480,13 +479,13 @@ def _timestamptz(col: ColumnInfo, tz: ZoneInfo) -> Converter:
     nullable = col.nullable
 
     def aware(d: datetime) -> datetime:
-        return d if d.tzinfo is not None else d.replace(tzinfo=tz)
+        return d if d.tzinfo is not None else wall_time_in(d, tz)
 
     def slow(v: Any) -> datetime:
         if isinstance(v, datetime):
             return aware(v)
         if isinstance(v, date):
-            return datetime(v.year, v.month, v.day, tzinfo=tz)
+            return wall_time_in(datetime(v.year, v.month, v.day), tz)
         if isinstance(v, bytes | bytearray | memoryview):
             v = _decode(v)
         if isinstance(v, str):
@@ -495,7 +494,7 @@ def _timestamptz(col: ColumnInfo, tz: ZoneInfo) -> Converter:
 
     def conv(v: Any) -> Any:
         if type(v) is datetime:
-            return v if v.tzinfo is not None else v.replace(tzinfo=tz)
+            return v if v.tzinfo is not None else wall_time_in(v, tz)
         if v is None:
             if nullable:
                 return None
@@ -503,6 +502,17 @@ def _timestamptz(col: ColumnInfo, tz: ZoneInfo) -> Converter:
         return slow(v)
 
     return conv
+
+
+def wall_time_in(d: datetime, tz: ZoneInfo) -> datetime:
+    """A naive wall-clock time in `tz`, read as PostgreSQL reads it (so the row path and a
+    COPY under the session TimeZone store the same instant): a time the clock passed twice
+    (autumn) takes the later, standard-time offset; a time it skipped (spring) takes the
+    offset in force before the change. Both are the smaller of the two offsets."""
+    first = d.replace(tzinfo=tz, fold=0)
+    second = d.replace(tzinfo=tz, fold=1)
+    a, b = first.utcoffset(), second.utcoffset()
+    return second if a is not None and b is not None and b < a else first
 
 
 def _time(col: ColumnInfo, tz: ZoneInfo) -> Converter:
@@ -692,10 +702,6 @@ class RowConverter:
         self._converters = [make_converter(c, source_tz) for c in columns]
         self._getters = [itemgetter(i) for i in range(len(columns))]
         self._key_index = [(k, names.index(k)) for k in key]
-        self.reset()
-
-    def reset(self) -> None:
-        """Forget the rejects, e.g. before a retried read starts again."""
         self.rejected = 0
         self.rejects: list[Reject] = []
         self.rejected_keys: list[Row] = []
@@ -768,99 +774,6 @@ class RowConverter:
         self.rejected_keys.append(key)
 
 
-# ---------------------------------------------------------------- COPY text lines
-
-_COPY_ESCAPE = re.compile(r"\\(.)", re.DOTALL)
-_COPY_UNESCAPE = {"t": "\t", "n": "\n", "r": "\r", "\\": "\\"}
-
-
-def copy_field_value(field: str) -> str | None:
-    """A PostgreSQL COPY text field back into the value it stands for."""
-    if field == "\\N":
-        return None
-    if "\\" not in field:
-        return field
-    return _COPY_ESCAPE.sub(lambda m: _COPY_UNESCAPE.get(m[1], m[1]), field)
-
-
-def _is_cursor(text: str) -> bool:
-    return text != "\\N" and not text.startswith(_ZERO_DATE_PREFIX)
-
-
-class LineConverter:
-    """Checks rows that arrive as COPY text lines (formatted by the source server) without
-    decoding them: the same rules and rejects as `RowConverter`, for text columns only.
-
-    A line passes on a cheap test (no NUL, every field within its column's length, no \\N in
-    a NOT NULL column); only a line failing it is decoded and judged value by value, since
-    an escaped field can look longer than its value. Valid lines are kept as they are.
-    With `cursor`, each line ends with the cursor field, which is split off and its
-    largest value kept in `high` (text compares as time for a server's fixed-width dates).
-    """
-
-    def __init__(self, columns: list[ColumnInfo], key: list[str], source_tz: ZoneInfo,
-                 max_listed: int = 20, *, cursor: bool = False) -> None:
-        if any(c.kind != "text" for c in columns):
-            raise ValueError("LineConverter handles text columns only")
-        self.rows = RowConverter(columns, key, source_tz, max_listed)
-        self.limits = [c.max_length or 2**62 for c in columns]
-        self.not_null = [i for i, c in enumerate(columns) if not c.nullable]
-        self.width = len(columns)
-        self.cursor = cursor
-        self.high: str | None = None
-
-    @property
-    def rejected(self) -> int:
-        return self.rows.rejected
-
-    @property
-    def rejects(self) -> list[Reject]:
-        return self.rows.rejects
-
-    @property
-    def rejected_keys(self) -> list[Row]:
-        return self.rows.rejected_keys
-
-    @property
-    def reject_low(self) -> str | None:
-        """The smallest cursor text among rejected lines (with `cursor`)."""
-        low: str | None = self.rows.reject_low
-        return low
-
-    def convert_lines(self, lines: list[str]) -> list[str]:
-        marks: list[str] | None = None
-        if self.cursor and lines:
-            parts = [line.rpartition("\t") for line in lines]
-            lines = [p[0] for p in parts]
-            marks = [p[2] for p in parts]
-            found = [m for m in marks if _is_cursor(m)]
-            if found:
-                top = max(found)
-                if self.high is None or top > self.high:
-                    self.high = top
-        limits, not_null, width = self.limits, self.not_null, self.width
-        rows = self.rows
-        out: list[str] = []
-        append = out.append
-        for n, line in enumerate(lines):
-            fields = line.split("\t")
-            if (len(fields) == width and "\x00" not in line
-                    and all(map(int.__le__, map(len, fields), limits))
-                    and all(fields[i] != "\\N" for i in not_null)):
-                append(line)
-            elif len(fields) != width:
-                raise ValueError(f"a line holds {len(fields)} fields, expected {width}")
-            else:
-                before = rows.rejected
-                if rows.convert_batch([tuple(map(copy_field_value, fields))]):
-                    append(line)  # the escapes made it look long: the values fit
-                elif marks is not None and rows.rejected > before and _is_cursor(marks[n]):
-                    mark = marks[n]
-                    if rows.reject_low is None or mark < rows.reject_low:
-                        rows.reject_low = mark
-        return out
-
-
 # ---------------------------------------------------------------- watermarks
 
 
@@ -870,46 +783,6 @@ def watermark_to_text(value: Any) -> str:
     if isinstance(value, date | time):  # datetime is a date
         return value.isoformat()
     return str(value)
-
-
-def watermark_from_text(text: str, like: type | None = None) -> Any:
-    """A stored watermark back into a value; `like` (the cursor's type) settles doubt."""
-    if like is not None:
-        if like is str:
-            return text
-        if issubclass(like, datetime):
-            return datetime.fromisoformat(text)
-        if issubclass(like, date):
-            return date.fromisoformat(text)
-        if issubclass(like, bool):
-            raise ValueError("a boolean cannot be an incremental cursor")
-        if issubclass(like, int):
-            return int(text)
-        if issubclass(like, Decimal):
-            return Decimal(text)
-        if issubclass(like, float):
-            return float(text)
-        parse: Callable[[str], Any] = like
-        return parse(text)
-    s = text.strip()
-    if _INT_RE.fullmatch(s):
-        return int(s)  # before fromisoformat, which reads '20240102' as a date
-    if _DATE_RE.fullmatch(s):
-        try:
-            return date.fromisoformat(s)
-        except ValueError:
-            return text
-    if _TS_RE.fullmatch(s):
-        try:
-            return datetime.fromisoformat(s)
-        except ValueError:
-            return text
-    if _NUM_RE.fullmatch(s):
-        try:
-            return Decimal(s)
-        except InvalidOperation:  # pragma: no cover - the pattern only admits numbers
-            return text
-    return text
 
 
 def _is_cursor_value(v: Any) -> bool:
@@ -944,6 +817,13 @@ def clock_cap(like: Any, clock_utc: datetime, zone: ZoneInfo) -> Any:
     if isinstance(like, date):
         return clock_utc.astimezone(zone).date()
     return None
+
+
+def row_chunks(batches: Iterable[Batch], *, cursor: bool) -> Iterator[Chunk]:
+    """Batches of source values (the cursor last, with `cursor`) as pipeline chunks."""
+    for batch in batches:
+        high = max_cursor(None, [row[-1] for row in batch]) if cursor and batch else None
+        yield Chunk(len(batch), batch=batch, high=high)
 
 
 def max_cursor(current: Any, batch_values: Iterable[Any]) -> Any:

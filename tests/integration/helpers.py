@@ -15,6 +15,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import pytest
 import sqlalchemy as sa
 import yaml
 from pydantic import SecretStr
@@ -331,3 +332,18 @@ def read_state(url: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         runs = [dict(r._mapping) for r in conn.execute(
             sa.select(t.runs).order_by(t.runs.c.started_at, t.runs.c.table_name))]
     return st, runs
+
+
+def count_copy_text(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Rows staged as server-made COPY text, counted (the fast path was really taken)."""
+    from refsync.targets.base import SqlTableWriter
+
+    staged: list[int] = []
+    real = SqlTableWriter.stage_text
+
+    def counting(self: SqlTableWriter, text: str | bytes, rows: int) -> None:
+        staged.append(rows)
+        real(self, text, rows)
+
+    monkeypatch.setattr(SqlTableWriter, "stage_text", counting)
+    return staged

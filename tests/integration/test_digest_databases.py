@@ -64,7 +64,7 @@ NAME = ("CASE WHEN seq % 97 = 0 THEN NULL WHEN seq % 101 = 0 THEN '' "
 def dbs(mysql_db_url: str, pg_admin_url: str) -> Iterator[tuple[sa.Engine, sa.Engine]]:
     import uuid
 
-    from refsync.sources.sql import listen_mysql_session
+    from refsync.sources.mysql import listen_mysql_session
 
     my = sa.create_engine(mysql_db_url + "?charset=utf8mb4")
     listen_mysql_session(my)

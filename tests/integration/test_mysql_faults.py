@@ -28,7 +28,7 @@ from pydantic import SecretStr
 from refsync import api
 from refsync.config import Settings, TableSpec, load_config
 from refsync.errors import QueryFailure
-from refsync.model import TableResult
+from refsync.model import ColumnInfo, TableResult
 from refsync.sources import LegacyMySQLSource, dispose_engines
 from refsync.sources.sql import SqlSource
 
@@ -187,7 +187,8 @@ def test_one_row_larger_than_the_packet_is_named(mysql: sa.URL, admin: sa.Engine
     try:
         with pytest.raises(QueryFailure, match=r"row k='K1' is larger than the source server's "
                                                r"max_allowed_packet \(1048576 bytes\)"):
-            list(src.iter_text_chunks(None, [None, None], [True, False]))
+            list(src.chunks(None, [ColumnInfo("k", "text", False), ColumnInfo("v", "text")],
+                            copy_text=True))
     finally:
         src.close()
 
@@ -275,7 +276,7 @@ def _writer(mysql: sa.URL, stop: threading.Event, done: list[int]) -> None:
         conn.close()
 
 
-@pytest.mark.parametrize("path", ["chunks", "lines"])
+@pytest.mark.parametrize("path", ["chunks", "values"])
 def test_a_read_is_one_snapshot_under_read_committed(
         tmp_path: Path, pg_url: str, mysql: sa.URL, admin: sa.Engine,
         monkeypatch: pytest.MonkeyPatch, path: str) -> None:
@@ -284,8 +285,8 @@ def test_a_read_is_one_snapshot_under_read_committed(
     mover exactly once (a `delete_insert` target would lose a moved key otherwise)."""
     make_source_table(admin, "pairs", _snapshot_rows())
     make_target(pg_url)
-    if path == "lines":  # one streamed statement, fetched in small batches
-        monkeypatch.setattr(SqlSource, "chunk_key", lambda self: None)
+    if path == "values":  # one streamed statement, fetched in small batches
+        monkeypatch.setattr("refsync.targets.postgres.PostgresTarget.takes_copy_text", False)
     stop, done = threading.Event(), [0]
     writer = threading.Thread(target=_writer, args=(mysql, stop, done))
     writer.start()
@@ -314,7 +315,8 @@ def test_a_table_without_transactions_is_read_in_one_statement_with_a_warning(
                       engine="MyISAM")
     src = legacy_source(mysql, "myisam", batch_size=10)
     try:
-        assert src.chunk_key() is None  # no chunks: they would not read one snapshot
+        cols = [ColumnInfo("k", "text", False), ColumnInfo("v", "text")]
+        assert src.copy_plan(cols) is None  # no chunks: they would not read one snapshot
         assert any("MyISAM engine" in w for w in src.warnings)
     finally:
         src.close()

@@ -11,8 +11,8 @@ import psycopg
 import pymysql
 import pytest
 from pydantic import SecretStr
+from sqlalchemy import column, literal
 from sqlalchemy import exc as sa_exc
-from sqlalchemy import literal
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 
 from refsync.config import MySQLPool, Settings, TableSpec
@@ -36,12 +36,16 @@ from refsync.sources import (
     is_connection_error,
     open_source,
 )
-from refsync.sources.mysql import connect_args, get_engine, mysql_url
-from refsync.sources.sql import (
+from refsync.sources.mysql import (
     build_chunk_bounds,
     build_chunk_select,
+    connect_args,
+    get_engine,
+    mysql_url,
+)
+from refsync.sources.mysql_copy import escaped_text
+from refsync.sources.sql import (
     build_count_null_cursor,
-    build_line_select,
     resolve_url,
     split_table_name,
 )
@@ -109,11 +113,11 @@ def test_build_select_uses_the_configured_where_verbatim() -> None:
 def test_an_or_in_where_is_one_term_inside_the_chunk_bounds() -> None:
     """Issue 8.3: `a OR b` ANDed with the chunk bounds must read `(a OR b) AND key ...`."""
     where = "updated_at >= :last_synced_at OR updated_at IS NULL"
-    lines = build_line_select("annuity_plan", ["plan_code"], "updated_at", True, where)
-    bounds = build_chunk_bounds(lines, "plan_code", None, after_given=True, limit=10)
+    rows = build_select("annuity_plan", ["plan_code"], "updated_at", True, where)
+    bounds = build_chunk_bounds(rows, "plan_code", None, after_given=True, limit=10)
     assert "WHERE (updated_at >= %s OR updated_at IS NULL) AND `plan_code` > %s" in sql_of(
         bounds)
-    chunk = build_chunk_select(lines, "plan_code", None, "updated_at", literal(0),
+    chunk = build_chunk_select(rows, "plan_code", None, "updated_at", literal("x"), literal(0),
                                after_given=True)
     assert ("WHERE (updated_at >= %s OR updated_at IS NULL) AND `plan_code` <= %s "
             "AND `plan_code` > %s") in sql_of(chunk)
@@ -478,30 +482,23 @@ def test_open_source_closes_what_fails_to_open(tmp_path: Path) -> None:
     assert not (tmp_path / "absent.sqlite").exists()
 
 
-def test_build_line_select_formats_copy_text_on_the_server() -> None:
-    from refsync.sources.sql import build_line_select
-
-    stmt = build_line_select("annuity_plan", ["plan_code", "名称"], "updated_at", True, None)
-    sql = str(stmt.compile(dialect=mysql.dialect()))
-    assert sql.startswith("SELECT concat_ws(")
-    assert "ifnull(replace(replace(replace(replace(`plan_code`" in sql
-    assert "`名称`" in sql and "CAST(`updated_at` AS CHAR)" in sql
-    assert "WHERE `updated_at` >= %s" in sql
+def test_escaped_text_is_a_copy_text_field_made_by_the_server() -> None:
+    sql = str(escaped_text(column("名称")).compile(dialect=mysql.dialect()))
+    assert sql.startswith("replace(replace(replace(replace(`名称`")
 
 
 def test_build_chunk_select_aggregates_one_keyset_page_into_one_row() -> None:
     import sqlalchemy as sa
 
-    from refsync.sources.sql import build_chunk_bounds, build_chunk_select, build_line_select
-
-    lines = build_line_select("t", ["a"], "u", False, None, cursor_field=False)
-    bounds = " ".join(str(build_chunk_bounds(lines, "a", None, after_given=True, limit=500)
+    rows = build_select("t", ["a"], "u", False, None)
+    bounds = " ".join(str(build_chunk_bounds(rows, "a", None, after_given=True, limit=500)
                           .compile(dialect=mysql.dialect())).split())
     assert bounds.startswith("SELECT max(x.k) AS max_1, count(*) AS count_1 FROM (SELECT `a` AS k")
     assert "FROM `t` WHERE `a` > %s ORDER BY `a` LIMIT %s) AS x" in bounds
-    stmt = build_chunk_select(lines, "a", None, "u", sa.literal(0), after_given=True)
+    stmt = build_chunk_select(rows, "a", None, "u", sa.column("a"), sa.literal(0),
+                              after_given=True)
     sql = " ".join(str(stmt.compile(dialect=mysql.dialect())).split())
-    assert "CAST(CONVERT(GROUP_CONCAT(line SEPARATOR '\\n') USING utf8mb4) AS BINARY)" in sql
+    assert "CAST(CONVERT(GROUP_CONCAT(x.line SEPARATOR '\\n') USING utf8mb4) AS BINARY)" in sql
     assert "count(*)" in sql and "max(x.cur)" in sql
     assert "FROM `t` WHERE `a` <= %s AND `a` > %s) AS x" in sql  # a plain range: no LIMIT
     assert "ORDER BY" not in sql and "CAST(`u` AS CHAR)" not in sql

@@ -12,7 +12,6 @@ import pytest
 
 from refsync.model import ColumnInfo, ColumnKind, Reject
 from refsync.transform import (
-    LineConverter,
     RejectValue,
     RowConverter,
     clock_cap,
@@ -20,7 +19,6 @@ from refsync.transform import (
     make_converter,
     max_cursor,
     shorten,
-    watermark_from_text,
     watermark_to_text,
 )
 
@@ -551,14 +549,6 @@ def test_row_converter_accumulates_across_batches() -> None:
     assert [r.key["code"] for r in rc.rejects] == ["A1", "B0", "B1"]
 
 
-def test_row_converter_reset_forgets_rejects() -> None:
-    rc = converter()
-    rc.convert_batch([("A1", None, "bad", None)])
-    rc.reset()
-    assert rc.rejected == 0
-    assert rc.rejects == []
-
-
 def test_row_converter_reject_shortens_value() -> None:
     rc = converter()
     rc.convert_batch([("A1", "y" * 200, None, None)])
@@ -658,42 +648,6 @@ def test_watermark_to_text_is_iso(value: Any, text: str) -> None:
     assert watermark_to_text(value) == text
 
 
-@pytest.mark.parametrize(("value", "text"), ROUND_TRIPS)
-def test_watermark_from_text_round_trips(value: Any, text: str) -> None:
-    back = watermark_from_text(watermark_to_text(value))
-    assert same(back, value), f"{back!r} != {value!r}"
-
-
-@pytest.mark.parametrize(("value", "text"), ROUND_TRIPS)
-def test_watermark_from_text_round_trips_with_like(value: Any, text: str) -> None:
-    back = watermark_from_text(watermark_to_text(value), type(value))
-    assert same(back, value), f"{back!r} != {value!r}"
-
-
-@pytest.mark.parametrize(
-    ("text", "like", "expected"),
-    [
-        pytest.param("12345", str, "12345", id="digits-as-str"),
-        pytest.param("2024-01-02", datetime, datetime(2024, 1, 2), id="date-text-as-datetime"),
-        pytest.param("2024-01-02T03:04:05", datetime, datetime(2024, 1, 2, 3, 4, 5),
-                     id="datetime"),
-        pytest.param("1.5", float, 1.5, id="float"),
-        pytest.param("1.50", Decimal, Decimal("1.50"), id="decimal"),
-    ],
-)
-def test_watermark_from_text_follows_like(text: str, like: type, expected: Any) -> None:
-    assert same(watermark_from_text(text, like), expected)
-
-
-def test_watermark_from_text_unparsable_stays_text() -> None:
-    assert watermark_from_text("2024-13-45") == "2024-13-45"
-
-
-def test_watermark_from_text_bad_text_for_like_raises() -> None:
-    with pytest.raises(ValueError):
-        watermark_from_text("nope", datetime)
-
-
 @pytest.mark.parametrize(
     ("current", "values", "expected"),
     [
@@ -735,8 +689,6 @@ def test_row_converter_keeps_the_key_of_every_rejected_row() -> None:
     assert rc.rejected == 7 and len(rc.rejects) == 2
     # a NULL or too long key matches no target row: nothing to keep
     assert rc.rejected_keys == [(f"K{i}",) for i in range(5)]
-    rc.reset()
-    assert (rc.rejected, rc.rejects, rc.rejected_keys, rc.reject_low) == (0, [], [], None)
 
 
 def test_row_converter_reports_the_earliest_rejected_cursor() -> None:
@@ -747,19 +699,6 @@ def test_row_converter_reports_the_earliest_rejected_cursor() -> None:
                       ("D", "x" * 11, 1, None, None)])  # a NULL cursor is never read again
     assert rc.reject_low == datetime(2024, 2, 1, 10)
     assert converter().reject_low is None
-
-
-def test_line_converter_reports_the_earliest_rejected_cursor() -> None:
-    cols = [ColumnInfo("code", "text", nullable=False, max_length=5),
-            ColumnInfo("name", "text", max_length=3)]
-    lc = LineConverter(cols, ["code"], SHANGHAI, cursor=True)
-    out = lc.convert_lines(["A\tabc\t2024-03-01 00:00:00", "B\tabcd\t2024-02-01 00:00:00",
-                            "C\ta\\tb\t2024-01-01 00:00:00", "D\tabcdef\t\\N"])
-    assert out == ["A\tabc", "C\ta\\tb"]
-    assert lc.rejected == 2
-    assert lc.rejected_keys == [("B",), ("D",)]
-    assert lc.reject_low == "2024-02-01 00:00:00"
-    assert lc.high == "2024-03-01 00:00:00"
 
 
 def test_reject_of_a_null_shows_null() -> None:

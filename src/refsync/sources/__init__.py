@@ -1,7 +1,7 @@
 """Sources: where a reference table's rows come from. `open_source` picks one by source_type.
 
 - `legacy_mysql`: `LegacyMySQLSource` (sources/mysql.py), the WDH_LEGACY_MYSQL_* database
-- `sql`: `SqlSource` (sources/sql.py), any SQLAlchemy URL
+- `sql`: `SqlSource` (sources/sql.py), any SQLAlchemy URL; `MySQLSource` for a MySQL one
 - `config_file`: `YamlFileSource` (sources/yaml_file.py), a versioned YAML file
 """
 
@@ -10,12 +10,18 @@ from __future__ import annotations
 from refsync.config import MySQLPool, Settings, TableSpec
 from refsync.model import Source
 from refsync.sources.dberrors import classify_db_error, is_connection_error, scrub
-from refsync.sources.mysql import LegacyMySQLSource, dispose_engines
-from refsync.sources.sql import SqlSource, build_select
+from refsync.sources.mysql import (
+    MYSQL_BACKENDS,
+    LegacyMySQLSource,
+    MySQLSource,
+    dispose_engines,
+)
+from refsync.sources.sql import SqlSource, build_select, resolve_url
 from refsync.sources.yaml_file import YamlFileSource
 
 __all__ = [
     "LegacyMySQLSource",
+    "MySQLSource",
     "SqlSource",
     "YamlFileSource",
     "build_select",
@@ -38,6 +44,8 @@ def open_source(spec: TableSpec, settings: Settings, pool: MySQLPool, batch_size
         source = YamlFileSource(spec, batch_size=batch_size)
     elif spec.source_type == "legacy_mysql":
         source = LegacyMySQLSource(spec, settings, pool, batch_size=batch_size)
+    elif resolve_url(spec).get_backend_name() in MYSQL_BACKENDS:
+        source = MySQLSource.from_spec(spec, batch_size=batch_size)
     else:
         source = SqlSource.from_spec(spec, batch_size=batch_size)
     try:

@@ -1,27 +1,144 @@
-"""`source_type: legacy_mysql`: the `sql` source on an engine built from WDH_LEGACY_MYSQL_*.
+"""MySQL/MariaDB sources: `legacy_mysql` (the WDH_LEGACY_MYSQL_* database) and `sql` sources
+with a MySQL URL. Everything that only MySQL does lives here:
 
-PyMySQL with utf8mb4, the configured pool and timeouts (MySQLPool), optional TLS, a
-read-only session with refsync's own sql_mode and a UTC time zone (`mysql_session`).
-Engines are cached per settings so the legacy tables of one run share a pool;
+- the session: refsync's own sql_mode and a UTC time zone on every connection, so server
+  settings (NO_BACKSLASH_ESCAPES, ANSI_QUOTES, …) cannot change what its SQL means;
+- one consistent snapshot per read (REPEATABLE READ, READ ONLY, WITH CONSISTENT SNAPSHOT),
+  whatever the server's default; a table without transactions is read in one statement;
+- the fast path: the server formats each row as PostgreSQL COPY text (sources/mysql_copy.py)
+  and joins a key range of rows into ONE fetched row (GROUP_CONCAT), sized by bytes to fit
+  max_allowed_packet; a range holding a row the pre-check flags is read again as values
+  (same snapshot), for the value rules to judge;
+- KILL QUERY from a side connection to cancel a read in flight, and PyMySQL's unbuffered
+  results forgotten on a dropped connection.
+
+Engines for `legacy_mysql` are cached per settings so the tables of one run share a pool;
 `dispose_engines()` closes them all at the end of a run.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
-from collections.abc import Iterator
-from datetime import UTC, datetime
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine
+from sqlalchemy import (
+    Connection,
+    Engine,
+    Select,
+    bindparam,
+    column,
+    create_engine,
+    event,
+    func,
+    text,
+)
+from sqlalchemy import select as sa_select
+from sqlalchemy import types as sqltypes
 from sqlalchemy.dialects.mysql import TIMESTAMP
 from sqlalchemy.engine import URL
+from sqlalchemy.sql.elements import ColumnElement
 
 from refsync.config import MySQLPool, Settings, TableSpec
-from refsync.errors import NotConfigured
-from refsync.model import Batch
-from refsync.sources.sql import SqlSource, listen_mysql_session
+from refsync.errors import NotConfigured, QueryFailure
+from refsync.model import Batch, Chunk, ColumnInfo, Row
+from refsync.sources.mysql_copy import CopyColumn, copy_column, copy_line, needs_check
+from refsync.sources.sql import SqlSource, _q
+
+log = logging.getLogger(__name__)
+
+# What refsync's SQL means must not depend on the server's settings (DESIGN 4.1): no
+# NO_BACKSLASH_ESCAPES (the COPY escapes and SEPARATOR '\\n'), no ANSI_QUOTES, no
+# PAD_CHAR_TO_FULL_LENGTH; TIMESTAMP values in UTC.
+MYSQL_SQL_MODE = "STRICT_TRANS_TABLES,ERROR_FOR_DIVISION_BY_ZERO,NO_ENGINE_SUBSTITUTION"
+MYSQL_SESSION = f"SET SESSION sql_mode = '{MYSQL_SQL_MODE}', time_zone = '+00:00'"
+# GROUP_CONCAT's own limit, far above any packet: max_allowed_packet is the one that binds
+GROUP_CONCAT_MAX_LEN = 1 << 30
+# a chunk's text may fill this share of max_allowed_packet (escapes, uneven rows)
+PACKET_SHARE = 0.5
+MYSQL_BACKENDS = ("mysql", "mariadb")
+
+
+def mysql_session(dbapi_conn: Any, _record: Any) -> None:
+    """Engine `connect` event: the session's sql_mode and time zone, set before anything else
+    runs on the connection (listen with insert=True: SQLAlchemy's dialect reads the sql_mode
+    on the first connect to decide how it quotes identifiers)."""
+    with dbapi_conn.cursor() as cur:
+        cur.execute(MYSQL_SESSION)
+
+
+def listen_mysql_session(engine: Engine) -> None:
+    """Register `mysql_session` on a MySQL engine once."""
+    if engine.url.get_backend_name() in MYSQL_BACKENDS and not event.contains(
+            engine, "connect", mysql_session):
+        event.listen(engine, "connect", mysql_session, insert=True)
+
+
+# ---------------------------------------------------------------- chunk queries (pure)
+
+
+def build_chunk_bounds(rows: Select[Any], key: str, key_type: sqltypes.TypeEngine[Any] | None,
+                       *, after_given: bool, limit: int) -> Select[Any]:
+    """(last key, row count) of the next `limit` rows after `:after` in key order: a walk
+    over the key alone, so the chunk itself can be read as a plain range."""
+    k = column(_q(key), key_type)
+    inner = rows.with_only_columns(k.label("k"))
+    if after_given:
+        inner = inner.where(k > bindparam("after", type_=key_type))
+    x = inner.order_by(k).limit(limit).subquery("x")
+    stmt: Select[Any] = sa_select(func.max(x.c.k), func.count()).select_from(x)  # type: ignore[assignment]
+    return stmt
+
+
+def key_range(rows: Select[Any], key: str, key_type: sqltypes.TypeEngine[Any] | None, *,
+              after_given: bool) -> Select[Any]:
+    """`rows` restricted to `:after < key <= :upto` (no lower bound for the first chunk)."""
+    k = column(_q(key), key_type)
+    rows = rows.where(k <= bindparam("upto", type_=key_type))
+    return rows.where(k > bindparam("after", type_=key_type)) if after_given else rows
+
+
+def build_chunk_select(rows: Select[Any], key: str, key_type: sqltypes.TypeEngine[Any] | None,
+                       cursor_column: str | None, line: ColumnElement[Any],
+                       flag: ColumnElement[Any], *, after_given: bool) -> Select[Any]:
+    """One key range aggregated by the server into ONE row: (all COPY lines joined by
+    newlines as UTF-8 bytes, row count, rows the pre-check flags, largest cursor). Fetching
+    a row per chunk instead of per source row is what makes a pure-Python driver fast; the
+    count proves nothing was cut off. Without ORDER BY or LIMIT the server merges the
+    derived table into a range scan instead of materialising it."""
+    inner = rows.with_only_columns(
+        line.label("line"), flag.label("flag"),
+        *([column(_q(cursor_column)).label("cur")] if cursor_column else []))
+    x = key_range(inner, key, key_type, after_given=after_given).subquery("x")
+    return sa_select(
+        # no ORDER BY inside: COPY does not care, and it would make the server sort
+        text("CAST(CONVERT(GROUP_CONCAT(x.line SEPARATOR '\\n') USING utf8mb4) AS BINARY)"),
+        func.count(), func.coalesce(func.sum(x.c.flag), 0),
+        func.max(x.c.cur) if cursor_column else text("NULL")).select_from(x)
+
+
+@dataclass(frozen=True)
+class CopyPlan:
+    """How the server formats this table's rows for COPY, and flags rows to judge."""
+
+    columns: list[CopyColumn]
+    key: str
+
+    @property
+    def line(self) -> ColumnElement[Any]:
+        return copy_line(self.columns)
+
+    @property
+    def flag(self) -> ColumnElement[Any]:
+        return needs_check(self.columns)
+
+
+# ---------------------------------------------------------------- engines (legacy_mysql)
+
 
 READ_ONLY_SESSION = "SET SESSION TRANSACTION READ ONLY"
 _ENV = "WDH_LEGACY_MYSQL_"
@@ -104,8 +221,238 @@ def dispose_engines() -> None:
         engine.dispose()
 
 
-class LegacyMySQLSource(SqlSource):
-    """A legacy MySQL table: `SqlSource` on the shared WDH_LEGACY_MYSQL_* engine."""
+
+
+# ---------------------------------------------------------------- the source
+
+
+class MySQLSource(SqlSource):
+    """A MySQL/MariaDB table: snapshots, server-made COPY text, KILL QUERY (see the module)."""
+
+    def __init__(self, spec: TableSpec, engine: Engine, *, batch_size: int,
+                 owns_engine: bool = True) -> None:
+        super().__init__(spec, engine, batch_size=batch_size, owns_engine=owns_engine)
+        # statistics (information_schema.TABLES), read by open()
+        self._transactional = True
+        self._table_rows: int | None = None
+        self._avg_row_length = 0
+        # the read in flight: its connection id, for `cancel`
+        self._read_connection_id: int | None = None
+        self._read_lock = threading.Lock()
+        listen_mysql_session(engine)
+
+    # -- what open() learns
+
+    def _after_introspect(self, conn: Connection) -> None:
+        """The table's engine (a snapshot needs transactions), estimated rows and average row
+        length (to size chunks by bytes), from information_schema: cheap."""
+        row = conn.execute(text(
+            "SELECT t.ENGINE, e.TRANSACTIONS, t.TABLE_ROWS, t.AVG_ROW_LENGTH "
+            "FROM information_schema.TABLES t "
+            "LEFT JOIN information_schema.ENGINES e ON e.ENGINE = t.ENGINE "
+            "WHERE t.TABLE_SCHEMA = COALESCE(:schema, DATABASE()) AND t.TABLE_NAME = :name"),
+            {"schema": self.schema, "name": self.table}).first()
+        if row is None:
+            return
+        engine_name, transactions, table_rows, avg_row_length = row
+        self._table_rows = None if table_rows is None else int(table_rows)
+        self._avg_row_length = int(avg_row_length or 0)
+        if engine_name is not None and transactions != "YES":
+            self._transactional = False
+            msg = (f"source table {self.table_name} uses the {engine_name} engine, which has no "
+                   "transactions: it is read in one statement (no consistent snapshot across "
+                   "tables or chunks)")
+            log.warning("%s: %s", self.where_text, msg)
+            self.warnings.append(msg)
+
+    def estimated_rows(self) -> int | None:
+        self.open()
+        return self._table_rows
+
+    def _zero_date(self) -> str | None:
+        if isinstance(self._cursor_type, sqltypes.DateTime):
+            return "0000-00-00 00:00:00"
+        if isinstance(self._cursor_type, sqltypes.Date):
+            return "0000-00-00"
+        return None
+
+    # -- reading
+
+    def iter_batches(self, since: Any | None) -> Iterator[Batch]:
+        for batch in super().iter_batches(since):
+            yield self._as_values(batch)
+
+    def _as_values(self, batch: Sequence[Row]) -> Batch:
+        """TIMESTAMP columns (instants, read in a UTC session) become aware datetimes, so
+        they land in a timestamptz column unchanged; DATETIME stays naive."""
+        utc_at = [i for i, n in enumerate(self.columns)
+                  if isinstance(self._source_types.get(n), TIMESTAMP)]
+        if not utc_at:
+            return list(batch)
+        out = []
+        for row in batch:
+            values = list(row)
+            for i in utc_at:
+                if isinstance(values[i], datetime):
+                    values[i] = values[i].replace(tzinfo=UTC)
+            out.append(tuple(values))
+        return out
+
+    def chunks(self, since: Any | None, columns: list[ColumnInfo], *,
+               copy_text: bool = False) -> Iterator[Chunk]:
+        """Server-made COPY text where the target takes it and every column has a server-side
+        rule, in key-range chunks; otherwise source values, as every source does."""
+        self.open()
+        plan = self.copy_plan(columns) if copy_text else None
+        if plan is None:
+            return super().chunks(since, columns)
+        return self._text_chunks(since, plan)
+
+    def copy_plan(self, columns: list[ColumnInfo]) -> CopyPlan | None:
+        """The fast path's plan, or None (said in the -v log) when the table cannot take it."""
+        self.open()
+        why = None
+        if len(self._pk) != 1:
+            why = "the source table has no one-column primary key to read ranges of"
+        elif not self._transactional:
+            why = "the source table has no transactions: read in one statement"
+        elif self.cursor_column is not None and not self._cursor_is_dated():
+            why = f"the cursor column {self.cursor_column} is not a date"
+        plan: list[CopyColumn] = []
+        for source_name, info in zip(self.source_columns, columns, strict=True):
+            if why is not None:
+                break
+            rule = copy_column(column(_q(source_name)), self._source_types.get(info.name), info)
+            if rule is None:
+                why = (f"no server-side rule for {source_name} "
+                       f"({self._source_types.get(info.name)!r} into {info.type_sql or info.kind})")
+            plan.append(rule)  # type: ignore[arg-type]
+        if why is not None:
+            log.debug("%s: rows are read as values: %s", self.where_text, why)
+            return None
+        return CopyPlan(plan, self._pk[0])
+
+    def _text_chunks(self, since: Any | None, plan: CopyPlan) -> Iterator[Chunk]:
+        """The table as server-made COPY text, up to `batch_size` rows a chunk, one fetched
+        row each, all chunks in one snapshot (see `_reading`).
+
+        A chunk is sized by bytes too: it must fit max_allowed_packet, or GROUP_CONCAT
+        returns NULL. The first size comes from the table's average row length, the next
+        ones from the rows just read; a chunk that still overflows is halved and read again,
+        down to one row. A chunk holding a flagged row (or a NUL) is read again as values."""
+        rows, params = self.select(since)
+        key, key_type = plan.key, self._key_type
+        line, flag = plan.line, plan.flag
+        chunk_sql = [build_chunk_select(rows, key, key_type, self.cursor_column, line, flag,
+                                        after_given=after) for after in (False, True)]
+        values_sql = [key_range(rows, key, key_type, after_given=after)
+                      for after in (False, True)]
+        with self._reading(since) as (conn, _):
+            conn.exec_driver_sql(f"SET SESSION group_concat_max_len = {GROUP_CONCAT_MAX_LEN}")
+            packet = int(conn.exec_driver_sql("SELECT @@max_allowed_packet").scalar_one())
+            budget = max(1, int(min(packet, GROUP_CONCAT_MAX_LEN) * PACKET_SHARE))
+            limit = self._rows_per_chunk(budget, self._avg_row_length)
+            after: Any = None
+            while True:
+                more = after is not None
+                args = {**params, "after": after} if more else dict(params)
+                bounds = build_chunk_bounds(rows, key, key_type, after_given=more, limit=limit)
+                upto, expected = conn.execute(bounds, args).one()
+                if not expected:
+                    return
+                args["upto"] = upto
+                text_, count, flagged, high = conn.execute(chunk_sql[more], args).one()
+                if count != expected:  # cannot happen inside one snapshot
+                    raise QueryFailure(
+                        f"{self.where_text}: a chunk of {expected} rows came back as {count}",
+                        hint="rerun; report it if it happens again")
+                if text_ is None or text_.count(b"\n") + 1 != count:
+                    if expected == 1:
+                        raise QueryFailure(
+                            f"{self.where_text}: the row {key}={upto!r} is larger than the "
+                            f"source server's max_allowed_packet ({packet} bytes)",
+                            hint="raise max_allowed_packet on the source MySQL server")
+                    limit = max(1, int(expected) // 2)
+                    log.debug("%s: a chunk of %d rows overflows max_allowed_packet (%d bytes):"
+                              " reading %d", self.where_text, expected, packet, limit)
+                    continue
+                high = high if isinstance(high, date) else None
+                if flagged or b"\x00" in text_:  # the value rules decide, row by row
+                    batch = self._as_values([tuple(r) for r in conn.execute(
+                        values_sql[more], args)])
+                    yield Chunk(len(batch), batch=batch, high=high)
+                else:
+                    yield Chunk(int(count), copy_text=text_, high=high)
+                if expected < limit:
+                    return
+                after = upto
+                limit = self._rows_per_chunk(budget, len(text_) // int(count) + 1)
+
+    def _rows_per_chunk(self, budget: int, row_bytes: int) -> int:
+        """`batch_size`, or fewer rows when rows of `row_bytes` would not fit `budget`."""
+        if row_bytes <= 0:
+            return self.batch_size
+        return max(1, min(self.batch_size, budget // row_bytes))
+
+    # -- the read's snapshot, and cancelling it
+
+    def _begin_read(self, conn: Connection) -> None:
+        """REPEATABLE READ (the session's or server's level may be lower), a READ ONLY
+        transaction WITH CONSISTENT SNAPSHOT; note the server's clock and the connection id."""
+        conn.exec_driver_sql("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        conn.exec_driver_sql("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
+        connection_id, now = conn.exec_driver_sql(
+            "SELECT CONNECTION_ID(), UTC_TIMESTAMP(6)").one()
+        if isinstance(now, datetime):
+            self.snapshot_utc = now.replace(tzinfo=UTC)
+        with self._read_lock:
+            self._read_connection_id = int(connection_id)
+
+    def _end_read(self) -> None:
+        with self._read_lock:
+            self._read_connection_id = None
+
+    def cancel(self) -> bool:
+        """Stop the statement of the read in flight on the server: KILL QUERY from a new side
+        connection. Safe from another thread, a no-op when nothing is in flight, never
+        raises. The read then fails with "query interrupted"."""
+        with self._read_lock:
+            connection_id = self._read_connection_id
+        if connection_id is None:
+            return False
+        try:
+            side_pool = self.engine.pool.recreate()  # same connect args, outside the pool
+            try:
+                side = side_pool.connect()
+                try:
+                    cur = side.cursor()
+                    cur.execute(f"KILL QUERY {int(connection_id)}")
+                    cur.close()
+                finally:
+                    side.close()
+            finally:
+                side_pool.dispose()
+            log.info("%s: cancelled the statement in flight (connection %d)",
+                     self.where_text, connection_id)
+        except Exception:  # the read fails or ends on its own; cancelling is best effort
+            log.warning("%s: could not cancel the statement in flight", self.where_text,
+                        exc_info=True)
+        return False
+
+    def _forget_unfinished(self, raw: Any) -> None:
+        """PyMySQL: forget an unfinished unbuffered result on a connection being discarded.
+
+        Closing (or garbage-collecting) its SSCursor would otherwise read the remaining rows:
+        all of them on a live socket, and on a lost one it raises AttributeError ('NoneType'
+        object has no attribute 'read') from __del__, "Exception ignored in SSCursor.close".
+        """
+        result = getattr(raw, "_result", None)
+        if getattr(result, "unbuffered_active", False) is True:
+            result.unbuffered_active = False  # type: ignore[union-attr]
+
+
+class LegacyMySQLSource(MySQLSource):
+    """A legacy MySQL table: on the shared WDH_LEGACY_MYSQL_* engine."""
 
     source_type = "legacy_mysql"
 
@@ -116,24 +463,3 @@ class LegacyMySQLSource(SqlSource):
 
     def describe(self) -> str:
         return f"mysql://{self.location()} table {self.table_name}"
-
-    def iter_batches(self, since: Any | None) -> Iterator[Batch]:
-        """As SqlSource, but TIMESTAMP columns (instants, read in a UTC session) become aware
-        datetimes, so they land in a timestamptz column unchanged; DATETIME stays naive."""
-        self.open()
-        names = self.spec.mapped_columns or []
-        utc_at = [i for i, n in enumerate(names)
-                  if isinstance(self._source_types.get(n), TIMESTAMP)]
-        if not utc_at:
-            yield from super().iter_batches(since)
-            return
-        for batch in super().iter_batches(since):
-            out = []
-            for row in batch:
-                values = list(row)
-                for i in utc_at:
-                    v = values[i]
-                    if isinstance(v, datetime):
-                        values[i] = v.replace(tzinfo=UTC)
-                out.append(tuple(values))
-            yield out

@@ -17,7 +17,8 @@ import yaml
 
 from refsync.config import TRACKING_COLUMNS, FileSourceConfig, TableSpec
 from refsync.errors import ConfigError, FileMissing, SchemaVersionMismatch
-from refsync.model import Batch, Row
+from refsync.model import Batch, Chunk, ColumnInfo, Row
+from refsync.transform import row_chunks
 
 log = logging.getLogger(__name__)
 
@@ -190,6 +191,11 @@ class YamlFileSource:
         rows = self.open()._rows or []
         for i in range(0, len(rows), self.batch_size):
             yield rows[i:i + self.batch_size]
+
+    def chunks(self, since: Any | None, columns: list[ColumnInfo], *,
+               copy_text: bool = False) -> Iterator[Chunk]:
+        """The file's rows as values for the value rules (a file has no cursor)."""
+        return row_chunks(self.iter_batches(since), cursor=False)
 
     def count_null_cursor(self) -> int:
         return 0

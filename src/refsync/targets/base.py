@@ -263,16 +263,19 @@ class SqlTarget:
     def table_writer(self, schema: str, table: str, columns: list[ColumnInfo],
                      key: list[str], *, commit: bool = True,
                      timeouts: tuple[timedelta, timedelta] | None = None,
-                     ) -> Iterator[SqlTableWriter]:
+                     timezone: str | None = None) -> Iterator[SqlTableWriter]:
         """A transaction holding a staging table for one table's rows; commit on clean exit.
-        `timeouts`: the table's (lock_timeout, statement_timeout)."""
+        `timeouts`: the table's (lock_timeout, statement_timeout); `timezone`: the zone naive
+        times in staged COPY text are wall times of (the table's source_timezone)."""
         with self.transaction(commit=commit) as conn:
-            if timeouts is not None:
-                try:
+            try:
+                if timeouts is not None:
                     self.set_timeouts(conn, lock_timeout=timeouts[0],
                                       statement_timeout=timeouts[1])
-                except sa.exc.SQLAlchemyError as exc:
-                    raise self.classify(exc, "setting timeouts") from None
+                if timezone is not None:
+                    self.set_timezone(conn, timezone)
+            except sa.exc.SQLAlchemyError as exc:
+                raise self.classify(exc, "setting the session") from None
             writer = self.writer_class(self, conn, schema, table, columns, key)
             writer.create_stage()
             try:
@@ -281,6 +284,11 @@ class SqlTarget:
                 writer.drop_temp()
 
     writer_class: ClassVar[type[SqlTableWriter]]
+    takes_copy_text: ClassVar[bool] = False
+    """Whether rows may be staged as COPY text a source server made (PostgreSQL)."""
+
+    def set_timezone(self, conn: Connection, zone: str) -> None:
+        """For this transaction: the zone a naive time in COPY text is read in."""
 
     def run_lock(self) -> AbstractContextManager[None]:
         """Held for a whole run so two runs never overlap (DESIGN 4.5)."""

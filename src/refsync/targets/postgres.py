@@ -236,6 +236,13 @@ class PostgresTarget(SqlTarget):
         return conn.execution_options(
             isolation_level="REPEATABLE READ" if snapshot else "READ COMMITTED")
 
+    takes_copy_text = True
+
+    def set_timezone(self, conn: Connection, zone: str) -> None:
+        """PostgreSQL parses a naive time bound for timestamptz in the session's TimeZone,
+        with every historical rule of the zone (Asia/Shanghai's 1986-1991 summer time)."""
+        conn.execute(sa.text("SELECT set_config('TimeZone', :zone, true)"), {"zone": zone})
+
     def set_timeouts(self, conn: Connection, *, lock_timeout: timedelta,
                      statement_timeout: timedelta) -> None:
         conn.exec_driver_sql(f"SET LOCAL lock_timeout = {_ms(lock_timeout)}")
