@@ -167,10 +167,12 @@ class Source(Protocol):
         """Where the rows come from, for logs and errors; never a password."""
         ...
 
-    def chunks(self, since: Any | None, columns: list[ColumnInfo], *,
-               copy_text: bool) -> Iterator[Chunk]:
+    def chunks(self, since: Any | None, columns: list[ColumnInfo], *, copy_text: bool,
+               compare_with: Any = None) -> Iterator[Chunk]:
         """The rows (all when `since` is None, else cursor >= since) for target `columns`;
-        `copy_text`: the target stages COPY text, so the source may hand it over as such."""
+        `copy_text`: the target stages COPY text, so the source may hand it over as such;
+        `compare_with`: the target's digests, for a source that can compare before reading
+        (and then tells what it compared equal in `digest_outcome`)."""
         ...
 
     def count_null_cursor(self) -> int:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -38,12 +39,14 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy import select as sa_select
+from sqlalchemy import table as sa_table
 from sqlalchemy import types as sqltypes
 from sqlalchemy.dialects.mysql import TIMESTAMP
 from sqlalchemy.engine import URL
 from sqlalchemy.sql.elements import ColumnElement
 
 from refsync.config import MySQLPool, Settings, TableSpec
+from refsync.digest import BucketDigest, DigestComparison, DigestPlan
 from refsync.errors import NotConfigured, QueryFailure
 from refsync.model import Batch, Chunk, ColumnInfo, Row
 from refsync.sources.mysql_copy import CopyColumn, copy_column, copy_line, needs_check
@@ -60,6 +63,10 @@ MYSQL_SESSION = f"SET SESSION sql_mode = '{MYSQL_SQL_MODE}', time_zone = '+00:00
 GROUP_CONCAT_MAX_LEN = 1 << 30
 # a chunk's text may fill this share of max_allowed_packet (escapes, uneven rows)
 PACKET_SHARE = 0.5
+# when the parts digests find different hold more than this share of the rows, read it all
+READ_ALL_SHARE = 0.5
+# a row's bytes are never taken for fewer than this when sizing digest buckets
+MIN_ROW_BYTES = 36
 MYSQL_BACKENDS = ("mysql", "mariadb")
 
 
@@ -299,14 +306,45 @@ class MySQLSource(SqlSource):
         return out
 
     def chunks(self, since: Any | None, columns: list[ColumnInfo], *,
-               copy_text: bool = False) -> Iterator[Chunk]:
+               copy_text: bool = False,
+               compare_with: tuple[DigestPlan, dict[int, BucketDigest]] | None = None,
+               ) -> Iterator[Chunk]:
         """Server-made COPY text where the target takes it and every column has a server-side
-        rule, in key-range chunks; otherwise source values, as every source does."""
+        rule, in key-range chunks; otherwise source values, as every source does.
+
+        `compare_with` (a digest plan and the target's bucket digests): inside the read's
+        snapshot, compare first and read only the parts that differ (`digest_outcome` then
+        says what was compared equal without being read)."""
         self.open()
+        self.digest_outcome = None
         plan = self.copy_plan(columns) if copy_text else None
         if plan is None:
             return super().chunks(since, columns)
-        return self._text_chunks(since, plan)
+        return self._text_chunks(since, plan, compare_with)
+
+    digest_outcome: DigestComparison | None = None
+
+    def digest_plan(self, columns: list[ColumnInfo], source_timezone: str, *,
+                    rows: int = 0) -> DigestPlan | None:
+        """How both databases can digest this table (None, said at -v, where they cannot);
+        `rows`: the target's own estimate, when MySQL's statistics lag behind a new table."""
+        from refsync import digest
+
+        self.open()
+        try:
+            with self.engine.connect() as conn:
+                found = digest.read_source_columns(conn, self.table, self.schema)
+        except Exception as exc:
+            raise self._error(exc) from exc
+        stale = (self._table_rows or 0) < rows  # MySQL's statistics lag behind a new table
+        plan, why = digest.plan_digest(
+            [found[c] for c in self.source_columns], columns, self.spec.primary_key,
+            source_timezone, rows=max(self._table_rows or 0, rows),
+            # (InnoDB's page-based figure reads tiny on a small new table)
+            avg_row_bytes=None if stale else max(self._avg_row_length, MIN_ROW_BYTES))
+        if plan is None:
+            log.debug("%s: no digests, the table is read in full: %s", self.where_text, why)
+        return plan
 
     def copy_plan(self, columns: list[ColumnInfo]) -> CopyPlan | None:
         """The fast path's plan, or None (said in the -v log) when the table cannot take it."""
@@ -332,7 +370,9 @@ class MySQLSource(SqlSource):
             return None
         return CopyPlan(plan, self._pk[0])
 
-    def _text_chunks(self, since: Any | None, plan: CopyPlan) -> Iterator[Chunk]:
+    def _text_chunks(self, since: Any | None, plan: CopyPlan,
+                     compare_with: tuple[DigestPlan, dict[int, BucketDigest]] | None = None,
+                     ) -> Iterator[Chunk]:
         """The table as server-made COPY text, up to `batch_size` rows a chunk, one fetched
         row each, all chunks in one snapshot (see `_reading`).
 
@@ -343,11 +383,16 @@ class MySQLSource(SqlSource):
         rows, params = self.select(since)
         key, key_type = plan.key, self._key_type
         line, flag = plan.line, plan.flag
-        chunk_sql = [build_chunk_select(rows, key, key_type, self.cursor_column, line, flag,
-                                        after_given=after) for after in (False, True)]
-        values_sql = [key_range(rows, key, key_type, after_given=after)
-                      for after in (False, True)]
         with self._reading(since) as (conn, _):
+            if compare_with is not None:
+                only = self._differing_parts(conn, *compare_with)
+                if only is not None:
+                    rows = rows.where(only[0])
+                    yield Chunk(0, high=only[1])  # the watermark: the whole table's largest
+            chunk_sql = [build_chunk_select(rows, key, key_type, self.cursor_column, line,
+                                            flag, after_given=after) for after in (False, True)]
+            values_sql = [key_range(rows, key, key_type, after_given=after)
+                          for after in (False, True)]
             conn.exec_driver_sql(f"SET SESSION group_concat_max_len = {GROUP_CONCAT_MAX_LEN}")
             packet = int(conn.exec_driver_sql("SELECT @@max_allowed_packet").scalar_one())
             budget = max(1, int(min(packet, GROUP_CONCAT_MAX_LEN) * PACKET_SHARE))
@@ -387,6 +432,34 @@ class MySQLSource(SqlSource):
                     return
                 after = upto
                 limit = self._rows_per_chunk(budget, len(text_) // int(count) + 1)
+
+    def _differing_parts(self, conn: Connection, plan: DigestPlan,
+                         target: dict[int, BucketDigest]) -> tuple[Any, Any] | None:
+        """Inside the read's snapshot: the source's digests against the target's. Returns
+        (a condition selecting the rows of the parts that differ, the largest cursor of the
+        whole table), or None when so much differs that reading it all is cheaper."""
+        from refsync import digest
+
+        started = time.perf_counter()
+        source = digest.source_digests(conn, plan, self.table, schema=self.schema)
+        outcome = digest.compare(plan, source, target)
+        outcome.timings["source_digest"] = time.perf_counter() - started
+        if outcome.source_rows_differing > READ_ALL_SHARE * max(outcome.source_rows, 1):
+            log.debug("%s: digests: %d of %d parts differ, holding %d of %d rows: reading all",
+                      self.where_text, len(outcome.differing), plan.buckets,
+                      outcome.source_rows_differing, outcome.source_rows)
+            return None
+        log.debug("%s: digests: %d of %d parts differ: reading %d rows, %d compared equal",
+                  self.where_text, len(outcome.differing), plan.buckets,
+                  outcome.source_rows_differing, outcome.equal_rows)
+        self.digest_outcome = outcome
+        largest = None
+        if self.cursor_column is not None:
+            table_ = sa_table(_q(self.table), schema=_q(self.schema) if self.schema else None)
+            largest = conn.execute(sa_select(func.max(column(_q(self.cursor_column))))
+                                   .select_from(table_)).scalar()
+            largest = largest if isinstance(largest, date) else None
+        return text(digest.source_bucket_predicate(plan, outcome.differing)), largest
 
     def _rows_per_chunk(self, budget: int, row_bytes: int) -> int:
         """`batch_size`, or fewer rows when rows of `row_bytes` would not fit `budget`."""

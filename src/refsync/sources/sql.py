@@ -352,7 +352,7 @@ class SqlSource:
             yield rows
 
     def chunks(self, since: Any | None, columns: list[ColumnInfo], *,
-               copy_text: bool = False) -> Iterator[Chunk]:
+               copy_text: bool = False, compare_with: Any = None) -> Iterator[Chunk]:
         """The rows as source values, `batch_size` a chunk (the general path)."""
         return row_chunks(self.iter_batches(since), cursor=self.cursor_column is not None)
 

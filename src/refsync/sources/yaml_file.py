@@ -193,7 +193,7 @@ class YamlFileSource:
             yield rows[i:i + self.batch_size]
 
     def chunks(self, since: Any | None, columns: list[ColumnInfo], *,
-               copy_text: bool = False) -> Iterator[Chunk]:
+               copy_text: bool = False, compare_with: Any = None) -> Iterator[Chunk]:
         """The file's rows as values for the value rules (a file has no cursor)."""
         return row_chunks(self.iter_batches(since), cursor=False)
 

@@ -28,6 +28,7 @@ STAGE = "_refsync_stage"
 CHANGES = "_refsync_changes"
 KEPT = "_refsync_kept"  # keys of rejected source rows: their target rows stay (DESIGN 4.5)
 OP = "_refsync_op"
+INSERT, UPDATE, PROMOTE = "insert", "update", "promote"  # what the diff found for a row
 AUTHORITATIVE = "authoritative"
 
 
@@ -320,6 +321,10 @@ class SqlTableWriter:
         self.ref = target.table_ref(schema, table)
         self.col_list = ", ".join(q(n) for n in self.names)
         self.key_join = " AND ".join(f"t.{q(k)} = s.{q(k)}" for k in key)
+        self.only_where: str | None = None
+        """When only parts of the source were read (the others compared equal by digests): a
+        condition on the target selecting those parts, so that what was not read is not
+        taken for deleted."""
 
     # -- helpers
 
@@ -351,6 +356,10 @@ class SqlTableWriter:
         self.sql(f"DROP TABLE IF EXISTS {CHANGES}")
         self.sql(f"DROP TABLE IF EXISTS {KEPT}")
         self.sql(self.create_temp_sql(STAGE, f"SELECT {self.col_list} FROM {self.ref}", empty=True))
+
+    def estimated_rows(self) -> int:
+        """The target table's row count as its statistics tell it (cheap; 0: unknown)."""
+        return 0
 
     def create_temp_sql(self, name: str, select: str, *, empty: bool = False) -> str:
         raise NotImplementedError
@@ -478,15 +487,17 @@ class SqlTableWriter:
         )
         s_cols = ", ".join(f"s.{q(n)}" for n in self.names)
         select = (
-            f"SELECT {s_cols}, CASE WHEN t.{k0} IS NULL THEN 'i' "
-            f"WHEN t.{q('_source')} {d} '{AUTHORITATIVE}' THEN 'p' ELSE 'u' END AS {OP} "
+            f"SELECT {s_cols}, CASE WHEN t.{k0} IS NULL THEN '{INSERT}' "
+            f"WHEN t.{q('_source')} {d} '{AUTHORITATIVE}' THEN '{PROMOTE}' "
+            f"ELSE '{UPDATE}' END AS {OP} "
             f"FROM {STAGE} s LEFT JOIN {self.ref} t ON {self.key_join} WHERE {changed}"
         )
         self.sql(self.create_temp_sql(CHANGES, select), phase="diff")
         counts = DiffCounts()
         rows: list[Any] = list(self.sql(f"SELECT {OP}, count(*) FROM {CHANGES} GROUP BY {OP}"))
         for row in rows:
-            setattr(counts, {"i": "inserted", "u": "updated", "p": "promoted"}[row[0]], int(row[1]))
+            setattr(counts, {INSERT: "inserted", UPDATE: "updated", PROMOTE: "promoted"}[row[0]],
+                    int(row[1]))
         counts.unchanged = self.staged - counts.inserted - counts.updated - counts.promoted
         if deletes:
             counts.authoritative_before = self.scalar(
@@ -503,6 +514,8 @@ class SqlTableWriter:
                  f"AND NOT EXISTS (SELECT 1 FROM {STAGE} s WHERE {match})")
         if self.kept_keys:
             where += f" AND NOT EXISTS (SELECT 1 FROM {KEPT} s WHERE {match})"
+        if self.only_where is not None:  # only the parts of the table that were read
+            where += f" AND ({self.only_where})"
         return where
 
     def apply(self, counts: DiffCounts, *, deletes: bool) -> None:
@@ -520,7 +533,7 @@ class SqlTableWriter:
             match = " AND ".join(f"t.{q(k)} = c.{q(k)}" for k in self.key)
             self.sql(
                 f"UPDATE {self.ref} AS t SET {', '.join(sets)} FROM {CHANGES} c "
-                f"WHERE {match} AND c.{OP} <> 'i'", phase="update")
+                f"WHERE {match} AND c.{OP} <> '{INSERT}'", phase="update")
         if counts.inserted:
             names = self.col_list + ", " + ", ".join(q(n) for n in tracking)
             values = ", ".join([*(f"c.{q(n)}" for n in self.names), *tracking.values()])
@@ -529,5 +542,5 @@ class SqlTableWriter:
                                 for n in [*self.names, *tracking] if n not in self.key)
             self.sql(
                 f"INSERT INTO {self.ref} ({names}) SELECT {values} FROM {CHANGES} c "
-                f"WHERE c.{OP} = 'i' ON CONFLICT ({keys}) DO UPDATE SET {updates}",
+                f"WHERE c.{OP} = '{INSERT}' ON CONFLICT ({keys}) DO UPDATE SET {updates}",
                 phase="insert")

@@ -103,6 +103,10 @@ class PostgresWriter(SqlTableWriter):
         self.sql("SET LOCAL enable_nestloop = off")
         super().create_stage()
 
+    def estimated_rows(self) -> int:
+        return self.scalar(f"SELECT greatest(reltuples, 0)::bigint FROM pg_class "
+                           f"WHERE oid = '{self.ref.replace(chr(39), chr(39) * 2)}'::regclass")
+
     def try_direct(self) -> bool:
         self.direct = not self.scalar(f"SELECT count(*) FROM (SELECT 1 FROM {self.ref} LIMIT 1) t")
         return self.direct

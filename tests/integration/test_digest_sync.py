@@ -1,0 +1,157 @@
+"""Unchanged data never leaves the source (issue 12): a full re-sync compares digests computed
+inside MySQL and PostgreSQL and reads only the parts that differ, and counts and writes
+exactly what reading everything does."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+import yaml
+from helpers import count_copy_text
+from pydantic import SecretStr
+
+from refsync import api
+from refsync.config import Settings, load_config
+from refsync.model import RunResult
+
+ROWS = 3000
+
+
+@pytest.fixture
+def source(mysql_db_url: str) -> Iterator[sa.Engine]:
+    engine = sa.create_engine(mysql_db_url, poolclass=sa.NullPool)
+    with engine.begin() as conn:
+        conn.exec_driver_sql("DROP TABLE IF EXISTS plans")
+        conn.exec_driver_sql(
+            "CREATE TABLE plans (code VARCHAR(20) COLLATE utf8mb4_general_ci PRIMARY KEY, "
+            "name VARCHAR(100), amount DECIMAL(18,4), dt DATETIME, flag TINYINT(1)) "
+            "CHARACTER SET utf8mb4")
+        conn.exec_driver_sql(
+            "INSERT INTO plans VALUES (%s, %s, %s, %s, %s)",
+            [(f"K{i:04d}", f"计划 {i}" if i % 13 else None, f"{i}.{i % 10000:04d}",
+              f"2024-01-01 {i % 24:02d}:00:00", i % 2) for i in range(ROWS)])
+    yield engine
+    engine.dispose()
+
+
+def _target(pg_url: str) -> None:
+    engine = sa.create_engine(pg_url)
+    try:
+        with engine.begin() as conn:
+            conn.exec_driver_sql("CREATE SCHEMA business")
+            conn.exec_driver_sql(
+                "CREATE TABLE business.plans (code varchar(20) PRIMARY KEY, name varchar(100), "
+                "amount numeric(18,4), dt timestamptz, flag boolean, "
+                "_source varchar(20) NOT NULL DEFAULT 'authoritative', "
+                "_needs_review boolean NOT NULL DEFAULT false, _derived_from_domain varchar(50), "
+                "_derived_at timestamptz)")
+    finally:
+        engine.dispose()
+
+
+def _run(tmp_path: Path, pg_url: str, mysql: sa.Engine, *, full: bool = True) -> RunResult:
+    doc = {"reference_sync": {
+        "defaults": {"retry": {"attempts": 0, "backoff": [0]}, "batch_size": 500,
+                     "max_delete_ratio": 1.0},
+        "tables": [{"name": "plans", "target_table": "plans", "target_schema": "business",
+                    "source_type": "legacy_mysql", "sync_mode": "delete_insert",
+                    "primary_key": "code",
+                    "source_config": {"table": "plans", "columns": [
+                        {"source": c, "target": c}
+                        for c in ("code", "name", "amount", "dt", "flag")]}}]}}
+    path = tmp_path / "cfg.yml"
+    path.write_text(yaml.safe_dump(doc, allow_unicode=True), encoding="utf-8")
+    url = mysql.url
+    settings = Settings(  # type: ignore[call-arg]
+        _env_file=None, database_url=SecretStr(pg_url), legacy_mysql_host=url.host,
+        legacy_mysql_port=url.port or 3306, legacy_mysql_user=url.username,
+        legacy_mysql_password=SecretStr(url.password or ""), legacy_mysql_database=url.database)
+    return api.sync(load_config(path), settings, full=full)
+
+
+def _pg(pg_url: str, *statements: str) -> list[tuple[Any, ...]]:
+    engine = sa.create_engine(pg_url)
+    try:
+        with engine.begin() as conn:
+            out: list[tuple[Any, ...]] = []
+            for st in statements:
+                result = conn.exec_driver_sql(st)
+                if result.returns_rows:
+                    out = [tuple(r) for r in result]
+            return out
+    finally:
+        engine.dispose()
+
+
+def _summary(result: RunResult) -> dict[str, Any]:
+    doc = result.as_json()["tables"][0]
+    return {k: doc[k] for k in ("status", "error", "read", "inserted", "updated", "unchanged",
+                                "promoted", "deleted", "rejected")}
+
+
+MUTATIONS = [
+    "UPDATE plans SET name = 'changed' WHERE code = 'K0007'",  # one changed row
+    "DELETE FROM plans WHERE code = 'K0011'",  # a deleted row
+    "UPDATE plans SET name = '' WHERE code = 'K0013'",  # NULL -> ''
+    "UPDATE plans SET name = CONCAT(name, ' ') WHERE code = 'K0017'",  # a trailing space
+    "UPDATE plans SET code = 'k0019' WHERE code = 'K0019'",  # case only, under a _ci key
+    "UPDATE plans SET dt = '1986-09-14 01:30:00' WHERE code = 'K0023'",  # ambiguous hour
+    "UPDATE plans SET dt = '1988-07-01 12:00:00' WHERE code = 'K0029'",  # summer time
+    "UPDATE plans SET name = '计划 31 😀' WHERE code = 'K0031'",  # an emoji
+    "UPDATE plans SET amount = amount + 0.0001 WHERE code = 'K0037'",
+    "INSERT INTO plans VALUES ('K9999', 'new', 1, '2024-01-01', 1)",
+]
+# a backfill job made K0041 an auto-derived row: it must be promoted, not counted unchanged
+AUTO_DERIVED = ("UPDATE business.plans SET _source = 'auto_derived', _needs_review = true, "
+                "_derived_from_domain = 'annuity', _derived_at = now() WHERE code = 'K0041'")
+
+
+def test_digests_read_only_what_differs_and_match_reading_everything(
+        tmp_path: Path, pg_url: str, pg_admin_url: str, source: sa.Engine,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    other = pg_url + "_all"
+    db = other.rsplit("/", 1)[1]
+    admin = sa.create_engine(pg_admin_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f'CREATE DATABASE "{db}"')
+    try:
+        for url in (pg_url, other):
+            _target(url)
+            first = _run(tmp_path, url, source)
+            assert _summary(first)["inserted"] == ROWS
+            _pg(url, AUTO_DERIVED)
+
+        staged = count_copy_text(monkeypatch)
+        unchanged = _run(tmp_path, pg_url, source)  # nothing changed at the source
+        # only the auto-derived row's part is read (the other parts agree)
+        assert sum(staged) < ROWS / 10, sum(staged)
+        assert _summary(unchanged) == {
+            "status": "ok", "error": None, "read": ROWS, "inserted": 0, "updated": 0,
+            "unchanged": ROWS - 1, "promoted": 1, "deleted": 0, "rejected": 0}
+        _pg(pg_url, AUTO_DERIVED)  # again, for the comparison below
+
+        with source.begin() as conn:
+            for st in MUTATIONS:
+                conn.exec_driver_sql(st)
+        staged.clear()
+        digested = _run(tmp_path, pg_url, source)
+        assert "target_digest" in digested.tables[0].timings
+        assert 0 < sum(staged) < ROWS / 3, sum(staged)
+        monkeypatch.setattr("refsync.sources.mysql.MySQLSource.digest_plan",
+                            lambda self, *a, **kw: None)
+        everything = _run(tmp_path, other, source)
+        assert "target_digest" not in everything.tables[0].timings
+        assert _summary(digested) == _summary(everything)
+        assert _summary(digested) == {
+            "status": "ok", "error": None, "read": ROWS, "inserted": 2, "updated": 7,
+            "unchanged": ROWS - 10, "promoted": 1, "deleted": 2, "rejected": 0}
+        query = "SELECT * FROM business.plans ORDER BY code COLLATE \"C\""
+        assert _pg(pg_url, query) == _pg(other, query)
+    finally:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+        admin.dispose()
