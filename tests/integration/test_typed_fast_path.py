@@ -163,7 +163,8 @@ def test_typed_fast_path_matches_the_values_path(tmp_path: Path, pg_url: str, pg
     _target(pg_url)
     as_text = count_copy_text(monkeypatch)
     fast = _run(tmp_path, pg_url, source, incremental=incremental)
-    assert sum(as_text) >= 30, "most rows must travel as server-made COPY text"
+    # every chunk without a row the converters reject travels as COPY text (NULLs included)
+    assert sum(as_text) >= 42, as_text
     monkeypatch.setattr("refsync.targets.postgres.PostgresTarget.takes_copy_text", False)
     as_text.clear()
     other = pg_url + "_values"

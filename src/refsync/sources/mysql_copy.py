@@ -21,7 +21,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import CHAR, Integer, cast, func, literal, literal_column, not_, or_
+from sqlalchemy import CHAR, Integer, and_, cast, func, literal, literal_column, not_, or_
 from sqlalchemy import types as sqltypes
 from sqlalchemy.dialects import mysql
 from sqlalchemy.sql.elements import ColumnElement
@@ -70,7 +70,7 @@ def _exact(n: int | Decimal) -> ColumnElement[Any]:
 def _date_invalid(col: ColumnElement[Any]) -> ColumnElement[bool]:
     """Zero dates and dates with a zero or impossible part (ALLOW_INVALID_DATES) do not
     survive date arithmetic: MySQL returns NULL for them."""
-    return (col + literal_column("INTERVAL 0 DAY")).is_(None)
+    return and_(col.is_not(None), (col + literal_column("INTERVAL 0 DAY")).is_(None))
 
 
 class CopyColumn:
