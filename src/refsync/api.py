@@ -151,6 +151,15 @@ def signals_interrupt() -> Iterator[None]:
 
 
 @dataclass
+class Origin:
+    """Where a table's rows come from, for logs: the database host (or file), known before
+    the source opens, and the source's own description once it has opened."""
+
+    host: str
+    source: str
+
+
+@dataclass
 class Runner:
     """One run over the selected tables against one target."""
 
@@ -332,23 +341,25 @@ class Runner:
         started = self.now()
         res.started_at = started.isoformat(timespec="milliseconds")
         clock = self._clock = time.perf_counter()
-        where: list[str] = [spec.source_type]
+        from refsync.sources import source_host
+
+        origin = Origin(host=source_host(spec, self.settings), source=spec.source_type)
         if not self.plan_only:
             self._record_start(target, res, started)
         try:
             mismatch = self._mismatch.get(spec.name)
             if mismatch is not None:
-                where[0] = target.describe()
+                origin.source = target.describe()
                 raise mismatch
             assert columns is not None
             with interrupts.converting():  # after a signal, a cancelled statement's error
                 for attempt in retrying(spec.options.retry, table=spec.name,
-                                        where=lambda: where[0], sleep=self.sleep):
+                                        where=lambda: origin.host, sleep=self.sleep):
                     with attempt:
                         res.attempts = attempt.retry_state.attempt_number
                         if not self.plan_only:  # a reconnect may have lost the run lock
                             target.hold_lock()
-                        self._attempt(target, spec, columns, res, where)
+                        self._attempt(target, spec, columns, res, origin)
         except Interrupted as exc:
             self._signum = exc.signum
             self._fail(res, exc)
@@ -366,12 +377,12 @@ class Runner:
         res.finished_at = finished.isoformat(timespec="milliseconds")
         if res.failed and not self.plan_only:
             self._record_failure(target, res, started, finished)
-        self._log_result(res, where[0])
+        self._log_result(res, origin)
         self.progress.finish(spec.name, res)
         return res
 
     def _attempt(self, target: SqlTarget, spec: TableSpec, columns: dict[str, ColumnInfo],
-                 res: TableResult, where: list[str]) -> None:
+                 res: TableResult, origin: Origin) -> None:
         from refsync.sources import open_source
 
         opts = spec.options
@@ -379,7 +390,7 @@ class Runner:
                              opts.batch_size)
         unregister = interrupts.register(getattr(source, "cancel", None))
         try:
-            where[0] = source.describe()
+            origin.source = source.describe()
             res.warnings = list(getattr(source, "warnings", []))
             for w in res.warnings:
                 log.warning("%s: %s", spec.name, w, extra={"event": "warning", "table": spec.name})
@@ -622,7 +633,7 @@ class Runner:
         except Exception as exc:  # noqa: BLE001 - the table itself will say what is wrong
             log.debug("%s: could not record the start: %s", res.name, exc)
 
-    def _log_result(self, res: TableResult, where: str) -> None:
+    def _log_result(self, res: TableResult, origin: Origin) -> None:
         for phase, seconds in res.timings.items():  # -v: where the table's time went
             log.debug("%s: %s %.3fs", res.name, phase, seconds,
                       extra={"event": "phase", "table": res.name, "phase": phase,
@@ -634,10 +645,10 @@ class Runner:
                  "duration_s": round(res.duration_s, 3), "attempts": res.attempts,
                  "error_class": res.error_class, "watermark": res.watermark}
         if res.failed:
-            extra.update(error=res.error, hint=res.hint, host=where)
+            extra.update(error=res.error, hint=res.hint, host=origin.host)
             level = logging.WARNING if res.status == "skipped" else logging.ERROR
             log.log(level, "%s: %s after %d attempt(s) [%s] %s (source: %s)%s", res.name,
-                    res.status, res.attempts, res.error_class, res.error, where,
+                    res.status, res.attempts, res.error_class, res.error, origin.source,
                     f"; hint: {res.hint}" if res.hint else "", extra=extra)
         else:
             log.info("%s: %s%s - read %d, inserted %d, updated %d, promoted %d, unchanged %d, "

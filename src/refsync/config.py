@@ -113,9 +113,6 @@ class RetryPolicy(_Strict):
             raise ValueError("backoff seconds must not be negative")
         return v
 
-    def wait_before(self, retry_number: int) -> float:
-        """Seconds to wait before retry `retry_number` (1-based); the last value repeats."""
-        return self.backoff[min(retry_number, len(self.backoff)) - 1]
 
 
 class TableOptions(_Strict):

@@ -59,6 +59,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
@@ -107,6 +108,13 @@ _STRING_TYPES = {"char", "varchar", "tinytext", "text", "mediumtext", "longtext"
 _INT_TYPES = {"tinyint", "smallint", "mediumint", "int", "integer", "bigint"}
 _UTF8_CHARSETS = {"utf8mb4", "utf8mb3", "utf8", "ascii"}  # their bytes are already UTF-8
 _TS_FMT = "YYYY-MM-DD HH24:MI:SS.US"
+_ALIAS = "\x1d"  # marks column references in a plan's PostgreSQL SQL (see `_pg_col`)
+_LOW63 = (1 << 63) - 1
+_NO_MERGE = 18446744073709551615  # a derived table with a LIMIT is materialized, not merged
+# the target digest's session settings: the planner does not know what the row hashes cost,
+# so without these it never runs them in parallel workers (see `target_digests`)
+TARGET_PARALLEL_SETTINGS: dict[str, str] = {"parallel_setup_cost": "0",
+                                            "parallel_tuple_cost": "0"}
 
 
 class DigestUnsupported(Exception):
@@ -148,6 +156,11 @@ class DigestPlan:
     target_bucket: str
     target_hash: str
     notes: tuple[str, ...] = ()  # what the plan decided that a -v log may show
+    # the bucket is taken from the row hash (not the key): a changed row's old version is
+    # in one bucket on the target, its new version in another on the source; both differ
+    bucket_from_hash: bool = False
+    # target_bucket with every column reference marked (for `target_bucket_predicate`)
+    target_bucket_template: str = ""
 
     def describe(self) -> str:
         return (f"digests over {len(self.columns)} columns, key ({', '.join(self.key)}), "
@@ -184,13 +197,16 @@ def _unsigned(col: SourceColumn) -> bool:
     return "unsigned" in col.column_type.lower()
 
 
-def _field(src: SourceColumn, tgt: ColumnInfo,
-           tz: ZoneInfo | None) -> tuple[str, str] | str:
-    """(MySQL expression, PostgreSQL expression) rendering one field's canonical text, or
-    the reason there is none both sides agree on."""
-    s, t = _mq(src.name), _pq(tgt.name)
+def _field(src: SourceColumn, tgt: ColumnInfo, tz: ZoneInfo | None,
+           t: str) -> tuple[tuple[str, ...], str] | str:
+    """(MySQL `CONCAT_WS('', ...)` arguments, PostgreSQL expression) rendering one field's
+    canonical text, or the reason there is none both sides agree on. `t` is the target
+    column's reference in the PostgreSQL expression."""
+    s = _mq(src.name)
     dt = src.data_type.lower()
     what = f"column {tgt.name}: {src.column_type or dt} into {tgt.type_sql or tgt.kind}"
+    # CONCAT_WS skips a NULL argument: "LENGTH(v), ':', v" is ':' for NULL, and "v, ';'" is
+    # ';' -- no IFNULL needed on the MySQL side
     if tgt.kind == "text":
         if tgt.type_sql.upper().startswith(("CHAR", "BPCHAR", "CHARACTER(", "NCHAR")) or \
                 tgt.type_sql.upper() == "CHARACTER":
@@ -198,15 +214,14 @@ def _field(src: SourceColumn, tgt: ColumnInfo,
         if dt in _STRING_TYPES:
             cs = (src.charset or "").lower()
             val = s if cs in _UTF8_CHARSETS else f"CONVERT({s} USING utf8mb4)"
-            b = f"CAST({val} AS BINARY)"
         elif dt in _INT_TYPES or dt == "decimal" or dt == "date":
-            b = f"CAST({s} AS BINARY)"  # the row path writes str(value): the same text
+            val = s  # the row path writes str(value): the same text (ASCII)
         else:
             return f"{what}: no text rendering both databases agree on"
-        return (f"IFNULL(CONCAT(LENGTH({b}), ':', {b}), 'N')",
-                f"coalesce(octet_length({t})::text || ':' || {t}, 'N')")
-    plain_pg = f"coalesce({t}::text || ';', 'N')"
-    plain_my = f"IFNULL(CONCAT({s}, ';'), 'N')"
+        return ((f"LENGTH({val})", "':'", val),
+                f"coalesce(octet_length({t})::text || ':' || {t}, ':')")
+    plain_my = (s, "';'")
+    plain_pg = f"coalesce({t}::text || ';', ';')"
     if tgt.kind == "integer":
         if dt in _INT_TYPES:
             return plain_my, plain_pg
@@ -226,42 +241,43 @@ def _field(src: SourceColumn, tgt: ColumnInfo,
         if dt in _INT_TYPES:
             my = plain_my
         elif dt == "bit" and src.column_type.lower() in ("bit(1)", "bit"):
-            my = f"IFNULL(CONCAT({s} + 0, ';'), 'N')"
+            my = (f"{s} + 0", "';'")
         else:
             return f"{what}: only TINYINT/BIT(1) are compared with boolean columns"
-        return my, f"CASE WHEN {t} THEN '1;' WHEN NOT {t} THEN '0;' ELSE 'N' END"
+        return my, f"CASE WHEN {t} THEN '1;' WHEN NOT {t} THEN '0;' ELSE ';' END"
     if tgt.kind == "date":
         if dt != "date":
             return f"{what}: only DATE is compared with date columns"
-        return plain_my, (f"CASE WHEN {t} IS NULL THEN 'N' WHEN NOT isfinite({t}) OR "
-                          f"{t} < DATE '0001-01-01' THEN '?' "
-                          f"ELSE to_char({t}, 'YYYY-MM-DD') || ';' END")
+        return plain_my, (f"CASE WHEN {t} IS NULL THEN ';' WHEN NOT isfinite({t}) OR "
+                          f"{t} < DATE '0001-01-01' THEN '?' ELSE {t}::text || ';' END")
     if tgt.kind in ("timestamp", "timestamptz"):
         if dt not in ("datetime", "timestamp"):
             return f"{what}: only DATETIME/TIMESTAMP are compared with {tgt.kind} columns"
         fsp = max(0, min(6, src.fsp or 0))
-        pad = ("." if fsp == 0 else "") + "0" * (6 - fsp)
-        my = f"IFNULL(CONCAT({s}, '{pad};'), 'N')"
+        # fsp 0: MySQL prints 'YYYY-MM-DD hh:mm:ss', as PostgreSQL's ISO output of a whole
+        # second (a target value with a fraction prints it, and differs); fsp 1-6: six
+        # digits on both sides (PostgreSQL's output would drop trailing zeros)
+        my = plain_my if fsp == 0 else (f"CONCAT({s}, '{'0' * (6 - fsp)}')", "';'")
         if tgt.kind == "timestamp":
             if dt == "timestamp":
                 return f"{what}: TIMESTAMP into timestamp depends on the source zone"
-            return my, _pg_wall(t, t)
+            return my, _pg_wall(t, t, fsp)
         if dt == "timestamp":  # an instant, read in a UTC session
-            return my, _pg_wall(t, f"({t} AT TIME ZONE 'UTC')")
+            return my, _pg_wall(t, f"({t} AT TIME ZONE 'UTC')", fsp)
         if tz is None:
             return f"{what}: unknown source_timezone"
-        return my, _pg_zoned(t, tz)
+        return my, _pg_zoned(t, tz, fsp)
     return f"{what}: no canonical text for {tgt.kind} columns"
 
 
-def _pg_wall(col: str, wall: str, odd: str | None = None) -> str:
+def _pg_wall(col: str, wall: str, fsp: int, odd: str | None = None) -> str:
     oddity = f" OR {odd}" if odd else ""
-    return (f"CASE WHEN {col} IS NULL THEN 'N' WHEN NOT isfinite({col}){oddity} OR "
-            f"{wall} < TIMESTAMP '0001-01-01' THEN '?' "
-            f"ELSE to_char({wall}, '{_TS_FMT}') || ';' END")
+    text = f"{wall}::text" if fsp == 0 else f"to_char({wall}, '{_TS_FMT}')"
+    return (f"CASE WHEN {col} IS NULL THEN ';' WHEN NOT isfinite({col}){oddity} OR "
+            f"{wall} < TIMESTAMP '0001-01-01' THEN '?' ELSE {text} || ';' END")
 
 
-def _pg_zoned(col: str, tz: ZoneInfo) -> str:
+def _pg_zoned(col: str, tz: ZoneInfo, fsp: int) -> str:
     """A timestamptz as wall-clock text in `tz`; '?' for an instant that is not
     PostgreSQL's reading of its own wall time (the earlier instant of an ambiguous hour)."""
     name = _lit(tz.key)
@@ -269,12 +285,13 @@ def _pg_zoned(col: str, tz: ZoneInfo) -> str:
     not_pg_reading = f"({wall} AT TIME ZONE {name}) <> {col}"
     windows = fold_windows(tz.key)
     if windows is None:  # DST still in force: check every value
-        return _pg_wall(col, wall, not_pg_reading)
+        return _pg_wall(col, wall, fsp, not_pg_reading)
     if not windows:
-        return _pg_wall(col, wall)
+        return _pg_wall(col, wall, fsp)
     last = max(hi for _, hi in windows)
     inside = " OR ".join(f"({col} >= {_utc(lo)} AND {col} < {_utc(hi)})" for lo, hi in windows)
-    return _pg_wall(col, wall, f"({col} < {_utc(last)} AND ({inside}) AND {not_pg_reading})")
+    return _pg_wall(col, wall, fsp,
+                    f"({col} < {_utc(last)} AND ({inside}) AND {not_pg_reading})")
 
 
 def _utc(at: datetime) -> str:
@@ -328,14 +345,20 @@ def plan_digest(
     rows: int,
     avg_row_bytes: int | None = None,
     buckets: int | None = None,
+    bucket_by: str = "row",
 ) -> tuple[DigestPlan | None, str | None]:
     """Decide whether this table can be compared by digests, and build the SQL for it.
 
     `source_columns[i]` is mapped to `target_columns[i]` (the config's column mapping, in
     order; introspected on both sides); `key` names target columns. `rows` and
     `avg_row_bytes` (MySQL statistics, estimates) size the buckets unless `buckets` is
-    given. Returns (plan, None), or (None, reason) where a column has no canonical text both
+    given. `bucket_by`: ``"row"`` (default) takes a string key's bucket from the row hash,
+    ``"key"`` from a hash of the key alone (one more hash per row on each side, but a
+    changed row stays in one bucket); a single integer key is always bucketed by its value.
+    Returns (plan, None), or (None, reason) where a column has no canonical text both
     databases agree on: then read the table in full (and log the reason at -v)."""
+    if bucket_by not in ("row", "key"):
+        raise ValueError(f"bucket_by must be 'row' or 'key', not {bucket_by!r}")
     if len(source_columns) != len(target_columns):
         return None, "the source and target column lists differ in length"
     if not key:
@@ -348,45 +371,72 @@ def plan_digest(
     missing = [k for k in key if k not in by_target]
     if missing:
         return None, f"key column {', '.join(missing)} is not mapped"
+    if any(_ALIAS in t.name for t in target_columns):
+        return None, "a target column name holds a control character"
     order = [*key, *[t.name for t in target_columns if t.name not in key]]
-    my: dict[str, str] = {}
+    my: dict[str, tuple[str, ...]] = {}
     pg: dict[str, str] = {}
     for name in order:
         s, t = by_target[name]
-        got = _field(s, t, tz)
+        got = _field(s, t, tz, _pg_col(name))
         if isinstance(got, str):
             return None, got
         my[name], pg[name] = got
     notes: list[str] = []
     n = buckets if buckets is not None else choose_buckets(rows, avg_row_bytes)
     n = max(1, int(n))
-    my_key = f"CAST(CONCAT({', '.join(my[k] for k in key)}) AS BINARY)"
-    pg_key = "(" + " || ".join(pg[k] for k in key) + ")"
     rest = [c for c in order if c not in key]
-    my_row = f"CAST(CONCAT({', '.join(my[c] for c in order)}) AS BINARY)"
-    tracking_ok = (f"{_pq('_needs_review')} = false AND {_pq('_derived_from_domain')} IS NULL"
-                   f" AND {_pq('_derived_at')} IS NULL")
+    my_key = f"CAST(CONCAT_WS('', {', '.join(a for k in key for a in my[k])}) AS BINARY)"
+    pg_key = "(" + " || ".join(pg[k] for k in key) + ")"
+    my_row = f"CONCAT_WS('', {', '.join(a for c in order for a in my[c])})"
+    tracking_ok = (f"{_pg_col('_needs_review')} = false AND "
+                   f"{_pg_col('_derived_from_domain')} IS NULL AND "
+                   f"{_pg_col('_derived_at')} IS NULL")
     pg_row = ("(" + " || ".join([pg_key, *(pg[c] for c in rest)])
               + f" || CASE WHEN {tracking_ok} THEN '' ELSE '!' END)")
+    my_hash = f"CAST(CONV(LEFT(SHA2({my_row}, 256), 16), 16, 10) AS UNSIGNED)"
+    pg_hash = (f"('x' || encode(substring(sha256(convert_to({pg_row}, 'UTF8')) from 1 for 8), "
+               "'hex'))::bit(64)::bigint")
     k_src, k_tgt = by_target[key[0]]
+    from_hash = False
     if len(key) == 1 and k_src.data_type.lower() in _INT_TYPES and k_tgt.kind == "integer":
         my_bucket = f"MOD({_mq(k_src.name)}, {n})"
-        pg_bucket = f"mod({_pq(k_tgt.name)}, {n})"
+        pg_bucket = f"mod({_pg_col(k_tgt.name)}, {n})"
         notes.append("buckets: the integer key modulo the bucket count")
+    elif bucket_by == "row":
+        from_hash = True
+        my_bucket = _bucket_of(my_hash, n, mysql=True)
+        pg_bucket = _bucket_of(pg_hash, n, mysql=False)
+        notes.append("buckets: the row hash modulo the bucket count")
     else:
         my_bucket = (f"MOD(CAST(CONV(LEFT(SHA2({my_key}, 256), 8), 16, 10) AS UNSIGNED), {n})")
-        pg_bucket = (f"mod(('x' || left(encode(sha256(convert_to({pg_key}, 'UTF8')), 'hex'), 8))"
-                     f"::bit(32)::bigint, {n})")
-    my_hash = f"CAST(CONV(LEFT(SHA2({my_row}, 256), 16), 16, 10) AS UNSIGNED)"
-    pg_hash = (f"('x' || left(encode(sha256(convert_to({pg_row}, 'UTF8')), 'hex'), 16))"
-               "::bit(64)::bigint")
+        pg_bucket = (f"mod(('x' || encode(substring(sha256(convert_to({pg_key}, 'UTF8')) "
+                     f"from 1 for 4), 'hex'))::bit(32)::bigint, {n})")
+        notes.append("buckets: a hash of the key modulo the bucket count")
+
+    def bare(sql: str) -> str:
+        return sql.replace(_ALIAS, "")
+
     plan = DigestPlan(
         columns=tuple(order), source_columns=tuple(by_target[c][0].name for c in order),
         key=tuple(key), buckets=n, source_timezone=source_timezone,
         source_key_text=my_key, source_row_text=my_row, source_bucket=my_bucket,
-        source_hash=my_hash, target_key_text=pg_key, target_row_text=pg_row,
-        target_bucket=pg_bucket, target_hash=pg_hash, notes=tuple(notes))
+        source_hash=my_hash, target_key_text=bare(pg_key), target_row_text=bare(pg_row),
+        target_bucket=bare(pg_bucket), target_hash=bare(pg_hash), notes=tuple(notes),
+        bucket_from_hash=from_hash, target_bucket_template=pg_bucket)
     return plan, None
+
+
+def _pg_col(name: str) -> str:
+    """A target column in a plan's PostgreSQL SQL: marked, so that `target_bucket_predicate`
+    can qualify every column reference with an alias (the marker is dropped otherwise)."""
+    return _ALIAS + _pq(name)
+
+
+def _bucket_of(row_hash: str, n: int, *, mysql: bool) -> str:
+    """The bucket of a row from its 64-bit hash: its low 63 bits modulo n, the same number
+    whether the hash is MySQL's unsigned or PostgreSQL's signed reading of the bits."""
+    return f"{'MOD' if mysql else 'mod'}({row_hash} & {_LOW63}, {n})"
 
 
 # ---------------------------------------------------------------- introspection
@@ -453,8 +503,14 @@ def source_digests(conn: Connection, plan: DigestPlan, table: str, *, schema: st
     """Per bucket (rows, xor) of the MySQL table, computed by the server. `where_sql` (with
     `params`) restricts the rows, e.g. to read only some buckets."""
     where = f" WHERE {where_sql}" if where_sql else ""
-    sql = (f"SELECT {plan.source_bucket} AS b, COUNT(*), BIT_XOR({plan.source_hash}) "  # noqa: S608
-           f"FROM {_source_from(table, schema)}{where} GROUP BY b")
+    src = _source_from(table, schema)
+    if plan.bucket_from_hash:  # the hash once per row: MySQL would compute it twice
+        sql = (f"SELECT {_bucket_of('d.h', plan.buckets, mysql=True)} AS b, COUNT(*), "  # noqa: S608
+               f"BIT_XOR(d.h) FROM (SELECT {plan.source_hash} AS h FROM {src}{where} "
+               f"LIMIT {_NO_MERGE}) AS d GROUP BY b ORDER BY NULL")
+    else:
+        sql = (f"SELECT {plan.source_bucket} AS b, COUNT(*), BIT_XOR({plan.source_hash}) "  # noqa: S608
+               f"FROM {src}{where} GROUP BY b ORDER BY NULL")
     rows = conn.execute(sa.text(sql), dict(params or {})).all()
     return {int(b): BucketDigest(int(n), int(x) & MASK64) for b, n, x in rows}
 
@@ -463,23 +519,56 @@ def _pg_ref(schema: str | None, table: str) -> str:
     return f"{_pq(schema)}.{_pq(table)}" if schema else _pq(table)
 
 
-def _check_target(conn: Connection) -> None:
-    version = int(conn.exec_driver_sql("SHOW server_version_num").scalar_one())
-    if version < 140000:
+def _check_target(conn: Connection, settings: Sequence[str] = ()) -> list[str]:
+    """Refuse a server the digests cannot run on; return the current values of `settings`
+    (one round trip)."""
+    names = ["server_version_num", "server_encoding", "DateStyle", *settings]
+    got = [str(v) for v in conn.exec_driver_sql(
+        "SELECT " + ", ".join(f"current_setting({_lit(n)})" for n in names)).one()]
+    if int(got[0]) < 140000:
         raise DigestUnsupported("PostgreSQL before 14 has no bit_xor")
-    encoding = str(conn.exec_driver_sql("SHOW server_encoding").scalar_one())
-    if encoding.upper() not in ("UTF8", "UTF-8"):
-        raise DigestUnsupported(f"the target's server encoding is {encoding}, not UTF8")
+    if got[1].upper() not in ("UTF8", "UTF-8"):
+        raise DigestUnsupported(f"the target's server encoding is {got[1]}, not UTF8")
+    if not got[2].upper().startswith("ISO"):  # dates and timestamps are rendered by ::text
+        raise DigestUnsupported(f"the target session's DateStyle is {got[2]}, not ISO")
+    return got[3:]
+
+
+def _set_settings(conn: Connection, values: Mapping[str, str]) -> None:
+    if values:
+        conn.exec_driver_sql("SELECT " + ", ".join(
+            f"set_config({_lit(k)}, {_lit(v)}, false)" for k, v in values.items()))
 
 
 def target_digests(conn: Connection, plan: DigestPlan, schema: str | None,
-                   table: str) -> dict[int, BucketDigest]:
-    """Per bucket (rows, xor) of the target's authoritative rows, computed by PostgreSQL."""
-    _check_target(conn)
-    sql = (f"SELECT {plan.target_bucket} AS b, count(*), bit_xor({plan.target_hash}) "  # noqa: S608
-           f"FROM {_pg_ref(schema, table)} WHERE {_pq('_source')} = '{AUTHORITATIVE}' "
-           "GROUP BY 1")
-    rows = conn.exec_driver_sql(sql).all()
+                   table: str, *, parallel_workers: int | None = None) -> dict[int, BucketDigest]:
+    """Per bucket (rows, xor) of the target's authoritative rows, computed by PostgreSQL.
+
+    The query may run in parallel workers (`TARGET_PARALLEL_SETTINGS`; `parallel_workers`
+    sets max_parallel_workers_per_gather, None keeps the server's): the session's settings
+    are changed for this one query and put back (a failed query's transaction undoes them)."""
+    wanted = dict(TARGET_PARALLEL_SETTINGS)
+    if parallel_workers is not None:
+        wanted["max_parallel_workers_per_gather"] = str(max(0, int(parallel_workers)))
+    before = dict(zip(wanted, _check_target(conn, list(wanted)), strict=True))
+    ref = _pg_ref(schema, table)
+    only = f"{_pq('_source')} = '{AUTHORITATIVE}'"
+    if plan.bucket_from_hash:  # the hash once per row (OFFSET 0: the subquery is kept)
+        sql = (f"SELECT {_bucket_of('d.h', plan.buckets, mysql=False)} AS b, count(*), "  # noqa: S608
+               f"bit_xor(d.h) FROM (SELECT {plan.target_hash} AS h FROM {ref} WHERE {only} "
+               "OFFSET 0) AS d GROUP BY 1")
+    else:
+        sql = (f"SELECT {plan.target_bucket} AS b, count(*), bit_xor({plan.target_hash}) "  # noqa: S608
+               f"FROM {ref} WHERE {only} GROUP BY 1")
+    changed = {k: v for k, v in wanted.items() if before[k] != v}
+    _set_settings(conn, changed)
+    try:
+        rows = conn.exec_driver_sql(sql).all()
+    except BaseException:
+        with suppress(Exception):  # autocommit; in a failed transaction the rollback does it
+            _set_settings(conn, {k: before[k] for k in changed})
+        raise
+    _set_settings(conn, {k: before[k] for k in changed})
     return {int(b): BucketDigest(int(n), int(x) & MASK64) for b, n, x in rows}
 
 
@@ -541,9 +630,11 @@ def target_bucket_predicate(plan: DigestPlan, buckets: Sequence[int],
     key is in one of `buckets`. Restricts the diff's delete detection to the parts read."""
     if not buckets:
         return "false"
-    expr = plan.target_bucket
-    if alias:
-        for c in plan.key:
+    if plan.target_bucket_template:
+        expr = plan.target_bucket_template.replace(_ALIAS, f"{alias}." if alias else "")
+    else:  # a plan built by hand
+        expr = plan.target_bucket
+        for c in plan.key if alias else ():
             expr = expr.replace(_pq(c), f"{alias}.{_pq(c)}")
     return f"{expr} IN ({_in_list(buckets)})"
 

@@ -340,35 +340,17 @@ def _mysql_connection(engine: Engine, where: str) -> Iterator[Connection]:
 
 
 def _begin_snapshot(conn: Connection) -> None:
-    """One consistent, read-only snapshot whatever the server's defaults (DESIGN 4.1)."""
+    from refsync.sources.mysql import begin_snapshot
+
     conn.rollback()  # end what introspection began; the snapshot starts afresh
-    conn.exec_driver_sql("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-    conn.exec_driver_sql("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
+    begin_snapshot(conn)
 
 
 def _killer(engine: Engine, connection_id: int, where: str) -> Callable[[], bool]:
-    """`KILL QUERY` for the snapshot's connection, from a side connection outside the pool."""
+    """`KILL QUERY` for the snapshot's connection, when a signal comes."""
+    from refsync.sources.mysql import kill_query
 
-    def cancel() -> bool:
-        try:
-            side_pool = engine.pool.recreate()
-            try:
-                side = side_pool.connect()
-                try:
-                    cur = side.cursor()
-                    cur.execute(f"KILL QUERY {int(connection_id)}")
-                    cur.close()
-                finally:
-                    side.close()
-            finally:
-                side_pool.dispose()
-        except Exception:  # noqa: BLE001 - best effort: the signal then raises instead
-            log.warning("%s: could not cancel the statement in flight", where, exc_info=True)
-            return False
-        log.info("%s: cancelled the statement in flight (connection %d)", where, connection_id)
-        return True
-
-    return cancel
+    return lambda: kill_query(engine, connection_id, where)
 
 
 def _rollback(conn: Connection) -> None:

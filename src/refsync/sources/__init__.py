@@ -16,7 +16,7 @@ from refsync.sources.mysql import (
     MySQLSource,
     dispose_engines,
 )
-from refsync.sources.sql import SqlSource, build_select, resolve_url
+from refsync.sources.sql import SqlSource, build_select, resolve_url, url_location
 from refsync.sources.yaml_file import YamlFileSource
 
 __all__ = [
@@ -30,7 +30,31 @@ __all__ = [
     "is_connection_error",
     "open_source",
     "scrub",
+    "source_host",
 ]
+
+
+def source_host(spec: TableSpec, settings: Settings) -> str:
+    """Where a table's rows come from, as a host (`host:port/database`) or a file, known
+    before the source opens, for logs: never a password, never raises."""
+    from pathlib import Path
+
+    from refsync.config import FileSourceConfig
+
+    try:
+        if spec.source_type == "legacy_mysql":
+            if not settings.legacy_mysql_host:
+                return "legacy MySQL (WDH_LEGACY_MYSQL_HOST not set)"
+            return (f"{settings.legacy_mysql_host}:{settings.legacy_mysql_port}/"
+                    f"{settings.legacy_mysql_database or ''}")
+        if isinstance(spec.source_config, FileSourceConfig):
+            return str(Path(spec.source_config.file_path).absolute())
+        url = resolve_url(spec)
+        if url.host:
+            return f"{url.host}:{url.port or ''}/{url.database or ''}".replace(":/", "/")
+        return url_location(url)
+    except Exception:  # noqa: BLE001 - a log field must never fail a table
+        return spec.source_type
 
 
 def open_source(spec: TableSpec, settings: Settings, pool: MySQLPool, batch_size: int) -> Source:

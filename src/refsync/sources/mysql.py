@@ -230,6 +230,37 @@ def dispose_engines() -> None:
 
 
 
+# ---------------------------------------------------------------- snapshots and cancelling
+
+
+def begin_snapshot(conn: Connection) -> None:
+    """One consistent, read-only snapshot whatever the server's defaults (DESIGN 4.1)."""
+    conn.exec_driver_sql("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+    conn.exec_driver_sql("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
+
+
+def kill_query(engine: Engine, connection_id: int, where: str) -> bool:
+    """`KILL QUERY` for a connection's statement in flight, from a new side connection
+    outside the pool (same connect arguments). Best effort: never raises."""
+    try:
+        side_pool = engine.pool.recreate()
+        try:
+            side = side_pool.connect()
+            try:
+                cur = side.cursor()
+                cur.execute(f"KILL QUERY {int(connection_id)}")
+                cur.close()
+            finally:
+                side.close()
+        finally:
+            side_pool.dispose()
+    except Exception:  # noqa: BLE001 - the work in flight fails or ends on its own
+        log.warning("%s: could not cancel the statement in flight", where, exc_info=True)
+        return False
+    log.info("%s: cancelled the statement in flight (connection %d)", where, connection_id)
+    return True
+
+
 # ---------------------------------------------------------------- the source
 
 
@@ -472,8 +503,7 @@ class MySQLSource(SqlSource):
     def _begin_read(self, conn: Connection) -> None:
         """REPEATABLE READ (the session's or server's level may be lower), a READ ONLY
         transaction WITH CONSISTENT SNAPSHOT; note the server's clock and the connection id."""
-        conn.exec_driver_sql("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-        conn.exec_driver_sql("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
+        begin_snapshot(conn)
         connection_id, now = conn.exec_driver_sql(
             "SELECT CONNECTION_ID(), UTC_TIMESTAMP(6)").one()
         if isinstance(now, datetime):
@@ -493,24 +523,8 @@ class MySQLSource(SqlSource):
             connection_id = self._read_connection_id
         if connection_id is None:
             return False
-        try:
-            side_pool = self.engine.pool.recreate()  # same connect args, outside the pool
-            try:
-                side = side_pool.connect()
-                try:
-                    cur = side.cursor()
-                    cur.execute(f"KILL QUERY {int(connection_id)}")
-                    cur.close()
-                finally:
-                    side.close()
-            finally:
-                side_pool.dispose()
-            log.info("%s: cancelled the statement in flight (connection %d)",
-                     self.where_text, connection_id)
-        except Exception:  # the read fails or ends on its own; cancelling is best effort
-            log.warning("%s: could not cancel the statement in flight", self.where_text,
-                        exc_info=True)
-        return False
+        kill_query(self.engine, connection_id, self.where_text)
+        return False  # the read's own error ends the table, converted to the interruption
 
     def _forget_unfinished(self, raw: Any) -> None:
         """PyMySQL: forget an unfinished unbuffered result on a connection being discarded.
