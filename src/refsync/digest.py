@@ -2,26 +2,31 @@
 rows (issue 12, DESIGN 4.6 and `refsync verify`).
 
 Both databases render every row as the same *canonical text*, hash it with SHA-256 and keep
-the first 64 bits as an unsigned integer; rows are grouped into hash buckets of their key,
-and each side returns per bucket ``(row count, BIT_XOR of the row hashes)``. Buckets whose
-pair agrees are equal (counted `unchanged` without transfer); only the others need reading.
+the first 64 bits as an unsigned integer; rows are grouped into buckets (by the row hash
+itself, see "Buckets"), and each side returns per bucket ``(row count, BIT_XOR of the row
+hashes)``. Buckets whose pair agrees are equal (counted `unchanged` without transfer); only
+the others need reading.
 
 Canonical text (identical bytes on both sides for equal values)
-    A row is its key fields, then its other fields, concatenated with no separator. A field
-    is ``N`` for NULL; a text field is ``<UTF-8 byte length>:<value>`` (so NULL, ``''``,
-    trailing spaces, tabs and any other byte are all distinct, and no escaping is needed);
-    every other field is ``<value>;`` in a fixed rendering: integers and DECIMALs in plain
-    decimal (the DECIMAL's own scale, which the target must share), dates
-    ``YYYY-MM-DD``, date-times ``YYYY-MM-DD HH:MM:SS.ffffff`` (always six digits, so a
-    target value with microseconds never looks like a whole second), booleans ``1``/``0``.
-    Text is hashed as UTF-8 bytes (a non-UTF-8 MySQL column is converted first) and the
-    key's bucket comes from those bytes too, so a ``_ci`` collation or a PAD SPACE
-    comparison can never make the sides agree on what differs: ``'abc'`` and ``'ABC'`` or
-    ``'a'`` and ``'a '`` are different keys and different rows.
+    A row is its key fields, then its other fields, concatenated with no separator. A text
+    field is ``<UTF-8 byte length>:<value>``, and ``:`` for NULL (so NULL, ``''``, trailing
+    spaces, tabs and any other byte are all distinct, and no escaping is needed); every
+    other field is ``<value>;``, and ``;`` for NULL, in a fixed rendering: integers and
+    DECIMALs in plain decimal (the DECIMAL's own scale, which the target must share), dates
+    ``YYYY-MM-DD``, date-times ``YYYY-MM-DD HH:MM:SS`` for a DATETIME(0) source (a target
+    value with a fraction prints it, so it never looks like a whole second) and
+    ``YYYY-MM-DD HH:MM:SS.ffffff`` (six digits) for DATETIME(1-6), booleans ``1``/``0``.
+    MySQL builds it with one ``CONCAT_WS('', ...)`` (which skips NULL arguments: that is
+    the NULL rendering, at no cost); PostgreSQL prints dates and whole-second times with
+    ``::text``, which needs ``DateStyle`` ISO (PostgreSQL's default; `target_digests`
+    refuses another). Text is hashed as UTF-8 bytes (a non-UTF-8 MySQL column is converted
+    first), so a ``_ci`` collation or a PAD SPACE comparison can never make the sides agree
+    on what differs: ``'abc'`` and ``'ABC'`` or ``'a'`` and ``'a '`` are different keys and
+    different rows.
 
 Time zones
     DATETIME into ``timestamptz``: the target renders its instant as a wall-clock time in
-    the table's ``source_timezone`` (``to_char(col AT TIME ZONE tz, ...)``), which equals the
+    the table's ``source_timezone`` (``(col AT TIME ZONE tz)::text``), which equals the
     source text for every wall time that exists once. A wall time in an ambiguous hour (a
     fall-back, e.g. Asia/Shanghai 1986-09-14 01:00-02:00) names two instants: PostgreSQL
     reads it as the later one (standard time) -- that is what COPY with ``TimeZone =
@@ -35,13 +40,32 @@ Time zones
     correct, slightly slower. MySQL TIMESTAMP into ``timestamptz`` is compared in UTC (the
     session's ``time_zone`` must be ``+00:00``, which refsync sets).
 
+Buckets
+    A single integer key: its value modulo the bucket count. Any other key of a table of
+    `ROW_BUCKETS_FROM` rows or more (``plan_digest``'s ``bucket_by="auto"``): the row hash
+    (its low 63 bits) modulo the bucket count -- no second hash per row, and each side
+    computes the row hash once (MySQL in a materialized derived table, PostgreSQL in an
+    ``OFFSET 0`` subquery run by parallel workers). A changed row then makes two buckets
+    differ: its old version's on the target, its new version's on the source; both are
+    read, since `source_bucket_predicate` selects source rows and `target_bucket_predicate`
+    target rows by their own side's row hash. Every source row whose key is in a selected
+    target row is itself selected (an equal row is in the same bucket; a different one
+    makes its own bucket differ), except with the false-match probability below. Those
+    predicates cost a row hash per row scanned (a key bucket costs a hash of the key), and
+    twice as many buckets are used (`ROWS_PER_HASH_BUCKET`) where `MAX_DIGEST_SHARE`
+    allows. Smaller tables (or ``bucket_by="key"``) bucket by 32 bits of SHA-256 of the
+    key's text, at one more hash per row in the digests.
+
 False matches
-    Row hashes are 64 bits of SHA-256. A bucket whose rows differ shows the same count and
-    XOR with probability 2**-64 (the XOR of different sets of independent uniform 64-bit
-    values); with D differing buckets a run misses a difference with probability at most
-    D * 2**-64, about 5e-15 for 100,000 differing buckets. Counts catch duplicated rows
-    (which XOR would cancel). The bucket of a key is 32 bits of SHA-256 of its text modulo
-    the bucket count (or the integer key modulo it): it only spreads rows, it decides nothing.
+    Row hashes are 64 bits of SHA-256, modelled as independent uniform values. The digests
+    of the two sides agree although their rows differ only if some differing row's hash h
+    equals the XOR of the other rows of its bucket (on both sides), which does not depend
+    on h: at most 2**-64 per bucket that could balance, whether the bucket comes from the
+    key or from h itself. With D differing buckets a run misses a difference with
+    probability at most D * 2**-64 (about 5e-15 for 100,000; never more than
+    ``buckets * 2**-64`` in all). Counts catch duplicated rows (which XOR would cancel).
+    SHA-256 is only the hash both databases have that is cheap enough here; no adversary
+    is assumed who writes rows to collide.
 
 The target side digests authoritative rows only (``_source = 'authoritative'``); a row whose
 other tracking values are not layer 1's renders with a ``!`` so it never matches, and an
@@ -51,7 +75,7 @@ and is read and promoted by the row path.
 Use (see `DigestPlan`): `read_source_columns` + `plan_digest` (pure), then `digests` (both
 sides, concurrently) or `source_digests` / `target_digests`, `compare`, and for the rows of the
 differing buckets `source_bucket_predicate` / `target_bucket_predicate`; `verify_table` for
-`refsync verify`. PostgreSQL >= 14 (``bit_xor``), UTF8 server encoding.
+`refsync verify`. PostgreSQL >= 14 (``bit_xor``), UTF8 server encoding, DateStyle ISO.
 """
 
 from __future__ import annotations
@@ -100,6 +124,10 @@ MASK64 = (1 << 64) - 1
 # bucket sizing: rows per bucket wanted (a 1 % random change then touches ~1-e^-0.32 = 27 %
 # of the buckets), and the share of the table's bytes the digests may take on the wire
 ROWS_PER_BUCKET = 32
+# buckets from the row hash: a changed row makes two buckets differ, so twice as many
+ROWS_PER_HASH_BUCKET = 16
+# plan_digest(bucket_by="auto"): buckets from the row hash from this many rows on
+ROW_BUCKETS_FROM = 100_000
 MAX_DIGEST_SHARE = 0.015
 DIGEST_ROW_BYTES = 36  # one (bucket, count, xor) row in MySQL's text protocol, measured
 MAX_BUCKETS = 1 << 22
@@ -113,8 +141,9 @@ _LOW63 = (1 << 63) - 1
 _NO_MERGE = 18446744073709551615  # a derived table with a LIMIT is materialized, not merged
 # the target digest's session settings: the planner does not know what the row hashes cost,
 # so without these it never runs them in parallel workers (see `target_digests`)
+# (and JIT-compiling the long expression in each worker costs more than it saves)
 TARGET_PARALLEL_SETTINGS: dict[str, str] = {"parallel_setup_cost": "0",
-                                            "parallel_tuple_cost": "0"}
+                                            "parallel_tuple_cost": "0", "jit": "off"}
 
 
 class DigestUnsupported(Exception):
@@ -167,12 +196,13 @@ class DigestPlan:
                 f"{self.buckets} buckets")
 
 
-def choose_buckets(rows: int, avg_row_bytes: int | None = None) -> int:
+def choose_buckets(rows: int, avg_row_bytes: int | None = None, *,
+                   rows_per_bucket: int = ROWS_PER_BUCKET) -> int:
     """Buckets for a table of about `rows` rows of `avg_row_bytes` each (MySQL statistics):
-    ~`ROWS_PER_BUCKET` rows a bucket, but never more digest bytes than `MAX_DIGEST_SHARE` of
+    ~`rows_per_bucket` rows a bucket, but never more digest bytes than `MAX_DIGEST_SHARE` of
     the table's bytes (narrow tables get fuller buckets)."""
     rows = max(int(rows), 0)
-    want = rows // ROWS_PER_BUCKET
+    want = rows // max(1, rows_per_bucket)
     if avg_row_bytes:
         want = min(want, int(rows * avg_row_bytes * MAX_DIGEST_SHARE / DIGEST_ROW_BYTES))
     return max(1, min(want, MAX_BUCKETS))
@@ -248,8 +278,8 @@ def _field(src: SourceColumn, tgt: ColumnInfo, tz: ZoneInfo | None,
     if tgt.kind == "date":
         if dt != "date":
             return f"{what}: only DATE is compared with date columns"
-        return plain_my, (f"CASE WHEN {t} IS NULL THEN ';' WHEN NOT isfinite({t}) OR "
-                          f"{t} < DATE '0001-01-01' THEN '?' ELSE {t}::text || ';' END")
+        return plain_my, (f"CASE WHEN {t} IS NULL THEN ';' WHEN {t} < DATE '0001-01-01' "
+                          f"THEN '?' ELSE {t}::text || ';' END")
     if tgt.kind in ("timestamp", "timestamptz"):
         if dt not in ("datetime", "timestamp"):
             return f"{what}: only DATETIME/TIMESTAMP are compared with {tgt.kind} columns"
@@ -261,20 +291,25 @@ def _field(src: SourceColumn, tgt: ColumnInfo, tz: ZoneInfo | None,
         if tgt.kind == "timestamp":
             if dt == "timestamp":
                 return f"{what}: TIMESTAMP into timestamp depends on the source zone"
-            return my, _pg_wall(t, t, fsp)
+            return my, _pg_wall(t, t, fsp, "TIMESTAMP '0001-01-01'")
         if dt == "timestamp":  # an instant, read in a UTC session
-            return my, _pg_wall(t, f"({t} AT TIME ZONE 'UTC')", fsp)
+            return my, _pg_wall(t, f"({t} AT TIME ZONE 'UTC')", fsp,
+                                "TIMESTAMPTZ '0001-01-01 00:00:00+00'")
         if tz is None:
             return f"{what}: unknown source_timezone"
         return my, _pg_zoned(t, tz, fsp)
     return f"{what}: no canonical text for {tgt.kind} columns"
 
 
-def _pg_wall(col: str, wall: str, fsp: int, odd: str | None = None) -> str:
+def _pg_wall(col: str, wall: str, fsp: int, before: str, odd: str | None = None) -> str:
+    """`wall` (a timestamp) as canonical text; NULL as ';'; '?' (never the source's text)
+    where `col` < `before` -- a wall time PostgreSQL would print as BC (the bound is
+    compared with the stored value, cheaper than a second time zone conversion) -- or
+    where `odd`. +-infinity print as words, which no MySQL value is."""
     oddity = f" OR {odd}" if odd else ""
     text = f"{wall}::text" if fsp == 0 else f"to_char({wall}, '{_TS_FMT}')"
-    return (f"CASE WHEN {col} IS NULL THEN ';' WHEN NOT isfinite({col}){oddity} OR "
-            f"{wall} < TIMESTAMP '0001-01-01' THEN '?' ELSE {text} || ';' END")
+    return (f"CASE WHEN {col} IS NULL THEN ';' WHEN {col} < {before}{oddity} THEN '?' "
+            f"ELSE {text} || ';' END")
 
 
 def _pg_zoned(col: str, tz: ZoneInfo, fsp: int) -> str:
@@ -283,14 +318,17 @@ def _pg_zoned(col: str, tz: ZoneInfo, fsp: int) -> str:
     name = _lit(tz.key)
     wall = f"({col} AT TIME ZONE {name})"
     not_pg_reading = f"({wall} AT TIME ZONE {name}) <> {col}"
+    # no zone is 24 h from UTC: from this instant on, every wall time is in year 1 or later
+    # (the few earlier ones on 0001-01-01 render '?': always read, still correct)
+    before = "TIMESTAMPTZ '0001-01-02 00:00:00+00'"
     windows = fold_windows(tz.key)
     if windows is None:  # DST still in force: check every value
-        return _pg_wall(col, wall, fsp, not_pg_reading)
+        return _pg_wall(col, wall, fsp, before, not_pg_reading)
     if not windows:
-        return _pg_wall(col, wall, fsp)
+        return _pg_wall(col, wall, fsp, before)
     last = max(hi for _, hi in windows)
     inside = " OR ".join(f"({col} >= {_utc(lo)} AND {col} < {_utc(hi)})" for lo, hi in windows)
-    return _pg_wall(col, wall, fsp,
+    return _pg_wall(col, wall, fsp, before,
                     f"({col} < {_utc(last)} AND ({inside}) AND {not_pg_reading})")
 
 
@@ -345,20 +383,25 @@ def plan_digest(
     rows: int,
     avg_row_bytes: int | None = None,
     buckets: int | None = None,
-    bucket_by: str = "row",
+    bucket_by: str = "auto",
 ) -> tuple[DigestPlan | None, str | None]:
     """Decide whether this table can be compared by digests, and build the SQL for it.
 
     `source_columns[i]` is mapped to `target_columns[i]` (the config's column mapping, in
     order; introspected on both sides); `key` names target columns. `rows` and
     `avg_row_bytes` (MySQL statistics, estimates) size the buckets unless `buckets` is
-    given. `bucket_by`: ``"row"`` (default) takes a string key's bucket from the row hash,
-    ``"key"`` from a hash of the key alone (one more hash per row on each side, but a
-    changed row stays in one bucket); a single integer key is always bucketed by its value.
+    given. `bucket_by`: ``"row"`` takes a string key's bucket from the row hash, ``"key"``
+    from a hash of the key alone (one more hash per row on each side -- about 40 % more
+    server CPU in all -- but a changed row stays in one bucket, and the bucket predicates
+    hash only the key); ``"auto"`` (default): ``"row"`` from `ROW_BUCKETS_FROM` rows on,
+    where the digests' cost matters, ``"key"`` below. A single integer key is always
+    bucketed by its value.
     Returns (plan, None), or (None, reason) where a column has no canonical text both
     databases agree on: then read the table in full (and log the reason at -v)."""
-    if bucket_by not in ("row", "key"):
-        raise ValueError(f"bucket_by must be 'row' or 'key', not {bucket_by!r}")
+    if bucket_by not in ("row", "key", "auto"):
+        raise ValueError(f"bucket_by must be 'row', 'key' or 'auto', not {bucket_by!r}")
+    if bucket_by == "auto":
+        bucket_by = "row" if rows >= ROW_BUCKETS_FROM else "key"
     if len(source_columns) != len(target_columns):
         return None, "the source and target column lists differ in length"
     if not key:
@@ -383,7 +426,13 @@ def plan_digest(
             return None, got
         my[name], pg[name] = got
     notes: list[str] = []
-    n = buckets if buckets is not None else choose_buckets(rows, avg_row_bytes)
+    k_src, k_tgt = by_target[key[0]]
+    int_key = len(key) == 1 and k_src.data_type.lower() in _INT_TYPES and \
+        k_tgt.kind == "integer"
+    from_hash = not int_key and bucket_by == "row"
+    n = buckets if buckets is not None else choose_buckets(
+        rows, avg_row_bytes, rows_per_bucket=ROWS_PER_HASH_BUCKET if from_hash else
+        ROWS_PER_BUCKET)
     n = max(1, int(n))
     rest = [c for c in order if c not in key]
     my_key = f"CAST(CONCAT_WS('', {', '.join(a for k in key for a in my[k])}) AS BINARY)"
@@ -397,14 +446,11 @@ def plan_digest(
     my_hash = f"CAST(CONV(LEFT(SHA2({my_row}, 256), 16), 16, 10) AS UNSIGNED)"
     pg_hash = (f"('x' || encode(substring(sha256(convert_to({pg_row}, 'UTF8')) from 1 for 8), "
                "'hex'))::bit(64)::bigint")
-    k_src, k_tgt = by_target[key[0]]
-    from_hash = False
-    if len(key) == 1 and k_src.data_type.lower() in _INT_TYPES and k_tgt.kind == "integer":
+    if int_key:
         my_bucket = f"MOD({_mq(k_src.name)}, {n})"
         pg_bucket = f"mod({_pg_col(k_tgt.name)}, {n})"
         notes.append("buckets: the integer key modulo the bucket count")
-    elif bucket_by == "row":
-        from_hash = True
+    elif from_hash:
         my_bucket = _bucket_of(my_hash, n, mysql=True)
         pg_bucket = _bucket_of(pg_hash, n, mysql=False)
         notes.append("buckets: the row hash modulo the bucket count")
@@ -618,7 +664,9 @@ def _in_list(buckets: Sequence[int]) -> str:
 
 
 def source_bucket_predicate(plan: DigestPlan, buckets: Sequence[int]) -> str:
-    """MySQL condition: the row's key is in one of `buckets` (refsync's own integers only)."""
+    """MySQL condition: the row is in one of `buckets` (refsync's own integers only) -- by
+    its key, or by its own row hash when `plan.bucket_from_hash` (then the condition costs a
+    row hash per row scanned)."""
     if not buckets:
         return "FALSE"
     return f"{plan.source_bucket} IN ({_in_list(buckets)})"
@@ -626,8 +674,11 @@ def source_bucket_predicate(plan: DigestPlan, buckets: Sequence[int]) -> str:
 
 def target_bucket_predicate(plan: DigestPlan, buckets: Sequence[int],
                             alias: str | None = None) -> str:
-    """PostgreSQL condition on the target table (optionally `alias.`-qualified): the row's
-    key is in one of `buckets`. Restricts the diff's delete detection to the parts read."""
+    """PostgreSQL condition on the target table (optionally `alias.`-qualified): the row is
+    in one of `buckets` (by its key, or by its own row hash when `plan.bucket_from_hash`:
+    every column is then qualified, and the condition costs a row hash per row it is
+    evaluated on -- put it where few rows reach it). Restricts the diff's delete detection to
+    the parts read."""
     if not buckets:
         return "false"
     if plan.target_bucket_template:

@@ -226,7 +226,7 @@ def test_one_change_in_100k_reads_one_bucket(dbs, plan) -> None:  # type: ignore
         assert len(one) == 1 and 1 <= next(iter(one.values())).rows <= 200
 
 
-def _differing(dbs, plan):  # type: ignore[no-untyped-def]
+def _differing(dbs: tuple[sa.Engine, sa.Engine], plan: DigestPlan) -> list[int]:
     from refsync.digest import digests
 
     my, pg = dbs
@@ -278,3 +278,64 @@ def test_decimal_scale_change_is_unsupported(dbs) -> None:  # type: ignore[no-un
         plan, why = plan_digest([src["code"], src["amount"]], [tinfo["code"], tinfo["amount"]],
                                 ["code"], TZ, rows=10)
         assert plan is None and why is not None and "scale" in why, why
+
+
+def test_target_session_settings(dbs, plan) -> None:  # type: ignore[no-untyped-def]
+    from refsync.digest import DigestUnsupported, target_digests
+
+    _, pg = dbs
+    with pg.connect() as conn:
+        conn.exec_driver_sql("SET parallel_setup_cost = 777")
+        workers = conn.exec_driver_sql("SHOW max_parallel_workers_per_gather").scalar()
+        assert len(target_digests(conn, plan, "public", "tgt", parallel_workers=1)) > 1
+        # the query's own settings are put back
+        assert conn.exec_driver_sql("SHOW parallel_setup_cost").scalar() == "777"
+        assert conn.exec_driver_sql("SHOW max_parallel_workers_per_gather").scalar() == workers
+        conn.exec_driver_sql("SET DateStyle = 'German'")  # ::text would print 31.12.1999
+        with pytest.raises(DigestUnsupported, match="DateStyle"):
+            target_digests(conn, plan, "public", "tgt")
+        conn.rollback()  # the SETs with it
+
+
+def test_fractional_seconds_and_dates(dbs) -> None:  # type: ignore[no-untyped-def]
+    """DATETIME(3) (six digits on both sides), DATETIME(0) with a target fraction, DATE."""
+    my, pg = dbs
+    rows = [("F1", "2020-01-01 00:00:00.100", "2020-01-01 00:00:00", "0999-12-31"),
+            ("F2", "2020-01-01 00:00:00.000", "1986-07-01 12:00:00", "2020-02-29"),
+            ("F3", None, None, None)]
+    values = ", ".join("(" + ", ".join("NULL" if v is None else f"'{v}'" for v in r) + ")"
+                       for r in rows)
+    with _change(my, ["CREATE TABLE src3 (code VARCHAR(9) PRIMARY KEY, ms DATETIME(3), "
+                      "s DATETIME, d DATE)", f"INSERT INTO src3 VALUES {values}"],
+                 "DROP TABLE src3"), \
+            _change(pg, ["CREATE TABLE tgt3 (code varchar(9) PRIMARY KEY, ms timestamptz, "
+                         "s timestamptz, d date, _source varchar(20) NOT NULL DEFAULT "
+                         "'authoritative', _needs_review boolean NOT NULL DEFAULT false, "
+                         "_derived_from_domain varchar(50), _derived_at timestamptz)",
+                         f"INSERT INTO tgt3 (code, ms, s, d) VALUES {values}"],
+                    "DROP TABLE tgt3"):
+        cols = ["code", "ms", "s", "d"]
+        with my.connect() as mc, pg.connect() as pc:
+            src = read_source_columns(mc, "src3")
+            tinfo = {c["name"]: column_info(c["name"], c["type"], True, pc.dialect)
+                     for c in sa.inspect(pc).get_columns("tgt3")}
+        plan3, why = plan_digest([src[c] for c in cols], [tinfo[c] for c in cols], ["code"],
+                                 TZ, rows=3, buckets=1)
+        assert plan3 is not None, why
+
+        def check() -> object:
+            with my.connect() as mc, pg.connect() as pc:
+                return verify_table(mc, pc, plan3, "src3", "public", "tgt3")
+
+        assert check().in_step  # type: ignore[attr-defined]
+        for sql, undo in [
+                ("UPDATE tgt3 SET ms = ms + interval '1 millisecond' WHERE code = 'F1'",
+                 "UPDATE tgt3 SET ms = ms - interval '1 millisecond' WHERE code = 'F1'"),
+                ("UPDATE tgt3 SET s = s + interval '1 microsecond' WHERE code = 'F2'",
+                 "UPDATE tgt3 SET s = s - interval '1 microsecond' WHERE code = 'F2'"),
+                ("UPDATE tgt3 SET d = d + 1 WHERE code = 'F1'",
+                 "UPDATE tgt3 SET d = d - 1 WHERE code = 'F1'")]:
+            with _change(pg, sql, undo):
+                r = check()
+                assert r.differ == 1, r.as_json()  # type: ignore[attr-defined]
+        assert check().in_step  # type: ignore[attr-defined]

@@ -76,6 +76,7 @@ def test_integer_key_buckets_by_modulo() -> None:
 def test_choose_buckets() -> None:
     assert choose_buckets(0) == 1
     assert choose_buckets(1_000_000) == 31_250
+    assert choose_buckets(1_000_000, rows_per_bucket=16) == 62_500
     # narrow rows: the digests may not exceed 1.5 % of the table's bytes
     assert choose_buckets(1_000_000, 20) * 36 <= 1_000_000 * 20 * 0.015
 
@@ -97,3 +98,52 @@ def test_compare() -> None:
     assert plan is not None
     c = compare(plan, a, b)
     assert (c.source_rows, c.target_rows, c.equal_rows, c.source_rows_differing) == (6, 6, 2, 4)
+
+
+def test_row_hash_buckets() -> None:
+    name = (SourceColumn("name", "varchar", "varchar(9)", "utf8mb4"), ColumnInfo("name", "text"))
+    small, _ = _plan(*name)
+    assert small is not None and not small.bucket_from_hash  # "auto": few rows, key buckets
+    plan, _ = plan_digest([VARCHAR, name[0]], [ColumnInfo("code", "text"), name[1]], ["code"],
+                          "UTC", rows=1000, bucket_by="row")
+    big, _ = plan_digest([VARCHAR, name[0]], [ColumnInfo("code", "text"), name[1]], ["code"],
+                         "UTC", rows=1_600_000)
+    assert big is not None and big.bucket_from_hash and big.buckets == 100_000
+    assert plan is not None and plan.bucket_from_hash
+    assert plan.buckets == 1000 // 16  # a changed row makes two buckets differ: twice as many
+    assert "SHA2(CONCAT_WS(''" in plan.source_bucket and "`name`" in plan.source_bucket
+    pred = target_bucket_predicate(plan, [4, 2], alias="t")
+    assert pred.endswith(" IN (2, 4)") and "\x1d" not in pred
+    # every column the row hash reads is qualified, the tracking ones included
+    assert pred.count('"') == 2 * pred.count('t."')
+    assert 't."name"' in pred and 't."_derived_at"' in pred
+    assert target_bucket_predicate(plan, [1]) == f"{plan.target_bucket} IN (1)"
+    assert "\x1d" not in plan.target_row_text + plan.target_hash + plan.target_key_text
+
+
+def test_key_hash_buckets_on_request() -> None:
+    plan, _ = plan_digest([VARCHAR], [ColumnInfo("code", "text")], ["code"], "UTC",
+                          rows=3200, bucket_by="key")
+    assert plan is not None and not plan.bucket_from_hash and plan.buckets == 100
+    assert plan.source_bucket.startswith("MOD(CAST(CONV(LEFT(SHA2(CAST(CONCAT_WS(''")
+    assert target_bucket_predicate(plan, [0], alias="t").count('t."code"') == 2
+    try:
+        plan_digest([VARCHAR], [ColumnInfo("code", "text")], ["code"], "UTC", rows=1,
+                    bucket_by="bogus")
+    except ValueError:
+        pass
+    else:
+        raise AssertionError("bucket_by is checked")
+
+
+def test_datetime_renderings() -> None:
+    whole, _ = _plan(SourceColumn("a", "datetime", "datetime", fsp=0),
+                     ColumnInfo("a", "timestamptz"))
+    assert whole is not None
+    assert "AT TIME ZONE 'Asia/Shanghai')::text" in whole.target_row_text
+    assert "to_char" not in whole.target_row_text
+    milli, _ = _plan(SourceColumn("a", "datetime", "datetime(3)", fsp=3),
+                     ColumnInfo("a", "timestamp"))
+    assert milli is not None
+    assert "CONCAT(`a`, '000'), ';'" in milli.source_row_text
+    assert "to_char(\"a\", 'YYYY-MM-DD HH24:MI:SS.US')" in milli.target_row_text
