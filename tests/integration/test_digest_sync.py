@@ -151,6 +151,14 @@ def test_digests_read_only_what_differs_and_match_reading_everything(
             "unchanged": ROWS - 10, "promoted": 1, "deleted": 2, "rejected": 0}
         query = "SELECT * FROM business.plans ORDER BY code COLLATE \"C\""
         assert _pg(pg_url, query) == _pg(other, query)
+
+        monkeypatch.undo()
+        staged = count_copy_text(monkeypatch)
+        again = _run(tmp_path, pg_url, source)  # every part agrees now: nothing is read
+        assert staged == []
+        assert _summary(again) == {
+            "status": "unchanged", "error": None, "read": ROWS, "inserted": 0, "updated": 0,
+            "unchanged": ROWS, "promoted": 0, "deleted": 0, "rejected": 0}
     finally:
         with admin.connect() as conn:
             conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')

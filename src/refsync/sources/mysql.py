@@ -424,8 +424,10 @@ class MySQLSource(SqlSource):
             if compare_with is not None:
                 only = self._differing_parts(conn, *compare_with)
                 if only is not None:  # read the parts that differ: each row tested once
-                    rows = rows.where(only[0])
                     yield Chunk(0, high=only[1])  # the watermark: the whole table's largest
+                    if only[0] is None:
+                        return  # every part agrees: nothing to read
+                    rows = rows.where(only[0])
             chunk_sql = [build_chunk_select(rows, key, key_type, self.cursor_column, line,
                                             flag, after_given=after) for after in (False, True)]
             values_sql = [key_range(rows, key, key_type, after_given=after)
@@ -475,8 +477,9 @@ class MySQLSource(SqlSource):
     def _differing_parts(self, conn: Connection, plan: DigestPlan,
                          target: dict[int, BucketDigest]) -> tuple[Any, Any] | None:
         """Inside the read's snapshot: the source's digests against the target's. Returns
-        (a condition selecting the rows of the parts that differ, the largest cursor of the
-        whole table), or None when so much differs that reading it all is cheaper."""
+        (a condition selecting the rows of the parts that differ, or None when none differs;
+        the largest cursor of the whole table), or None when so much differs that reading it
+        all is cheaper."""
         from refsync import digest
 
         started = time.perf_counter()
@@ -498,6 +501,8 @@ class MySQLSource(SqlSource):
             largest = conn.execute(sa_select(func.max(column(_q(self.cursor_column))))
                                    .select_from(table_)).scalar()
             largest = largest if isinstance(largest, date) else None
+        if not outcome.differing:
+            return None, largest
         return text(digest.source_bucket_predicate(plan, outcome.differing)), largest
 
     def _rows_per_chunk(self, budget: int, row_bytes: int) -> int:
