@@ -347,3 +347,56 @@ def count_copy_text(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 
     monkeypatch.setattr(SqlTableWriter, "stage_text", counting)
     return staged
+
+
+# ---------------------------------------------------------------- legacy MySQL → PostgreSQL runs
+
+
+def legacy_settings(pg_url: str, mysql: sa.URL, **overrides: Any) -> Settings:
+    """Settings for a run from the MySQL database `mysql` into `pg_url`."""
+    return Settings(  # type: ignore[call-arg]
+        _env_file=None, database_url=SecretStr(pg_url), legacy_mysql_host=mysql.host,
+        legacy_mysql_port=mysql.port or 3306, legacy_mysql_user=mysql.username,
+        legacy_mysql_password=SecretStr(mysql.password or ""),
+        legacy_mysql_database=mysql.database, **overrides)
+
+
+def sync_section(tmp_path: Path, section: dict[str, Any], pg_url: str, mysql: sa.URL,
+                 **kwargs: Any) -> RunResult:
+    """Write a `reference_sync` section to a file and run `api.sync` on it."""
+    from refsync import api
+
+    path = tmp_path / "cfg.yml"
+    path.write_text(yaml.safe_dump({"reference_sync": section}, allow_unicode=True),
+                    encoding="utf-8")
+    return api.sync(load_config(path), legacy_settings(pg_url, mysql), **kwargs)
+
+
+@contextmanager
+def sibling_database(pg_admin_url: str, pg_url: str, suffix: str) -> Iterator[str]:
+    """A second, empty PostgreSQL database beside `pg_url` (its URL), dropped afterwards:
+    the same sync, another way, for a side-by-side comparison."""
+    other = pg_url + suffix
+    name = other.rsplit("/", 1)[1]
+    admin = sa.create_engine(pg_admin_url, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+        yield other
+    finally:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.dispose()
+
+
+def pg_rows(pg_url: str, query: str) -> list[tuple[Any, ...]]:
+    """The rows of one query on `pg_url`."""
+    with engine_for(pg_url) as engine, engine.connect() as conn:
+        return [tuple(r) for r in conn.exec_driver_sql(query)]
+
+
+def table_summary(result: RunResult, *keys: str) -> dict[str, Any]:
+    """The first table's `--json` fields `keys` (rejects sorted, for comparison)."""
+    doc = result.as_json()["tables"][0]
+    doc["rejects"] = sorted(doc["rejects"], key=lambda r: sorted(r["key"].items()))
+    return {k: doc[k] for k in keys}

@@ -10,12 +10,8 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-import yaml
-from helpers import count_copy_text
-from pydantic import SecretStr
+from helpers import count_copy_text, sibling_database, sync_section, table_summary
 
-from refsync import api
-from refsync.config import Settings, load_config
 from refsync.model import RunResult
 
 ROWS = 3000
@@ -54,7 +50,7 @@ def _target(pg_url: str) -> None:
 
 
 def _run(tmp_path: Path, pg_url: str, mysql: sa.Engine, *, full: bool = True) -> RunResult:
-    doc = {"reference_sync": {
+    section = {
         "defaults": {"retry": {"attempts": 0, "backoff": [0]}, "batch_size": 500,
                      "max_delete_ratio": 1.0},
         "tables": [{"name": "plans", "target_table": "plans", "target_schema": "business",
@@ -62,15 +58,8 @@ def _run(tmp_path: Path, pg_url: str, mysql: sa.Engine, *, full: bool = True) ->
                     "primary_key": "code",
                     "source_config": {"table": "plans", "columns": [
                         {"source": c, "target": c}
-                        for c in ("code", "name", "amount", "dt", "flag")]}}]}}
-    path = tmp_path / "cfg.yml"
-    path.write_text(yaml.safe_dump(doc, allow_unicode=True), encoding="utf-8")
-    url = mysql.url
-    settings = Settings(  # type: ignore[call-arg]
-        _env_file=None, database_url=SecretStr(pg_url), legacy_mysql_host=url.host,
-        legacy_mysql_port=url.port or 3306, legacy_mysql_user=url.username,
-        legacy_mysql_password=SecretStr(url.password or ""), legacy_mysql_database=url.database)
-    return api.sync(load_config(path), settings, full=full)
+                        for c in ("code", "name", "amount", "dt", "flag")]}}]}
+    return sync_section(tmp_path, section, pg_url, mysql.url, full=full)
 
 
 def _pg(pg_url: str, *statements: str) -> list[tuple[Any, ...]]:
@@ -88,9 +77,8 @@ def _pg(pg_url: str, *statements: str) -> list[tuple[Any, ...]]:
 
 
 def _summary(result: RunResult) -> dict[str, Any]:
-    doc = result.as_json()["tables"][0]
-    return {k: doc[k] for k in ("status", "error", "read", "inserted", "updated", "unchanged",
-                                "promoted", "deleted", "rejected")}
+    return table_summary(result, "status", "error", "read", "inserted", "updated",
+                         "unchanged", "promoted", "deleted", "rejected")
 
 
 MUTATIONS = [
@@ -113,12 +101,7 @@ AUTO_DERIVED = ("UPDATE business.plans SET _source = 'auto_derived', _needs_revi
 def test_digests_read_only_what_differs_and_match_reading_everything(
         tmp_path: Path, pg_url: str, pg_admin_url: str, source: sa.Engine,
         monkeypatch: pytest.MonkeyPatch) -> None:
-    other = pg_url + "_all"
-    db = other.rsplit("/", 1)[1]
-    admin = sa.create_engine(pg_admin_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f'CREATE DATABASE "{db}"')
-    try:
+    with sibling_database(pg_admin_url, pg_url, "_all") as other:
         for url in (pg_url, other):
             _target(url)
             first = _run(tmp_path, url, source)
@@ -159,7 +142,3 @@ def test_digests_read_only_what_differs_and_match_reading_everything(
         assert _summary(again) == {
             "status": "unchanged", "error": None, "read": ROWS, "inserted": 0, "updated": 0,
             "unchanged": ROWS, "promoted": 0, "deleted": 0, "rejected": 0}
-    finally:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
-        admin.dispose()

@@ -10,12 +10,8 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-import yaml
-from helpers import count_copy_text
-from pydantic import SecretStr
+from helpers import count_copy_text, pg_rows, sibling_database, sync_section, table_summary
 
-from refsync import api
-from refsync.config import Settings, load_config
 from refsync.model import RunResult
 
 AWKWARD = ["tab\there", "line\nfeed", "cr\rhere", "back\\slash", "\\N", "NULL", "", "quo'te\"",
@@ -75,36 +71,22 @@ def _run(tmp_path: Path, pg_url: str, mysql: sa.URL, *, batch_size: int,
                     {"source": "kind", "target": "计划类型"}]}
     if incremental:
         source["incremental"] = {"updated_at_column": "updated_at"}
-    doc = {"reference_sync": {"defaults": {"retry": {"attempts": 0, "backoff": [0]},
+    section = {"defaults": {"retry": {"attempts": 0, "backoff": [0]},
                                            "on_invalid": "skip", "batch_size": batch_size},
                               "tables": [{"name": "年金计划", "target_table": "年金计划",
                                           "target_schema": "business",
                                           "source_type": "legacy_mysql",
-                                          "source_config": source, "primary_key": "年金计划号"}]}}
-    path = tmp_path / "cfg.yml"
-    path.write_text(yaml.safe_dump(doc, allow_unicode=True), encoding="utf-8")
-    settings = Settings(  # type: ignore[call-arg]
-        _env_file=None, database_url=SecretStr(pg_url), legacy_mysql_host=mysql.host,
-        legacy_mysql_port=mysql.port or 3306, legacy_mysql_user=mysql.username,
-        legacy_mysql_password=SecretStr(mysql.password or ""),
-        legacy_mysql_database=mysql.database)
-    return api.sync(load_config(path), settings)
+                                          "source_config": source, "primary_key": "年金计划号"}]}
+    return sync_section(tmp_path, section, pg_url, mysql)
 
 
 def _rows(pg_url: str) -> list[tuple[Any, ...]]:
-    engine = sa.create_engine(pg_url)
-    try:
-        with engine.connect() as conn:
-            return [tuple(r) for r in conn.exec_driver_sql(
-                'SELECT * FROM business."年金计划" ORDER BY 1')]
-    finally:
-        engine.dispose()
+    return pg_rows(pg_url, 'SELECT * FROM business."年金计划" ORDER BY 1')
 
 
 def _summary(result: RunResult) -> dict[str, Any]:
-    doc = result.as_json()["tables"][0]
-    return {k: doc[k] for k in ("status", "read", "inserted", "updated", "unchanged",
-                                "rejected", "rejects", "watermark")}
+    return table_summary(result, "status", "read", "inserted", "updated", "unchanged",
+                         "rejected", "rejects", "watermark")
 
 
 @pytest.mark.parametrize("incremental", [False, True], ids=["full", "incremental"])
@@ -117,21 +99,12 @@ def test_text_path_matches_the_values_path(tmp_path: Path, pg_url: str, pg_admin
     assert sum(as_text) >= ROWS - 14  # all but the chunks holding a flagged row
     monkeypatch.setattr("refsync.targets.postgres.PostgresTarget.takes_copy_text", False)
     as_text.clear()
-    other = pg_url.rsplit("/", 1)[0] + "/" + pg_url.rsplit("/", 1)[1] + "_rows"
-    admin = sa.create_engine(pg_admin_url, isolation_level="AUTOCOMMIT")
-    db = other.rsplit("/", 1)[1]
-    try:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'CREATE DATABASE "{db}"')
+    with sibling_database(pg_admin_url, pg_url, "_rows") as other:
         _target(other)
         slow = _run(tmp_path, other, source, batch_size=7, incremental=incremental)
         assert as_text == []
         assert _summary(fast) == _summary(slow)
         assert _rows(pg_url) == _rows(other)
-    finally:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
-        admin.dispose()
     summary = _summary(fast)
     assert summary["status"] == "ok"
     assert (summary["read"], summary["inserted"], summary["rejected"]) == (ROWS + 4, ROWS + 1, 3)

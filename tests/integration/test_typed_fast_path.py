@@ -10,12 +10,8 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-import yaml
-from helpers import count_copy_text
-from pydantic import SecretStr
+from helpers import count_copy_text, pg_rows, sibling_database, sync_section, table_summary
 
-from refsync import api
-from refsync.config import Settings, load_config
 from refsync.model import RunResult
 
 UMAX = 2**64 - 1
@@ -122,38 +118,23 @@ def _run(tmp_path: Path, pg_url: str, mysql: sa.URL, *, incremental: bool) -> Ru
                               "columns": [{"source": c, "target": c} for c in MAPPED]}
     if incremental:
         source["incremental"] = {"updated_at_column": "upd"}
-    doc = {"reference_sync": {
+    section = {
         "defaults": {"retry": {"attempts": 0, "backoff": [0]}, "on_invalid": "skip",
                      "batch_size": 6, "source_timezone": "Asia/Shanghai"},
         "tables": [{"name": "typed", "target_table": "typed", "target_schema": "business",
                     "source_type": "legacy_mysql",
                     "sync_mode": "upsert" if incremental else "delete_insert",
-                    "source_config": source, "primary_key": "k"}]}}
-    path = tmp_path / "cfg.yml"
-    path.write_text(yaml.safe_dump(doc, allow_unicode=True), encoding="utf-8")
-    settings = Settings(  # type: ignore[call-arg]
-        _env_file=None, database_url=SecretStr(pg_url), legacy_mysql_host=mysql.host,
-        legacy_mysql_port=mysql.port or 3306, legacy_mysql_user=mysql.username,
-        legacy_mysql_password=SecretStr(mysql.password or ""),
-        legacy_mysql_database=mysql.database)
-    return api.sync(load_config(path), settings)
+                    "source_config": source, "primary_key": "k"}]}
+    return sync_section(tmp_path, section, pg_url, mysql)
 
 
 def _rows(pg_url: str) -> list[tuple[Any, ...]]:
-    engine = sa.create_engine(pg_url)
-    try:
-        with engine.connect() as conn:
-            return [tuple(r) for r in conn.exec_driver_sql(
-                "SELECT * FROM business.typed ORDER BY k")]
-    finally:
-        engine.dispose()
+    return pg_rows(pg_url, "SELECT * FROM business.typed ORDER BY k")
 
 
 def _summary(result: RunResult) -> dict[str, Any]:
-    doc = result.as_json()["tables"][0]
-    doc["rejects"] = sorted(doc["rejects"], key=lambda r: r["key"]["k"])
-    return {k: doc[k] for k in ("status", "error", "read", "inserted", "updated", "unchanged",
-                                "deleted", "rejected", "rejects", "watermark")}
+    return table_summary(result, "status", "error", "read", "inserted", "updated",
+                         "unchanged", "deleted", "rejected", "rejects", "watermark")
 
 
 @pytest.mark.parametrize("incremental", [False, True], ids=["full", "incremental"])
@@ -167,21 +148,12 @@ def test_typed_fast_path_matches_the_values_path(tmp_path: Path, pg_url: str, pg
     assert sum(as_text) >= 42, as_text
     monkeypatch.setattr("refsync.targets.postgres.PostgresTarget.takes_copy_text", False)
     as_text.clear()
-    other = pg_url + "_values"
-    db = other.rsplit("/", 1)[1]
-    admin = sa.create_engine(pg_admin_url, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'CREATE DATABASE "{db}"')
+    with sibling_database(pg_admin_url, pg_url, "_values") as other:
         _target(other)
         slow = _run(tmp_path, other, source, incremental=incremental)
         assert as_text == []
         assert _summary(fast) == _summary(slow)
         assert _rows(pg_url) == _rows(other)
-    finally:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
-        admin.dispose()
     summary = _summary(fast)
     assert summary["status"] == "ok", summary["error"]
     assert {r["key"]["k"] for r in summary["rejects"]} == REJECTED
