@@ -281,7 +281,9 @@ class MySQLSource(SqlSource):
         self._avg_row_length = 0
         # the read in flight: its connection id, for `cancel`
         self._read_connection_id: int | None = None
-        self._read_lock = threading.Lock()
+        # re-entrant: `cancel` runs in the signal handler, on the main thread, which may be
+        # inside `_begin_read`/`_end_read` holding it
+        self._read_lock = threading.RLock()
         listen_mysql_session(engine)
 
     # -- what open() learns

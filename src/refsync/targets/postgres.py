@@ -208,7 +208,9 @@ class PostgresTarget(SqlTarget):
         self._lock_conn: Connection | None = None
         self._lock_pid: int | None = None
         self._in_use: set[Any] = set()  # psycopg connections checked out, for cancel()
-        self._in_use_guard = threading.Lock()
+        # re-entrant: `cancel` runs in the signal handler, on the main thread, which may be
+        # checking a connection in or out while holding it
+        self._in_use_guard = threading.RLock()
         sa.event.listen(engine, "checkout", self._checked_out)
         sa.event.listen(engine, "checkin", self._checked_in)
 
