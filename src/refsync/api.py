@@ -9,6 +9,7 @@ import logging
 import signal
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -463,20 +464,25 @@ class Runner:
             # is; source values go through the value rules first
             converter = RowConverter(infos, spec.primary_key, zone, max_listed=MAX_LISTED,
                                      cursor=has_cursor)
-            compare_with = None
+            digests = None
             if since is None and not writer.direct:  # a full read: compare before reading
-                compare_with = self._target_digests(writer, spec, source, infos)
-            chunks = source.chunks(since, infos, copy_text=target.takes_copy_text,
-                                   compare_with=compare_with)
-            for chunk in prefetch(chunks):
-                read += chunk.rows
-                if chunk.copy_text is not None:
-                    writer.stage_text(chunk.copy_text, chunk.rows)
-                elif chunk.batch is not None:
-                    writer.stage(converter.convert_batch(chunk.batch))
-                if chunk.high is not None:
-                    largest_cursor = max_cursor(largest_cursor, [chunk.high])
-                self.progress.advance(spec.name, chunk.rows)
+                digests = self._target_digests(writer, spec, source, infos)
+            chunks = source.chunks(
+                since, infos, copy_text=target.takes_copy_text,
+                compare_with=None if digests is None else (digests[0], digests[1].result))
+            try:
+                for chunk in prefetch(chunks):
+                    read += chunk.rows
+                    if chunk.copy_text is not None:
+                        writer.stage_text(chunk.copy_text, chunk.rows)
+                    elif chunk.batch is not None:
+                        writer.stage(converter.convert_batch(chunk.batch))
+                    if chunk.high is not None:
+                        largest_cursor = max_cursor(largest_cursor, [chunk.high])
+                    self.progress.advance(spec.name, chunk.rows)
+            finally:  # never leave the digest query running on the writer's connection
+                if digests is not None:
+                    wait([digests[1]])
             res.read = read
             writer.timings["read+check"] = (time.perf_counter() - loop_start
                                             - writer.timings.get("stage", 0.0))
@@ -493,13 +499,13 @@ class Runner:
             if deletes and not writer.direct:  # a rejected row is still a source row
                 writer.keep_keys(converter.rejected_keys)
             outcome = getattr(source, "digest_outcome", None)
-            if compare_with is not None and outcome is not None:  # only differing parts read
+            if digests is not None and outcome is not None:  # only differing parts read
                 from refsync.digest import target_bucket_predicate
 
-                writer.only_where = target_bucket_predicate(compare_with[0], outcome.differing)
+                writer.only_where = target_bucket_predicate(digests[0], outcome.differing)
                 writer.timings.update(outcome.timings)
             counts = writer.diff(deletes=deletes)
-            if compare_with is not None and outcome is not None:
+            if digests is not None and outcome is not None:
                 read += outcome.equal_rows  # compared inside both databases, never moved
                 res.read = read
                 counts.unchanged += outcome.equal_rows
@@ -540,10 +546,11 @@ class Runner:
                 self._hold.start()
 
     def _target_digests(self, writer: SqlTableWriter, spec: TableSpec, source: Source,
-                        infos: list[ColumnInfo]) -> tuple[Any, Any] | None:
-        """(digest plan, the target's bucket digests) where both databases can digest the
-        table (DESIGN 4.6): the source compares them inside its read's snapshot and reads
-        only the parts that differ. None: read everything."""
+                        infos: list[ColumnInfo]) -> tuple[Any, Future[Any]] | None:
+        """(digest plan, the target's bucket digests being computed) where both databases
+        can digest the table (DESIGN 4.6). The target computes its digests while the source
+        computes its own inside its read's snapshot; the source then compares and reads only
+        the parts that differ. None: read everything."""
         make_plan = getattr(source, "digest_plan", None)
         if make_plan is None or not writer.target.takes_copy_text:
             return None
@@ -552,17 +559,26 @@ class Runner:
             return None
         from refsync import digest
 
-        started = time.perf_counter()
+        def compute() -> Any:
+            started = time.perf_counter()
+            try:
+                return digest.target_digests(writer.conn, plan, spec.target_schema,
+                                             spec.target_table)
+            except digest.DigestUnsupported as exc:  # the source reads everything
+                log.debug("%s: no digests: %s", spec.name, exc)
+                return None
+            except sa.exc.DBAPIError as exc:
+                raise writer.classify_write_error(exc, "computing digests") from None
+            finally:
+                writer.timings["target_digest"] = time.perf_counter() - started
+
+        # the writer's connection is idle until the first rows arrive, which the source
+        # sends only after it has this result
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="refsync-digest")
         try:
-            found = digest.target_digests(writer.conn, plan, spec.target_schema,
-                                          spec.target_table)
-        except digest.DigestUnsupported as exc:
-            log.debug("%s: no digests: %s", spec.name, exc)
-            return None
-        except sa.exc.DBAPIError as exc:
-            raise writer.classify_write_error(exc, "computing digests") from None
-        writer.timings["target_digest"] = time.perf_counter() - started
-        return plan, found
+            return plan, pool.submit(compute)
+        finally:
+            pool.shutdown(wait=False)
 
     def _honest_watermark(self, spec: TableSpec, source: Source, res: TableResult,
                           largest_cursor: Any, clock_utc: datetime, *, reject_low: Any) -> Any:

@@ -21,7 +21,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import suppress
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -38,6 +39,7 @@ from sqlalchemy import (
     func,
     text,
 )
+from sqlalchemy import exc as sa_exc
 from sqlalchemy import select as sa_select
 from sqlalchemy import table as sa_table
 from sqlalchemy import types as sqltypes
@@ -83,6 +85,10 @@ def listen_mysql_session(engine: Engine) -> None:
     if engine.url.get_backend_name() in MYSQL_BACKENDS and not event.contains(
             engine, "connect", mysql_session):
         event.listen(engine, "connect", mysql_session, insert=True)
+
+
+# the target's bucket digests, when it could compute them (None: read everything)
+TargetDigests = Callable[[], "dict[int, BucketDigest] | None"]
 
 
 # ---------------------------------------------------------------- chunk queries (pure)
@@ -345,14 +351,15 @@ class MySQLSource(SqlSource):
 
     def chunks(self, since: Any | None, columns: list[ColumnInfo], *,
                copy_text: bool = False,
-               compare_with: tuple[DigestPlan, dict[int, BucketDigest]] | None = None,
+               compare_with: tuple[DigestPlan, TargetDigests] | None = None,
                ) -> Iterator[Chunk]:
         """Server-made COPY text where the target takes it and every column has a server-side
         rule, in key-range chunks; otherwise source values, as every source does.
 
-        `compare_with` (a digest plan and the target's bucket digests): inside the read's
-        snapshot, compare first and read only the parts that differ (`digest_outcome` then
-        says what was compared equal without being read)."""
+        `compare_with` (a digest plan, and a call that returns the target's bucket digests,
+        computed meanwhile, or None): inside the read's snapshot, compare first and read only
+        the parts that differ (`digest_outcome` then says what was compared equal without
+        being read)."""
         self.open()
         self.digest_outcome = None
         plan = self.copy_plan(columns) if copy_text else None
@@ -409,7 +416,7 @@ class MySQLSource(SqlSource):
         return CopyPlan(plan, self._pk[0])
 
     def _text_chunks(self, since: Any | None, plan: CopyPlan,
-                     compare_with: tuple[DigestPlan, dict[int, BucketDigest]] | None = None,
+                     compare_with: tuple[DigestPlan, TargetDigests] | None = None,
                      ) -> Iterator[Chunk]:
         """The table as server-made COPY text, up to `batch_size` rows a chunk, one fetched
         row each, all chunks in one snapshot (see `_reading`).
@@ -477,7 +484,7 @@ class MySQLSource(SqlSource):
                     limit = self._rows_per_chunk(budget, len(text_) // int(count) + 1)
 
     def _differing_parts(self, conn: Connection, plan: DigestPlan,
-                         target: dict[int, BucketDigest]) -> tuple[Any, Any] | None:
+                         target_of: TargetDigests) -> tuple[Any, Any] | None:
         """Inside the read's snapshot: the source's digests against the target's. Returns
         (a condition selecting the rows of the parts that differ, or None when none differs;
         the largest cursor of the whole table), or None when so much differs that reading it
@@ -486,8 +493,12 @@ class MySQLSource(SqlSource):
 
         started = time.perf_counter()
         source = digest.source_digests(conn, plan, self.table, schema=self.schema)
+        took = time.perf_counter() - started
+        target = target_of()  # computed by the target meanwhile
+        if target is None:
+            return None
         outcome = digest.compare(plan, source, target)
-        outcome.timings["source_digest"] = time.perf_counter() - started
+        outcome.timings["source_digest"] = took
         if outcome.source_rows_differing > READ_ALL_SHARE * max(outcome.source_rows, 1):
             log.debug("%s: digests: %d of %d parts differ, holding %d of %d rows: reading all",
                       self.where_text, len(outcome.differing), plan.buckets,
@@ -505,6 +516,11 @@ class MySQLSource(SqlSource):
             largest = largest if isinstance(largest, date) else None
         if not outcome.differing:
             return None, largest
+        if len(outcome.differing) >= 1000:
+            # MariaDB turns an IN list of 1000+ constants into a derived table it builds again
+            # for every chunk; a sorted list searched per row is far cheaper here
+            with suppress(sa_exc.DBAPIError):
+                conn.exec_driver_sql("SET SESSION in_predicate_conversion_threshold = 0")
         return text(digest.source_bucket_predicate(plan, outcome.differing)), largest
 
     def _rows_per_chunk(self, budget: int, row_bytes: int) -> int:
