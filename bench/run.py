@@ -85,6 +85,21 @@ def say(*parts: Any) -> None:
     print(*parts, flush=True)
 
 
+def verdicts(fps: dict[str, Any], src: Any, stats_label: str) -> dict[str, str]:
+    """Each copy's fingerprint against MariaDB's statistics and the pipe's row hash."""
+    ref_hash = fps.get("pipe", {}).get("hash")
+    result = {}
+    for name, fp in fps.items():
+        if "error" in fp:
+            result[name] = "n/a (" + fp["error"][:80] + ")"
+            continue
+        failed = [x for x, ok in ((stats_label, fp["stats"] == src),
+                                  ("row hash vs pipe", ref_hash is None or fp["hash"] == ref_hash))
+                  if not ok]
+        result[name] = "DIFFERS (" + ", ".join(failed) + ")" if failed else "identical"
+    return result
+
+
 def median(xs: Iterable[float]) -> float | None:
     v = [x for x in xs if x is not None]
     return statistics.median(v) if v else None
@@ -1235,19 +1250,7 @@ class Bench:
                     fps[name] = self.fingerprint_pg(db, table, cols)
                 except psycopg.Error as exc:
                     fps[name] = {"error": str(exc).strip()}
-            ref_hash = fps.get("pipe", {}).get("hash")
-            result = {}
-            for name, fp in fps.items():
-                if "error" in fp:
-                    result[name] = "n/a (" + fp["error"][:80] + ")"
-                    continue
-                same_stats = fp["stats"] == src
-                same_hash = ref_hash is None or fp["hash"] == ref_hash
-                result[name] = "identical" if same_stats and same_hash else (
-                    "DIFFERS (" + ", ".join(x for x, ok in (("counts/lengths vs MariaDB",
-                                                             same_stats),
-                                                            ("row hash vs pipe", same_hash))
-                                            if not ok) + ")")
+            result = verdicts(fps, src, "counts/lengths vs MariaDB")
             self.checks["after full"] = {"mysql": src, "fingerprints": fps, "result": result}
             say("  data check (count, NULLs, '' and lengths per column vs MariaDB;"
                 " row hash vs the pipe): "
@@ -1313,18 +1316,7 @@ class Bench:
                     fps[name] = self.fingerprint_typed(db, table)
                 except psycopg.Error as exc:
                     fps[name] = {"error": str(exc).strip()}
-            ref_hash = fps.get("pipe", {}).get("hash")
-            result = {}
-            for name, fp in fps.items():
-                if "error" in fp:
-                    result[name] = "n/a (" + fp["error"][:80] + ")"
-                    continue
-                same_stats = fp["stats"] == src
-                same_hash = ref_hash is None or fp["hash"] == ref_hash
-                result[name] = "identical" if same_stats and same_hash else (
-                    "DIFFERS (" + ", ".join(
-                        x for x, ok in (("counts/sums vs MariaDB", same_stats),
-                                        ("row hash vs pipe", same_hash)) if not ok) + ")")
+            result = verdicts(fps, src, "counts/sums vs MariaDB")
             self.checks["after typed-full"] = {"mysql": src, "fingerprints": fps,
                                                "result": result}
             say("  data check (count, NULLs and sums per column vs MariaDB; row hash incl."

@@ -223,10 +223,6 @@ def _lit(text: str) -> str:
     return f"'{text}'"
 
 
-def _unsigned(col: SourceColumn) -> bool:
-    return "unsigned" in col.column_type.lower()
-
-
 def _field(src: SourceColumn, tgt: ColumnInfo, tz: ZoneInfo | None,
            t: str) -> tuple[tuple[str, ...], str] | str:
     """(MySQL `CONCAT_WS('', ...)` arguments, PostgreSQL expression) rendering one field's

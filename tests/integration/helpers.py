@@ -23,6 +23,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from refsync import state
 from refsync.config import LoadedConfig, Settings, load_config
+from refsync.demo_data import TRACKING_COLUMN_DDL
 from refsync.model import RunResult, TableResult
 
 SCHEMA = "business"
@@ -40,6 +41,8 @@ AUTO_DERIVED = {"_source": "auto_derived", "_needs_review": True,
 COUNT_NAMES = ("read", "inserted", "updated", "deleted", "unchanged", "promoted", "rejected")
 RUN_KEY_RE = r"reference_sync_\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}\+08:00"
 T0 = "2024-05-01 10:00:00"
+# the four tracking columns as the production DDL declares them, for CREATE TABLE
+TRACKING_DDL = ", ".join(f'"{c}" {ddl}' for c, ddl in TRACKING_COLUMN_DDL.items())
 
 
 def is_pg(url: str) -> bool:

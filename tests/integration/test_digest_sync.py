@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from helpers import count_copy_text, sibling_database, sync_section, table_summary
+from helpers import TRACKING_DDL, count_copy_text, sibling_database, sync_section, table_summary
 
 from refsync.model import RunResult
 
@@ -42,14 +42,13 @@ def _target(pg_url: str) -> None:
             conn.exec_driver_sql(
                 "CREATE TABLE business.plans (code varchar(20) PRIMARY KEY, name varchar(100), "
                 "amount numeric(18,4), dt timestamptz, flag boolean, "
-                "_source varchar(20) NOT NULL DEFAULT 'authoritative', "
-                "_needs_review boolean NOT NULL DEFAULT false, _derived_from_domain varchar(50), "
-                "_derived_at timestamptz)")
+                f"{TRACKING_DDL})")
     finally:
         engine.dispose()
 
 
-def _run(tmp_path: Path, pg_url: str, mysql: sa.Engine, *, full: bool = True) -> RunResult:
+def _run(tmp_path: Path, pg_url: str, mysql: sa.Engine, *, full: bool = True,
+         plan_only: bool = False) -> RunResult:
     section = {
         "defaults": {"retry": {"attempts": 0, "backoff": [0]}, "batch_size": 500,
                      "max_delete_ratio": 1.0},
@@ -59,7 +58,7 @@ def _run(tmp_path: Path, pg_url: str, mysql: sa.Engine, *, full: bool = True) ->
                     "source_config": {"table": "plans", "columns": [
                         {"source": c, "target": c}
                         for c in ("code", "name", "amount", "dt", "flag")]}}]}
-    return sync_section(tmp_path, section, pg_url, mysql.url, full=full)
+    return sync_section(tmp_path, section, pg_url, mysql.url, full=full, plan_only=plan_only)
 
 
 def _pg(pg_url: str, *statements: str) -> list[tuple[Any, ...]]:
@@ -120,8 +119,10 @@ def test_digests_read_only_what_differs_and_match_reading_everything(
         with source.begin() as conn:
             for st in MUTATIONS:
                 conn.exec_driver_sql(st)
+        planned = _run(tmp_path, pg_url, source, plan_only=True)  # the same path, nothing written
         staged.clear()
         digested = _run(tmp_path, pg_url, source)
+        assert _summary(planned) == _summary(digested)
         assert "target_digest" in digested.tables[0].timings
         assert 0 < sum(staged) < ROWS / 3, sum(staged)
         monkeypatch.setattr("refsync.sources.mysql.MySQLSource.digest_plan",

@@ -10,7 +10,14 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from helpers import count_copy_text, pg_rows, sibling_database, sync_section, table_summary
+from helpers import (
+    TRACKING_DDL,
+    count_copy_text,
+    pg_rows,
+    sibling_database,
+    sync_section,
+    table_summary,
+)
 
 from refsync.model import RunResult
 
@@ -55,9 +62,7 @@ def _target(pg_url: str) -> None:
             conn.exec_driver_sql(
                 'CREATE TABLE business."年金计划" ("年金计划号" varchar(20) PRIMARY KEY, '
                 '"计划名称" varchar(30), "计划类型" varchar(20) NOT NULL, '
-                "_source varchar(20) NOT NULL DEFAULT 'authoritative', "
-                "_needs_review boolean NOT NULL DEFAULT false, _derived_from_domain varchar(50), "
-                "_derived_at timestamptz)")
+                f"{TRACKING_DDL})")
     finally:
         engine.dispose()
 

@@ -10,7 +10,14 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from helpers import count_copy_text, pg_rows, sibling_database, sync_section, table_summary
+from helpers import (
+    TRACKING_DDL,
+    count_copy_text,
+    pg_rows,
+    sibling_database,
+    sync_section,
+    table_summary,
+)
 
 from refsync.model import RunResult
 
@@ -106,9 +113,7 @@ def _target(pg_url: str) -> None:
             conn.exec_driver_sql("CREATE SCHEMA business")
             conn.exec_driver_sql(
                 f"CREATE TABLE business.typed ({cols}, "
-                "_source varchar(20) NOT NULL DEFAULT 'authoritative', "
-                "_needs_review boolean NOT NULL DEFAULT false, _derived_from_domain varchar(50), "
-                "_derived_at timestamptz)")
+                f"{TRACKING_DDL})")
     finally:
         engine.dispose()
 

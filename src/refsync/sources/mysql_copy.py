@@ -21,7 +21,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import CHAR, Integer, and_, cast, func, literal, literal_column, not_, or_
+from sqlalchemy import CHAR, Integer, and_, case, cast, func, literal, literal_column, not_, or_
 from sqlalchemy import types as sqltypes
 from sqlalchemy.dialects import mysql
 from sqlalchemy.sql.elements import ColumnElement
@@ -82,12 +82,12 @@ class CopyColumn:
 
 
 def copy_column(col: ColumnElement[Any], source: sqltypes.TypeEngine[Any] | None,
-                target: ColumnInfo, *, key: bool = False) -> CopyColumn | None:
+                target: ColumnInfo) -> CopyColumn | None:
     """The COPY field and pre-checks for `col` of MySQL type `source` into `target`, or None
     when there is no server-side rule for the pair."""
     checks: list[ColumnElement[bool]] = []
     field: ColumnElement[Any]
-    if not target.nullable or key:
+    if not target.nullable:  # (a key column is never nullable: the engine says so)
         checks.append(col.is_(None))
     kind = target.kind
     if source is None:
@@ -179,6 +179,4 @@ def needs_check(columns: list[CopyColumn]) -> ColumnElement[Any]:
     checks = [c for col in columns for c in col.checks]
     if not checks:
         return literal(0, Integer)
-    from sqlalchemy import case
-
     return case((or_(*checks), 1), else_=0)

@@ -371,10 +371,6 @@ class SqlTableWriter:
         """Stage converted rows (tuples of Python values)."""
         self._load(self.load_rows, batch, len(batch))
 
-    def stage_lines(self, lines: list[str]) -> None:
-        """Stage rows already in COPY text form (PostgreSQL)."""
-        self._load(self.load_lines, lines, len(lines))
-
     def stage_text(self, text: str | bytes, rows: int) -> None:
         """Stage `rows` COPY text lines joined by newlines (PostgreSQL; bytes are UTF-8)."""
         self._load(self.load_text, text, rows)
@@ -397,9 +393,6 @@ class SqlTableWriter:
 
     def end_staging(self, error: BaseException | None = None) -> None:
         """Finish (or, after `error`, abort) a bulk load left open across batches."""
-
-    def load_lines(self, lines: list[str]) -> None:
-        self.load_text("\n".join(lines))
 
     def load_text(self, text: str | bytes) -> None:
         raise NotImplementedError(f"{self.target.dialect} takes rows, not COPY text")
