@@ -405,7 +405,8 @@ class MySQLSource(SqlSource):
         for source_name, info in zip(self.source_columns, columns, strict=True):
             if why is not None:
                 break
-            rule = copy_column(column(_q(source_name)), self._source_types.get(info.name), info)
+            rule = copy_column(column(_q(source_name)), self._source_types.get(info.name), info,
+                               source_nullable=source_name not in self._source_not_null)
             if rule is None:
                 why = (f"no server-side rule for {source_name} "
                        f"({self._source_types.get(info.name)!r} into {info.type_sql or info.kind})")

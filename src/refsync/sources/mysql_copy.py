@@ -82,12 +82,14 @@ class CopyColumn:
 
 
 def copy_column(col: ColumnElement[Any], source: sqltypes.TypeEngine[Any] | None,
-                target: ColumnInfo) -> CopyColumn | None:
+                target: ColumnInfo, *, source_nullable: bool = True) -> CopyColumn | None:
     """The COPY field and pre-checks for `col` of MySQL type `source` into `target`, or None
-    when there is no server-side rule for the pair."""
+    when there is no server-side rule for the pair. A check the source's declared type
+    cannot fail (a NOT NULL column, a VARCHAR no longer than the target's, a DECIMAL with no
+    more digits) is left out: the server evaluates the rest on every row."""
     checks: list[ColumnElement[bool]] = []
     field: ColumnElement[Any]
-    if not target.nullable:  # (a key column is never nullable: the engine says so)
+    if not target.nullable and source_nullable:  # (a key column is never nullable)
         checks.append(col.is_(None))
     kind = target.kind
     if source is None:
@@ -96,7 +98,12 @@ def copy_column(col: ColumnElement[Any], source: sqltypes.TypeEngine[Any] | None
         if kind not in ("text", "json"):
             return None
         field = escaped_text(col)
-        if kind == "text" and target.max_length:
+        # CHAR/VARCHAR(n) and ENUM hold at most n characters (the target's unit); a SET's
+        # value joins several members, TEXT's limit is in bytes
+        length = getattr(source, "length", None)
+        bounded = (not isinstance(source, sqltypes.Text | mysql.SET) and length is not None
+                   and length <= target.max_length) if target.max_length else True
+        if kind == "text" and not bounded:
             checks.append(func.char_length(col) > target.max_length)
         if kind == "json":
             checks.append(func.json_valid(col) == 0)
@@ -139,7 +146,9 @@ def copy_column(col: ColumnElement[Any], source: sqltypes.TypeEngine[Any] | None
             if scale > t_scale:  # more places than the target keeps, unless trailing zeros
                 checks.append(col != func.round(col, t_scale))
             limit = _numeric_limit(target)
-            if limit is not None:
+            # DECIMAL(p, s) holds less than 10^(p-s): no check where that fits the target
+            whole = None if source.precision is None else source.precision - scale
+            if limit is not None and (whole is None or 10 ** whole > limit):
                 checks.append(func.abs(col) >= _exact(limit))
     elif isinstance(source, sqltypes.DateTime) and not isinstance(source, mysql.TIMESTAMP):
         if kind not in ("timestamp", "timestamptz"):

@@ -184,6 +184,7 @@ class SqlSource:
         self._cursor_type: sqltypes.TypeEngine[Any] | None = None
         self._column_types: dict[str, sqltypes.TypeEngine[Any]] = {}
         self._source_types: dict[str, sqltypes.TypeEngine[Any]] = {}
+        self._source_not_null: set[str] = set()  # source columns declared NOT NULL
         self._pk: list[str] = []
         self._key_type: sqltypes.TypeEngine[Any] | None = None
         self._opened = False
@@ -272,6 +273,7 @@ class SqlSource:
             self._pk = list(insp.get_pk_constraint(self.table, schema=self.schema)
                             .get("constrained_columns") or [])
         found = {c["name"]: c["type"] for c in cols}
+        self._source_not_null = {c["name"] for c in cols if c.get("nullable") is False}
         if len(self._pk) == 1:
             self._key_type = found.get(self._pk[0])
         self._after_introspect(conn)

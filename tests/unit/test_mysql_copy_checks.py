@@ -1,0 +1,68 @@
+"""The server-side pre-check holds only the checks a source column's declared type can fail:
+every row pays for each check, so a provably redundant one is left out (no database needed)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from sqlalchemy import column
+from sqlalchemy.dialects import mysql
+
+from refsync.model import ColumnInfo
+from refsync.sources.mysql_copy import copy_column, needs_check
+
+
+def _checks(source: Any, target: ColumnInfo, *, nullable: bool = True) -> str:
+    rule = copy_column(column("c"), source, target, source_nullable=nullable)
+    assert rule is not None
+    return str(needs_check([rule]).compile(dialect=mysql.dialect(),
+                                           compile_kwargs={"literal_binds": True}))
+
+
+TEXT20 = ColumnInfo("c", "text", nullable=False, max_length=20)
+
+
+@pytest.mark.parametrize(("source", "checked"), [
+    (mysql.VARCHAR(20), False),  # holds at most 20 characters: cannot overflow
+    (mysql.VARCHAR(10), False),
+    (mysql.CHAR(20), False),
+    (mysql.ENUM("a", "bb"), False),
+    (mysql.VARCHAR(21), True),
+    (mysql.TEXT(), True),  # TEXT's limit is in bytes, not characters
+    (mysql.SET("abcdefghij", "klmnopqrst", "u"), True),  # members join: 'abc…,klm…,u'
+])
+def test_length_is_checked_only_where_the_source_can_be_longer(source: Any,
+                                                               checked: bool) -> None:
+    sql = _checks(source, TEXT20, nullable=False)
+    assert ("char_length" in sql) is checked, sql
+
+
+def test_not_null_is_checked_only_for_a_nullable_source_column() -> None:
+    assert "IS NULL" not in _checks(mysql.VARCHAR(20), TEXT20, nullable=False)
+    assert "c IS NULL" in _checks(mysql.VARCHAR(20), TEXT20, nullable=True)
+    # a nullable target never checks it
+    assert _checks(mysql.VARCHAR(20), ColumnInfo("c", "text", max_length=20)) == "0"
+
+
+@pytest.mark.parametrize(("source", "target", "checked"), [
+    (mysql.DECIMAL(18, 4), (18, 4), False),  # < 10^14 on both sides
+    (mysql.DECIMAL(16, 2), (18, 4), False),
+    (mysql.DECIMAL(19, 4), (18, 4), True),
+    (mysql.DECIMAL(18, 2), (18, 4), True),  # 16 digits before the point, the target 14
+    (mysql.DECIMAL(), (18, 4), True),  # precision unknown: checked
+])
+def test_numeric_range_is_checked_only_where_the_source_has_more_digits(
+        source: Any, target: tuple[int, int], checked: bool) -> None:
+    info = ColumnInfo("c", "numeric", precision=target[0], scale=target[1])
+    sql = _checks(source, info)
+    assert ("abs(c) >=" in sql) is checked, sql
+
+
+def test_rules_the_type_cannot_rule_out_stay() -> None:
+    """Zero dates and TINYINT(1) values other than 0/1 fit their declared types."""
+    assert "INTERVAL 0 DAY" in _checks(mysql.DATE(), ColumnInfo("c", "date"))
+    assert "NOT IN (0, 1)" in _checks(mysql.TINYINT(display_width=1), ColumnInfo("c", "boolean"))
+    # more places than the target keeps
+    assert "round(c, 2)" in _checks(mysql.DECIMAL(18, 4), ColumnInfo("c", "numeric",
+                                                                     precision=18, scale=2))
