@@ -96,28 +96,30 @@ TargetDigests = Callable[[], "dict[int, BucketDigest] | None"]
 
 def build_chunk_bounds(rows: Select[Any], key: str, key_type: sqltypes.TypeEngine[Any] | None,
                        *, after_given: bool, limit: int) -> Select[Any]:
-    """(last key, row count) of the next `limit` rows after `:after` in key order: a walk
-    over the key alone, so the chunk itself can be read as a plain range."""
+    """The key of the `limit`-th row after `:after` in key order (no row: fewer remain), so
+    the chunk itself can be read as a plain range. The index walk skips to it (OFFSET): no
+    derived table is built for it."""
     k = column(_q(key), key_type)
-    inner = rows.with_only_columns(k.label("k"))
+    stmt = rows.with_only_columns(k)
     if after_given:
-        inner = inner.where(k > bindparam("after", type_=key_type))
-    x = inner.order_by(k).limit(limit).subquery("x")
-    stmt: Select[Any] = sa_select(func.max(x.c.k), func.count()).select_from(x)  # type: ignore[assignment]
-    return stmt
+        stmt = stmt.where(k > bindparam("after", type_=key_type))
+    return stmt.order_by(k).limit(1).offset(max(0, limit - 1))
 
 
 def key_range(rows: Select[Any], key: str, key_type: sqltypes.TypeEngine[Any] | None, *,
-              after_given: bool) -> Select[Any]:
-    """`rows` restricted to `:after < key <= :upto` (no lower bound for the first chunk)."""
+              after_given: bool, upto_given: bool = True) -> Select[Any]:
+    """`rows` restricted to `:after < key <= :upto` (no lower bound for the first chunk, no
+    upper bound for the last)."""
     k = column(_q(key), key_type)
-    rows = rows.where(k <= bindparam("upto", type_=key_type))
+    if upto_given:
+        rows = rows.where(k <= bindparam("upto", type_=key_type))
     return rows.where(k > bindparam("after", type_=key_type)) if after_given else rows
 
 
 def build_chunk_select(rows: Select[Any], key: str, key_type: sqltypes.TypeEngine[Any] | None,
                        cursor_column: str | None, line: ColumnElement[Any],
-                       flag: ColumnElement[Any], *, after_given: bool) -> Select[Any]:
+                       flag: ColumnElement[Any], *, after_given: bool,
+                       upto_given: bool = True) -> Select[Any]:
     """One key range aggregated by the server into ONE row: (all COPY lines joined by
     newlines as UTF-8 bytes, row count, rows the pre-check flags, largest cursor). Fetching
     a row per chunk instead of per source row is what makes a pure-Python driver fast; the
@@ -126,7 +128,8 @@ def build_chunk_select(rows: Select[Any], key: str, key_type: sqltypes.TypeEngin
     inner = rows.with_only_columns(
         line.label("line"), flag.label("flag"),
         *([column(_q(cursor_column)).label("cur")] if cursor_column else []))
-    x = key_range(inner, key, key_type, after_given=after_given).subquery("x")
+    x = key_range(inner, key, key_type, after_given=after_given,
+                  upto_given=upto_given).subquery("x")
     return sa_select(
         # no ORDER BY inside: COPY does not care, and it would make the server sort
         text("CAST(CONVERT(GROUP_CONCAT(x.line SEPARATOR '\\n') USING utf8mb4) AS BINARY)"),
@@ -430,6 +433,7 @@ class MySQLSource(SqlSource):
         walk = rows  # chunk bounds walk the key alone, whatever part of the rows is read
         key, key_type = plan.key, self._key_type
         line, flag = plan.line, plan.flag
+        share = 1.0  # of the rows walked, the share read
         with self._reading(since) as (conn, _):
             if compare_with is not None:
                 only = self._differing_parts(conn, *compare_with)
@@ -438,47 +442,59 @@ class MySQLSource(SqlSource):
                     if only[0] is None:
                         return  # every part agrees: nothing to read
                     rows = rows.where(only[0])
-            chunk_sql = [build_chunk_select(rows, key, key_type, self.cursor_column, line,
-                                            flag, after_given=after) for after in (False, True)]
-            values_sql = [key_range(rows, key, key_type, after_given=after)
-                          for after in (False, True)]
+                    outcome = self.digest_outcome
+                    if outcome is not None and outcome.source_rows:
+                        share = max(outcome.source_rows_differing / outcome.source_rows, 1e-6)
+            # by (a lower bound, an upper bound): the last range is open above
+            shapes = [(a, u) for a in (False, True) for u in (False, True)]
+            chunk_sql = {s: build_chunk_select(rows, key, key_type, self.cursor_column, line,
+                                               flag, after_given=s[0], upto_given=s[1])
+                         for s in shapes}
+            values_sql = {s: key_range(rows, key, key_type, after_given=s[0], upto_given=s[1])
+                          for s in shapes}
             conn.exec_driver_sql(f"SET SESSION group_concat_max_len = {GROUP_CONCAT_MAX_LEN}")
             packet = int(conn.exec_driver_sql("SELECT @@max_allowed_packet").scalar_one())
             budget = max(1, int(min(packet, GROUP_CONCAT_MAX_LEN) * PACKET_SHARE))
-            limit = self._rows_per_chunk(budget, self._avg_row_length)
+            limit = self._rows_per_chunk(budget, self._avg_row_length)  # rows read a chunk
             after: Any = None
             while True:
                 more = after is not None
                 args = {**params, "after": after} if more else dict(params)
-                bounds = build_chunk_bounds(walk, key, key_type, after_given=more, limit=limit)
-                upto, expected = conn.execute(bounds, args).one()
-                if not expected:
-                    return
-                args["upto"] = upto
-                text_, count, flagged, high = conn.execute(chunk_sql[more], args).one()
-                if count > expected or (count < expected and walk is rows):
+                # a filtered read walks further for the same rows read
+                walked = limit if share >= 1 else min(int(limit / share) + 1, 1 << 62)
+                upto = conn.execute(build_chunk_bounds(walk, key, key_type, after_given=more,
+                                                       limit=walked), args).scalar()
+                last = upto is None  # fewer rows remain: read them all
+                if not last:
+                    args["upto"] = upto
+                text_, count, flagged, high = conn.execute(chunk_sql[more, not last],
+                                                           args).one()
+                if not last and (count > walked or (count < walked and walk is rows)):
                     raise QueryFailure(  # cannot happen inside one snapshot
-                        f"{self.where_text}: a chunk of {expected} rows came back as {count}",
+                        f"{self.where_text}: a chunk of {walked} rows came back as {count}",
                         hint="rerun; report it if it happens again")
                 if not count:  # none of this range's rows is in a part that differs
                     pass
                 elif text_ is None or text_.count(b"\n") + 1 != count:
-                    if expected == 1:
+                    if count == 1:
+                        big = conn.execute(build_chunk_bounds(rows, key, key_type,
+                                                              after_given=more, limit=1),
+                                           args).scalar()
                         raise QueryFailure(
-                            f"{self.where_text}: the row {key}={upto!r} is larger than the "
+                            f"{self.where_text}: the row {key}={big!r} is larger than the "
                             f"source server's max_allowed_packet ({packet} bytes)",
                             hint="raise max_allowed_packet on the source MySQL server")
-                    limit = max(1, int(expected) // 2)
+                    limit = max(1, int(count) // 2)
                     log.debug("%s: a chunk of %d rows overflows max_allowed_packet (%d bytes):"
-                              " reading %d", self.where_text, expected, packet, limit)
+                              " reading %d", self.where_text, count, packet, limit)
                     continue
                 elif flagged or b"\x00" in text_:  # the value rules decide, row by row
                     batch = self._as_values([tuple(r) for r in conn.execute(
-                        values_sql[more], args)])
+                        values_sql[more, not last], args)])
                     yield Chunk(len(batch), batch=batch, high=_date_or_none(high))
                 else:
                     yield Chunk(int(count), copy_text=text_, high=_date_or_none(high))
-                if expected < limit:
+                if last:
                     return
                 after = upto
                 if count:
