@@ -19,8 +19,8 @@ Canonical text (identical bytes on both sides for equal values)
     MySQL builds it with one ``CONCAT_WS('', ...)`` and PostgreSQL with one ``concat(...)``
     (both skip NULL arguments: that is the NULL rendering, at no cost, and one call builds
     the text where ``||`` copies it at every step); PostgreSQL prints dates and
-    whole-second times with ``::text``, which needs ``DateStyle`` ISO (PostgreSQL's default; `target_digests`
-    refuses another). Text is hashed as UTF-8 bytes (a non-UTF-8 MySQL column is converted
+    whole-second times with ``::text``, which needs ``DateStyle`` ISO (PostgreSQL's
+    default; `target_digests` refuses another). Text is hashed as UTF-8 bytes (a non-UTF-8 MySQL column is converted
     first), so a ``_ci`` collation or a PAD SPACE comparison can never make the sides agree
     on what differs: ``'abc'`` and ``'ABC'`` or ``'a'`` and ``'a '`` are different keys and
     different rows.
@@ -429,7 +429,6 @@ def plan_digest(
         rows, avg_row_bytes, rows_per_bucket=ROWS_PER_HASH_BUCKET if from_hash else
         ROWS_PER_BUCKET)
     n = max(1, int(n))
-    rest = [c for c in order if c not in key]
     my_key = f"CAST(CONCAT_WS('', {', '.join(a for k in key for a in my[k])}) AS BINARY)"
     pg_key = _pg_concat([a for k in key for a in pg[k]])
     my_row = f"CONCAT_WS('', {', '.join(a for c in order for a in my[c])})"
