@@ -20,8 +20,8 @@ Canonical text (identical bytes on both sides for equal values)
     (both skip NULL arguments: that is the NULL rendering, at no cost, and one call builds
     the text where ``||`` copies it at every step); PostgreSQL prints dates and
     whole-second times with ``::text``, which needs ``DateStyle`` ISO (PostgreSQL's
-    default; `target_digests` refuses another). Text is hashed as UTF-8 bytes (a non-UTF-8 MySQL column is converted
-    first), so a ``_ci`` collation or a PAD SPACE comparison can never make the sides agree
+    default; `target_digests` refuses another). Text is hashed as UTF-8 bytes (a non-UTF-8
+    MySQL column is converted first), so a ``_ci`` collation or a PAD SPACE comparison can never make the sides agree
     on what differs: ``'abc'`` and ``'ABC'`` or ``'a'`` and ``'a '`` are different keys and
     different rows.
 
