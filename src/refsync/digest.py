@@ -21,9 +21,9 @@ Canonical text (identical bytes on both sides for equal values)
     the text where ``||`` copies it at every step); PostgreSQL prints dates and
     whole-second times with ``::text``, which needs ``DateStyle`` ISO (PostgreSQL's
     default; `target_digests` refuses another). Text is hashed as UTF-8 bytes (a non-UTF-8
-    MySQL column is converted first), so a ``_ci`` collation or a PAD SPACE comparison can never make the sides agree
-    on what differs: ``'abc'`` and ``'ABC'`` or ``'a'`` and ``'a '`` are different keys and
-    different rows.
+    MySQL column is converted first), so a ``_ci`` collation or a PAD SPACE comparison can
+    never make the sides agree on what differs: ``'abc'`` and ``'ABC'`` or ``'a'`` and
+    ``'a '`` are different keys and different rows.
 
 Time zones
     DATETIME into ``timestamptz``: the target renders its instant as a wall-clock time in
