@@ -143,8 +143,10 @@ _NO_MERGE = 18446744073709551615  # a derived table with a LIMIT is materialized
 # the target digest's session settings: the planner does not know what the row hashes cost,
 # so without these it never runs them in parallel workers (see `target_digests`)
 # (and JIT-compiling the long expression in each worker costs more than it saves)
+# (and its hash aggregate over every bucket is kept in memory, not spilled in batches)
 TARGET_PARALLEL_SETTINGS: dict[str, str] = {"parallel_setup_cost": "0",
-                                            "parallel_tuple_cost": "0", "jit": "off"}
+                                            "parallel_tuple_cost": "0", "jit": "off",
+                                            "work_mem": "64MB"}
 
 
 class DigestUnsupported(Exception):
