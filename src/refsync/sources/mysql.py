@@ -437,6 +437,7 @@ class MySQLSource(SqlSource):
         key, key_type = plan.key, self._key_type
         line, flag = plan.line, plan.flag
         share = 1.0  # of the rows walked, the share read
+        total: int | None = None  # the table's rows, where the digests counted them
         with self._reading(since) as (conn, _):
             if compare_with is not None:
                 only = self._differing_parts(conn, *compare_with)
@@ -448,6 +449,7 @@ class MySQLSource(SqlSource):
                     outcome = self.digest_outcome
                     if outcome is not None and outcome.source_rows:
                         share = max(outcome.source_rows_differing / outcome.source_rows, 1e-6)
+                        total = outcome.source_rows
             # by (a lower bound, an upper bound): the last range is open above
             shapes = [(a, u) for a in (False, True) for u in (False, True)]
             chunk_sql = {s: build_chunk_select(rows, key, key_type, self.cursor_column, line,
@@ -460,8 +462,8 @@ class MySQLSource(SqlSource):
             budget = max(1, int(min(packet, GROUP_CONCAT_MAX_LEN) * PACKET_SHARE))
             limit = self._rows_per_chunk(budget, self._avg_row_length)  # rows read a chunk
             ahead = None
-            big = (self._table_rows or 0) > WALK_AHEAD_CHUNKS * limit
-            if share >= 1 and since is None and big and self._spare_connection():
+            many = (self._table_rows or 0) > WALK_AHEAD_CHUNKS * limit
+            if share >= 1 and since is None and many and self._spare_connection():
                 ahead = self._bounds_ahead(walk, key, key_type, params, limit)
                 log.debug("%s: chunk bounds every %d rows, found ahead on a second connection",
                           self.where_text, limit)
@@ -482,8 +484,12 @@ class MySQLSource(SqlSource):
                     else:
                         # a filtered read walks further for the same rows read
                         walked = limit if share >= 1 else min(int(limit / share) + 1, 1 << 62)
-                        upto = conn.execute(build_chunk_bounds(
-                            walk, key, key_type, after_given=more, limit=walked), args).scalar()
+                        if not more and total is not None and walked >= total:
+                            upto = None  # all of it in one range: no walk over the keys
+                        else:
+                            upto = conn.execute(build_chunk_bounds(
+                                walk, key, key_type, after_given=more, limit=walked),
+                                args).scalar()
                     last = upto is None  # fewer rows remain: read them all
                     if not last:
                         args["upto"] = upto
