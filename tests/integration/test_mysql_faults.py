@@ -171,29 +171,6 @@ def test_wide_rows_are_chunked_by_bytes_and_split_when_they_overflow(
     assert target_rows(pg_url) == source_rows(admin, "wide")
 
 
-def test_bounds_found_ahead_split_a_range_that_overflows(
-        tmp_path: Path, pg_url: str, mysql: sa.URL, admin: sa.Engine,
-        caplog: pytest.LogCaptureFixture) -> None:
-    """A big table's chunk bounds come from a second connection, every `limit` rows sized by
-    the average row: 200 of the ~6 KB rows overflow the 1 MB packet, so the range is split
-    inside the read's snapshot, and every row arrives once. The walker's thread and
-    connection are gone afterwards."""
-    caplog.set_level("DEBUG", logger="refsync.sources")
-    rows = [(f"K{i:05d}", f"small {i}", "2024-01-01") for i in range(3000)]
-    rows += [(f"L{i:04d}", f"{i}:" + "x\\y\t" * 1500, "2024-01-01") for i in range(300)]
-    make_source_table(admin, "wide_ahead", rows, value_type="TEXT")
-    with admin.connect() as conn:
-        conn.exec_driver_sql("ANALYZE TABLE wide_ahead").all()
-    make_target(pg_url)
-    res = sync(tmp_path, pg_url, mysql, "wide_ahead", batch_size=200)
-    assert (res.status, res.error, res.read, res.inserted) == ("ok", None, 3300, 3300)
-    messages = [r.getMessage() for r in caplog.records]
-    assert any("found ahead on a second connection" in m for m in messages)
-    assert any("overflows max_allowed_packet" in m for m in messages)
-    assert target_rows(pg_url) == source_rows(admin, "wide_ahead")
-    assert not [t for t in threading.enumerate() if t.name == "refsync-bounds"]
-
-
 def test_one_row_larger_than_the_packet_is_named(mysql: sa.URL, admin: sa.Engine) -> None:
     """A 1.1 MB row (written while this private server allowed 4 MB packets): no chunk can
     carry it, and the error says which row and why."""
@@ -302,16 +279,11 @@ def _writer(mysql: sa.URL, stop: threading.Event, done: list[int]) -> None:
 @pytest.mark.parametrize("path", ["chunks", "values"])
 def test_a_read_is_one_snapshot_under_read_committed(
         tmp_path: Path, pg_url: str, mysql: sa.URL, admin: sa.Engine,
-        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, path: str) -> None:
+        monkeypatch: pytest.MonkeyPatch, path: str) -> None:
     """The server defaults to READ COMMITTED; a writer moves keys and updates pairs during a
     multi-chunk read. The target must be one state of the source: every pair equal, every
-    mover exactly once (a `delete_insert` target would lose a moved key otherwise). The
-    chunks' bounds are found ahead on a second connection, outside the snapshot: any
-    bounds will do, as each range is read whole inside it."""
-    caplog.set_level("DEBUG", logger="refsync.sources")
+    mover exactly once (a `delete_insert` target would lose a moved key otherwise)."""
     make_source_table(admin, "pairs", _snapshot_rows())
-    with admin.connect() as conn:
-        conn.exec_driver_sql("ANALYZE TABLE pairs").all()
     make_target(pg_url)
     if path == "values":  # one streamed statement, fetched in small batches
         monkeypatch.setattr("refsync.targets.postgres.PostgresTarget.takes_copy_text", False)
@@ -335,8 +307,6 @@ def test_a_read_is_one_snapshot_under_read_committed(
     assert torn == [], f"{len(torn)} pairs torn"
     movers = Counter(v for k, v in rows.items() if k[0] in "0Z")
     assert movers == Counter(f"mover-{m}" for m in range(MOVERS))
-    ahead = any("found ahead" in r.getMessage() for r in caplog.records)
-    assert ahead is (path == "chunks")
 
 
 def test_a_table_without_transactions_is_read_in_one_statement_with_a_warning(

@@ -19,10 +19,9 @@ Engines for `legacy_mysql` are cached per settings so the tables of one run shar
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 import time
-from collections.abc import Callable, Generator, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -70,8 +69,6 @@ PACKET_SHARE = 0.5
 READ_ALL_SHARE = 0.5
 # a row's bytes are never taken for fewer than this when sizing digest buckets
 MIN_ROW_BYTES = 36
-# bounds are found ahead on a second connection for reads of more chunks than this
-WALK_AHEAD_CHUNKS = 4
 MYSQL_BACKENDS = ("mysql", "mariadb")
 
 
@@ -461,148 +458,52 @@ class MySQLSource(SqlSource):
             packet = int(conn.exec_driver_sql("SELECT @@max_allowed_packet").scalar_one())
             budget = max(1, int(min(packet, GROUP_CONCAT_MAX_LEN) * PACKET_SHARE))
             limit = self._rows_per_chunk(budget, self._avg_row_length)  # rows read a chunk
-            ahead = None
-            many = (self._table_rows or 0) > WALK_AHEAD_CHUNKS * limit
-            if share >= 1 and since is None and many and self._spare_connection():
-                ahead = self._bounds_ahead(walk, key, key_type, params, limit)
-                log.debug("%s: chunk bounds every %d rows, found ahead on a second connection",
-                          self.where_text, limit)
             after: Any = None
-            goal: Any = None  # a bound from `ahead` not reached yet (a chunk overflowed)
-            goal_open = False
-            pending: list[tuple[Any, bool]] = []  # (bound, open) of split ranges, last first
-            try:
-                while True:
-                    more = after is not None
-                    args = {**params, "after": after} if more else dict(params)
-                    walked: int | None = None  # rows in the range, when walked in the snapshot
-                    if ahead is not None:
-                        if goal is None and not goal_open:
-                            goal = next(ahead)
-                            goal_open = goal is None
-                        upto = goal
-                    else:
-                        # a filtered read walks further for the same rows read
-                        walked = limit if share >= 1 else min(int(limit / share) + 1, 1 << 62)
-                        if not more and total is not None and walked >= total:
-                            upto = None  # all of it in one range: no walk over the keys
-                        else:
-                            upto = conn.execute(build_chunk_bounds(
-                                walk, key, key_type, after_given=more, limit=walked),
-                                args).scalar()
-                    last = upto is None  # fewer rows remain: read them all
-                    if not last:
-                        args["upto"] = upto
-                    text_, count, flagged, high = conn.execute(chunk_sql[more, not last],
-                                                               args).one()
-                    if walked is not None and not last and (
-                            count > walked or (count < walked and walk is rows)):
-                        raise QueryFailure(  # cannot happen inside one snapshot
-                            f"{self.where_text}: a chunk of {walked} rows came back as {count}",
-                            hint="rerun; report it if it happens again")
-                    if not count:  # none of this range's rows is in a part that differs
-                        pass
-                    elif text_ is None or text_.count(b"\n") + 1 != count:
-                        if count == 1:
-                            big = conn.execute(build_chunk_bounds(rows, key, key_type,
-                                                                  after_given=more, limit=1),
-                                               args).scalar()
-                            raise QueryFailure(
-                                f"{self.where_text}: the row {key}={big!r} is larger than the "
-                                f"source server's max_allowed_packet ({packet} bytes)",
-                                hint="raise max_allowed_packet on the source MySQL server")
-                        limit = max(1, int(count) // 2)
-                        log.debug("%s: a chunk of %d rows overflows max_allowed_packet (%d "
-                                  "bytes): reading %d", self.where_text, count, packet, limit)
-                        if ahead is not None:  # split the range at a bound of the snapshot
-                            part = rows.where(column(_q(key), key_type) <= bindparam(
-                                "upto", type_=key_type)) if not last else rows
-                            goal = conn.execute(build_chunk_bounds(
-                                part, key, key_type, after_given=more, limit=limit),
-                                args).scalar()
-                            goal_open = False
-                            if goal is None:  # cannot be: the range holds `count` rows
-                                raise QueryFailure(f"{self.where_text}: a chunk of {count} "
-                                                   "rows could not be split")
-                            pending.append((upto, last))
-                        continue
-                    elif flagged or b"\x00" in text_:  # the value rules decide, row by row
-                        batch = self._as_values([tuple(r) for r in conn.execute(
-                            values_sql[more, not last], args)])
-                        yield Chunk(len(batch), batch=batch, high=_date_or_none(high))
-                    else:
-                        yield Chunk(int(count), copy_text=text_, high=_date_or_none(high))
-                    if ahead is not None:
-                        if pending:  # the rest of a split range
-                            goal, goal_open = pending.pop()
-                        else:
-                            goal, goal_open = None, False
-                            if last:
-                                return
-                    elif last:
-                        return
-                    after = upto
-                    if count:
-                        limit = self._rows_per_chunk(budget, len(text_) // int(count) + 1)
-            finally:
-                if ahead is not None:
-                    ahead.close()
-
-    def _spare_connection(self) -> bool:
-        """Whether the pool can lend a second connection now (never wait for one)."""
-        pool = self.engine.pool
-        size, out = getattr(pool, "size", None), getattr(pool, "checkedout", None)
-        if not callable(size) or not callable(out):  # not a QueuePool
-            return False
-        capacity = int(size()) + max(int(getattr(pool, "_max_overflow", 0)), 0)
-        return capacity - int(out()) >= 1
-
-    def _bounds_ahead(self, walk: Select[Any], key: str,
-                      key_type: sqltypes.TypeEngine[Any] | None, params: dict[str, Any],
-                      limit: int) -> Generator[Any, None, None]:
-        """Chunk bounds every `limit` keys, found on a second connection while the read's
-        own connection builds chunks (the walk is a fifth of the server's work, now on the
-        other core). The bounds need not come from the read's snapshot: any bounds cut the
-        key space into ranges, and each range is read whole inside the snapshot. Yields
-        each bound, then None (the rest is one range, open above)."""
-        found: queue.Queue[Any] = queue.Queue(maxsize=256)
-        stop = threading.Event()
-
-        def put(item: Any) -> None:
-            while not stop.is_set():
-                with suppress(queue.Full):
-                    found.put(item, timeout=0.1)
-                    return
-
-        def walk_keys() -> None:
-            try:
-                with self.engine.connect() as conn:
-                    after = None
-                    while not stop.is_set():
-                        more = after is not None
-                        args = {**params, "after": after} if more else dict(params)
-                        upto = conn.execute(build_chunk_bounds(
-                            walk, key, key_type, after_given=more, limit=limit), args).scalar()
-                        put(upto)
-                        if upto is None:
-                            return
-                        after = upto
-            except BaseException as exc:  # handed to the read, which classifies it
-                put(exc)
-
-        worker = threading.Thread(target=walk_keys, name="refsync-bounds", daemon=True)
-        worker.start()
-        try:
             while True:
-                item = found.get()
-                if isinstance(item, BaseException):
-                    raise item
-                yield item
-                if item is None:
+                more = after is not None
+                args = {**params, "after": after} if more else dict(params)
+                # a filtered read walks further for the same rows read
+                walked = limit if share >= 1 else min(int(limit / share) + 1, 1 << 62)
+                if not more and total is not None and walked >= total:
+                    upto = None  # all of it in one range: no walk over the keys
+                else:
+                    upto = conn.execute(build_chunk_bounds(
+                        walk, key, key_type, after_given=more, limit=walked), args).scalar()
+                last = upto is None  # fewer rows remain: read them all
+                if not last:
+                    args["upto"] = upto
+                text_, count, flagged, high = conn.execute(chunk_sql[more, not last],
+                                                           args).one()
+                if not last and (count > walked or (count < walked and walk is rows)):
+                    raise QueryFailure(  # cannot happen inside one snapshot
+                        f"{self.where_text}: a chunk of {walked} rows came back as {count}",
+                        hint="rerun; report it if it happens again")
+                if not count:  # none of this range's rows is in a part that differs
+                    pass
+                elif text_ is None or text_.count(b"\n") + 1 != count:
+                    if count == 1:
+                        big = conn.execute(build_chunk_bounds(rows, key, key_type,
+                                                              after_given=more, limit=1),
+                                           args).scalar()
+                        raise QueryFailure(
+                            f"{self.where_text}: the row {key}={big!r} is larger than the "
+                            f"source server's max_allowed_packet ({packet} bytes)",
+                            hint="raise max_allowed_packet on the source MySQL server")
+                    limit = max(1, int(count) // 2)
+                    log.debug("%s: a chunk of %d rows overflows max_allowed_packet (%d bytes):"
+                              " reading %d", self.where_text, count, packet, limit)
+                    continue
+                elif flagged or b"\x00" in text_:  # the value rules decide, row by row
+                    batch = self._as_values([tuple(r) for r in conn.execute(
+                        values_sql[more, not last], args)])
+                    yield Chunk(len(batch), batch=batch, high=_date_or_none(high))
+                else:
+                    yield Chunk(int(count), copy_text=text_, high=_date_or_none(high))
+                if last:
                     return
-        finally:
-            stop.set()
-            worker.join(timeout=10)
+                after = upto
+                if count:
+                    limit = self._rows_per_chunk(budget, len(text_) // int(count) + 1)
 
     def _differing_parts(self, conn: Connection, plan: DigestPlan,
                          target_of: TargetDigests) -> tuple[Any, Any] | None:
