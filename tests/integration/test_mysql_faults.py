@@ -171,6 +171,35 @@ def test_wide_rows_are_chunked_by_bytes_and_split_when_they_overflow(
     assert target_rows(pg_url) == source_rows(admin, "wide")
 
 
+def test_a_digest_filtered_read_splits_a_range_that_overflows(
+        tmp_path: Path, pg_url: str, mysql: sa.URL, admin: sa.Engine,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A --full re-sync reads only the parts that differ, walking further per chunk for the
+    same rows read; where the wide rows (~15 KB of COPY text each) sit, such a chunk
+    overflows the 1 MB packet and is split until it fits. Every change arrives, and the
+    deletes are looked for only in the parts read."""
+    caplog.set_level("DEBUG", logger="refsync.sources")
+    rows = [(f"K{i:05d}", f"small {i}", "2024-01-01") for i in range(3000)]
+    rows += [(f"L{i:04d}", f"{i}:" + "x\\y\t" * 2500, "2024-01-01") for i in range(300)]
+    make_source_table(admin, "wide_diff", rows, value_type="MEDIUMTEXT")
+    make_target(pg_url)
+    first = sync(tmp_path, pg_url, mysql, "wide_diff", batch_size=1000)
+    assert (first.status, first.inserted) == ("ok", 3300)
+    with admin.begin() as conn:  # 30 wide rows change, one small row goes
+        conn.exec_driver_sql("UPDATE wide_diff SET v = CONCAT('changed ', v) "
+                             "WHERE LEFT(k, 1) = 'L' AND MOD(CAST(SUBSTRING(k, 2) AS UNSIGNED), 10) = 0")
+        conn.exec_driver_sql("DELETE FROM wide_diff WHERE k = 'K00007'")
+        conn.exec_driver_sql("ANALYZE TABLE wide_diff").all()
+    caplog.clear()
+    res = sync(tmp_path, pg_url, mysql, "wide_diff", batch_size=1000)
+    assert (res.status, res.error, res.read, res.updated, res.deleted, res.inserted) == (
+        "ok", None, 3299, 30, 1, 0)
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("parts differ: reading" in m for m in messages), messages
+    assert any("overflows max_allowed_packet" in m for m in messages), messages
+    assert target_rows(pg_url) == source_rows(admin, "wide_diff")
+
+
 def test_one_row_larger_than_the_packet_is_named(mysql: sa.URL, admin: sa.Engine) -> None:
     """A 1.1 MB row (written while this private server allowed 4 MB packets): no chunk can
     carry it, and the error says which row and why."""

@@ -458,12 +458,16 @@ class MySQLSource(SqlSource):
             packet = int(conn.exec_driver_sql("SELECT @@max_allowed_packet").scalar_one())
             budget = max(1, int(min(packet, GROUP_CONCAT_MAX_LEN) * PACKET_SHARE))
             limit = self._rows_per_chunk(budget, self._avg_row_length)  # rows read a chunk
+            cap: int | None = None  # after an overflow: walk at most this many rows
             after: Any = None
             while True:
                 more = after is not None
                 args = {**params, "after": after} if more else dict(params)
-                # a filtered read walks further for the same rows read
+                # a filtered read walks further for the same rows read; after an overflow
+                # the walk holds at most half the rows read, so the retry always shrinks
                 walked = limit if share >= 1 else min(int(limit / share) + 1, 1 << 62)
+                if cap is not None:
+                    walked = min(walked, cap)
                 if not more and total is not None and walked >= total:
                     upto = None  # all of it in one range: no walk over the keys
                 else:
@@ -489,7 +493,7 @@ class MySQLSource(SqlSource):
                             f"{self.where_text}: the row {key}={big!r} is larger than the "
                             f"source server's max_allowed_packet ({packet} bytes)",
                             hint="raise max_allowed_packet on the source MySQL server")
-                    limit = max(1, int(count) // 2)
+                    limit = cap = max(1, int(count) // 2)
                     log.debug("%s: a chunk of %d rows overflows max_allowed_packet (%d bytes):"
                               " reading %d", self.where_text, count, packet, limit)
                     continue
@@ -501,7 +505,7 @@ class MySQLSource(SqlSource):
                     yield Chunk(int(count), copy_text=text_, high=_date_or_none(high))
                 if last:
                     return
-                after = upto
+                after, cap = upto, None
                 if count:
                     limit = self._rows_per_chunk(budget, len(text_) // int(count) + 1)
 
