@@ -186,8 +186,8 @@ def test_a_digest_filtered_read_splits_a_range_that_overflows(
     first = sync(tmp_path, pg_url, mysql, "wide_diff", batch_size=1000)
     assert (first.status, first.inserted) == ("ok", 3300)
     with admin.begin() as conn:  # 30 wide rows change, one small row goes
-        conn.exec_driver_sql("UPDATE wide_diff SET v = CONCAT('changed ', v) "
-                             "WHERE LEFT(k, 1) = 'L' AND MOD(CAST(SUBSTRING(k, 2) AS UNSIGNED), 10) = 0")
+        conn.exec_driver_sql("UPDATE wide_diff SET v = CONCAT('changed ', v) WHERE "
+                             "LEFT(k, 1) = 'L' AND MOD(CAST(SUBSTRING(k, 2) AS UNSIGNED), 10) = 0")
         conn.exec_driver_sql("DELETE FROM wide_diff WHERE k = 'K00007'")
         conn.exec_driver_sql("ANALYZE TABLE wide_diff").all()
     caplog.clear()
