@@ -47,6 +47,8 @@ _LOCK_ROW = (f"locktype = 'advisory' AND classid = {LOCK_KEY >> 32} "
 
 TRACKING_BYTES = b"\tauthoritative\tf\t\\N\t\\N"  # the layer-1 values, as COPY text
 TRACKING_ROW = ("authoritative", False, None, None)
+# up to this many staged rows, the diff may look each up by the target's key (nested loops)
+SMALL_STAGE = 10_000
 
 # libpq keepalives: a dead client's session (and its run lock) is freed within minutes
 KEEPALIVES = {"keepalives": 1, "keepalives_idle": 30, "keepalives_interval": 10,
@@ -180,6 +182,21 @@ class PostgresWriter(SqlTableWriter):
 
     def after_staging(self) -> None:
         self.sql("ANALYZE _refsync_stage", phase="analyze")
+        # A few staged rows against a big target (an incremental window, the parts that
+        # digests found different): index lookups beat scanning the whole target, which a
+        # hash join must (measured: 0.1 s for 100 rows against 1M). Nested loops stay off
+        # while the target's statistics read "empty" over many pages: the stale state in
+        # which the planner once nested loops over sequential scans (issue 11).
+        if self.staged + self.kept_keys <= SMALL_STAGE and not self.stale_statistics():
+            self.sql("SET LOCAL enable_nestloop = on")
+
+    def stale_statistics(self) -> bool:
+        """Whether the target's statistics say 'no rows' over pages that hold some, so the
+        planner would take it for empty (a bulk load that nobody analysed)."""
+        ref = self.ref.replace("'", "''")
+        return bool(self.scalar(
+            f"SELECT (reltuples = 0 AND relpages > 0 AND pg_relation_size(oid) > 0)::int "
+            f"FROM pg_class WHERE oid = '{ref}'::regclass"))
 
     def differs(self, col: ColumnInfo) -> str:
         if col.type_sql.upper() == "JSON":  # json has no equality operator; jsonb does
