@@ -12,6 +12,17 @@ import sqlalchemy as sa
 from private_mariadb import PrivateMariaDBs, missing_binaries
 from private_postgres import private_pg, private_pg_url  # noqa: F401 - fixtures
 
+
+@pytest.fixture(autouse=True)
+def _dispose_legacy_engines() -> Iterator[None]:
+    """Each test starts with no pooled legacy MySQL connection left by another (and none
+    outlives the server a module started)."""
+    yield
+    from refsync.sources import dispose_engines
+
+    dispose_engines()
+
+
 # ---------------------------------------------------------------- MySQL / MariaDB
 #
 # `mysql_url`: a server URL (str, password included) where the tests may create databases

@@ -10,7 +10,14 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from helpers import TRACKING_DDL, count_copy_text, sibling_database, sync_section, table_summary
+from helpers import (
+    TRACKING_DDL,
+    count_copy_text,
+    execute,
+    sibling_database,
+    sync_section,
+    table_summary,
+)
 
 from refsync.model import RunResult
 
@@ -35,16 +42,9 @@ def source(mysql_db_url: str) -> Iterator[sa.Engine]:
 
 
 def _target(pg_url: str) -> None:
-    engine = sa.create_engine(pg_url)
-    try:
-        with engine.begin() as conn:
-            conn.exec_driver_sql("CREATE SCHEMA business")
-            conn.exec_driver_sql(
-                "CREATE TABLE business.plans (code varchar(20) PRIMARY KEY, name varchar(100), "
-                "amount numeric(18,4), dt timestamptz, flag boolean, "
-                f"{TRACKING_DDL})")
-    finally:
-        engine.dispose()
+    execute(pg_url, "CREATE SCHEMA business; CREATE TABLE business.plans (code varchar(20) "
+            "PRIMARY KEY, name varchar(100), amount numeric(18,4), dt timestamptz, "
+            f"flag boolean, {TRACKING_DDL})")
 
 
 def _run(tmp_path: Path, pg_url: str, mysql: sa.Engine, *, full: bool = True,

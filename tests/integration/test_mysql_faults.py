@@ -22,14 +22,16 @@ import pymysql
 import pytest
 import sqlalchemy as sa
 import yaml
+from helpers import TRACKING_DDL, execute
 from private_mariadb import PrivateMariaDB, PrivateMariaDBs
 from pydantic import SecretStr
+from sqlalchemy.dialects import mysql as mysql_dialect
 
 from refsync import api
 from refsync.config import Settings, TableSpec, load_config
 from refsync.errors import QueryFailure
 from refsync.model import ColumnInfo, TableResult
-from refsync.sources import LegacyMySQLSource, dispose_engines
+from refsync.sources import LegacyMySQLSource
 from refsync.sources.sql import SqlSource
 
 pytestmark = pytest.mark.integration
@@ -57,12 +59,6 @@ def admin(mysql: sa.URL) -> Iterator[sa.Engine]:
     engine.dispose()
 
 
-@pytest.fixture(autouse=True)
-def _dispose() -> Iterator[None]:
-    yield
-    dispose_engines()
-
-
 def raw(mysql: sa.URL, autocommit: bool = True) -> pymysql.Connection[Any]:
     return pymysql.connect(host=mysql.host, port=mysql.port, user=mysql.username,
                            database=mysql.database, charset="utf8mb4", autocommit=autocommit)
@@ -80,17 +76,8 @@ def make_source_table(admin: sa.Engine, name: str, rows: list[tuple[Any, ...]], 
 
 
 def make_target(pg_url: str) -> None:
-    engine = sa.create_engine(pg_url, poolclass=sa.NullPool)
-    try:
-        with engine.begin() as conn:
-            conn.exec_driver_sql("CREATE SCHEMA IF NOT EXISTS business")
-            conn.exec_driver_sql(
-                'CREATE TABLE business.t (k varchar(40) PRIMARY KEY, v text, '
-                "_source varchar(20) NOT NULL DEFAULT 'authoritative', "
-                "_needs_review boolean NOT NULL DEFAULT false, _derived_from_domain varchar(50), "
-                "_derived_at timestamptz)")
-    finally:
-        engine.dispose()
+    execute(pg_url, "CREATE SCHEMA IF NOT EXISTS business; CREATE TABLE business.t ("
+            f"k varchar(40) PRIMARY KEY, v text, {TRACKING_DDL})")
 
 
 def sync(tmp_path: Path, pg_url: str, mysql: sa.URL, table: str, *, batch_size: int,
@@ -237,6 +224,27 @@ def legacy_source(mysql: sa.URL, table: str, *, batch_size: int = 100,
         _env_file=None, legacy_mysql_host=mysql.host, legacy_mysql_port=mysql.port,
         legacy_mysql_user=mysql.username, legacy_mysql_database=mysql.database)
     return LegacyMySQLSource(spec, settings, MySQLPool(), batch_size=batch_size).open()
+
+
+def test_the_pre_check_leaves_out_what_the_source_columns_rule_out(admin: sa.Engine,
+                                                                   mysql: sa.URL) -> None:
+    """The server checks per row only what the source's declared types allow: the NOT NULL
+    VARCHAR(40) key into varchar(40) and VARCHAR(200) into varchar(200) need no check; a
+    narrower target, or a NOT NULL target for a nullable source column, still does."""
+    make_source_table(admin, "prechecked", [("K1", "v", "2024-01-01")])
+    src = legacy_source(mysql, "prechecked")
+    try:
+        def flag(v: ColumnInfo) -> str:
+            plan = src.copy_plan([ColumnInfo("k", "text", False, max_length=40), v])
+            assert plan is not None
+            return str(plan.flag.compile(dialect=mysql_dialect.dialect(),
+                                         compile_kwargs={"literal_binds": True}))
+        assert flag(ColumnInfo("v", "text", max_length=200)) == "0"
+        assert "char_length(`v`) > 10" in flag(ColumnInfo("v", "text", max_length=10))
+        assert flag(ColumnInfo("v", "text", False, max_length=200)) == (
+            "CASE WHEN (`v` IS NULL) THEN 1 ELSE 0 END")
+    finally:
+        src.close()
 
 
 # ---------------------------------------------------------------- an OR in where (8.3)

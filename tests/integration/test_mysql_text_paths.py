@@ -13,6 +13,7 @@ import sqlalchemy as sa
 from helpers import (
     TRACKING_DDL,
     count_copy_text,
+    execute,
     pg_rows,
     sibling_database,
     sync_section,
@@ -55,16 +56,9 @@ def source(mysql_db_url: str) -> Iterator[sa.URL]:
 
 
 def _target(pg_url: str) -> None:
-    engine = sa.create_engine(pg_url)
-    try:
-        with engine.begin() as conn:
-            conn.exec_driver_sql("CREATE SCHEMA business")
-            conn.exec_driver_sql(
-                'CREATE TABLE business."年金计划" ("年金计划号" varchar(20) PRIMARY KEY, '
-                '"计划名称" varchar(30), "计划类型" varchar(20) NOT NULL, '
-                f"{TRACKING_DDL})")
-    finally:
-        engine.dispose()
+    execute(pg_url, 'CREATE SCHEMA business; CREATE TABLE business."年金计划" ('
+            '"年金计划号" varchar(20) PRIMARY KEY, "计划名称" varchar(30), '
+            f'"计划类型" varchar(20) NOT NULL, {TRACKING_DDL})')
 
 
 def _run(tmp_path: Path, pg_url: str, mysql: sa.URL, *, batch_size: int,

@@ -13,6 +13,7 @@ import sqlalchemy as sa
 from helpers import (
     TRACKING_DDL,
     count_copy_text,
+    execute,
     pg_rows,
     sibling_database,
     sync_section,
@@ -107,15 +108,8 @@ def source(mysql_db_url: str) -> Iterator[sa.URL]:
 
 def _target(pg_url: str) -> None:
     cols = ", ".join(f'"{c}" {pg}' for c, (_, pg) in COLUMNS.items() if pg is not None)
-    engine = sa.create_engine(pg_url)
-    try:
-        with engine.begin() as conn:
-            conn.exec_driver_sql("CREATE SCHEMA business")
-            conn.exec_driver_sql(
-                f"CREATE TABLE business.typed ({cols}, "
-                f"{TRACKING_DDL})")
-    finally:
-        engine.dispose()
+    execute(pg_url, f"CREATE SCHEMA business; CREATE TABLE business.typed ({cols}, "
+            f"{TRACKING_DDL})")
 
 
 def _run(tmp_path: Path, pg_url: str, mysql: sa.URL, *, incremental: bool) -> RunResult:

@@ -16,17 +16,16 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import pytest
 import sqlalchemy as sa
 import yaml
+from helpers import execute
 from pydantic import SecretStr
 from typer.testing import CliRunner
 
 from refsync import api
 from refsync.cli import app
 from refsync.config import LoadedConfig, Settings, load_config
-from refsync.sources import dispose_engines
 from refsync.verify import TableVerify, VerifyReport, verify
 
 pytestmark = pytest.mark.integration
@@ -96,15 +95,9 @@ def admin(db: sa.URL) -> Iterator[sa.Engine]:
     engine.dispose()
 
 
-@pytest.fixture(autouse=True)
-def _dispose() -> Iterator[None]:
-    yield
-    dispose_engines()
-
-
 @pytest.fixture
 def warehouse(pg_url: str) -> str:
-    pg_execute(pg_url, PG_DDL)
+    execute(pg_url, PG_DDL)
     return pg_url
 
 
@@ -165,13 +158,6 @@ def synced(admin: sa.Engine, config: LoadedConfig, settings: Settings) -> Loaded
 
 
 # ---------------------------------------------------------------- helpers
-
-
-def pg_execute(url: str, sql: str) -> None:
-    conninfo = sa.engine.make_url(url).set(drivername="postgresql").render_as_string(
-        hide_password=False)
-    with psycopg.connect(conninfo, autocommit=True) as conn:
-        conn.execute(sql)  # type: ignore[call-overload]
 
 
 def pg_scalar(url: str, sql: str) -> Any:
@@ -259,7 +245,7 @@ def test_only_twenty_keys_are_listed_but_all_are_counted(
 
 def test_an_auto_derived_row_with_a_source_key_is_missing(
         synced: LoadedConfig, settings: Settings, warehouse: str) -> None:
-    pg_execute(warehouse, f"""
+    execute(warehouse, f"""
         UPDATE business."{PLAN}" SET _source = 'auto_derived', _needs_review = true,
           _derived_from_domain = 'annuity_performance', _derived_at = now()
         WHERE "{KEY}" = 'K0005';
@@ -321,7 +307,7 @@ def test_a_table_that_cannot_be_read_fails_alone(
 
 def test_a_missing_target_table_fails_as_config(
         admin: sa.Engine, config: LoadedConfig, settings: Settings, warehouse: str) -> None:
-    pg_execute(warehouse, f'DROP TABLE business."{PLAN}"')
+    execute(warehouse, f'DROP TABLE business."{PLAN}"')
     plan = verify(config, settings, tables=[PLAN]).tables[0]
     assert plan.status == "failed" and plan.error_class == "config"
     assert "init-db" in (plan.hint or "")
