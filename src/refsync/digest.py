@@ -16,14 +16,13 @@ Canonical text (identical bytes on both sides for equal values)
     ``YYYY-MM-DD``, date-times ``YYYY-MM-DD HH:MM:SS`` for a DATETIME(0) source (a target
     value with a fraction prints it, so it never looks like a whole second) and
     ``YYYY-MM-DD HH:MM:SS.ffffff`` (six digits) for DATETIME(1-6), booleans ``1``/``0``.
-    MySQL builds it with one ``CONCAT_WS('', ...)`` and PostgreSQL with one ``concat(...)``
-    (both skip NULL arguments: that is the NULL rendering, at no cost, and one call builds
-    the text where ``||`` copies it at every step); PostgreSQL prints dates and
-    whole-second times with ``::text``, which needs ``DateStyle`` ISO (PostgreSQL's
-    default; `target_digests` refuses another). Text is hashed as UTF-8 bytes (a non-UTF-8
-    MySQL column is converted first), so a ``_ci`` collation or a PAD SPACE comparison can
-    never make the sides agree on what differs: ``'abc'`` and ``'ABC'`` or ``'a'`` and
-    ``'a '`` are different keys and different rows.
+    MySQL builds it with one ``CONCAT_WS('', ...)`` (which skips NULL arguments: that is
+    the NULL rendering, at no cost); PostgreSQL prints dates and whole-second times with
+    ``::text``, which needs ``DateStyle`` ISO (PostgreSQL's default; `target_digests`
+    refuses another). Text is hashed as UTF-8 bytes (a non-UTF-8 MySQL column is converted
+    first), so a ``_ci`` collation or a PAD SPACE comparison can never make the sides agree
+    on what differs: ``'abc'`` and ``'ABC'`` or ``'a'`` and ``'a '`` are different keys and
+    different rows.
 
 Time zones
     DATETIME into ``timestamptz``: the target renders its instant as a wall-clock time in
@@ -143,10 +142,8 @@ _NO_MERGE = 18446744073709551615  # a derived table with a LIMIT is materialized
 # the target digest's session settings: the planner does not know what the row hashes cost,
 # so without these it never runs them in parallel workers (see `target_digests`)
 # (and JIT-compiling the long expression in each worker costs more than it saves)
-# (and its hash aggregate over every bucket is kept in memory, not spilled in batches)
 TARGET_PARALLEL_SETTINGS: dict[str, str] = {"parallel_setup_cost": "0",
-                                            "parallel_tuple_cost": "0", "jit": "off",
-                                            "work_mem": "64MB"}
+                                            "parallel_tuple_cost": "0", "jit": "off"}
 
 
 class DigestUnsupported(Exception):
@@ -227,14 +224,15 @@ def _lit(text: str) -> str:
 
 
 def _field(src: SourceColumn, tgt: ColumnInfo, tz: ZoneInfo | None,
-           t: str) -> tuple[tuple[str, ...], tuple[str, ...]] | str:
-    """(MySQL `CONCAT_WS('', ...)` arguments, PostgreSQL `concat(...)` arguments) rendering
-    one field's canonical text, or the reason there is none both sides agree on. `t` is the
-    target column's reference in the PostgreSQL expression. Both functions skip a NULL
-    argument: "LENGTH(v), ':', v" is ':' for NULL, and "v, ';'" is ';'."""
+           t: str) -> tuple[tuple[str, ...], str] | str:
+    """(MySQL `CONCAT_WS('', ...)` arguments, PostgreSQL expression) rendering one field's
+    canonical text, or the reason there is none both sides agree on. `t` is the target
+    column's reference in the PostgreSQL expression."""
     s = _mq(src.name)
     dt = src.data_type.lower()
     what = f"column {tgt.name}: {src.column_type or dt} into {tgt.type_sql or tgt.kind}"
+    # CONCAT_WS skips a NULL argument: "LENGTH(v), ':', v" is ':' for NULL, and "v, ';'" is
+    # ';' -- no IFNULL needed on the MySQL side
     if tgt.kind == "text":
         if tgt.type_sql.upper().startswith(("CHAR", "BPCHAR", "CHARACTER(", "NCHAR")) or \
                 tgt.type_sql.upper() == "CHARACTER":
@@ -246,9 +244,10 @@ def _field(src: SourceColumn, tgt: ColumnInfo, tz: ZoneInfo | None,
             val = s  # the row path writes str(value): the same text (ASCII)
         else:
             return f"{what}: no text rendering both databases agree on"
-        return (f"LENGTH({val})", "':'", val), (f"octet_length({t})", "':'", t)
+        return ((f"LENGTH({val})", "':'", val),
+                f"coalesce(octet_length({t})::text || ':' || {t}, ':')")
     plain_my = (s, "';'")
-    plain_pg = (t, "';'")
+    plain_pg = f"coalesce({t}::text || ';', ';')"
     if tgt.kind == "integer":
         if dt in _INT_TYPES:
             return plain_my, plain_pg
@@ -271,12 +270,12 @@ def _field(src: SourceColumn, tgt: ColumnInfo, tz: ZoneInfo | None,
             my = (f"{s} + 0", "';'")
         else:
             return f"{what}: only TINYINT/BIT(1) are compared with boolean columns"
-        return my, (f"CASE WHEN {t} THEN '1;' WHEN NOT {t} THEN '0;' ELSE ';' END",)
+        return my, f"CASE WHEN {t} THEN '1;' WHEN NOT {t} THEN '0;' ELSE ';' END"
     if tgt.kind == "date":
         if dt != "date":
             return f"{what}: only DATE is compared with date columns"
         return plain_my, (f"CASE WHEN {t} IS NULL THEN ';' WHEN {t} < DATE '0001-01-01' "
-                          f"THEN '?' ELSE {t}::text || ';' END",)
+                          f"THEN '?' ELSE {t}::text || ';' END")
     if tgt.kind in ("timestamp", "timestamptz"):
         if dt not in ("datetime", "timestamp"):
             return f"{what}: only DATETIME/TIMESTAMP are compared with {tgt.kind} columns"
@@ -288,13 +287,13 @@ def _field(src: SourceColumn, tgt: ColumnInfo, tz: ZoneInfo | None,
         if tgt.kind == "timestamp":
             if dt == "timestamp":
                 return f"{what}: TIMESTAMP into timestamp depends on the source zone"
-            return my, (_pg_wall(t, t, fsp, "TIMESTAMP '0001-01-01'"),)
+            return my, _pg_wall(t, t, fsp, "TIMESTAMP '0001-01-01'")
         if dt == "timestamp":  # an instant, read in a UTC session
-            return my, (_pg_wall(t, f"({t} AT TIME ZONE 'UTC')", fsp,
-                                 "TIMESTAMPTZ '0001-01-01 00:00:00+00'"),)
+            return my, _pg_wall(t, f"({t} AT TIME ZONE 'UTC')", fsp,
+                                "TIMESTAMPTZ '0001-01-01 00:00:00+00'")
         if tz is None:
             return f"{what}: unknown source_timezone"
-        return my, (_pg_zoned(t, tz, fsp),)
+        return my, _pg_zoned(t, tz, fsp)
     return f"{what}: no canonical text for {tgt.kind} columns"
 
 
@@ -415,7 +414,7 @@ def plan_digest(
         return None, "a target column name holds a control character"
     order = [*key, *[t.name for t in target_columns if t.name not in key]]
     my: dict[str, tuple[str, ...]] = {}
-    pg: dict[str, tuple[str, ...]] = {}
+    pg: dict[str, str] = {}
     for name in order:
         s, t = by_target[name]
         got = _field(s, t, tz, _pg_col(name))
@@ -431,14 +430,15 @@ def plan_digest(
         rows, avg_row_bytes, rows_per_bucket=ROWS_PER_HASH_BUCKET if from_hash else
         ROWS_PER_BUCKET)
     n = max(1, int(n))
+    rest = [c for c in order if c not in key]
     my_key = f"CAST(CONCAT_WS('', {', '.join(a for k in key for a in my[k])}) AS BINARY)"
-    pg_key = _pg_concat([a for k in key for a in pg[k]])
+    pg_key = "(" + " || ".join(pg[k] for k in key) + ")"
     my_row = f"CONCAT_WS('', {', '.join(a for c in order for a in my[c])})"
     tracking_ok = (f"{_pg_col('_needs_review')} = false AND "
                    f"{_pg_col('_derived_from_domain')} IS NULL AND "
                    f"{_pg_col('_derived_at')} IS NULL")
-    pg_row = _pg_concat([*(a for c in order for a in pg[c]),
-                         f"CASE WHEN {tracking_ok} THEN '' ELSE '!' END"])
+    pg_row = ("(" + " || ".join([pg_key, *(pg[c] for c in rest)])
+              + f" || CASE WHEN {tracking_ok} THEN '' ELSE '!' END)")
     my_hash = f"CAST(CONV(LEFT(SHA2({my_row}, 256), 16), 16, 10) AS UNSIGNED)"
     pg_hash = (f"('x' || encode(substring(sha256(convert_to({pg_row}, 'UTF8')) from 1 for 8), "
                "'hex'))::bit(64)::bigint")
@@ -467,14 +467,6 @@ def plan_digest(
         target_bucket=bare(pg_bucket), target_hash=bare(pg_hash), notes=tuple(notes),
         bucket_from_hash=from_hash, target_bucket_template=pg_bucket)
     return plan, None
-
-
-def _pg_concat(args: Sequence[str]) -> str:
-    """PostgreSQL's `concat` of `args` (one call builds the text, where `||` would copy it
-    at every step), nested where a call would pass its 100-argument limit."""
-    if len(args) <= 99:
-        return f"concat({', '.join(args)})"
-    return _pg_concat([_pg_concat(args[i:i + 99]) for i in range(0, len(args), 99)])
 
 
 def _pg_col(name: str) -> str:
