@@ -11,8 +11,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from refsync.api import init_db, plan, status, sync, sync_table
+    from refsync.api import init_db, plan, sync, sync_table
     from refsync.model import RunResult, TableResult
+    from refsync.report import status
 
     __version__: str
 
@@ -20,7 +21,7 @@ __all__ = ["RunResult", "TableResult", "__version__", "init_db", "plan", "status
            "sync_table"]
 
 _LAZY = {"plan": "refsync.api", "sync": "refsync.api", "sync_table": "refsync.api",
-         "status": "refsync.api", "init_db": "refsync.api",
+         "status": "refsync.report", "init_db": "refsync.api",
          "RunResult": "refsync.model", "TableResult": "refsync.model"}
 
 

@@ -32,9 +32,10 @@ from refsync.errors import (
 )
 from refsync.model import ColumnInfo, RunResult, Source, TableResult
 from refsync.prefetch import prefetch
+from refsync.report import disabled_reason, status
 from refsync.retry import retrying
-from refsync.targets import SqlTarget, open_target
-from refsync.targets.base import DirectLoadConflict, SqlTableWriter
+from refsync.targets import open_target
+from refsync.targets.base import DirectLoadConflict, SqlTableWriter, SqlTarget
 from refsync.transform import (
     RowConverter,
     clock_cap,
@@ -76,14 +77,6 @@ class _NoProgress:
 def make_run_key(now: datetime) -> str:
     """`reference_sync_2026-11-28T01:00:00.000+08:00`."""
     return RUN_KEY_PREFIX + now.isoformat(timespec="milliseconds")
-
-
-def disabled_reason(config: LoadedConfig, settings: Settings) -> str | None:
-    if not settings.reference_sync_enabled:
-        return "WDH_REFERENCE_SYNC_ENABLED=false"
-    if not config.section.enabled:
-        return f"enabled: false in {config.path}"
-    return None
 
 
 _held: list[list[int]] = []  # while a commit completes, signals land in the last list
@@ -709,91 +702,7 @@ __all__ = ["Progress", "Runner", "init_db", "make_run_key", "plan", "status", "s
            "sync_table"]
 
 
-# ---------------------------------------------------------------- status and init-db
-
-STALE_AFTER_HOURS = 26
-
-
-def _iso(value: Any) -> str | None:
-    return None if value is None else value.isoformat(timespec="milliseconds")
-
-
-def _run_doc(row: Any) -> dict[str, Any]:
-    return {
-        "run_key": row.run_key, "table": row.table_name, "target": row.target, "mode": row.mode,
-        "status": row.status, "started_at": _iso(row.started_at),
-        "finished_at": _iso(row.finished_at),
-        **{c: row._mapping[c] for c in state.COUNT_FIELDS},
-        "attempts": row.attempts, "duration_s": row.duration_s, "watermark": row.watermark,
-        "error_class": row.error_class, "error": row.error,
-    }
-
-
-def status(config: LoadedConfig, settings: Settings, *, tables: list[str] | None = None,
-           runs: int = 20, now: datetime | None = None) -> dict[str, Any]:
-    """Each table's last run and watermark, then the last `runs` runs; creates nothing."""
-    specs = config.section.select(tables)
-    names = [s.name for s in specs]
-    target = open_target(settings.require_database_url())
-    per_table: dict[str, Any] = {}
-    run_rows: list[Any] = []
-    abandoned: set[str] = set()
-    try:
-        if target.database_exists():  # never create an empty SQLite file just to look
-            with target.connect() as conn:
-                per_table, run_rows = state.read_status(conn, names, runs)
-            abandoned = _abandoned(target, per_table, run_rows)
-    finally:
-        target.close()
-    now = now or datetime.now(ZoneInfo(config.section.timezone))
-    docs, warnings = [], []
-    for spec in specs:
-        st, last = per_table.get(spec.name, (None, None)) if per_table else (None, None)
-        doc: dict[str, Any] = {
-            "name": spec.name, "target": spec.qualified_target, "enabled": spec.enabled,
-            "last_run_key": st.last_run_key if st else None,
-            "last_status": ("abandoned" if st and st.last_run_key in abandoned
-                            and st.last_status == "running" else
-                            st.last_status if st else "never"),
-            "last_started_at": _iso(st.last_started_at) if st else None,
-            "last_finished_at": _iso(st.last_finished_at) if st else None,
-            "last_success_at": _iso(st.last_success_at) if st else None,
-            "watermark": st.watermark if st else None,
-            **{c: (last._mapping[c] if last else None) for c in state.COUNT_FIELDS},
-            "attempts": last.attempts if last else None,
-            "duration_s": last.duration_s if last else None,
-            "error_class": last.error_class if last else None,
-            "error": last.error if last else None,
-        }
-        docs.append(doc)
-        if spec.enabled and st is not None:
-            success = st.last_success_at
-            if success is None:
-                warnings.append(f"{spec.name}: no successful run yet")
-            elif (now - success).total_seconds() > STALE_AFTER_HOURS * 3600:
-                hours = (now - success).total_seconds() / 3600
-                warnings.append(f"{spec.name}: last success {hours:.0f} hours ago "
-                                f"(more than {STALE_AFTER_HOURS}): a night was missed")
-    run_docs = [_run_doc(r) for r in run_rows]
-    for doc in run_docs:
-        if doc["status"] == "running" and doc["run_key"] in abandoned:
-            doc["status"] = "abandoned"
-    return {"tables": docs, "runs": run_docs, "warnings": warnings}
-
-
-def _abandoned(target: SqlTarget, per_table: dict[str, Any], run_rows: list[Any]) -> set[str]:
-    """Run keys of `running` records whose run no longer holds the lock (DESIGN 5): all of
-    them when nobody holds it, all but the newest when some run does."""
-    running = {st.last_run_key for st, _ in per_table.values()
-               if st is not None and st.last_status == "running" and st.last_run_key}
-    running |= {r.run_key for r in run_rows if r.status == "running"}
-    if not running:
-        return set()
-    held = target.lock_held()
-    if held is None:  # cannot tell (an in-memory SQLite): assume they still run
-        return set()
-    newest = max(running)  # run keys are ISO timestamps in one zone: they sort by time
-    return running - {newest} if held else running
+# ---------------------------------------------------------------- init-db
 
 
 def init_db(config: LoadedConfig, settings: Settings, *, create_tables: bool = False) -> list[str]:

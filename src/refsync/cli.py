@@ -349,15 +349,16 @@ def status(tctx: typer.Context, tables: TablesOpt = None,
         from datetime import datetime
         from zoneinfo import ZoneInfo
 
-        from refsync import alerting, api
+        from refsync import alerting
+        from refsync import report as reports
 
         settings = ctx.settings()
         loaded = ctx.config(settings)
         zone = ZoneInfo(loaded.section.timezone)
-        report = api.status(loaded, settings, tables=tables, runs=runs)
+        report = reports.status(loaded, settings, tables=tables, runs=runs)
         problems = alerting.status_problems(report, datetime.now(zone))
         # a switched-off sync is not expected to run: nothing to alert on
-        expected = api.disabled_reason(loaded, settings) is None
+        expected = reports.disabled_reason(loaded, settings) is None
         code = 1 if problems and expected and not no_fail else 0
         report = {**report, "timezone": loaded.section.timezone, "problems": problems,
                   "exit_code": code}

@@ -6,37 +6,53 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
-
-import sqlalchemy as sa
-from sqlalchemy.engine import Connection
+from functools import cache
+from typing import TYPE_CHECKING, Any
 
 from refsync.model import TableResult
+
+if TYPE_CHECKING:  # SQLAlchemy is imported where a function needs it: `status` reads the
+    # state through the plain driver (`read_status`) and must start fast (issue 9)
+    import sqlalchemy as sa
+    from sqlalchemy.engine import Connection
+
+    from refsync.targets.readonly import StateReader
 
 SCHEMA = "refsync"
 COUNT_FIELDS = ("read", "inserted", "updated", "deleted", "unchanged", "promoted", "rejected")
 
 
-class Timestamp(sa.types.TypeDecorator[datetime]):
-    """timestamptz on PostgreSQL; ISO-8601 text with its offset on SQLite."""
+@cache
+def _timestamp_type() -> Any:
+    import sqlalchemy as sa
 
-    impl = sa.DateTime(timezone=True)
-    cache_ok = True
+    class Timestamp(sa.types.TypeDecorator[datetime]):
+        """timestamptz on PostgreSQL; ISO-8601 text with its offset on SQLite."""
 
-    def load_dialect_impl(self, dialect: sa.Dialect) -> sa.types.TypeEngine[Any]:
-        if dialect.name == "sqlite":
-            return dialect.type_descriptor(sa.String(40))
-        return dialect.type_descriptor(sa.DateTime(timezone=True))
+        impl = sa.DateTime(timezone=True)
+        cache_ok = True
 
-    def process_bind_param(self, value: datetime | None, dialect: sa.Dialect) -> Any:
-        if value is not None and dialect.name == "sqlite":
-            return value.isoformat(timespec="milliseconds")
-        return value
+        def load_dialect_impl(self, dialect: sa.Dialect) -> sa.types.TypeEngine[Any]:
+            if dialect.name == "sqlite":
+                return dialect.type_descriptor(sa.String(40))
+            return dialect.type_descriptor(sa.DateTime(timezone=True))
 
-    def process_result_value(self, value: Any, dialect: sa.Dialect) -> datetime | None:
-        if isinstance(value, str):
-            return datetime.fromisoformat(value)
-        return value  # type: ignore[no-any-return]
+        def process_bind_param(self, value: datetime | None, dialect: sa.Dialect) -> Any:
+            if value is not None and dialect.name == "sqlite":
+                return value.isoformat(timespec="milliseconds")
+            return value
+
+        def process_result_value(self, value: Any, dialect: sa.Dialect) -> datetime | None:
+            return _timestamp(value)
+
+    return Timestamp
+
+
+def _timestamp(value: Any) -> datetime | None:
+    """A stored time as a datetime (SQLite keeps ISO-8601 text)."""
+    if isinstance(value, str):
+        return datetime.fromisoformat(value)
+    return value  # type: ignore[no-any-return]
 
 
 @dataclass(frozen=True)
@@ -47,31 +63,42 @@ class StateTables:
     schema: str | None
 
 
-def tables_for(dialect: str) -> StateTables:
+def names_for(dialect: str) -> tuple[str | None, str, str]:
+    """(schema, state table, runs table) on this dialect."""
     schema = SCHEMA if dialect == "postgresql" else None
     prefix = "" if schema else "refsync_"
+    return schema, f"{prefix}sync_state", f"{prefix}sync_runs"
+
+
+@cache
+def tables_for(dialect: str) -> StateTables:
+    import sqlalchemy as sa
+
+    schema, state_name, runs_name = names_for(dialect)
+    prefix = "" if schema else "refsync_"
+    timestamp = _timestamp_type()
     md = sa.MetaData(schema=schema)
     state = sa.Table(
-        f"{prefix}sync_state", md,
+        state_name, md,
         sa.Column("table_name", sa.String(200), primary_key=True),
         sa.Column("target", sa.String(400), nullable=False),
         sa.Column("watermark", sa.Text),
         sa.Column("last_run_key", sa.String(80)),
         sa.Column("last_status", sa.String(20)),
-        sa.Column("last_started_at", Timestamp()),
-        sa.Column("last_finished_at", Timestamp()),
-        sa.Column("last_success_at", Timestamp()),
+        sa.Column("last_started_at", timestamp()),
+        sa.Column("last_finished_at", timestamp()),
+        sa.Column("last_success_at", timestamp()),
     )
     runs = sa.Table(
-        f"{prefix}sync_runs", md,
+        runs_name, md,
         sa.Column("run_key", sa.String(80), primary_key=True),
         sa.Column("table_name", sa.String(200), primary_key=True),
         sa.Column("target", sa.String(400), nullable=False),
         sa.Column("source_type", sa.String(20)),
         sa.Column("mode", sa.String(20)),
         sa.Column("incremental", sa.Boolean),
-        sa.Column("started_at", Timestamp()),
-        sa.Column("finished_at", Timestamp()),
+        sa.Column("started_at", timestamp()),
+        sa.Column("finished_at", timestamp()),
         sa.Column("status", sa.String(20), nullable=False),
         *(sa.Column(f, sa.BigInteger, nullable=False, server_default="0") for f in COUNT_FIELDS),
         sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
@@ -87,6 +114,8 @@ def tables_for(dialect: str) -> StateTables:
 
 
 def exists(conn: Connection) -> bool:
+    import sqlalchemy as sa
+
     t = tables_for(conn.dialect.name)
     return sa.inspect(conn).has_table(t.runs.name, schema=t.schema)
 
@@ -108,6 +137,8 @@ def version() -> str:
 def ensure(conn: Connection) -> None:
     """Create the state tables when missing, and add columns newer releases brought
     (idempotent)."""
+    import sqlalchemy as sa
+
     t = tables_for(conn.dialect.name)
     if t.schema:
         conn.execute(sa.schema.CreateSchema(t.schema, if_not_exists=True))
@@ -122,6 +153,8 @@ def ensure(conn: Connection) -> None:
 
 
 def read_watermark(conn: Connection, table_name: str) -> str | None:
+    import sqlalchemy as sa
+
     t = tables_for(conn.dialect.name)
     if not exists(conn):
         return None
@@ -196,26 +229,47 @@ def record(conn: Connection, run_key: str, result: TableResult, *, started: date
     _upsert(conn, t.state, values, ["table_name"])
 
 
-def read_status(conn: Connection, names: list[str], runs: int) -> tuple[dict[str, Any], list[Any]]:
-    """(state row per table name, the newest `runs` runs' rows); empty before any run."""
-    t = tables_for(conn.dialect.name)
-    if not exists(conn):
+def read_status(db: StateReader, names: list[str],
+                runs: int) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """(per table name: (its state row, its last run's row), the newest `runs` runs' rows), as
+    dicts; empty before any run. Plain SQL on the driver's own connection (see `StateReader`):
+    `status` creates nothing and imports no SQLAlchemy."""
+    schema, state_name, runs_name = names_for(db.dialect)
+    if db.dialect == "postgresql":
+        have = [r["column_name"] for r in db.rows(
+            "SELECT column_name FROM information_schema.columns WHERE table_schema = %s "
+            "AND table_name = %s ORDER BY ordinal_position", (schema, runs_name))]
+    else:
+        have = [r["name"] for r in db.rows(f'PRAGMA table_info("{runs_name}")')]
+    if not have or not names:
         return {}, []
-    states = {r.table_name: r for r in conn.execute(
-        sa.select(t.state).where(t.state.c.table_name.in_(names)))}
-    # status creates nothing, so tables an older release made may lack newer columns
-    have = {c["name"] for c in sa.inspect(conn).get_columns(t.runs.name, schema=t.schema)}
-    run_cols = sa.select(*(c for c in t.runs.columns if c.name in have))
-    keys = [r[0] for r in conn.execute(
-        sa.select(t.runs.c.run_key).where(t.runs.c.table_name.in_(names))
-        .group_by(t.runs.c.run_key).order_by(sa.func.max(t.runs.c.started_at).desc())
-        .limit(runs))]
-    rows = list(conn.execute(
-        run_cols.where(t.runs.c.run_key.in_(keys), t.runs.c.table_name.in_(names))
-        .order_by(t.runs.c.started_at.desc(), t.runs.c.table_name))) if keys else []
-    last = {r.table_name: r for r in conn.execute(
-        run_cols.where(
-            sa.tuple_(t.runs.c.run_key, t.runs.c.table_name).in_(
-                [(s.last_run_key, s.table_name) for s in states.values() if s.last_run_key])))
-    } if states else {}
+    # tables an older release made may lack newer columns: read the ones there are
+
+    def ref(table: str) -> str:
+        return f'"{schema}"."{table}"' if schema else f'"{table}"'
+
+    m = db.mark
+    among = f"table_name IN ({', '.join([m] * len(names))})"
+    cols = ", ".join(f'"{c}"' for c in have)
+    states = {r["table_name"]: _times(r) for r in db.rows(
+        f"SELECT * FROM {ref(state_name)} WHERE {among}", names)}
+    keys = [r["run_key"] for r in db.rows(
+        f"SELECT run_key FROM {ref(runs_name)} WHERE {among} GROUP BY run_key "
+        f"ORDER BY max(started_at) DESC LIMIT {int(runs)}", names)]
+    rows = [_times(r) for r in db.rows(
+        f"SELECT {cols} FROM {ref(runs_name)} WHERE run_key IN ({', '.join([m] * len(keys))}) "
+        f"AND {among} ORDER BY started_at DESC, table_name", [*keys, *names])] if keys else []
+    pairs = [(s["last_run_key"], s["table_name"]) for s in states.values() if s["last_run_key"]]
+    last = {r["table_name"]: _times(r) for r in db.rows(
+        f"SELECT {cols} FROM {ref(runs_name)} WHERE (run_key, table_name) IN "
+        f"({', '.join([f'({m}, {m})'] * len(pairs))})",
+        [v for pair in pairs for v in pair])} if pairs else {}
     return {n: (states.get(n), last.get(n)) for n in names}, rows
+
+
+def _times(row: dict[str, Any]) -> dict[str, Any]:
+    for name in ("last_started_at", "last_finished_at", "last_success_at", "started_at",
+                 "finished_at"):
+        if name in row:
+            row[name] = _timestamp(row[name])
+    return row

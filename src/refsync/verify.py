@@ -44,7 +44,7 @@ from refsync.errors import InternalError, Interrupted, QueryFailure, RefsyncErro
 from refsync.retry import retrying
 
 if TYPE_CHECKING:
-    from refsync.targets import SqlTarget
+    from refsync.targets.base import SqlTarget
 
 log = logging.getLogger(__name__)
 
@@ -323,7 +323,7 @@ def _source_shape(conn: Connection, spec: TableSpec, schema: str | None, table: 
 def _mysql_connection(engine: Engine, where: str) -> Iterator[Connection]:
     """A MySQL connection (the engine sets the session's sql_mode and UTC time zone); while
     it is open, a signal kills its statement in flight (KILL QUERY). Rolled back at the end."""
-    from refsync.sources.dberrors import classify_db_error
+    from refsync.dberrors import classify_db_error
 
     try:
         conn = engine.connect()
@@ -362,7 +362,7 @@ def _rollback(conn: Connection) -> None:
 
 def _classify(exc: sa.exc.SQLAlchemyError, src_where: str, tgt_where: str) -> RefsyncError:
     """Which server raised it (the driver tells), classified for that side."""
-    from refsync.sources.dberrors import classify_db_error
+    from refsync.dberrors import classify_db_error
 
     orig = getattr(exc, "orig", None)
     module = type(orig).__module__ if orig is not None else ""

@@ -327,8 +327,56 @@ def test_postgres_password_never_appears(pg_url: str, legacy: LegacyDb, tmp_path
     with pytest.raises(RefsyncError) as down:
         api.sync(config, settings_for(unreachable))
     shown.append(f"{down.value!r} {down.value}")
+    with pytest.raises(RefsyncError) as status_down:  # status reads through psycopg alone
+        api.status(config, settings_for(unreachable))
+    assert status_down.value.transient and "WDH_DATABASE_URL" in status_down.value.hint
+    shown.append(f"{status_down.value!r} {status_down.value}")
     st, runs = read_state(pg_url)
     shown += [str(st), str(runs), str(api.status(config, settings_for(url)))]
     shown.append(caplog.text)
 
     assert all(SECRET not in text for text in shown), [t for t in shown if SECRET in t][0]
+
+
+STATUS_HARNESS = """
+import json, sys
+from refsync.cli import main
+sys.argv = ["refsync", *sys.argv[1:]]
+try:
+    main()
+except SystemExit as stop:
+    print(json.dumps([stop.code, sorted(m for m in sys.modules if m.startswith("sqlalchemy"))]),
+          file=sys.stderr)
+"""
+
+
+def test_postgres_status_reads_the_state_through_psycopg_alone(
+        pg_url: str, legacy: LegacyDb, tmp_path: Path) -> None:
+    """Issue 9: `refsync status` answers without importing SQLAlchemy (its import alone costs
+    more than the answer), from a URL in SQLAlchemy's own form, and sees a run that died
+    holding no lock as abandoned."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    legacy.create_plans([plan_row(i) for i in range(1, 6)])
+    create_target(pg_url)
+    config = write_config(tmp_path, [sql_table(TABLE, legacy)])
+    api.sync(config, settings_for(pg_url))
+    with engine_for(pg_url) as engine, engine.begin() as conn:  # a run killed mid-table
+        conn.execute(sa.text(
+            "UPDATE refsync.sync_state SET last_status = 'running', last_run_key = 'reference_"
+            "sync_2099-01-01T00:00:00.000+08:00' WHERE table_name = :t"), {"t": TABLE})
+    url = sa.engine.make_url(pg_url).set(drivername="postgresql+psycopg")
+    env = {**os.environ, "WDH_DATABASE_URL": url.render_as_string(hide_password=False),
+           "WDH_REFERENCE_SYNC_ENABLED": "true"}
+    proc = subprocess.run(
+        [sys.executable, "-c", STATUS_HARNESS, "status", "--json", "-c", str(config.path)],
+        env=env, capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    code, sqlalchemy_modules = json.loads(proc.stderr.strip().splitlines()[-1])
+    doc = json.loads(proc.stdout)
+    assert sqlalchemy_modules == []
+    assert doc["tables"][0]["last_status"] == "abandoned"
+    assert [(r["table"], r["status"], r["inserted"]) for r in doc["runs"]] == [(TABLE, "ok", 5)]
+    assert code == doc["exit_code"] == 1  # a table needs attention

@@ -22,6 +22,9 @@ ENGINE = ("sqlalchemy", "psycopg", "pymysql", "tenacity", "refsync.api", "refsyn
 CONFIG = ("pydantic", "pydantic_settings", "yaml", "croniter", "asyncio", "refsync.config")
 RICH = ("rich", "markdown_it", "pygments", "typer.rich_utils", "refsync.render")
 METADATA = ("importlib.metadata", "email")
+# what `status` must not load: it reads the state through the plain driver (targets.readonly)
+NOT_FOR_STATUS = ("sqlalchemy", "pymysql", "tenacity", "refsync.api", "refsync.sources",
+                  "refsync.transform", "refsync.targets.base")
 
 # run `refsync ARGS...` as the console script does; write the loaded modules to a file
 HARNESS = """
@@ -127,8 +130,26 @@ def test_status_json_on_sqlite_loads_no_rich_and_no_server_driver(tmp_path: Path
     doc = json.loads(proc.stdout)
     assert code == doc["exit_code"] == 1, proc.stderr  # never synced: needs attention
     assert doc["tables"][0]["last_status"] == "never"
-    assert "sqlalchemy" in modules  # it does read the state tables
-    assert loaded(modules, RICH + ("psycopg", "pymysql")) == []
+    assert loaded(modules, NOT_FOR_STATUS + RICH + ("psycopg",)) == []
+    assert not db.exists()  # no file: nothing to read, and looking creates none
+
+
+def test_status_reads_the_state_through_the_plain_driver(tmp_path: Path) -> None:
+    """The state tables are read with sqlite3/psycopg alone: SQLAlchemy's import costs more
+    than the whole answer (issue 9: `status` under half a second)."""
+    config = _status_project(tmp_path)
+    db = tmp_path / "w.sqlite"
+    env = {"WDH_DATABASE_URL": f"sqlite:///{db}"}
+    for command in ("init-db --create-tables", "sync"):
+        code, _, proc = run_fresh(tmp_path, *command.split(), "-c", str(config), env=env)
+        assert code == 0, proc.stderr
+    code, modules, proc = run_fresh(tmp_path, "status", "--json", "-c", str(config), env=env)
+    doc = json.loads(proc.stdout)
+    assert code == doc["exit_code"] == 0, proc.stderr
+    table = doc["tables"][0]
+    assert (table["last_status"], table["inserted"], table["read"]) == ("ok", 1, 1)
+    assert doc["runs"][0]["table"] == "产品线" and doc["runs"][0]["status"] == "ok"
+    assert loaded(modules, NOT_FOR_STATUS + RICH + ("psycopg",)) == []
 
 
 def test_status_text_draws_with_rich(tmp_path: Path) -> None:

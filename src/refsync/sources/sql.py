@@ -39,9 +39,9 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.sql.elements import ColumnClause, ColumnElement, quoted_name
 
 from refsync.config import SqlSourceConfig, TableSpec
+from refsync.dberrors import classify_db_error, scrub
 from refsync.errors import ConfigError, FileMissing, NotConfigured, QueryFailure, RefsyncError
 from refsync.model import Batch, Chunk, ColumnInfo
-from refsync.sources.dberrors import classify_db_error, scrub
 from refsync.transform import row_chunks
 
 log = logging.getLogger(__name__)

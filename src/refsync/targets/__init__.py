@@ -1,9 +1,16 @@
-"""Targets: where reference tables are written. PostgreSQL in production, SQLite for the demo."""
+"""Targets: where reference tables are written. PostgreSQL in production, SQLite for the demo.
+
+`open_target` gives the writing target (SQLAlchemy underneath); `readonly.read_state` a plain
+driver connection for `status`, which must not pay for importing SQLAlchemy."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from refsync.errors import ConfigError
-from refsync.targets.base import SqlTableWriter, SqlTarget
+
+if TYPE_CHECKING:
+    from refsync.targets.base import SqlTarget
 
 
 def open_target(url: str) -> SqlTarget:
@@ -23,4 +30,4 @@ def open_target(url: str) -> SqlTarget:
     )
 
 
-__all__ = ["SqlTableWriter", "SqlTarget", "open_target"]
+__all__ = ["open_target"]

@@ -217,7 +217,7 @@ class SqlTarget:
             conn.close()
 
     def classify(self, exc: BaseException, doing: str) -> RefsyncError:
-        from refsync.sources.dberrors import classify_db_error
+        from refsync.dberrors import classify_db_error
 
         return classify_db_error(exc, f"target {self.describe()} ({doing})")
 

@@ -37,13 +37,11 @@ from refsync.errors import (
 )
 from refsync.model import Batch, ColumnInfo
 from refsync.targets.base import DirectLoadConflict, SqlTableWriter, SqlTarget
+from refsync.targets.readonly import LOCK_KEY, LOCK_ROW, PG_CONNECT_ARGS
 
 log = logging.getLogger(__name__)
 
-LOCK_KEY = 0x72656673796E63  # "refsync" in ASCII: the advisory lock every run takes
-_LOCK_ROW = (f"locktype = 'advisory' AND classid = {LOCK_KEY >> 32} "
-             f"AND objid = {LOCK_KEY & 0xFFFFFFFF} AND objsubid = 1 AND granted "
-             "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())")
+
 
 TRACKING_BYTES = b"\tauthoritative\tf\t\\N\t\\N"  # the layer-1 values, as COPY text
 TRACKING_ROW = ("authoritative", False, None, None)
@@ -51,8 +49,7 @@ TRACKING_ROW = ("authoritative", False, None, None)
 SMALL_STAGE = 10_000
 
 # libpq keepalives: a dead client's session (and its run lock) is freed within minutes
-KEEPALIVES = {"keepalives": 1, "keepalives_idle": 30, "keepalives_interval": 10,
-              "keepalives_count": 3}
+
 
 _TARGET_HINT = "check the target table and the grants of refsync's user on it"
 # SQLSTATE -> (error type, what happened, hint): target-side causes, never a source hint
@@ -215,7 +212,7 @@ class PostgresTarget(SqlTarget):
             parsed = parsed.set(drivername="postgresql+psycopg")
         engine = sa.create_engine(
             parsed, pool_pre_ping=True,
-            connect_args={"connect_timeout": 10, "application_name": "refsync", **KEEPALIVES,
+            connect_args={**PG_CONNECT_ARGS,
                           # staging and the diff's hash join stay in memory, not temp files;
                           # refsync's own timeouts win over a role's (DESIGN 4.7)
                           "options": "-c temp_buffers=256MB -c work_mem=256MB "
@@ -314,14 +311,14 @@ class PostgresTarget(SqlTarget):
                 log.debug("closing the lock session failed", exc_info=True)
 
     def _holder(self, conn: Connection) -> int | None:
-        return conn.exec_driver_sql(f"SELECT pid FROM pg_locks WHERE {_LOCK_ROW}").scalar()
+        return conn.exec_driver_sql(f"SELECT pid FROM pg_locks WHERE {LOCK_ROW}").scalar()
 
     def _holder_text(self) -> str:
         try:
             with self.connect() as conn:
                 row = conn.exec_driver_sql(
                     "SELECT a.pid, a.client_addr, a.backend_start FROM pg_locks l "
-                    f"JOIN pg_stat_activity a USING (pid) WHERE {_LOCK_ROW}").first()
+                    f"JOIN pg_stat_activity a USING (pid) WHERE {LOCK_ROW}").first()
         except (RefsyncError, sa.exc.SQLAlchemyError):
             return ""
         return "" if row is None else (f", held by pid {row[0]} from {row[1] or 'local'} "

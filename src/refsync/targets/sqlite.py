@@ -19,6 +19,7 @@ import sqlalchemy as sa
 from refsync.errors import ConstraintViolation, InvalidRows, LockHeld, RefsyncError
 from refsync.model import Batch
 from refsync.targets.base import SqlTableWriter, SqlTarget
+from refsync.targets.readonly import sqlite_lock_held, sqlite_lock_path
 
 
 def to_sqlite(value: Any) -> Any:
@@ -119,24 +120,10 @@ class SqliteTarget(SqlTarget):
 
     @property
     def lock_path(self) -> Path | None:
-        return None if self.path is None else self.path.with_name(
-            self.path.name + ".refsync.lock")
+        return sqlite_lock_path(self.path)
 
     def lock_held(self) -> bool | None:
-        """Whether a run holds the lock file now: try to share it without waiting."""
-        lock_path = self.lock_path
-        if lock_path is None:
-            return None
-        if not lock_path.exists():
-            return False
-        fd = os.open(lock_path, os.O_RDONLY)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-        finally:
-            os.close(fd)  # closing drops a shared lock we got
-        return False
+        return sqlite_lock_held(self.path)
 
     @contextmanager
     def run_lock(self) -> Iterator[None]:

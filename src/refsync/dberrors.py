@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import re
 import socket
+import sys
 from collections.abc import Iterator
-
-from sqlalchemy import exc as sa_exc
+from typing import Any
 
 from refsync.errors import (
     ConnectionFailure,
@@ -232,9 +232,17 @@ def is_connection_error(exc: BaseException) -> bool:
 # ---------------------------------------------------------------- internals
 
 
+def _sa_exc() -> Any:
+    """SQLAlchemy's exception module when SQLAlchemy is loaded; without it no exception can
+    be one of its own (`status` reads through the plain driver and never imports it)."""
+    return sys.modules.get("sqlalchemy.exc")
+
+
 def _unwrap(exc: BaseException) -> BaseException:
-    if isinstance(exc, sa_exc.DBAPIError) and exc.orig is not None:
-        return exc.orig
+    sa_exc = _sa_exc()
+    if sa_exc is not None and isinstance(exc, sa_exc.DBAPIError) and exc.orig is not None:
+        orig: BaseException = exc.orig
+        return orig
     return exc
 
 
@@ -339,12 +347,14 @@ def _classify(exc: BaseException) -> tuple[str | None, str, str]:
                 "DatabaseError"}:
         return "query", "query failed", _first_line(exc)
 
-    if isinstance(exc, sa_exc.TimeoutError):
-        return "connection", "no free connection in the pool", _first_line(exc)
-    if isinstance(exc, sa_exc.NoSuchTableError):
-        return "query", "no such table", f"table {exc}"
-    if isinstance(exc, sa_exc.ArgumentError):
-        return "query", "invalid argument", _first_line(exc)
+    sa_exc = _sa_exc()
+    if sa_exc is not None:
+        if isinstance(exc, sa_exc.TimeoutError):
+            return "connection", "no free connection in the pool", _first_line(exc)
+        if isinstance(exc, sa_exc.NoSuchTableError):
+            return "query", "no such table", f"table {exc}"
+        if isinstance(exc, sa_exc.ArgumentError):
+            return "query", "invalid argument", _first_line(exc)
     if isinstance(exc, socket.timeout | TimeoutError):
         return "connection", "timed out", _first_line(exc) or type(exc).__name__
     if isinstance(exc, FileNotFoundError | PermissionError | IsADirectoryError):
