@@ -234,8 +234,7 @@ def _field(src: SourceColumn, tgt: ColumnInfo, tz: ZoneInfo | None,
     # CONCAT_WS skips a NULL argument: "LENGTH(v), ':', v" is ':' for NULL, and "v, ';'" is
     # ';' -- no IFNULL needed on the MySQL side
     if tgt.kind == "text":
-        if tgt.type_sql.upper().startswith(("CHAR", "BPCHAR", "CHARACTER(", "NCHAR")) or \
-                tgt.type_sql.upper() == "CHARACTER":
+        if blank_padded(tgt.type_sql):
             return f"{what}: a blank-padded char(n) target ignores trailing spaces"
         if dt in _STRING_TYPES:
             cs = (src.charset or "").lower()
@@ -467,6 +466,14 @@ def plan_digest(
         target_bucket=bare(pg_bucket), target_hash=bare(pg_hash), notes=tuple(notes),
         bucket_from_hash=from_hash, target_bucket_template=pg_bucket)
     return plan, None
+
+
+def blank_padded(type_sql: str) -> bool:
+    """A char(n) column however it is spelt (SQLAlchemy's ``CHAR(9)``, the catalogue's
+    ``character(9)``, ``bpchar``), and not ``character varying(9)``."""
+    t = type_sql.upper().replace(" ", "")
+    return t.startswith(("CHAR(", "CHARACTER(", "BPCHAR", "NCHAR(")) or \
+        t in ("CHAR", "CHARACTER", "NCHAR")
 
 
 def _pg_col(name: str) -> str:

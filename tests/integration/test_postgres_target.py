@@ -380,3 +380,52 @@ def test_postgres_status_reads_the_state_through_psycopg_alone(
     assert doc["tables"][0]["last_status"] == "abandoned"
     assert [(r["table"], r["status"], r["inserted"]) for r in doc["runs"]] == [(TABLE, "ok", 5)]
     assert code == doc["exit_code"] == 1  # a table needs attention
+
+
+def test_postgres_catalogue_describes_a_table_as_reflection_does(pg_url: str) -> None:
+    """Issue 9: one catalogue query instead of nine reflection statements. Every column type
+    is described as SQLAlchemy's reflection describes it (kind, length, precision, scale,
+    bits, nullability), apart from two deliberate differences: a domain is read as its base
+    type, and a unique index that cannot serve ON CONFLICT (partial, on an expression, or
+    its INCLUDE columns) is not a key."""
+    from refsync.targets import open_target
+    from refsync.targets.base import SqlTarget
+
+    execute(pg_url, """
+        CREATE SCHEMA business;
+        CREATE TYPE business.mood AS ENUM ('ok', 'sad');
+        CREATE DOMAIN business.code5 AS varchar(5) CHECK (VALUE <> '');
+        CREATE TABLE business."类型" (
+            "键" varchar(20) PRIMARY KEY, v varchar, c char(3), c1 character, t text,
+            n numeric(18, 4), n0 numeric, nn numeric(5, -2), i2 smallint NOT NULL, i4 integer,
+            i8 bigint, f4 real, f8 double precision, b boolean, d date, tm time, tz timetz,
+            ts timestamp(3), tstz timestamptz, j json, jb jsonb, u uuid, by bytea,
+            e business.mood, dom business.code5, iv interval, arr integer[], u1 integer,
+            u2a integer, u2b text, p integer, x text, inc integer,
+            UNIQUE (u1), UNIQUE (u2a, u2b));
+        CREATE UNIQUE INDEX ON business."类型" (p) WHERE p > 0;
+        CREATE UNIQUE INDEX ON business."类型" (lower(x));
+        CREATE UNIQUE INDEX ON business."类型" (i8) INCLUDE (inc);
+        ALTER TABLE business."类型" DROP COLUMN c1;
+    """)
+    target = open_target(pg_url)
+    try:
+        columns, keys = target.describe_table("business", "类型")
+        reflected, reflected_keys = SqlTarget.describe_table(target, "business", "类型")
+        assert target.describe_table("business", "no_such_table") == (None, [])
+    finally:
+        target.close()
+    assert columns is not None and reflected is not None
+    assert list(columns) == list(reflected)  # the table's order, dropped column gone
+
+    def shape(c: Any) -> tuple[Any, ...]:
+        return (c.kind, c.nullable, c.max_length, c.precision, c.scale, c.int_bits)
+
+    differs = {n for n in columns if shape(columns[n]) != shape(reflected[n])}
+    assert differs == {"dom"}, {n: (columns[n], reflected[n]) for n in differs}
+    assert shape(columns["dom"]) == ("text", True, 5, None, None, None)
+    assert shape(columns["nn"]) == ("numeric", True, None, 5, -2, None)
+    assert shape(columns["i2"]) == ("integer", False, None, None, None, 16)
+    assert columns["j"].type_sql == "json" and columns["c"].type_sql == "character(3)"
+    assert sorted(map(sorted, keys)) == [["i8"], ["u1"], ["u2a", "u2b"], ["键"]]
+    assert {frozenset(k) for k in keys} < {frozenset(k) for k in reflected_keys}

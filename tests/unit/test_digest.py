@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from datetime import datetime
 
+import pytest
+
 from refsync.digest import (
     BucketDigest,
     SourceColumn,
+    blank_padded,
     choose_buckets,
     compare,
     differing,
@@ -61,6 +64,20 @@ def test_unsupported_columns_say_why() -> None:
         plan, why = _plan(src, tgt)
         assert plan is None and why is not None and word in why, (src, why)
     assert plan_digest([VARCHAR], [ColumnInfo("code", "text")], ["x"], "UTC", rows=1)[0] is None
+
+
+@pytest.mark.parametrize(("type_sql", "padded"), [
+    ("CHAR(9)", True), ("character(9)", True), ("bpchar", True), ("CHARACTER", True),
+    ("NCHAR(3)", True), ("character varying(9)", False), ("VARCHAR(9)", False),
+    ("text", False), ("business.charge_kind", False), ("character varying", False),
+])
+def test_blank_padded_reads_both_spellings(type_sql: str, padded: bool) -> None:
+    """The target's type comes from the catalogue (`format_type`) or from SQLAlchemy: a
+    varchar is never taken for a char(n), which would turn the digests off."""
+    assert blank_padded(type_sql) is padded
+    src = SourceColumn("a", "varchar", "varchar(9)", "utf8mb4")
+    plan, why = _plan(src, ColumnInfo("a", "text", type_sql=type_sql))
+    assert (plan is None) is padded, why
 
 
 def test_integer_key_buckets_by_modulo() -> None:

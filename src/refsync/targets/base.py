@@ -121,22 +121,20 @@ class SqlTarget:
     def columns(self, schema: str, table: str,
                 lock_timeout: timedelta | None = None) -> dict[str, ColumnInfo] | None:
         """The target table's columns, or None when it does not exist."""
-        with self.connect() as conn:
-            self._bound(conn, lock_timeout)
-            insp = sa.inspect(conn)
-            if not insp.has_table(table, schema=self.schema_for(schema)):
-                return None
-            cols = insp.get_columns(table, schema=self.schema_for(schema))
-        return {c["name"]: column_info(c["name"], c["type"], bool(c["nullable"]),
-                                       self.engine.dialect) for c in cols}
+        return self.describe_table(schema, table, lock_timeout)[0]
 
-    def unique_keys(self, schema: str, table: str,
-                    lock_timeout: timedelta | None = None) -> list[set[str]]:
-        """Column sets with a primary key or unique constraint/index on the target table."""
+    def describe_table(self, schema: str, table: str, lock_timeout: timedelta | None = None,
+                       ) -> tuple[dict[str, ColumnInfo] | None, list[set[str]]]:
+        """(The table's columns, or None when it does not exist; the column sets of its
+        primary key and unique constraints/indexes). Reflection here; PostgreSQL reads its
+        catalogue in one query instead."""
         with self.connect() as conn:
             self._bound(conn, lock_timeout)
             insp = sa.inspect(conn)
             s = self.schema_for(schema)
+            if not insp.has_table(table, schema=s):
+                return None, []
+            cols = insp.get_columns(table, schema=s)
             keys = []
             pk = insp.get_pk_constraint(table, schema=s)
             if pk and pk.get("constrained_columns"):
@@ -146,7 +144,8 @@ class SqlTarget:
             for ix in insp.get_indexes(table, schema=s):
                 if ix.get("unique"):
                     keys.append({c for c in ix["column_names"] if c})
-        return keys
+        return {c["name"]: column_info(c["name"], c["type"], bool(c["nullable"]),
+                                       self.engine.dialect) for c in cols}, keys
 
     def _bound(self, conn: Connection, lock_timeout: timedelta | None) -> None:
         if lock_timeout is not None:  # introspection locks the table too (pg_get_* calls)
@@ -177,7 +176,7 @@ class SqlTarget:
     def _check_table(self, schema: str, table: str, mapped: Sequence[str] | None,
                      key: Sequence[str], lock_timeout: timedelta | None) -> dict[str, ColumnInfo]:
         ref = f"{schema}.{table}" if self.dialect == "postgresql" else table
-        cols = self.columns(schema, table, lock_timeout)
+        cols, unique_keys = self.describe_table(schema, table, lock_timeout)
         if cols is None:
             raise ConfigError(
                 f"target table {ref} does not exist in {self.describe()}",
@@ -191,7 +190,7 @@ class SqlTarget:
         missing = [c for c in TRACKING_COLUMNS if c not in cols]
         if missing:
             problems.append(f"tracking columns missing from {ref}: {', '.join(missing)}")
-        if not problems and set(key) not in self.unique_keys(schema, table, lock_timeout):
+        if not problems and set(key) not in unique_keys:
             problems.append(
                 f"{ref} has no primary key or unique constraint on ({', '.join(key)}); "
                 "refsync needs one to keep keys unique"
