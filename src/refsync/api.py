@@ -9,7 +9,6 @@ import logging
 import signal
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor, wait
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -291,6 +290,9 @@ class Runner:
     _clock: float = 0.0
     _hold: SignalsHeld | None = None
     _mismatch: dict[str, RefsyncError] = field(default_factory=dict)
+    # each table's status before this run (`_record_start` overwrites it): a table whose last
+    # run changed nothing is compared whole before its parts (`_target_digests`)
+    _last_status: dict[str, str | None] = field(default_factory=dict)
     _unrecorded: list[tuple[TableResult, datetime, datetime]] = field(default_factory=list)
 
     def _validate(self, target: SqlTarget,
@@ -338,7 +340,9 @@ class Runner:
         from refsync.sources import source_host
 
         origin = Origin(host=source_host(spec, self.settings), source=spec.source_type)
-        if not self.plan_only:
+        if self.plan_only:
+            self._last_status[spec.name] = self._read_last_status(target, spec.name)
+        else:
             self._record_start(target, res, started)
         try:
             mismatch = self._mismatch.get(spec.name)
@@ -462,7 +466,7 @@ class Runner:
                 digests = self._target_digests(writer, spec, source, infos)
             chunks = source.chunks(
                 since, infos, copy_text=target.takes_copy_text,
-                compare_with=None if digests is None else (digests[0], digests[1].result))
+                compare_with=digests)
             try:
                 for chunk in prefetch(chunks):
                     read += chunk.rows
@@ -475,7 +479,7 @@ class Runner:
                     self.progress.advance(spec.name, chunk.rows)
             finally:  # never leave the digest query running on the writer's connection
                 if digests is not None:
-                    wait([digests[1]])
+                    digests[1].settle()
             res.read = read
             writer.timings["read+check"] = (time.perf_counter() - loop_start
                                             - writer.timings.get("stage", 0.0))
@@ -539,11 +543,13 @@ class Runner:
                 self._hold.start()
 
     def _target_digests(self, writer: SqlTableWriter, spec: TableSpec, source: Source,
-                        infos: list[ColumnInfo]) -> tuple[Any, Future[Any]] | None:
-        """(digest plan, the target's bucket digests being computed) where both databases
-        can digest the table (DESIGN 4.6). The target computes its digests while the source
+                        infos: list[ColumnInfo]) -> tuple[Any, Any] | None:
+        """(digest plan, the target's digests as they are computed) where both databases can
+        digest the table (DESIGN 4.6). The target computes its digests while the source
         computes its own inside its read's snapshot; the source then compares and reads only
-        the parts that differ. None: read everything."""
+        the parts that differ. A table whose last run changed nothing is compared whole
+        first (cheaper on both servers; its parts only when the wholes differ). None: read
+        everything."""
         make_plan = getattr(source, "digest_plan", None)
         if make_plan is None or not writer.target.takes_copy_text:
             return None
@@ -552,26 +558,26 @@ class Runner:
             return None
         from refsync import digest
 
-        def compute() -> Any:
+        def compute(whole: bool) -> Any:
             started = time.perf_counter()
             try:
                 return digest.target_digests(writer.conn, plan, spec.target_schema,
-                                             spec.target_table)
+                                             spec.target_table, whole=whole)
             except digest.DigestUnsupported as exc:  # the source reads everything
                 log.debug("%s: no digests: %s", spec.name, exc)
                 return None
             except sa.exc.DBAPIError as exc:
                 raise writer.classify_write_error(exc, "computing digests") from None
             finally:
-                writer.timings["target_digest"] = time.perf_counter() - started
+                phase = "target_total" if whole else "target_digest"
+                writer.timings[phase] = time.perf_counter() - started
 
         # the writer's connection is idle until the first rows arrive, which the source
-        # sends only after it has this result
-        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="refsync-digest")
-        try:
-            return plan, pool.submit(compute)
-        finally:
-            pool.shutdown(wait=False)
+        # sends only after it has the target's digests
+        request = digest.TargetRequest(
+            compute, whole_first=self._last_status.get(spec.name) == "unchanged")
+        request.start(request.whole_first)
+        return plan, request
 
     def _honest_watermark(self, spec: TableSpec, source: Source, res: TableResult,
                           largest_cursor: Any, clock_utc: datetime, *, reject_low: Any) -> Any:
@@ -632,10 +638,19 @@ class Runner:
                         res.name, exc, extra={"event": "state_write_deferred", "table": res.name})
             self._unrecorded.append((res, started, finished))
 
+    def _read_last_status(self, target: SqlTarget, name: str) -> str | None:
+        """A plan's hint of how the table's last run ended (it records nothing itself)."""
+        try:
+            with target.connect() as conn:
+                return state.read_last_status(conn, name)
+        except (RefsyncError, sa.exc.SQLAlchemyError):
+            return None
+
     def _record_start(self, target: SqlTarget, res: TableResult, started: datetime) -> None:
         """A `running` record in its own short transaction: a killed run leaves a trace."""
         try:
             with target.transaction() as conn:
+                self._last_status[res.name] = state.read_last_status(conn, res.name)
                 state.start(conn, self.run_key, res, started=started)
         except Interrupted:
             raise

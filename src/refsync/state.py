@@ -163,6 +163,18 @@ def read_watermark(conn: Connection, table_name: str) -> str | None:
     return None if value is None else str(value)
 
 
+def read_last_status(conn: Connection, table_name: str) -> str | None:
+    """How the table's last run ended (`unchanged`, `ok`, `failed`, ...); None before any."""
+    import sqlalchemy as sa
+
+    t = tables_for(conn.dialect.name)
+    if not exists(conn):
+        return None
+    value = conn.execute(
+        sa.select(t.state.c.last_status).where(t.state.c.table_name == table_name)).scalar()
+    return None if value is None else str(value)
+
+
 def _upsert(conn: Connection, table: sa.Table, values: dict[str, Any], keys: list[str]) -> None:
     if conn.dialect.name == "postgresql":
         from sqlalchemy.dialects.postgresql import insert

@@ -21,6 +21,7 @@ from refsync.digest import (
     source_bucket_predicate,
     source_digests,
     target_bucket_predicate,
+    target_digests,
     verify_table,
 )
 from refsync.targets.base import column_info
@@ -339,3 +340,46 @@ def test_fractional_seconds_and_dates(dbs) -> None:  # type: ignore[no-untyped-d
                 r = check()
                 assert r.differ == 1, r.as_json()  # type: ignore[attr-defined]
         assert check().in_step  # type: ignore[attr-defined]
+
+
+def test_whole_table_first_agrees_on_a_table_in_step_and_finds_the_same_parts_when_not(
+        dbs, plan) -> None:  # type: ignore[no-untyped-def]
+    """`whole_first` (what `verify` and a re-sync after an unchanged run do): one (rows, xor)
+    per side without grouping; the parts only where the wholes differ, and then exactly
+    the parts the grouped comparison finds."""
+    from refsync.digest import WHOLE, digests
+
+    my, pg = dbs
+    with my.connect() as mc, pg.connect() as pc:
+        whole = source_digests(mc, plan, "src", whole=True)
+        assert whole == target_digests(pc, plan, "public", "tgt", whole=True)
+        parts = source_digests(mc, plan, "src")
+        assert list(whole) == [WHOLE]
+        assert whole[WHOLE].rows == sum(d.rows for d in parts.values())
+        xor = 0
+        for d in parts.values():
+            xor ^= d.xor
+        assert whole[WHOLE].xor == xor  # the parts fold into the whole
+        in_step = digests(mc, pc, plan, "src", "public", "tgt", whole_first=True)
+        assert in_step.differing == [] and set(in_step.timings) == {"source_total",
+                                                                      "target_total"}
+        assert in_step.equal_rows == in_step.source_rows == whole[WHOLE].rows
+    with _change(my, "UPDATE src SET qty = qty + 1 WHERE code = 'K000042'",
+                 "UPDATE src SET qty = qty - 1 WHERE code = 'K000042'"), \
+            my.connect() as mc, pg.connect() as pc:
+        first = digests(mc, pc, plan, "src", "public", "tgt", whole_first=True)
+        grouped = digests(mc, pc, plan, "src", "public", "tgt")
+        assert first.differing == grouped.differing and first.differing
+        assert {"source_total", "target_total", "source_digest", "target_digest"} == set(
+            first.timings)
+
+
+def test_an_empty_table_is_whole_on_both_sides(dbs, plan) -> None:  # type: ignore[no-untyped-def]
+    from refsync.digest import WHOLE, BucketDigest
+
+    my, pg = dbs
+    with my.connect() as mc, pg.connect() as pc:
+        empty_source = source_digests(mc, plan, "src", where_sql="1 = 0", whole=True)
+        pc.exec_driver_sql("CREATE TEMP TABLE tgt_empty (LIKE tgt)")
+        empty_target = target_digests(pc, plan, None, "tgt_empty", whole=True)
+    assert empty_source == empty_target == {WHOLE: BucketDigest(0, 0)}

@@ -143,3 +143,43 @@ def test_digests_read_only_what_differs_and_match_reading_everything(
         assert _summary(again) == {
             "status": "unchanged", "error": None, "read": ROWS, "inserted": 0, "updated": 0,
             "unchanged": ROWS, "promoted": 0, "deleted": 0, "rejected": 0}
+
+
+def test_a_table_whose_last_run_changed_nothing_is_compared_whole_first(
+        tmp_path: Path, pg_url: str, source: sa.Engine,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """After an `unchanged` run the next full read compares the whole table first (cheaper on
+    both servers); when the wholes differ it compares the parts and counts and writes exactly
+    what the parts alone do: a change, a delete, an insert, a row made auto-derived."""
+    _target(pg_url)
+    assert _summary(_run(tmp_path, pg_url, source))["inserted"] == ROWS
+    after_a_change = _run(tmp_path, pg_url, source)  # the last run inserted: parts at once
+    assert _summary(after_a_change)["status"] == "unchanged"
+    assert {"source_digest", "target_digest"} <= set(after_a_change.tables[0].timings)
+    assert "source_total" not in after_a_change.tables[0].timings
+
+    staged = count_copy_text(monkeypatch)
+    whole = _run(tmp_path, pg_url, source)
+    timings = whole.tables[0].timings
+    assert {"source_total", "target_total"} <= set(timings), timings
+    assert "source_digest" not in timings and "target_digest" not in timings
+    assert _summary(whole) == {
+        "status": "unchanged", "error": None, "read": ROWS, "inserted": 0, "updated": 0,
+        "unchanged": ROWS, "promoted": 0, "deleted": 0, "rejected": 0}
+    assert staged == []  # nothing left MySQL but the two numbers
+
+    planned = _run(tmp_path, pg_url, source, plan_only=True)  # a plan reads the hint too
+    assert "source_total" in planned.tables[0].timings
+    with source.begin() as conn:
+        for st in MUTATIONS[:2] + MUTATIONS[-1:]:  # changed, deleted, inserted
+            conn.exec_driver_sql(st)
+    _pg(pg_url, AUTO_DERIVED)
+    changed = _run(tmp_path, pg_url, source)
+    assert {"source_total", "source_digest"} <= set(changed.tables[0].timings)
+    assert _summary(changed) == {
+        "status": "ok", "error": None, "read": ROWS, "inserted": 1, "updated": 1,
+        "unchanged": ROWS - 3, "promoted": 1, "deleted": 1, "rejected": 0}
+    assert 0 < sum(staged) < ROWS / 3, sum(staged)
+    after = _run(tmp_path, pg_url, source)  # the last run changed rows: parts at once
+    assert _summary(after)["status"] == "unchanged"
+    assert "source_total" not in after.tables[0].timings

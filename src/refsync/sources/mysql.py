@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -48,7 +48,7 @@ from sqlalchemy.engine import URL
 from sqlalchemy.sql.elements import ColumnElement
 
 from refsync.config import MySQLPool, Settings, TableSpec
-from refsync.digest import BucketDigest, DigestComparison, DigestPlan
+from refsync.digest import DigestComparison, DigestPlan, TargetRequest
 from refsync.errors import NotConfigured, QueryFailure
 from refsync.model import Batch, Chunk, ColumnInfo, Row
 from refsync.sources.mysql_copy import CopyColumn, copy_column, copy_line, needs_check
@@ -85,10 +85,6 @@ def listen_mysql_session(engine: Engine) -> None:
     if engine.url.get_backend_name() in MYSQL_BACKENDS and not event.contains(
             engine, "connect", mysql_session):
         event.listen(engine, "connect", mysql_session, insert=True)
-
-
-# the target's bucket digests, when it could compute them (None: read everything)
-TargetDigests = Callable[[], "dict[int, BucketDigest] | None"]
 
 
 # ---------------------------------------------------------------- chunk queries (pure)
@@ -354,7 +350,7 @@ class MySQLSource(SqlSource):
 
     def chunks(self, since: Any | None, columns: list[ColumnInfo], *,
                copy_text: bool = False,
-               compare_with: tuple[DigestPlan, TargetDigests] | None = None,
+               compare_with: tuple[DigestPlan, TargetRequest] | None = None,
                ) -> Iterator[Chunk]:
         """Server-made COPY text where the target takes it and every column has a server-side
         rule, in key-range chunks; otherwise source values, as every source does.
@@ -420,7 +416,7 @@ class MySQLSource(SqlSource):
         return CopyPlan(plan, self._pk[0])
 
     def _text_chunks(self, since: Any | None, plan: CopyPlan,
-                     compare_with: tuple[DigestPlan, TargetDigests] | None = None,
+                     compare_with: tuple[DigestPlan, TargetRequest] | None = None,
                      ) -> Iterator[Chunk]:
         """The table as server-made COPY text, up to `batch_size` rows a chunk, one fetched
         row each, all chunks in one snapshot (see `_reading`).
@@ -510,21 +506,33 @@ class MySQLSource(SqlSource):
                     limit = self._rows_per_chunk(budget, len(text_) // int(count) + 1)
 
     def _differing_parts(self, conn: Connection, plan: DigestPlan,
-                         target_of: TargetDigests) -> tuple[Any, Any] | None:
-        """Inside the read's snapshot: the source's digests against the target's. Returns
-        (a condition selecting the rows of the parts that differ, or None when none differs;
-        the largest cursor of the whole table), or None when so much differs that reading it
-        all is cheaper."""
+                         target: TargetRequest) -> tuple[Any, Any] | None:
+        """Inside the read's snapshot: the source's digests against the target's (the whole
+        table first where `target.whole_first`, its parts only when the wholes differ).
+        Returns (a condition selecting the rows of the parts that differ, or None when none
+        differs; the largest cursor of the whole table), or None when so much differs that
+        reading it all is cheaper."""
         from refsync import digest
 
-        started = time.perf_counter()
-        source = digest.source_digests(conn, plan, self.table, schema=self.schema)
-        took = time.perf_counter() - started
-        target = target_of()  # computed by the target meanwhile
-        if target is None:
-            return None
-        outcome = digest.compare(plan, source, target)
-        outcome.timings["source_digest"] = took
+        timings: dict[str, float] = {}
+        for whole in (True, False) if target.whole_first else (False,):
+            pending = target.start(whole)  # the target computes meanwhile
+            started = time.perf_counter()
+            ours = digest.source_digests(conn, plan, self.table, schema=self.schema,
+                                         whole=whole)
+            timings["source_total" if whole else "source_digest"] = (
+                time.perf_counter() - started)
+            computed = pending.result()
+            if computed is None:
+                return None
+            theirs = computed
+            if whole and ours == theirs:
+                break
+            if whole:
+                log.debug("%s: the whole table differs: comparing its %d parts",
+                          self.where_text, plan.buckets)
+        outcome = digest.compare(plan, ours, theirs)
+        outcome.timings.update(timings)
         if outcome.source_rows_differing > READ_ALL_SHARE * max(outcome.source_rows, 1):
             log.debug("%s: digests: %d of %d parts differ, holding %d of %d rows: reading all",
                       self.where_text, len(outcome.differing), plan.buckets,
