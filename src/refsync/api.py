@@ -13,7 +13,7 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from types import FrameType, TracebackType
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
@@ -42,6 +42,9 @@ from refsync.transform import (
     max_cursor,
     watermark_to_text,
 )
+
+if TYPE_CHECKING:  # imported where a table is digested
+    from refsync.digest import DigestPlan, TargetRequest
 
 log = logging.getLogger(__name__)
 
@@ -543,7 +546,7 @@ class Runner:
                 self._hold.start()
 
     def _target_digests(self, writer: SqlTableWriter, spec: TableSpec, source: Source,
-                        infos: list[ColumnInfo]) -> tuple[Any, Any] | None:
+                        infos: list[ColumnInfo]) -> tuple[DigestPlan, TargetRequest] | None:
         """(digest plan, the target's digests as they are computed) where both databases can
         digest the table (DESIGN 4.6). The target computes its digests while the source
         computes its own inside its read's snapshot; the source then compares and reads only

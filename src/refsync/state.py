@@ -153,25 +153,22 @@ def ensure(conn: Connection) -> None:
 
 
 def read_watermark(conn: Connection, table_name: str) -> str | None:
-    import sqlalchemy as sa
-
-    t = tables_for(conn.dialect.name)
-    if not exists(conn):
-        return None
-    value = conn.execute(
-        sa.select(t.state.c.watermark).where(t.state.c.table_name == table_name)).scalar()
-    return None if value is None else str(value)
+    return _read_state_field(conn, table_name, "watermark")
 
 
 def read_last_status(conn: Connection, table_name: str) -> str | None:
     """How the table's last run ended (`unchanged`, `ok`, `failed`, ...); None before any."""
+    return _read_state_field(conn, table_name, "last_status")
+
+
+def _read_state_field(conn: Connection, table_name: str, field: str) -> str | None:
     import sqlalchemy as sa
 
     t = tables_for(conn.dialect.name)
     if not exists(conn):
         return None
     value = conn.execute(
-        sa.select(t.state.c.last_status).where(t.state.c.table_name == table_name)).scalar()
+        sa.select(t.state.c[field]).where(t.state.c.table_name == table_name)).scalar()
     return None if value is None else str(value)
 
 
