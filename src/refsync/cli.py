@@ -266,7 +266,7 @@ def _print_json(doc: dict[str, Any]) -> None:
 
 
 def _sync_command(ctx: Context, metrics_file: Path | None = None, **kwargs: Any) -> int:
-    from refsync import alerting, api, render
+    from refsync import alerting, api
 
     settings = ctx.settings()
     if not kwargs.get("plan_only"):  # the dead-man's switch watches real runs only
@@ -275,16 +275,23 @@ def _sync_command(ctx: Context, metrics_file: Path | None = None, **kwargs: Any)
             alerting.ping(url, "start")
             ctx.on_exit.append(lambda code: alerting.ping(url, alerting.ping_outcome(code)))
     config = ctx.config(settings)
-    progress = render.progress_for(ctx.as_json)
-    with progress:
-        result = api.sync(config, settings, progress=progress, **kwargs)
+    if ctx.as_json:  # nothing is drawn: Rich is not even imported
+        result = api.sync(config, settings, **kwargs)
+    else:
+        from refsync import render
+
+        with render.progress_for(as_json=False) as progress:
+            result = api.sync(config, settings, progress=progress, **kwargs)
     metrics = metrics_file or settings.reference_sync_metrics_file
     if metrics is not None:
         alerting.write_metrics(metrics, result)
     if ctx.as_json:
         _print_json(result.as_json())
-    elif render.human_stderr:  # with JSON logs (cron), the log records carry the summary
-        render.print_run(result)
+    else:
+        from refsync import render
+
+        if render.human_stderr:  # with JSON logs (cron), the log records carry the summary
+            render.print_run(result)
     return result.exit_code
 
 

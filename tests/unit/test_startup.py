@@ -140,9 +140,11 @@ def test_status_reads_the_state_through_the_plain_driver(tmp_path: Path) -> None
     config = _status_project(tmp_path)
     db = tmp_path / "w.sqlite"
     env = {"WDH_DATABASE_URL": f"sqlite:///{db}"}
-    for command in ("init-db --create-tables", "sync"):
-        code, _, proc = run_fresh(tmp_path, *command.split(), "-c", str(config), env=env)
+    for command in ("init-db --create-tables", "sync --json"):
+        code, modules, proc = run_fresh(tmp_path, *command.split(), "-c", str(config), env=env)
         assert code == 0, proc.stderr
+    assert json.loads(proc.stdout)["tables"][0]["inserted"] == 1
+    assert loaded(modules, RICH) == []  # a JSON sync draws nothing
     code, modules, proc = run_fresh(tmp_path, "status", "--json", "-c", str(config), env=env)
     doc = json.loads(proc.stdout)
     assert code == doc["exit_code"] == 0, proc.stderr
