@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import re
 import socket
+import ssl
 import sys
 from collections.abc import Iterator
 from typing import Any
 
 from refsync.errors import (
+    ConfigError,
     ConnectionFailure,
     ConstraintViolation,
     QueryFailure,
@@ -169,6 +171,13 @@ def classify_db_error(exc: BaseException, where: str, *, streaming: bool = False
     """
     if isinstance(exc, RefsyncError):
         return exc
+    side = side or ("target" if where.lower().startswith("target") else "source")
+    untrusted = _untrusted_certificate(exc)
+    if untrusted is not None:  # the same certificate fails the same way on every retry
+        return ConfigError(
+            f"{where}: the {side} server's TLS certificate was not accepted "
+            f"({_shorten(scrub(untrusted))})" if where else untrusted,
+            hint=_TLS_HINT[side])
     lost = connection_lost or getattr(exc, "connection_invalidated", False) is True
     orig = _unwrap(exc)
     kind, what, detail = _classify(orig)
@@ -183,7 +192,6 @@ def classify_db_error(exc: BaseException, where: str, *, streaming: bool = False
     message = f"{what} ({detail})" if detail and detail != what else what
     if where:
         message = f"{where}: {message}"
-    side = side or ("target" if where.lower().startswith("target") else "source")
     if kind in ("refused", "conflict"):
         refusal, hint = _refusal(orig)
         message = f"{where}: " if where else ""
@@ -196,6 +204,23 @@ def classify_db_error(exc: BaseException, where: str, *, streaming: bool = False
     if kind == "constraint":
         return ConstraintViolation(message)
     return QueryFailure(message, hint=_HINTS.get(what) or _SIDE_QUERY_HINT[side])
+
+
+_TLS_HINT = {
+    "source": "check WDH_LEGACY_MYSQL_SSL_CA: it must be the CA that signed the MySQL server's "
+              "certificate, and the certificate must name WDH_LEGACY_MYSQL_HOST",
+    "target": "check sslrootcert/sslmode in WDH_DATABASE_URL: the CA must have signed the "
+              "PostgreSQL server's certificate, which must name the host",
+}
+
+
+def _untrusted_certificate(exc: BaseException) -> str | None:
+    """The text of a TLS certificate verification failure anywhere in the chain, or None."""
+    for e in (exc, _unwrap(exc), *_chain(exc)):
+        text = str(e)
+        if isinstance(e, ssl.SSLCertVerificationError) or "certificate verify failed" in text:
+            return _first_line(e) if isinstance(e, ssl.SSLCertVerificationError) else text
+    return None
 
 
 def _refusal(exc: BaseException) -> tuple[str, str]:

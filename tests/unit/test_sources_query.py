@@ -508,3 +508,27 @@ def test_build_chunk_select_aggregates_one_keyset_page_into_one_row() -> None:
     assert "count(*)" in sql and "max(x.cur)" in sql
     assert "FROM `t` WHERE `a` <= %s AND `a` > %s) AS x" in sql  # a plain range: no LIMIT
     assert "ORDER BY" not in sql and "CAST(`u` AS CHAR)" not in sql
+
+
+def test_a_certificate_the_ca_does_not_trust_is_a_config_error_naming_the_setting() -> None:
+    """The same certificate fails the same way on every retry: not a connection error, and
+    the hint names the setting to fix, on either side."""
+    import ssl
+
+    from refsync.errors import ConfigError
+
+    cause = ssl.SSLCertVerificationError(1, "[SSL: CERTIFICATE_VERIFY_FAILED] certificate "
+                                            "verify failed: self-signed certificate")
+    mysql_error = pymysql.err.OperationalError(2003, f"Can't connect to MySQL server ({cause})")
+    mysql_error.__cause__ = cause
+    err = classify_db_error(mysql_error, WHERE)
+    assert type(err) is ConfigError and not err.transient
+    assert err.message.startswith(f"{WHERE}: the source server's TLS certificate was not "
+                                  "accepted (")
+    assert "WDH_LEGACY_MYSQL_SSL_CA" in err.hint
+    pg_error = psycopg.OperationalError(
+        "connection failed: SSL error: certificate verify failed")
+    on_target = classify_db_error(pg_error, "target postgresql://h/db (connecting)")
+    assert type(on_target) is ConfigError and "sslrootcert" in on_target.hint
+    plain = classify_db_error(pymysql.err.OperationalError(2003, "Can't connect"), WHERE)
+    assert plain.transient  # an unreachable server is still retried
