@@ -293,9 +293,9 @@ class Runner:
     _clock: float = 0.0
     _hold: SignalsHeld | None = None
     _mismatch: dict[str, RefsyncError] = field(default_factory=dict)
-    # each table's status before this run (`_record_start` overwrites it): a table whose last
-    # run changed nothing is compared whole before its parts (`_target_digests`)
-    _last_status: dict[str, str | None] = field(default_factory=dict)
+    # per table, whether its last run left it in step (read before `_record_start` overwrites
+    # the state): such a table is compared whole before its parts (`_target_digests`)
+    _was_in_step: dict[str, bool] = field(default_factory=dict)
     _unrecorded: list[tuple[TableResult, datetime, datetime]] = field(default_factory=list)
 
     def _validate(self, target: SqlTarget,
@@ -344,7 +344,7 @@ class Runner:
 
         origin = Origin(host=source_host(spec, self.settings), source=spec.source_type)
         if self.plan_only:
-            self._last_status[spec.name] = self._read_last_status(target, spec.name)
+            self._was_in_step[spec.name] = self._read_in_step(target, spec.name)
         else:
             self._record_start(target, res, started)
         try:
@@ -550,7 +550,7 @@ class Runner:
         """(digest plan, the target's digests as they are computed) where both databases can
         digest the table (DESIGN 4.6). The target computes its digests while the source
         computes its own inside its read's snapshot; the source then compares and reads only
-        the parts that differ. A table whose last run changed nothing is compared whole
+        the parts that differ. A table whose last run left it in step is compared whole
         first (cheaper on both servers; its parts only when the wholes differ). None: read
         everything."""
         make_plan = getattr(source, "digest_plan", None)
@@ -578,7 +578,7 @@ class Runner:
         # the writer's connection is idle until the first rows arrive, which the source
         # sends only after it has the target's digests
         request = digest.TargetRequest(
-            compute, whole_first=self._last_status.get(spec.name) == "unchanged")
+            compute, whole_first=self._was_in_step.get(spec.name, False))
         request.start(request.whole_first)
         return plan, request
 
@@ -641,19 +641,19 @@ class Runner:
                         res.name, exc, extra={"event": "state_write_deferred", "table": res.name})
             self._unrecorded.append((res, started, finished))
 
-    def _read_last_status(self, target: SqlTarget, name: str) -> str | None:
+    def _read_in_step(self, target: SqlTarget, name: str) -> bool:
         """A plan's hint of how the table's last run ended (it records nothing itself)."""
         try:
             with target.connect() as conn:
-                return state.read_last_status(conn, name)
+                return state.last_run_in_step(conn, name)
         except (RefsyncError, sa.exc.SQLAlchemyError):
-            return None
+            return False
 
     def _record_start(self, target: SqlTarget, res: TableResult, started: datetime) -> None:
         """A `running` record in its own short transaction: a killed run leaves a trace."""
         try:
             with target.transaction() as conn:
-                self._last_status[res.name] = state.read_last_status(conn, res.name)
+                self._was_in_step[res.name] = state.last_run_in_step(conn, res.name)
                 state.start(conn, self.run_key, res, started=started)
         except Interrupted:
             raise

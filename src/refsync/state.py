@@ -153,23 +153,29 @@ def ensure(conn: Connection) -> None:
 
 
 def read_watermark(conn: Connection, table_name: str) -> str | None:
-    return _read_state_field(conn, table_name, "watermark")
-
-
-def read_last_status(conn: Connection, table_name: str) -> str | None:
-    """How the table's last run ended (`unchanged`, `ok`, `failed`, ...); None before any."""
-    return _read_state_field(conn, table_name, "last_status")
-
-
-def _read_state_field(conn: Connection, table_name: str, field: str) -> str | None:
     import sqlalchemy as sa
 
     t = tables_for(conn.dialect.name)
     if not exists(conn):
         return None
     value = conn.execute(
-        sa.select(t.state.c[field]).where(t.state.c.table_name == table_name)).scalar()
+        sa.select(t.state.c.watermark).where(t.state.c.table_name == table_name)).scalar()
     return None if value is None else str(value)
+
+
+def last_run_in_step(conn: Connection, table_name: str) -> bool:
+    """Whether the table's last run left its target equal to its source: it ended
+    `unchanged` and rejected no row (a rejected row's target stays behind its source)."""
+    import sqlalchemy as sa
+
+    t = tables_for(conn.dialect.name)
+    if not exists(conn):
+        return False
+    last = t.state.join(t.runs, sa.and_(t.runs.c.run_key == t.state.c.last_run_key,
+                                        t.runs.c.table_name == t.state.c.table_name))
+    row = conn.execute(sa.select(t.state.c.last_status, t.runs.c.rejected).select_from(last)
+                       .where(t.state.c.table_name == table_name)).first()
+    return row is not None and row[0] == "unchanged" and not row[1]
 
 
 def _upsert(conn: Connection, table: sa.Table, values: dict[str, Any], keys: list[str]) -> None:
