@@ -293,9 +293,9 @@ class Runner:
     _clock: float = 0.0
     _hold: SignalsHeld | None = None
     _mismatch: dict[str, RefsyncError] = field(default_factory=dict)
-    # per table, whether its last run left it in step (read before `_record_start` overwrites
-    # the state): such a table is compared whole before its parts (`_target_digests`)
-    _was_in_step: dict[str, bool] = field(default_factory=dict)
+    # per table, how its last run ended (read before `_record_start` overwrites the state): a
+    # table it left in step is compared whole before its parts (`_target_digests`)
+    _last_run: dict[str, state.LastRun | None] = field(default_factory=dict)
     _unrecorded: list[tuple[TableResult, datetime, datetime]] = field(default_factory=list)
 
     def _validate(self, target: SqlTarget,
@@ -344,7 +344,7 @@ class Runner:
 
         origin = Origin(host=source_host(spec, self.settings), source=spec.source_type)
         if self.plan_only:
-            self._was_in_step[spec.name] = self._read_in_step(target, spec.name)
+            self._last_run[spec.name] = self._read_last_run(target, spec.name)
         else:
             self._record_start(target, res, started)
         try:
@@ -484,6 +484,7 @@ class Runner:
                 if digests is not None:
                     digests[1].settle()
             res.read = read
+            res.source_snapshot = getattr(source, "snapshot_utc", None)
             writer.timings["read+check"] = (time.perf_counter() - loop_start
                                             - writer.timings.get("stage", 0.0))
             res.rejected = converter.rejected
@@ -577,8 +578,9 @@ class Runner:
 
         # the writer's connection is idle until the first rows arrive, which the source
         # sends only after it has the target's digests
-        request = digest.TargetRequest(
-            compute, whole_first=self._was_in_step.get(spec.name, False))
+        last = self._last_run.get(spec.name)
+        request = digest.TargetRequest(compute, whole_first=last is not None and last.left_in_step(
+            getattr(source, "changed_at", None)))
         request.start(request.whole_first)
         return plan, request
 
@@ -641,19 +643,19 @@ class Runner:
                         res.name, exc, extra={"event": "state_write_deferred", "table": res.name})
             self._unrecorded.append((res, started, finished))
 
-    def _read_in_step(self, target: SqlTarget, name: str) -> bool:
+    def _read_last_run(self, target: SqlTarget, name: str) -> state.LastRun | None:
         """A plan's hint of how the table's last run ended (it records nothing itself)."""
         try:
             with target.connect() as conn:
-                return state.last_run_in_step(conn, name)
+                return state.read_last_run(conn, name)
         except (RefsyncError, sa.exc.SQLAlchemyError):
-            return False
+            return None
 
     def _record_start(self, target: SqlTarget, res: TableResult, started: datetime) -> None:
         """A `running` record in its own short transaction: a killed run leaves a trace."""
         try:
             with target.transaction() as conn:
-                self._was_in_step[res.name] = state.last_run_in_step(conn, res.name)
+                self._last_run[res.name] = state.read_last_run(conn, res.name)
                 state.start(conn, self.run_key, res, started=started)
         except Interrupted:
             raise

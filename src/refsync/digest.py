@@ -71,7 +71,7 @@ Whole table first
     ``whole=True`` digests the table as one part, ``{WHOLE: (rows, xor)}``, with no grouping:
     about a third less server time on each side (MySQL skips its temporary table,
     PostgreSQL's workers aggregate in parallel). `verify`, and a re-sync of a table whose
-    last run left it in step (`unchanged`, nothing rejected: `TargetRequest.whole_first`),
+    last run likely left it in step (`state.LastRun.left_in_step`: `TargetRequest.whole_first`),
     compare the wholes first and the buckets only where the wholes differ; the parts fold
     into the whole (XOR, sum), so the whole misses a difference with probability 2**-64,
     like one bucket.

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
+from datetime import datetime
 from typing import Any, Literal, Protocol
 
 Row = tuple[Any, ...]
@@ -89,6 +90,9 @@ class TableResult:
     started_at: str | None = None
     finished_at: str | None = None
     timings: dict[str, float] = field(default_factory=dict)
+    # the source server's clock when this run's read began (stored with the run: a later run
+    # compares the table's last change with it, see `state.LastRun`)
+    source_snapshot: datetime | None = None
 
     JSON_KEYS = (
         "name", "target", "source_type", "mode", "incremental", "status", "error_class", "error",

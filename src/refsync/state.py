@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
@@ -108,6 +108,7 @@ def tables_for(dialect: str) -> StateTables:
         sa.Column("error", sa.Text),
         sa.Column("detail", sa.Text),  # JSON: rejects, warnings, hint
         sa.Column("version", sa.String(40)),  # the refsync that wrote the record
+        sa.Column("source_snapshot", timestamp()),  # the source's clock when the read began
     )
     sa.Index(f"{prefix}sync_runs_started", runs.c.started_at)
     return StateTables(md, state, runs, schema)
@@ -163,19 +164,46 @@ def read_watermark(conn: Connection, table_name: str) -> str | None:
     return None if value is None else str(value)
 
 
-def last_run_in_step(conn: Connection, table_name: str) -> bool:
-    """Whether the table's last run left its target equal to its source: it ended
-    `unchanged` and rejected no row (a rejected row's target stays behind its source)."""
+@dataclass(frozen=True)
+class LastRun:
+    """How a table's last run ended, for the next run's choice of digests."""
+
+    status: str | None
+    rejected: int
+    incremental: bool
+    source_snapshot: datetime | None  # the source's clock when its read began
+
+    def left_in_step(self, source_changed_at: datetime | None) -> bool:
+        """Whether the target likely still equals the source: that run ended `unchanged`, or
+        it was a full read that succeeded and the source table has not changed since
+        (`source_changed_at`: the server's last commit on it, whole seconds, None when
+        unknown); and it rejected no row (whose target stays behind its source). Only a
+        guess about cost: the digests decide."""
+        if self.rejected or self.status not in ("ok", "unchanged"):
+            return False
+        if self.status == "unchanged":
+            return True
+        return (not self.incremental and source_changed_at is not None
+                and self.source_snapshot is not None
+                and source_changed_at + timedelta(seconds=1) <= self.source_snapshot)
+
+
+def read_last_run(conn: Connection, table_name: str) -> LastRun | None:
+    """The table's last run (its state row and run record), or None before any."""
     import sqlalchemy as sa
 
     t = tables_for(conn.dialect.name)
     if not exists(conn):
-        return False
+        return None
     last = t.state.join(t.runs, sa.and_(t.runs.c.run_key == t.state.c.last_run_key,
                                         t.runs.c.table_name == t.state.c.table_name))
-    row = conn.execute(sa.select(t.state.c.last_status, t.runs.c.rejected).select_from(last)
-                       .where(t.state.c.table_name == table_name)).first()
-    return row is not None and row[0] == "unchanged" and not row[1]
+    row = conn.execute(sa.select(t.state.c.last_status, t.runs.c.rejected,
+                                 t.runs.c.incremental, t.runs.c.source_snapshot)
+                       .select_from(last).where(t.state.c.table_name == table_name)).first()
+    if row is None:
+        return None
+    return LastRun(status=row[0], rejected=int(row[1] or 0), incremental=bool(row[2]),
+                   source_snapshot=row[3])
 
 
 def _upsert(conn: Connection, table: sa.Table, values: dict[str, Any], keys: list[str]) -> None:
@@ -231,7 +259,7 @@ def record(conn: Connection, run_key: str, result: TableResult, *, started: date
         attempts=result.attempts, duration_s=round(result.duration_s, 3),
         watermark=result.watermark, error_class=result.error_class, error=result.error,
         detail=json.dumps(detail, ensure_ascii=False, default=str) if detail else None,
-        version=version(),
+        version=version(), source_snapshot=result.source_snapshot,
     ), ["run_key", "table_name"])
     values: dict[str, Any] = {
         "table_name": result.name, "target": result.target, "last_run_key": run_key,

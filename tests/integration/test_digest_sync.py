@@ -4,6 +4,7 @@ exactly what reading everything does."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -150,16 +151,19 @@ def test_a_table_whose_last_run_left_it_in_step_is_compared_whole_first(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """After an `unchanged` run the next full read compares the whole table first (cheaper on
     both servers); when the wholes differ it compares the parts and counts and writes exactly
-    what the parts alone do: a change, a delete, an insert, a row made auto-derived."""
+    what the parts alone do: a change, a delete, an insert, a row made auto-derived. A source
+    that changed after the last run's read goes to the parts at once."""
     _target(pg_url)
     assert _summary(_run(tmp_path, pg_url, source))["inserted"] == ROWS
-    after_a_change = _run(tmp_path, pg_url, source)  # the last run inserted: parts at once
-    assert _summary(after_a_change)["status"] == "unchanged"
+    _touch(source, "K0001")  # changed after that run's read: the parts at once
+    after_a_change = _run(tmp_path, pg_url, source)
+    assert _summary(after_a_change)["updated"] == 1
     assert {"source_digest", "target_digest"} <= set(after_a_change.tables[0].timings)
     assert "source_total" not in after_a_change.tables[0].timings
+    assert _summary(_run(tmp_path, pg_url, source))["status"] == "unchanged"
 
     staged = count_copy_text(monkeypatch)
-    whole = _run(tmp_path, pg_url, source)
+    whole = _run(tmp_path, pg_url, source)  # after an `unchanged` run
     timings = whole.tables[0].timings
     assert {"source_total", "target_total"} <= set(timings), timings
     assert "source_digest" not in timings and "target_digest" not in timings
@@ -180,9 +184,31 @@ def test_a_table_whose_last_run_left_it_in_step_is_compared_whole_first(
         "status": "ok", "error": None, "read": ROWS, "inserted": 1, "updated": 1,
         "unchanged": ROWS - 3, "promoted": 1, "deleted": 1, "rejected": 0}
     assert 0 < sum(staged) < ROWS / 3, sum(staged)
-    after = _run(tmp_path, pg_url, source)  # the last run changed rows: parts at once
-    assert _summary(after)["status"] == "unchanged"
-    assert "source_total" not in after.tables[0].timings
+
+
+def test_a_source_unchanged_since_the_last_full_read_is_compared_whole_first(
+        tmp_path: Path, pg_url: str, source: sa.Engine) -> None:
+    """The night after a changing night: the last run wrote rows, but the source table's
+    last commit (information_schema UPDATE_TIME, whole seconds) came before that run's read
+    began, so the target most likely still equals it."""
+    _target(pg_url)
+    time.sleep(1.1)  # the fixture's inserts a whole second before the first read
+    first = _run(tmp_path, pg_url, source)
+    assert _summary(first)["inserted"] == ROWS
+    quiet = _run(tmp_path, pg_url, source)
+    timings = quiet.tables[0].timings
+    assert "source_total" in timings and "source_digest" not in timings, timings
+    assert _summary(quiet)["status"] == "unchanged"
+    _touch(source, "K0002")
+    noisy = _run(tmp_path, pg_url, source)  # the last run was unchanged: whole first...
+    assert {"source_total", "source_digest"} <= set(noisy.tables[0].timings)
+    assert _summary(noisy)["updated"] == 1  # ...and the parts find the change
+
+
+def _touch(source: sa.Engine, code: str) -> None:
+    with source.begin() as conn:
+        conn.exec_driver_sql(f"UPDATE plans SET name = CONCAT(IFNULL(name, ''), '+') "
+                             f"WHERE code = '{code}'")
 
 
 def test_a_table_that_rejects_a_row_every_night_is_not_compared_whole_first(

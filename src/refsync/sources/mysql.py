@@ -316,6 +316,7 @@ class MySQLSource(SqlSource):
                  owns_engine: bool = True) -> None:
         super().__init__(spec, engine, batch_size=batch_size, owns_engine=owns_engine)
         # statistics (information_schema.TABLES), read by open()
+        self.changed_at: datetime | None = None
         self._transactional = True
         self._table_rows: int | None = None
         self._avg_row_length = 0
@@ -332,16 +333,20 @@ class MySQLSource(SqlSource):
         """The table's engine (a snapshot needs transactions), estimated rows and average row
         length (to size chunks by bytes), from information_schema: cheap."""
         row = conn.execute(text(
-            "SELECT t.ENGINE, e.TRANSACTIONS, t.TABLE_ROWS, t.AVG_ROW_LENGTH "
+            "SELECT t.ENGINE, e.TRANSACTIONS, t.TABLE_ROWS, t.AVG_ROW_LENGTH, t.UPDATE_TIME "
             "FROM information_schema.TABLES t "
             "LEFT JOIN information_schema.ENGINES e ON e.ENGINE = t.ENGINE "
             "WHERE t.TABLE_SCHEMA = COALESCE(:schema, DATABASE()) AND t.TABLE_NAME = :name"),
             {"schema": self.schema, "name": self.table}).first()
         if row is None:
             return
-        engine_name, transactions, table_rows, avg_row_length = row
+        engine_name, transactions, table_rows, avg_row_length, update_time = row
         self._table_rows = None if table_rows is None else int(table_rows)
         self._avg_row_length = int(avg_row_length or 0)
+        # the server's last commit on the table (whole seconds in the session's UTC; InnoDB
+        # keeps it in memory: NULL after a restart), a hint for `state.LastRun`
+        self.changed_at = (update_time.replace(tzinfo=UTC)
+                           if isinstance(update_time, datetime) else None)
         if engine_name is not None and transactions != "YES":
             self._transactional = False
             msg = (f"source table {self.table_name} uses the {engine_name} engine, which has no "
