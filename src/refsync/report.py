@@ -11,10 +11,9 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from refsync import state
+from refsync.alerting import STALE_AFTER_HOURS
 from refsync.config import LoadedConfig, Settings
 from refsync.targets.readonly import StateReader, read_state
-
-STALE_AFTER_HOURS = 26
 
 
 def disabled_reason(config: LoadedConfig, settings: Settings) -> str | None:

@@ -49,9 +49,9 @@ def _target(pg_url: str) -> None:
 
 
 def _run(tmp_path: Path, pg_url: str, mysql: sa.Engine, *, full: bool = True,
-         plan_only: bool = False, on_invalid: str = "fail") -> RunResult:
+         plan_only: bool = False, on_invalid: str = "fail", retries: int = 0) -> RunResult:
     section = {
-        "defaults": {"retry": {"attempts": 0, "backoff": [0]}, "batch_size": 500,
+        "defaults": {"retry": {"attempts": retries, "backoff": [0]}, "batch_size": 500,
                      "max_delete_ratio": 1.0, "on_invalid": on_invalid},
         "tables": [{"name": "plans", "target_table": "plans", "target_schema": "business",
                     "source_type": "legacy_mysql", "sync_mode": "delete_insert",
@@ -226,3 +226,42 @@ def test_a_table_that_rejects_a_row_every_night_is_not_compared_whole_first(
         assert (_summary(again)["status"], _summary(again)["rejected"]) == ("unchanged", 1)
         timings = again.tables[0].timings
         assert "source_digest" in timings and "source_total" not in timings, timings
+
+
+@pytest.mark.parametrize("side", ["target", "source"])
+def test_a_connection_lost_in_the_whole_table_comparison_is_retried(
+        tmp_path: Path, pg_url: str, source: sa.Engine, monkeypatch: pytest.MonkeyPatch,
+        side: str) -> None:
+    """The server ends the session computing the whole table's digest (PostgreSQL's
+    `pg_terminate_backend`, MySQL's `KILL CONNECTION`, from another session, just before the
+    query): a connection error, retried from scratch; the retry finds the table in step."""
+    from refsync import digest
+
+    _target(pg_url)
+    _run(tmp_path, pg_url, source)
+    assert _summary(_run(tmp_path, pg_url, source))["status"] == "unchanged"
+    killed: list[int] = []
+
+    def kill_first(real: Any, conn: Any, *args: Any, **kwargs: Any) -> Any:
+        if kwargs.get("whole") and not killed:
+            if side == "target":
+                pid = conn.exec_driver_sql("SELECT pg_backend_pid()").scalar()
+                with sa.create_engine(pg_url, poolclass=sa.NullPool).connect() as other:
+                    other.exec_driver_sql(f"SELECT pg_terminate_backend({pid})")
+            else:
+                pid = conn.exec_driver_sql("SELECT CONNECTION_ID()").scalar()
+                with source.connect() as other:
+                    other.exec_driver_sql(f"KILL CONNECTION {pid}")
+            killed.append(pid)
+        return real(conn, *args, **kwargs)
+
+    real = getattr(digest, f"{side}_digests")
+    monkeypatch.setattr(digest, f"{side}_digests",
+                        lambda *a, **kw: kill_first(real, *a, **kw))
+    result = _run(tmp_path, pg_url, source, retries=1)
+    (table,) = result.tables
+    assert killed and table.attempts == 2, (table.error, killed)
+    assert _summary(result) == {
+        "status": "unchanged", "error": None, "read": ROWS, "inserted": 0, "updated": 0,
+        "unchanged": ROWS, "promoted": 0, "deleted": 0, "rejected": 0}
+    assert "source_total" in table.timings

@@ -1001,3 +1001,31 @@ def test_sync_tables_selects_by_name_or_target(target_url: str, legacy: LegacyDb
     assert [t.name for t in result.tables] == ["副本"]
     assert read_rows(target_url) == []
     assert len(read_rows(target_url, table="计划副本")) == 3
+
+
+def test_state_tables_an_older_release_made_are_upgraded_by_sync_not_by_plan(
+        target_url: str, legacy: LegacyDb, tmp_path: Path) -> None:
+    """DESIGN 5: `sync` brings the state tables up to date (this release adds
+    `sync_runs.source_snapshot`, the read's start that the next run's choice of digests
+    reads); a `plan` on the old tables works and changes nothing of them."""
+    legacy.create_plans([plan_row(i) for i in range(1, 6)])
+    create_target(target_url)
+    config = plans_config(tmp_path, legacy)
+    api.init_db(config, settings_for(target_url))
+    schema, name = ("refsync", "sync_runs") if is_pg(target_url) else (None, "refsync_sync_runs")
+    runs = quote(target_url, "refsync", name)
+    for column in ("source_snapshot", "version", "detail"):  # what older releases lacked
+        execute(target_url, f"ALTER TABLE {runs} DROP COLUMN {column}")
+
+    def run_columns() -> set[str]:
+        with engine_for(target_url) as engine, engine.connect() as conn:
+            return {c["name"] for c in sa.inspect(conn).get_columns(name, schema=schema)}
+
+    before = run_columns()
+    planned, _ = sync_plans(config, target_url, plan_only=True)
+    assert planned.exit_code == 0 and run_columns() == before
+    _, res = sync_plans(config, target_url)
+    assert_counts(res, read=5, inserted=5)
+    assert {"source_snapshot", "version", "detail"} <= run_columns()
+    _, runs_rows = read_state(target_url)
+    assert runs_rows[-1]["source_snapshot"] is not None and runs_rows[-1]["status"] == "ok"

@@ -395,10 +395,10 @@ class MySQLSource(SqlSource):
         """Server-made COPY text where the target takes it and every column has a server-side
         rule, in key-range chunks; otherwise source values, as every source does.
 
-        `compare_with` (a digest plan, and a call that returns the target's bucket digests,
-        computed meanwhile, or None): inside the read's snapshot, compare first and read only
-        the parts that differ (`digest_outcome` then says what was compared equal without
-        being read)."""
+        `compare_with` (a digest plan, and the target's digests as its thread computes them,
+        `TargetRequest`): inside the read's snapshot, compare first and read only the parts
+        that differ (`digest_outcome` then says what was compared equal without being
+        read)."""
         self.open()
         self.digest_outcome = None
         plan = self.copy_plan(columns) if copy_text else None

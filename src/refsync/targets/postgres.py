@@ -41,15 +41,10 @@ from refsync.targets.readonly import LOCK_KEY, LOCK_ROW, PG_CONNECT_ARGS
 
 log = logging.getLogger(__name__)
 
-
-
 TRACKING_BYTES = b"\tauthoritative\tf\t\\N\t\\N"  # the layer-1 values, as COPY text
 TRACKING_ROW = ("authoritative", False, None, None)
 # up to this many staged rows, the diff may look each up by the target's key (nested loops)
 SMALL_STAGE = 10_000
-
-# libpq keepalives: a dead client's session (and its run lock) is freed within minutes
-
 
 _TARGET_HINT = "check the target table and the grants of refsync's user on it"
 # SQLSTATE -> (error type, what happened, hint): target-side causes, never a source hint

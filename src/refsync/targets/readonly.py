@@ -27,6 +27,7 @@ LOCK_ROW = (f"locktype = 'advisory' AND classid = {LOCK_KEY >> 32} "
             f"AND objid = {LOCK_KEY & 0xFFFFFFFF} AND objsubid = 1 AND granted "
             "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())")
 
+# libpq keepalives: a dead client's session (and its run lock) is freed within minutes
 KEEPALIVES = {"keepalives": 1, "keepalives_idle": 30, "keepalives_interval": 10,
               "keepalives_count": 3}
 PG_CONNECT_ARGS: dict[str, Any] = {"connect_timeout": 10, "application_name": "refsync",
