@@ -1,3 +1,3 @@
-from refsync.cli import main
+from refsync.cli import console
 
-main()
+console()

@@ -181,3 +181,64 @@ def test_import_refsync_is_cheap_and_the_api_resolves_lazily(tmp_path: Path) -> 
     assert set(refsync.__all__) <= set(dir(refsync))
     with pytest.raises(AttributeError):
         refsync.no_such_thing  # noqa: B018
+
+
+# the console script's way out, driven in a fresh interpreter: `_exit_now(code)` after
+# whatever the script set up (buffered output, atexit handlers, threads)
+EXIT_HARNESS = """
+import atexit, sys, threading, time
+from pathlib import Path
+from refsync.cli import _exit_now
+out, case = Path(sys.argv[1]), sys.argv[2]
+atexit.register(lambda: out.joinpath("atexit").write_text("ran", encoding="utf-8"))
+sys.stdout.write("x" * 200_000)  # buffered, no newline: lost unless flushed
+if case == "thread":  # a thread still at work: the ordinary exit waits for it
+    def late() -> None:
+        time.sleep(0.3)
+        out.joinpath("thread").write_text("done", encoding="utf-8")
+    threading.Thread(target=late).start()
+    _exit_now(3)
+elif case == "message":
+    _exit_now("stopped: a message")
+else:
+    _exit_now(int(case))
+"""
+
+
+@pytest.mark.parametrize("case", ["0", "3", "130", "thread", "message"])
+def test_console_exit_keeps_code_output_and_atexit(tmp_path: Path, case: str) -> None:
+    """Issue 9: the console script leaves without Python's teardown (0.1-0.2 s a run), yet
+    with the same exit code, every byte of its output, its atexit handlers run, and a live
+    thread still waited for."""
+    proc = subprocess.run([sys.executable, "-c", EXIT_HARNESS, str(tmp_path), case],
+                          cwd=tmp_path, env=_env(), capture_output=True, text=True,
+                          timeout=120)
+    want = {"thread": 3, "message": 1}.get(case) or int(case)
+    assert proc.returncode == want, proc.stderr
+    assert proc.stdout == "x" * 200_000
+    assert (tmp_path / "atexit").read_text(encoding="utf-8") == "ran"
+    if case == "thread":
+        assert (tmp_path / "thread").read_text(encoding="utf-8") == "done"
+    assert ("stopped: a message" in proc.stderr) == (case == "message")
+    assert "Traceback" not in proc.stderr
+
+
+def test_console_script_runs_through_the_quick_exit(tmp_path: Path) -> None:
+    """`python -m refsync` (as the console script) ends through `console`: a usage error is
+    still 2 with its message, a config error 2, and a whole JSON document reaches a pipe."""
+    exe = [sys.executable, "-m", "refsync"]
+    usage = subprocess.run([*exe, "sync", "--no-such-flag"], cwd=tmp_path, env=_env(),
+                           capture_output=True, text=True, timeout=120)
+    assert usage.returncode == 2 and "--no-such-flag" in usage.stderr
+    missing = subprocess.run([*exe, "plan", "--json", "-c", str(tmp_path / "none.yml")],
+                             cwd=tmp_path, env=_env(), capture_output=True, text=True,
+                             timeout=120)
+    assert missing.returncode == 2, missing.stderr
+    config = tmp_path / "c.yml"
+    config.write_text("reference_sync:\n  enabled: true\n  tables: []\n", encoding="utf-8")
+    db = tmp_path / "t.db"
+    status = subprocess.run([*exe, "status", "--json", "-c", str(config)], cwd=tmp_path,
+                            env={**_env(), "WDH_DATABASE_URL": f"sqlite:///{db}"},
+                            capture_output=True, text=True, timeout=120)
+    assert status.returncode in (0, 1), status.stderr
+    json.loads(status.stdout)
