@@ -531,7 +531,7 @@ def _exit_now(code: Any) -> None:
     elif isinstance(code, int):
         status = code
     else:  # SystemExit("message"): printed on stderr, exit 1, as Python does
-        print(code, file=sys.stderr)
+        sys.stderr.write(f"{code}\n")
         sys.stderr.flush()
         status = 1
     os._exit(status & 0xFF)
