@@ -124,8 +124,10 @@ def exists(conn: Connection) -> bool:
 RUN_LEVEL = "*"  # table_name of a record about the whole run (it stopped before any table)
 
 
+@cache
 def version() -> str:
-    """The installed refsync's version, stored with every run record."""
+    """The installed refsync's version, stored with every run record (read once: parsing
+    the installed metadata costs a few ms)."""
     from importlib.metadata import PackageNotFoundError
     from importlib.metadata import version as dist_version
 

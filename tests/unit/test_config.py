@@ -280,9 +280,36 @@ def test_bad_source_timezone_on_a_table_names_the_table(tmp_path: Path) -> None:
               "reference_sync.tables[1].source_timezone (table b): ", "Nowhere/X")
 
 
-@pytest.mark.parametrize("cron", ["every day", "0 25 * * *", "* * *", ""])
+@pytest.mark.parametrize("cron", ["every day", "0 25 * * *", "* * *", "", "60 1 * * *",
+                                  "0 1 0 * *", "0 1 * 13 *", "0 1 * * 8",
+                                  "0 1 * * ８"])
 def test_bad_cron_schedule(tmp_path: Path, cron: str) -> None:
     one_error(tmp_path, {"schedule": cron, "tables": []}, "reference_sync.schedule: ")
+
+
+def test_plain_cron_fast_path_agrees_with_croniter() -> None:
+    """The schedule check skips croniter for `*`-or-number fields (start-up, issue 9): every
+    expression it accepts croniter accepts too, at each field's limits and just past them,
+    and what it leaves alone still goes through croniter."""
+    import itertools
+
+    from croniter import croniter
+
+    from refsync.config import ReferenceSyncConfig, _plain_cron
+
+    edges = [["*", "0", "59", "60", "-1", "07"], ["*", "0", "23", "24"],
+             ["*", "0", "1", "31", "32"], ["*", "0", "1", "12", "13"], ["*", "0", "6", "7", "8"]]
+    accepted = 0
+    for fields in itertools.product(*edges):
+        expr = " ".join(fields)
+        if _plain_cron(expr):
+            accepted += 1
+            assert croniter.is_valid(expr), expr
+    # `*`, the lowest and the highest of each field, plus 07 (minutes) and 7 (Sunday)
+    assert accepted == 4 * 3 * 3 * 3 * 4
+    for expr in ("0 1 * * 1-5", "*/15 * * * *", "0 1 * * mon", "0 1 1,15 * *", "@daily"):
+        assert not _plain_cron(expr)
+        assert ReferenceSyncConfig(schedule=expr).schedule == expr
 
 
 def test_sql_source_needs_url_or_url_env(tmp_path: Path) -> None:
