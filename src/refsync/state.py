@@ -146,8 +146,9 @@ def ensure(conn: Connection) -> None:
     if t.schema:
         conn.execute(sa.schema.CreateSchema(t.schema, if_not_exists=True))
     t.metadata.create_all(conn, checkfirst=True)
-    have = {c["name"] for c in sa.inspect(conn).get_columns(t.runs.name, schema=t.schema)}
     ref = conn.dialect.identifier_preparer.format_table(t.runs)
+    # the columns as the table has them: one empty SELECT (reflection took 20 ms a run)
+    have = set(conn.exec_driver_sql(f"SELECT * FROM {ref} WHERE 1 = 0").keys())  # noqa: S608
     for column in t.runs.columns:
         if column.name not in have:
             kind = column.type.compile(dialect=conn.dialect)
