@@ -26,11 +26,13 @@ METADATA = ("importlib.metadata", "email")
 NOT_FOR_STATUS = ("sqlalchemy", "pymysql", "tenacity", "refsync.api", "refsync.sources",
                   "refsync.transform", "refsync.targets.base")
 
-# run `refsync ARGS...` as the console script does; write the loaded modules to a file
-HARNESS = """
-import json, sys
+# run `refsync ARGS...` as the console script does (after `setup`); write its exit code and
+# `report` (a JSON field) to a file
+HARNESS_TEMPLATE = """
+import gc, json, sys
 out, args = sys.argv[1], sys.argv[2:]
 sys.argv = ["refsync", *args]
+{setup}
 code = 0
 try:
     from refsync.cli import main
@@ -38,8 +40,10 @@ try:
 except SystemExit as exc:
     code = exc.code if isinstance(exc.code, int) else 1
 with open(out, "w", encoding="utf-8") as f:
-    json.dump({"exit_code": code, "modules": sorted(sys.modules)}, f)
+    json.dump({{"exit_code": code, {report}}}, f)
 """
+# the modules loaded
+HARNESS = HARNESS_TEMPLATE.format(setup="", report='"modules": sorted(sys.modules)')
 
 
 def _env() -> dict[str, str]:
@@ -246,20 +250,7 @@ def test_console_script_runs_through_the_quick_exit(tmp_path: Path) -> None:
 
 # a sync as the console script runs it (the cycle collector off), then the cyclic garbage
 # it left: collected once, at the end
-GARBAGE_HARNESS = """
-import gc, json, sys
-out, args = sys.argv[1], sys.argv[2:]
-sys.argv = ["refsync", *args]
-gc.disable()
-code = 0
-try:
-    from refsync.cli import main
-    main()
-except SystemExit as exc:
-    code = exc.code if isinstance(exc.code, int) else 1
-with open(out, "w", encoding="utf-8") as f:
-    json.dump({"exit_code": code, "garbage": gc.collect()}, f)
-"""
+GARBAGE_HARNESS = HARNESS_TEMPLATE.format(setup="gc.disable()", report='"garbage": gc.collect()')
 
 
 def _garbage_after_sync(root: Path, rows: int) -> tuple[int, dict[str, object]]:
