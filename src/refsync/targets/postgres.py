@@ -81,6 +81,12 @@ PG_TARGET_ERRORS: dict[str, tuple[type[RefsyncError], str, str]] = {
 }
 
 
+# ANALYZE after a load samples 300 x this many rows (the server's default: 100): enough for
+# the row count and the key's spread the diff is planned on
+ANALYZE_SAMPLE_TARGET = 10
+ANALYZE_FULL_UP_TO = 300 * ANALYZE_SAMPLE_TARGET
+
+
 def _ms(value: timedelta) -> int:
     return int(value.total_seconds() * 1000)
 
@@ -202,8 +208,20 @@ class PostgresWriter(SqlTableWriter):
                 cursor.close()
         if error is None and self.direct:
             # a first load leaves the target's statistics at "empty": the next diff would
-            # plan for 0 rows. Analysed in this transaction, committed with the rows.
-            self.sql(f"ANALYZE {self.ref}", phase="analyze")
+            # plan for 0 rows. Analysed in this transaction, committed with the rows, from a
+            # small sample: the row count is what the planner lacks, and a tenth of the
+            # sample gets it in a fifth of the time (0.04 s against 0.19 s at 1M rows).
+            # Autovacuum analyses it in full soon after: the rows count as changed since
+            # this ANALYZE once they commit.
+            self._analyze_sampled(self.ref)
+
+    def _analyze_sampled(self, ref: str) -> None:
+        if self.staged <= ANALYZE_FULL_UP_TO:  # the sample would be the whole table
+            self.sql(f"ANALYZE {ref}", phase="analyze")
+            return
+        self.sql(f"SET LOCAL default_statistics_target = {ANALYZE_SAMPLE_TARGET}")
+        self.sql(f"ANALYZE {ref}", phase="analyze")
+        self.sql("SET LOCAL default_statistics_target TO DEFAULT")
 
     def load_rows(self, batch: Batch) -> None:
         write = self._copier().write_row
@@ -228,7 +246,7 @@ class PostgresWriter(SqlTableWriter):
         return self.target.table_error(exc, doing, self.ref)
 
     def after_staging(self) -> None:
-        self.sql("ANALYZE _refsync_stage", phase="analyze")
+        self._analyze_sampled("_refsync_stage")  # its row count, for the diff's plan
         # A few staged rows against a big target (an incremental window, the parts that
         # digests found different): index lookups beat scanning the whole target, which a
         # hash join must (measured: 0.1 s for 100 rows against 1M). Nested loops stay off
