@@ -534,6 +534,9 @@ class BucketDigest:
     xor: int  # unsigned 64-bit
 
 
+Digests = dict[int, BucketDigest]  # per part number (`WHOLE` for the whole table)
+
+
 @dataclass
 class DigestComparison:
     """The outcome of comparing the two sides' bucket digests."""
@@ -670,24 +673,26 @@ def digests(source_conn: Connection, target_conn: Connection, plan: DigestPlan,
     `whole_first`: first the whole table's (rows, xor) on each side, which costs a third
     less on MySQL and a third less on PostgreSQL than the parts; the parts only where the
     wholes differ (then both passes are paid)."""
-    def timed(fn: Any, *args: Any, **kw: Any) -> tuple[Any, float]:
-        t0 = time.perf_counter()
-        return fn(*args, **kw), time.perf_counter() - t0
+    target_times: dict[str, float] = {}
 
-    timings: dict[str, float] = {}
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        for whole in (True, False) if whole_first else (False,):
-            fs = pool.submit(timed, source_digests, source_conn, plan, source_table,
-                             schema=source_schema, whole=whole)
-            ft = pool.submit(timed, target_digests, target_conn, plan, target_schema,
-                             target_table, whole=whole)
-            (src, ts), (tgt, tt) = fs.result(), ft.result()
-            step = "_total" if whole else "_digest"
-            timings.update({f"source{step}": ts, f"target{step}": tt})
-            if whole and src == tgt:
-                break
+    def target_side(whole: bool) -> dict[int, BucketDigest]:
+        t0 = time.perf_counter()
+        try:
+            return target_digests(target_conn, plan, target_schema, target_table, whole=whole)
+        finally:
+            target_times["target_total" if whole else "target_digest"] = (
+                time.perf_counter() - t0)
+
+    request = TargetRequest(target_side, whole_first=whole_first)
+    try:
+        got = whole_then_parts(lambda whole: source_digests(
+            source_conn, plan, source_table, schema=source_schema, whole=whole), request)
+    finally:  # the target's query is over before its connection is used again
+        request.settle()
+    assert got is not None  # target_side never answers None
+    src, tgt, timings = got
     result = compare(plan, src, tgt)
-    result.timings = timings
+    result.timings = {**timings, **target_times}
     result.bytes_from_source = sum(
         len(str(b)) + len(str(d.rows)) + len(str(d.xor)) + 7 for b, d in src.items())
     return result
@@ -701,11 +706,11 @@ class TargetRequest:
     everything); `whole_first` says the whole table is compared before its parts (`start`
     runs each at most once)."""
 
-    compute: Callable[[bool], dict[int, BucketDigest] | None]
+    compute: Callable[[bool], Digests | None]
     whole_first: bool = False
-    _running: dict[bool, Future[dict[int, BucketDigest] | None]] = field(default_factory=dict)
+    _running: dict[bool, Future[Digests | None]] = field(default_factory=dict)
 
-    def start(self, whole: bool) -> Future[dict[int, BucketDigest] | None]:
+    def start(self, whole: bool) -> Future[Digests | None]:
         if whole not in self._running:
             pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="refsync-digest")
             try:
@@ -717,6 +722,26 @@ class TargetRequest:
     def settle(self) -> None:
         """Wait until no digest query runs on the writer's connection any more."""
         wait(list(self._running.values()))
+
+
+def whole_then_parts(source_of: Callable[[bool], Digests], target: TargetRequest,
+                     ) -> tuple[Digests, Digests, dict[str, float]] | None:
+    """(the source's digests, the target's, the source's timings): the whole tables first
+    where `target.whole_first`, their parts only when the wholes differ. The target computes
+    in its own thread while `source_of(whole)` runs here. None: the target cannot digest."""
+    timings: dict[str, float] = {}
+    for whole in (True, False) if target.whole_first else (False,):
+        pending = target.start(whole)
+        started = time.perf_counter()
+        ours = source_of(whole)
+        timings["source_total" if whole else "source_digest"] = time.perf_counter() - started
+        computed = pending.result()
+        if computed is None:
+            return None
+        theirs = computed
+        if whole and ours == theirs:
+            break
+    return ours, theirs, timings
 
 
 # ---------------------------------------------------------------- reading differing buckets

@@ -21,7 +21,6 @@ from __future__ import annotations
 import logging
 import ssl
 import threading
-import time
 from collections.abc import Iterator, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
@@ -554,23 +553,14 @@ class MySQLSource(SqlSource):
         reading it all is cheaper."""
         from refsync import digest
 
-        timings: dict[str, float] = {}
-        for whole in (True, False) if target.whole_first else (False,):
-            pending = target.start(whole)  # the target computes meanwhile
-            started = time.perf_counter()
-            ours = digest.source_digests(conn, plan, self.table, schema=self.schema,
-                                         whole=whole)
-            timings["source_total" if whole else "source_digest"] = (
-                time.perf_counter() - started)
-            computed = pending.result()
-            if computed is None:
-                return None
-            theirs = computed
-            if whole and ours == theirs:
-                break
-            if whole:
-                log.debug("%s: the whole table differs: comparing its %d parts",
-                          self.where_text, plan.buckets)
+        got = digest.whole_then_parts(lambda whole: digest.source_digests(
+            conn, plan, self.table, schema=self.schema, whole=whole), target)
+        if got is None:
+            return None
+        ours, theirs, timings = got
+        if target.whole_first and "source_digest" in timings:
+            log.debug("%s: the whole table differed: its %d parts compared",
+                      self.where_text, plan.buckets)
         outcome = digest.compare(plan, ours, theirs)
         outcome.timings.update(timings)
         if outcome.source_rows_differing > READ_ALL_SHARE * max(outcome.source_rows, 1):

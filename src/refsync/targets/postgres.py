@@ -219,9 +219,9 @@ class PostgresWriter(SqlTableWriter):
         if self.staged <= ANALYZE_FULL_UP_TO:  # the sample would be the whole table
             self.sql(f"ANALYZE {ref}", phase="analyze")
             return
+        # for the rest of this table's transaction, which analyses nothing else
         self.sql(f"SET LOCAL default_statistics_target = {ANALYZE_SAMPLE_TARGET}")
         self.sql(f"ANALYZE {ref}", phase="analyze")
-        self.sql("SET LOCAL default_statistics_target TO DEFAULT")
 
     def load_rows(self, batch: Batch) -> None:
         write = self._copier().write_row

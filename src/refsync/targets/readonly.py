@@ -123,10 +123,10 @@ def read_state(url: str) -> Iterator[StateReader | None]:
 def _postgres(url: str) -> Iterator[StateReader]:
     import psycopg
 
-    from refsync.dberrors import classify_db_error
+    from refsync.dberrors import classify_db_error, scrub
 
     uri = libpq_uri(url)
-    where = "target " + _described(uri)
+    where = "target " + scrub(uri)
     try:
         conn = psycopg.connect(uri, autocommit=False, **PG_CONNECT_ARGS)
     except psycopg.Error as exc:
@@ -163,7 +163,3 @@ def _sqlite(url: str) -> Iterator[StateReader | None]:
     finally:
         conn.close()
 
-
-def _described(uri: str) -> str:
-    """The URI without its password, for messages."""
-    return re.sub(r"(://[^:/@]*):[^@]*@", r"\1@", uri)
