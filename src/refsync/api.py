@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from types import FrameType, TracebackType
 from typing import TYPE_CHECKING, Any, Protocol
 from zoneinfo import ZoneInfo
@@ -22,6 +22,7 @@ from refsync import interrupts, state
 from refsync.config import LoadedConfig, Settings, TableSpec
 from refsync.errors import (
     ConfigError,
+    DeadlinePassed,
     Guarded,
     InternalError,
     Interrupted,
@@ -109,38 +110,46 @@ class SignalsHeld:
 
 
 @contextmanager
-def signals_interrupt() -> Iterator[None]:
-    """Turn SIGTERM and SIGINT into Interrupted, so the table in flight rolls back cleanly."""
+def signals_interrupt(max_run_time: timedelta | None = None) -> Iterator[None]:
+    """Turn SIGTERM and SIGINT (and the passed run deadline, SIGALRM) into a stop of the run:
+    the table in flight rolls back cleanly, and the process ends in bounded time whatever it
+    is doing (see `interrupts`)."""
 
     received: list[int] = []
 
     def handler(signum: int, _frame: FrameType | None) -> None:
-        if _held:  # a commit is completing: let it, then stop the run
-            _held[-1].append(signum)
-            received.append(signum)
-            log.warning("signal %d received while a table commits: stopping after it",
-                        signum, extra={"event": "signal"})
-            return
-        if received:  # a second signal must not cut the rollback of the first short
-            log.warning("signal %d received again; still rolling back", signum,
-                        extra={"event": "signal_repeat"})
+        deadline = signum == interrupts.DEADLINE
+        what = "the run passed its max_run_time" if deadline else f"signal {signum} received"
+        if received:  # a second signal ends the process at once; the deadline waits
+            if not deadline and interrupts.may_exit():
+                interrupts.exit_now(signum, f"signal {signum} received again")
+            if not deadline:
+                log.warning("signal %d received again; still stopping", signum,
+                            extra={"event": "signal_repeat"})
             return
         received.append(signum)
-        log.warning("signal %d received: rolling back the table in flight", signum,
-                    extra={"event": "signal"})
-        if interrupts.cancel_in_flight(signum):
+        if _held:  # a commit is completing: let it, then stop the run
+            _held[-1].append(signum)
+            log.warning("%s while a table commits: stopping after it", what,
+                        extra={"event": "signal"})
+            interrupts.exit_later(signum)
+            return
+        log.warning("%s: rolling back the table in flight", what, extra={"event": "signal"})
+        if interrupts.stop(signum):
             return  # the statement in flight fails on the server now; the run stops there
-        raise Interrupted(signum)
+        raise interrupts.stop_error(signum)
 
     previous = {}
     try:
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGALRM):
             previous[sig] = signal.signal(sig, handler)
     except ValueError:  # not the main thread: leave signals alone
         pass
+    interrupts.arm_deadline(max_run_time)
     try:
         yield
     finally:
+        interrupts.disarm_deadline()
         for sig, old in previous.items():
             signal.signal(sig, old)
         interrupts.reset()
@@ -177,13 +186,18 @@ class Runner:
     def run(self, specs: list[TableSpec]) -> RunResult:
         from refsync.logs import run_context
 
-        with run_context(self.run_key), signals_interrupt():
+        max_run_time = self.settings.run_deadline(self.config.section.max_run_time)
+        with run_context(self.run_key), signals_interrupt(max_run_time):
             log.info("run %s%s: %d table(s)", self.run_key, " (plan)" if self.plan_only else "",
                      len(specs), extra={"event": "run_start", "run_key": self.run_key})
             result = RunResult(run_key=self.run_key, plan_only=self.plan_only)
             try:
                 with interrupts.converting():
                     self._run(specs, result)
+            except DeadlinePassed as exc:  # outside any table: the rest are not started
+                self._signum = exc.signum
+                self._skip_rest(None, [s for s in specs if s.name not in
+                                       {t.name for t in result.tables}], result, exc.message)
             except Interrupted as exc:  # between tables: nothing in flight to roll back
                 result.interrupted_by = exc.signum
             log.info("run %s done: exit code %d", self.run_key, result.exit_code,
@@ -193,7 +207,7 @@ class Runner:
     def _run(self, specs: list[TableSpec], result: RunResult) -> None:
         target = open_target(self.settings.require_database_url())
         try:
-            with interrupts.cancellable(target.cancel):
+            with interrupts.stoppable(target.stoppable()):
                 self._run_on(target, specs, result)
         finally:
             self._record_pending(target)
@@ -228,18 +242,25 @@ class Runner:
                                 spec.name, res.status, self._signum,
                                 extra={"event": "signal", "table": spec.name})
                 if res.status == "interrupted" or self._signum:
-                    result.interrupted_by = self._signum
+                    deadline = self._signum == interrupts.DEADLINE
+                    if not deadline:
+                        result.interrupted_by = self._signum
                     self._skip_rest(target, specs[index + 1:], result,
-                                    "run interrupted before this table")
+                                    "the run passed its max_run_time before this table"
+                                    if deadline else "run interrupted before this table")
                     break
                 if res.error_class == "locked":  # another run holds the lock now
                     self._skip_rest(target, specs[index + 1:], result,
                                     "run stopped before this table: it lost the run lock")
                     break
 
-    def _skip_rest(self, target: SqlTarget, rest: list[TableSpec], result: RunResult,
+    def _skip_rest(self, target: SqlTarget | None, rest: list[TableSpec], result: RunResult,
                    why: str) -> None:
         """Tables a stopped run never started: listed and recorded `skipped` (DESIGN 5)."""
+        if self._signum == interrupts.DEADLINE:
+            error_class = "timeout"
+        else:
+            error_class = "interrupted" if self._signum else "locked"
         for spec in rest:
             if not spec.enabled:
                 continue
@@ -247,11 +268,11 @@ class Runner:
             res = TableResult(
                 name=spec.name, target=spec.qualified_target, source_type=spec.source_type,
                 mode=spec.sync_mode, incremental=False, status="skipped",
-                error_class="interrupted" if self._signum else "locked", error=why,
+                error_class=error_class, error=why,
                 started_at=now.isoformat(timespec="milliseconds"),
                 finished_at=now.isoformat(timespec="milliseconds"))
             result.tables.append(res)
-            if not self.plan_only:
+            if not self.plan_only and target is not None:
                 self._record_failure(target, res, now, now)
 
     def _record_run_level(self, target: SqlTarget, exc: RefsyncError) -> None:
@@ -361,6 +382,9 @@ class Runner:
                         if not self.plan_only:  # a reconnect may have lost the run lock
                             target.hold_lock()
                         self._attempt(target, spec, columns, res, origin)
+        except DeadlinePassed as exc:  # rolled back; the run stops after this table
+            self._signum = exc.signum
+            self._fail(res, exc)
         except Interrupted as exc:
             self._signum = exc.signum
             self._fail(res, exc)
@@ -389,7 +413,8 @@ class Runner:
         opts = spec.options
         source = open_source(spec, self.settings, self.config.section.legacy_mysql,
                              opts.batch_size)
-        unregister = interrupts.register(getattr(source, "cancel", None))
+        stoppable = getattr(source, "stoppable", None)
+        unregister = interrupts.register(stoppable()) if stoppable else (lambda: None)
         try:
             origin.source = source.describe()
             res.warnings = list(getattr(source, "warnings", []))
@@ -562,11 +587,16 @@ class Runner:
             return None
         from refsync import digest
 
+        target = writer.target
+
         def compute(whole: bool) -> Any:
+            """Runs in the digest's own thread, on a connection that thread opens and owns:
+            the writer's connection belongs to the main thread (DESIGN 4.9)."""
             started = time.perf_counter()
             try:
-                return digest.target_digests(writer.conn, plan, spec.target_schema,
-                                             spec.target_table, whole=whole)
+                with target.connect() as conn:
+                    return digest.target_digests(conn, plan, spec.target_schema,
+                                                 spec.target_table, whole=whole)
             except digest.DigestUnsupported as exc:  # the source reads everything
                 log.debug("%s: no digests: %s", spec.name, exc)
                 return None
@@ -576,8 +606,6 @@ class Runner:
                 phase = "target_total" if whole else "target_digest"
                 writer.timings[phase] = time.perf_counter() - started
 
-        # the writer's connection is idle until the first rows arrive, which the source
-        # sends only after it has the target's digests
         last = self._last_run.get(spec.name)
         request = digest.TargetRequest(compute, whole_first=last is not None and last.left_in_step(
             getattr(source, "changed_at", None)))

@@ -49,6 +49,7 @@ class Settings(BaseSettings):
     reference_sync_config: Path | None = None
     reference_sync_metrics_file: Path | None = None
     reference_sync_ping_url: str | None = None
+    reference_sync_max_run_time: str | None = None  # overrides the config's max_run_time
 
     def require_database_url(self) -> str:
         """The target URL; its absence is a config error (exit 2), found before any I/O."""
@@ -58,6 +59,19 @@ class Settings(BaseSettings):
                 hint="set WDH_DATABASE_URL=postgresql://user@host/db (or sqlite:///path.db)",
             )
         return self.database_url.get_secret_value()
+
+    def run_deadline(self, configured: timedelta) -> timedelta:
+        """The run's max_run_time: WDH_REFERENCE_SYNC_MAX_RUN_TIME over the config's."""
+        value = self.reference_sync_max_run_time
+        if value is None or not value.strip():
+            return configured
+        try:
+            limit = parse_duration(value)
+        except ValueError as exc:
+            raise ConfigError(f"WDH_REFERENCE_SYNC_MAX_RUN_TIME: {exc}") from None
+        if limit <= timedelta(0):
+            raise ConfigError("WDH_REFERENCE_SYNC_MAX_RUN_TIME: must be more than 0")
+        return limit
 
 
 def load_settings(env_file: Path | None = None) -> Settings:
@@ -329,6 +343,15 @@ class ReferenceSyncConfig(_Strict):
     defaults: TableOptions = Field(default_factory=TableOptions)
     legacy_mysql: MySQLPool = Field(default_factory=MySQLPool)
     tables: list[TableSpec] = Field(default_factory=list)
+    max_run_time: timedelta = timedelta(hours=4)  # the run deadline (DESIGN 4.9)
+
+    @field_validator("max_run_time", mode="before")
+    @classmethod
+    def _deadline(cls, v: Any) -> timedelta:
+        limit = parse_duration(v)
+        if limit <= timedelta(0):
+            raise ValueError("must be more than 0")
+        return limit
 
     @field_validator("timezone")
     @classmethod

@@ -89,9 +89,10 @@ differing buckets `source_bucket_predicate` / `target_bucket_predicate`; `verify
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -102,7 +103,11 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from refsync import interrupts
+from refsync.errors import Interrupted
 from refsync.model import ColumnInfo
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "AUTHORITATIVE",
@@ -720,8 +725,14 @@ class TargetRequest:
         return self._running[whole]
 
     def settle(self) -> None:
-        """Wait until no digest query runs on the writer's connection any more."""
-        wait(list(self._running.values()))
+        """Wait (bounded by the run) until no digest query runs any more."""
+        for pending in self._running.values():
+            try:
+                interrupts.wait(pending)
+            except Interrupted:
+                raise
+            except Exception:  # noqa: BLE001 - raised where its result was taken
+                log.debug("a target digest failed", exc_info=True)
 
 
 def whole_then_parts(source_of: Callable[[bool], Digests], target: TargetRequest,
@@ -735,7 +746,7 @@ def whole_then_parts(source_of: Callable[[bool], Digests], target: TargetRequest
         started = time.perf_counter()
         ours = source_of(whole)
         timings["source_total" if whole else "source_digest"] = time.perf_counter() - started
-        computed = pending.result()
+        computed = interrupts.wait(pending)
         if computed is None:
             return None
         theirs = computed

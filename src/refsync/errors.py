@@ -5,6 +5,8 @@ Errors are classified where they are raised, so the engine never has to guess fr
 
 from __future__ import annotations
 
+import signal
+from datetime import timedelta
 from typing import Any, ClassVar
 
 
@@ -119,6 +121,28 @@ class Interrupted(RefsyncError):
     def __init__(self, signum: int) -> None:
         super().__init__(f"interrupted by signal {signum}")
         self.signum = signum
+
+
+class DeadlinePassed(Interrupted):
+    """The run passed its max_run_time: the table in flight was rolled back (DESIGN 4.9)."""
+
+    error_class = "timeout"
+    default_hint = ("raise max_run_time (or WDH_REFERENCE_SYNC_MAX_RUN_TIME), or find what "
+                    "slows the run: refsync -v shows each table's phases")
+
+    def __init__(self, max_run_time: timedelta | None) -> None:
+        limit = f" ({_duration_text(max_run_time)})" if max_run_time else ""
+        RefsyncError.__init__(self, f"the run passed its max_run_time{limit}: the table in "
+                                    "flight was rolled back")
+        self.signum = signal.SIGALRM
+
+
+def _duration_text(value: timedelta) -> str:
+    seconds = value.total_seconds()
+    for unit, size in (("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{seconds:g}s"
 
 
 class InternalError(RefsyncError):

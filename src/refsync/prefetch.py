@@ -4,13 +4,21 @@ per-chunk Python work is small: the GIL is released while the driver waits on it
 
 from __future__ import annotations
 
+import logging
 import queue
 import threading
 from collections.abc import Iterator
 from typing import Any, TypeVar
 
+from refsync import interrupts
+
+log = logging.getLogger(__name__)
+
 T = TypeVar("T")
 _END = object()
+# after the consumer stops: how long the worker may take to finish its item (a chunk's read,
+# bounded on its server by the read timeout, or cancelled by a stop)
+JOIN_TIMEOUT_S = 35.0
 
 
 def prefetch(items: Iterator[T], depth: int = 2) -> Iterator[T]:
@@ -48,7 +56,13 @@ def prefetch(items: Iterator[T], depth: int = 2) -> Iterator[T]:
     worker.start()
     try:
         while True:
-            item = slots.get()
+            try:
+                item = slots.get(timeout=interrupts.POLL_S)
+            except queue.Empty:  # every wait has a bound: the run's stop or deadline
+                interrupts.check()
+                if not worker.is_alive() and slots.empty():
+                    raise RuntimeError("the reader thread ended without its last item") from None
+                continue
             if item is _END:
                 return
             if isinstance(item, BaseException):
@@ -56,4 +70,7 @@ def prefetch(items: Iterator[T], depth: int = 2) -> Iterator[T]:
             yield item
     finally:
         stop.set()
-        worker.join()
+        worker.join(JOIN_TIMEOUT_S)
+        if worker.is_alive():  # its statement ends on its own server (read timeout, cancel)
+            log.warning("the reader thread is still busy after %.0f s; going on without it",
+                        JOIN_TIMEOUT_S, extra={"event": "reader_stuck"})

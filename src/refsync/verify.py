@@ -29,6 +29,7 @@ statements in flight on both servers.
 from __future__ import annotations
 
 import logging
+import socket
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -130,7 +131,7 @@ def verify(config: LoadedConfig, settings: Settings, tables: list[str] | None = 
     target = open_target(settings.require_database_url())
     report = VerifyReport()
     try:
-        with signals_interrupt(), interrupts.cancellable(target.cancel):
+        with signals_interrupt(), interrupts.stoppable(target.stoppable()):
             for index, spec in enumerate(specs):
                 try:
                     with interrupts.converting():
@@ -330,7 +331,7 @@ def _mysql_connection(engine: Engine, where: str) -> Iterator[Connection]:
         connection_id = int(conn.exec_driver_sql("SELECT CONNECTION_ID()").scalar_one())
     except sa.exc.SQLAlchemyError as exc:
         raise classify_db_error(exc, where, side="source") from exc
-    unregister = interrupts.register(_killer(engine, connection_id, where))
+    unregister = interrupts.register(_stoppable(engine, conn, connection_id, where))
     try:
         yield conn
     finally:
@@ -346,11 +347,18 @@ def _begin_snapshot(conn: Connection) -> None:
     begin_snapshot(conn)
 
 
-def _killer(engine: Engine, connection_id: int, where: str) -> Callable[[], bool]:
-    """`KILL QUERY` for the snapshot's connection, when a signal comes."""
+def _stoppable(engine: Engine, conn: Connection, connection_id: int,
+               where: str) -> interrupts.Stoppable:
+    """A stop KILLs the snapshot connection's query, then closes its socket if need be."""
     from refsync.sources.mysql import kill_query
 
-    return lambda: kill_query(engine, connection_id, where)
+    def abort() -> None:
+        sock = getattr(conn.connection.dbapi_connection, "_sock", None)
+        if sock is not None:
+            sock.shutdown(socket.SHUT_RDWR)
+
+    return interrupts.Stoppable(busy=lambda: True, abort=abort,
+                                cancel=lambda: kill_query(engine, connection_id, where))
 
 
 def _rollback(conn: Connection) -> None:

@@ -47,7 +47,7 @@ def test_an_unlisted_target_query_error_hints_at_the_target(target: PostgresTarg
 
 
 def test_a_cancel_refsync_sent_on_a_signal_is_the_interruption(target: PostgresTarget) -> None:
-    interrupts.cancel_in_flight(15)
+    interrupts.stop(15)
     try:
         got = target.classify(pge.QueryCanceled("canceling statement due to user request"), "x")
         assert isinstance(got, Interrupted) and got.signum == 15

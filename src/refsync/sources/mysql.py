@@ -19,6 +19,7 @@ Engines for `legacy_mysql` are cached per settings so the tables of one run shar
 from __future__ import annotations
 
 import logging
+import socket
 import ssl
 import threading
 from collections.abc import Iterator, Sequence
@@ -51,6 +52,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from refsync.config import MySQLPool, Settings, TableSpec
 from refsync.digest import DigestComparison, DigestPlan, TargetRequest
 from refsync.errors import NotConfigured, QueryFailure
+from refsync.interrupts import Stoppable
 from refsync.model import Batch, Chunk, ColumnInfo, Row
 from refsync.sources.mysql_copy import CopyColumn, copy_column, copy_line, needs_check
 from refsync.sources.sql import SqlSource, _q
@@ -321,6 +323,7 @@ class MySQLSource(SqlSource):
         self._avg_row_length = 0
         # the read in flight: its connection id, for `cancel`
         self._read_connection_id: int | None = None
+        self._read_raw: Any = None  # its DB-API connection, whose socket `_abort` closes
         # re-entrant: `cancel` runs in the signal handler, on the main thread, which may be
         # inside `_begin_read`/`_end_read` holding it
         self._read_lock = threading.RLock()
@@ -598,6 +601,8 @@ class MySQLSource(SqlSource):
     def _begin_read(self, conn: Connection) -> None:
         """REPEATABLE READ (the session's or server's level may be lower), a READ ONLY
         transaction WITH CONSISTENT SNAPSHOT; note the server's clock and the connection id."""
+        with self._read_lock:
+            self._read_raw = conn.connection.dbapi_connection
         begin_snapshot(conn)
         connection_id, now = conn.exec_driver_sql(
             "SELECT CONNECTION_ID(), UTC_TIMESTAMP(6)").one()
@@ -609,6 +614,21 @@ class MySQLSource(SqlSource):
     def _end_read(self) -> None:
         with self._read_lock:
             self._read_connection_id = None
+            self._read_raw = None
+
+    def stoppable(self) -> Stoppable:
+        return Stoppable(busy=lambda: self._read_raw is not None, cancel=self.cancel,
+                         abort=self._abort)
+
+    def _abort(self) -> None:
+        """Close the read's socket under a call blocked on it (a server that stopped
+        answering): the call fails at once as a lost connection."""
+        with self._read_lock:
+            raw = self._read_raw
+        sock = getattr(raw, "_sock", None)
+        if sock is not None:
+            with suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
 
     def cancel(self) -> bool:
         """Stop the statement of the read in flight on the server: KILL QUERY from a new side

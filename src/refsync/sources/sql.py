@@ -41,6 +41,7 @@ from sqlalchemy.sql.elements import ColumnClause, ColumnElement, quoted_name
 from refsync.config import SqlSourceConfig, TableSpec
 from refsync.dberrors import classify_db_error, scrub
 from refsync.errors import ConfigError, FileMissing, NotConfigured, QueryFailure, RefsyncError
+from refsync.interrupts import Stoppable
 from refsync.model import Batch, Chunk, ColumnInfo
 from refsync.transform import row_chunks
 
@@ -398,6 +399,11 @@ class SqlSource:
     def cancel(self) -> bool:
         """Stop the statement in flight on the server, where the dialect can (MySQL)."""
         return False
+
+    def stoppable(self) -> Stoppable:
+        """What a stop (signal, deadline) does to this source's read in flight; the generic
+        source has nothing it can cancel: its read ends at the next row."""
+        return Stoppable(busy=lambda: False, cancel=self.cancel, abort=lambda: None)
 
     def _stream(self, stmt: Select[Any], params: dict[str, Any],
                 since: Any | None) -> Iterator[Sequence[Any]]:

@@ -259,6 +259,10 @@ class SqlTarget:
         """Cancel on the server what refsync has in flight (a signal); True if anything."""
         return False
 
+    def stoppable(self) -> interrupts.Stoppable:
+        """What a stop (signal, deadline) does to this target's statements in flight."""
+        return interrupts.Stoppable(busy=lambda: False, cancel=self.cancel, abort=lambda: None)
+
     @contextmanager
     def table_writer(self, schema: str, table: str, columns: list[ColumnInfo],
                      key: list[str], *, commit: bool = True,

@@ -10,6 +10,8 @@ checks, inside its own write transaction right before applying, that this run st
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -85,6 +87,22 @@ PG_TARGET_ERRORS: dict[str, tuple[type[RefsyncError], str, str]] = {
 # the row count and the key's spread the diff is planned on
 ANALYZE_SAMPLE_TARGET = 10
 ANALYZE_FULL_UP_TO = 300 * ANALYZE_SAMPLE_TARGET
+
+
+def abort_socket(conn: Any) -> None:
+    """Shut a psycopg connection's socket down from another thread: a call waiting on it
+    wakes with "server closed the connection" (the fd stays open until psycopg closes it)."""
+    try:
+        fd = conn.pgconn.socket
+    except Exception:  # noqa: BLE001 - already closed: nothing blocks on it
+        return
+    sock = socket.socket(fileno=os.dup(fd))
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+    finally:
+        sock.close()
 
 
 def _ms(value: timedelta) -> int:
@@ -304,20 +322,40 @@ class PostgresTarget(SqlTarget):
         with self._in_use_guard:
             self._in_use.discard(dbapi_conn)
 
-    def cancel(self) -> bool:
-        """Cancel, on the server, every statement refsync has in flight on this target (a
-        signal stops the run). True when something was running: it fails with 57014 now."""
+    def _active(self) -> list[Any]:
+        """The checked-out connections with a statement in flight (no I/O)."""
         with self._in_use_guard:
             conns = list(self._in_use)
-        cancelled = False
+        out = []
         for conn in conns:
             try:
                 if conn.pgconn.transaction_status == pq.TransactionStatus.ACTIVE:
-                    conn.cancel_safe(timeout=5.0)
-                    cancelled = True
+                    out.append(conn)
+            except Exception:  # noqa: BLE001 - a broken connection has nothing in flight
+                log.debug("reading a connection's status failed", exc_info=True)
+        return out
+
+    def cancel(self) -> bool:
+        """Cancel, on the server, every statement refsync has in flight on this target (a
+        signal stops the run). True when something was running: it fails with 57014 now."""
+        cancelled = False
+        for conn in self._active():
+            try:
+                conn.cancel_safe(timeout=interrupts.CANCEL_TIMEOUT_S)
+                cancelled = True
             except Exception:  # noqa: BLE001 - a broken connection has nothing to cancel
                 log.debug("cancel failed", exc_info=True)
         return cancelled
+
+    def abort(self) -> None:
+        """Close the sockets of the statements in flight, under the calls blocked on them (a
+        server or proxy that stopped answering): each fails at once as a lost connection."""
+        for conn in self._active():
+            abort_socket(conn)
+
+    def stoppable(self) -> interrupts.Stoppable:
+        return interrupts.Stoppable(busy=lambda: bool(self._active()), cancel=self.cancel,
+                                    abort=self.abort)
 
     def describe_table(self, schema: str, table: str, lock_timeout: timedelta | None = None,
                        ) -> tuple[dict[str, ColumnInfo] | None, list[set[str]]]:
