@@ -502,7 +502,7 @@ def console() -> None:
     Python's own exit frees every module and object one by one: 0.1-0.2 s after a sync,
     about a sixth of a nightly run of small tables (issue 9). By then every connection is
     closed and every log handler flushed (the atexit handlers run first), so the process
-    ends at once with the same exit code. Another thread still alive, or a stdout that
+    ends at once with the same exit code. Another (non-daemon) thread still alive, or a stdout that
     cannot be flushed, takes the ordinary way out.
 
     The cycle collector is off for the process: start-up allocates hundreds of thousands
@@ -513,6 +513,9 @@ def console() -> None:
     import gc
 
     gc.disable()
+    from refsync import interrupts
+
+    interrupts.allow_process_exit()  # a stop that cannot finish in time ends the process
     try:
         main()
         code: Any = 0
@@ -526,8 +529,9 @@ def _exit_now(code: Any) -> None:
     import os
     import threading
 
-    if threading.active_count() > 1:
-        sys.exit(code)
+    main_thread = threading.main_thread()
+    if any(t is not main_thread and not t.daemon for t in threading.enumerate()):
+        sys.exit(code)  # daemon threads (a watchdog, a stopper) never hold the exit
     atexit._run_exitfuncs()  # logging's shutdown (file handlers), coverage, ...
     try:
         sys.stdout.flush()

@@ -92,7 +92,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -106,6 +106,7 @@ from sqlalchemy.engine import Connection
 from refsync import interrupts
 from refsync.errors import Interrupted
 from refsync.model import ColumnInfo
+from refsync.threads import run_in_thread
 
 log = logging.getLogger(__name__)
 
@@ -717,11 +718,7 @@ class TargetRequest:
 
     def start(self, whole: bool) -> Future[Digests | None]:
         if whole not in self._running:
-            pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="refsync-digest")
-            try:
-                self._running[whole] = pool.submit(self.compute, whole)
-            finally:
-                pool.shutdown(wait=False)  # the thread ends with its one query
+            self._running[whole] = run_in_thread(lambda: self.compute(whole), "refsync-digest")
         return self._running[whole]
 
     def settle(self) -> None:

@@ -84,3 +84,39 @@ class CuttingProxy:
             t.join(timeout=5)
         for s in [self.listener, *self.sockets]:
             s.close()
+
+
+class StallingProxy(CuttingProxy):
+    """A TCP proxy that can stop forwarding while keeping every socket open (a proxy or a
+    network that stopped answering: the peer's kernel ACKs, nothing comes back): `stall()`
+    holds what it read, `resume()` sends it on. New connections stall too while stalled."""
+
+    def __init__(self, upstream: tuple[str, int]) -> None:
+        self.flowing = threading.Event()
+        self.flowing.set()
+        super().__init__(upstream, limit=1 << 62)
+
+    def stall(self) -> None:
+        self.flowing.clear()
+
+    def resume(self) -> None:
+        self.flowing.set()
+
+    def _pump(self, src: socket.socket, dst: socket.socket, limit: int | None) -> None:
+        try:
+            while data := src.recv(65536):
+                while not self.flowing.wait(0.1):
+                    if self.listener.fileno() < 0:
+                        return
+                dst.sendall(data)
+        except OSError:
+            pass
+        for s in (src, dst):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def close(self) -> None:
+        self.flowing.set()
+        super().close()

@@ -39,6 +39,7 @@ from sqlalchemy import (
     create_engine,
     event,
     func,
+    or_,
     text,
 )
 from sqlalchemy import exc as sa_exc
@@ -56,6 +57,7 @@ from refsync.interrupts import Stoppable
 from refsync.model import Batch, Chunk, ColumnInfo, Row
 from refsync.sources.mysql_copy import CopyColumn, copy_column, copy_line, needs_check
 from refsync.sources.sql import SqlSource, _q
+from refsync.transform import max_cursor
 
 log = logging.getLogger(__name__)
 
@@ -174,7 +176,7 @@ class CopyPlan:
     """How the server formats this table's rows for COPY, and flags rows to judge."""
 
     columns: list[CopyColumn]
-    key: str
+    key: str | None  # None: no one-column key to walk ranges of; one streaming statement
 
     @property
     def line(self) -> ColumnElement[Any]:
@@ -436,9 +438,7 @@ class MySQLSource(SqlSource):
         """The fast path's plan, or None (said in the -v log) when the table cannot take it."""
         self.open()
         why = None
-        if len(self._pk) != 1:
-            why = "the source table has no one-column primary key to read ranges of"
-        elif not self._transactional:
+        if not self._transactional:
             why = "the source table has no transactions: read in one statement"
         elif self.cursor_column is not None and not self._cursor_is_dated():
             why = f"the cursor column {self.cursor_column} is not a date"
@@ -455,7 +455,10 @@ class MySQLSource(SqlSource):
         if why is not None:
             log.debug("%s: rows are read as values: %s", self.where_text, why)
             return None
-        return CopyPlan(plan, self._pk[0])
+        if len(self._pk) != 1:
+            log.debug("%s: no one-column primary key to read ranges of: the table is read in "
+                      "one streaming statement", self.where_text)
+        return CopyPlan(plan, self._pk[0] if len(self._pk) == 1 else None)
 
     def _text_chunks(self, since: Any | None, plan: CopyPlan,
                      compare_with: tuple[DigestPlan, TargetRequest] | None = None,
@@ -468,12 +471,10 @@ class MySQLSource(SqlSource):
         ones from the rows just read; a chunk that still overflows is halved and read again,
         down to one row. A chunk holding a flagged row (or a NUL) is read again as values."""
         rows, params = self.select(since)
-        walk = rows  # chunk bounds walk the key alone, whatever part of the rows is read
-        key, key_type = plan.key, self._key_type
-        line, flag = plan.line, plan.flag
+        walk = rows
         share = 1.0  # of the rows walked, the share read
         total: int | None = None  # the table's rows, where the digests counted them
-        with self._reading(since) as (conn, _):
+        with self._reading(since) as (conn, results):
             if compare_with is not None:
                 only = self._differing_parts(conn, *compare_with)
                 if only is not None:  # read the parts that differ: each row tested once
@@ -485,67 +486,135 @@ class MySQLSource(SqlSource):
                     if outcome is not None and outcome.source_rows:
                         share = max(outcome.source_rows_differing / outcome.source_rows, 1e-6)
                         total = outcome.source_rows
-            # by (a lower bound, an upper bound): the last range is open above
-            shapes = [(a, u) for a in (False, True) for u in (False, True)]
-            chunk_sql = {s: build_chunk_select(rows, key, key_type, self.cursor_column, line,
-                                               flag, after_given=s[0], upto_given=s[1])
-                         for s in shapes}
-            values_sql = {s: key_range(rows, key, key_type, after_given=s[0], upto_given=s[1])
-                          for s in shapes}
-            conn.exec_driver_sql(f"SET SESSION group_concat_max_len = {GROUP_CONCAT_MAX_LEN}")
-            packet = int(conn.exec_driver_sql("SELECT @@max_allowed_packet").scalar_one())
-            budget = max(1, int(min(packet, GROUP_CONCAT_MAX_LEN) * PACKET_SHARE))
-            limit = self._rows_per_chunk(budget, self._avg_row_length)  # rows read a chunk
-            cap: int | None = None  # after an overflow: walk at most this many rows
-            after: Any = None
-            while True:
-                more = after is not None
-                args = {**params, "after": after} if more else dict(params)
-                # a filtered read walks further for the same rows read; after an overflow
-                # the walk holds at most half the rows read, so the retry always shrinks
-                walked = limit if share >= 1 else min(int(limit / share) + 1, 1 << 62)
-                if cap is not None:
-                    walked = min(walked, cap)
-                if not more and total is not None and walked >= total:
-                    upto = None  # all of it in one range: no walk over the keys
-                else:
-                    upto = conn.execute(build_chunk_bounds(
-                        walk, key, key_type, after_given=more, limit=walked), args).scalar()
-                last = upto is None  # fewer rows remain: read them all
-                if not last:
-                    args["upto"] = upto
-                text_, count, flagged, high = conn.execute(chunk_sql[more, not last],
-                                                           args).one()
-                if not last and (count > walked or (count < walked and walk is rows)):
-                    raise QueryFailure(  # cannot happen inside one snapshot
-                        f"{self.where_text}: a chunk of {walked} rows came back as {count}",
-                        hint="rerun; report it if it happens again")
-                if not count:  # none of this range's rows is in a part that differs
-                    pass
-                elif text_ is None or text_.count(b"\n") + 1 != count:
-                    if count == 1:
-                        big = conn.execute(build_chunk_bounds(rows, key, key_type,
-                                                              after_given=more, limit=1),
-                                           args).scalar()
-                        raise QueryFailure(
-                            f"{self.where_text}: the row {key}={big!r} is larger than the "
-                            f"source server's max_allowed_packet ({packet} bytes)",
-                            hint="raise max_allowed_packet on the source MySQL server")
-                    limit = cap = max(1, int(count) // 2)
-                    log.debug("%s: a chunk of %d rows overflows max_allowed_packet (%d bytes):"
-                              " reading %d", self.where_text, count, packet, limit)
-                    continue
-                elif flagged or b"\x00" in text_:  # the value rules decide, row by row
-                    batch = self._as_values([tuple(r) for r in conn.execute(
-                        values_sql[more, not last], args)])
-                    yield Chunk(len(batch), batch=batch, high=_date_or_none(high))
-                else:
-                    yield Chunk(int(count), copy_text=text_, high=_date_or_none(high))
-                if last:
-                    return
-                after, cap = upto, None
-                if count:
-                    limit = self._rows_per_chunk(budget, len(text_) // int(count) + 1)
+            if plan.key is None:
+                yield from self._streamed_text(conn, results, rows, params, plan)
+            else:
+                yield from self._ranged_text(conn, walk, rows, params, plan, share, total)
+
+    def _streamed_text(self, conn: Connection, results: list[Any], rows: Select[Any],
+                       params: dict[str, Any], plan: CopyPlan) -> Iterator[Chunk]:
+        """A table without a one-column key: its COPY lines in ONE streaming statement inside
+        the snapshot, `batch_size` lines a chunk, fetched straight from the driver's cursor
+        (no result rows built). The rows the pre-check flags (or that hold a NUL) are left
+        out and read at the end as values, in a second statement of the same snapshot."""
+        line, flag = plan.line, plan.flag
+        cursor: list[Any] = ([column(_q(self.cursor_column)).label("cur")]
+                             if self.cursor_column else [])
+        x = rows.with_only_columns(line.label("line"), flag.label("flag"), *cursor).subquery("x")
+        stmt = sa_select(text("CAST(CONVERT(x.line USING utf8mb4) AS BINARY)"), x.c.flag,
+                         *([x.c.cur] if cursor else [])).select_from(x)
+        odd = 0
+        for part in self._raw_stream(conn, results, stmt, params):
+            high = _date_or_none(max_cursor(None, [r[2] for r in part])) if cursor else None
+            lines = [r[0] for r in part if not r[1] and b"\x00" not in r[0]]
+            odd += len(part) - len(lines)
+            yield Chunk(len(lines), copy_text=b"\n".join(lines) if lines else None, high=high)
+        if odd:
+            judged = rows.where(or_(flag != 0, func.instr(line, func.char(0)) > 0))
+            for batch in self._stream_on(conn, results, judged, params):
+                values = self._as_values([tuple(r) for r in batch])
+                high = max_cursor(None, [r[-1] for r in values]) if cursor else None
+                yield Chunk(len(values), batch=values, high=_date_or_none(high))
+
+    def _raw_stream(self, conn: Connection, results: list[Any], stmt: Select[Any],
+                    params: dict[str, Any]) -> Iterator[Sequence[Any]]:
+        """`stmt`'s rows in parts of `batch_size`, unbuffered, as the driver's tuples: no
+        result rows are built (most of the cost of a per-row read in Python)."""
+        if conn.dialect.driver != "pymysql":
+            yield from self._stream_on(conn, results, stmt, params)
+            return
+        import pymysql.cursors
+
+        compiled = stmt.compile(dialect=conn.dialect)
+        raw = conn.connection.dbapi_connection
+        assert raw is not None
+        cursor = raw.cursor(pymysql.cursors.SSCursor)
+        results.append(cursor)
+        cursor.execute(str(compiled), compiled.construct_params(params))
+        while part := cursor.fetchmany(self.batch_size):
+            yield part
+        cursor.close()
+        results.clear()
+
+    def _stream_on(self, conn: Connection, results: list[Any], stmt: Select[Any],
+                   params: dict[str, Any]) -> Iterator[Sequence[Any]]:
+        result = conn.execution_options(stream_results=True, yield_per=self.batch_size
+                                        ).execute(stmt, params)
+        results.append(result)
+        yield from result.partitions(self.batch_size)
+        result.close()
+        results.clear()
+
+    def _ranged_text(self, conn: Connection, walk: Select[Any], rows: Select[Any],
+                     params: dict[str, Any], plan: CopyPlan, share: float,
+                     total: int | None) -> Iterator[Chunk]:
+        """Key ranges of `batch_size` rows (fewer where they would not fit the packet), each
+        aggregated by the server into one fetched row of COPY text. The bounds walk the key
+        of `walk` (every row of the read), whatever part of it `rows` reads."""
+        key, key_type = plan.key, self._key_type
+        assert key is not None
+        line, flag = plan.line, plan.flag
+        # by (a lower bound, an upper bound): the last range is open above
+        shapes = [(a, u) for a in (False, True) for u in (False, True)]
+        chunk_sql = {s: build_chunk_select(rows, key, key_type, self.cursor_column, line,
+                                           flag, after_given=s[0], upto_given=s[1])
+                     for s in shapes}
+        values_sql = {s: key_range(rows, key, key_type, after_given=s[0], upto_given=s[1])
+                      for s in shapes}
+        conn.exec_driver_sql(f"SET SESSION group_concat_max_len = {GROUP_CONCAT_MAX_LEN}")
+        packet = int(conn.exec_driver_sql("SELECT @@max_allowed_packet").scalar_one())
+        budget = max(1, int(min(packet, GROUP_CONCAT_MAX_LEN) * PACKET_SHARE))
+        limit = self._rows_per_chunk(budget, self._avg_row_length)  # rows read a chunk
+        cap: int | None = None  # after an overflow: walk at most this many rows
+        after: Any = None
+        while True:
+            more = after is not None
+            args = {**params, "after": after} if more else dict(params)
+            # a filtered read walks further for the same rows read; after an overflow
+            # the walk holds at most half the rows read, so the retry always shrinks
+            walked = limit if share >= 1 else min(int(limit / share) + 1, 1 << 62)
+            if cap is not None:
+                walked = min(walked, cap)
+            if not more and total is not None and walked >= total:
+                upto = None  # all of it in one range: no walk over the keys
+            else:
+                upto = conn.execute(build_chunk_bounds(
+                    walk, key, key_type, after_given=more, limit=walked), args).scalar()
+            last = upto is None  # fewer rows remain: read them all
+            if not last:
+                args["upto"] = upto
+            text_, count, flagged, high = conn.execute(chunk_sql[more, not last],
+                                                       args).one()
+            if not last and (count > walked or (count < walked and walk is rows)):
+                raise QueryFailure(  # cannot happen inside one snapshot
+                    f"{self.where_text}: a chunk of {walked} rows came back as {count}",
+                    hint="rerun; report it if it happens again")
+            if not count:  # none of this range's rows is in a part that differs
+                pass
+            elif text_ is None or text_.count(b"\n") + 1 != count:
+                if count == 1:
+                    big = conn.execute(build_chunk_bounds(rows, key, key_type,
+                                                          after_given=more, limit=1),
+                                       args).scalar()
+                    raise QueryFailure(
+                        f"{self.where_text}: the row {key}={big!r} is larger than the "
+                        f"source server's max_allowed_packet ({packet} bytes)",
+                        hint="raise max_allowed_packet on the source MySQL server")
+                limit = cap = max(1, int(count) // 2)
+                log.debug("%s: a chunk of %d rows overflows max_allowed_packet (%d bytes):"
+                          " reading %d", self.where_text, count, packet, limit)
+                continue
+            elif flagged or b"\x00" in text_:  # the value rules decide, row by row
+                batch = self._as_values([tuple(r) for r in conn.execute(
+                    values_sql[more, not last], args)])
+                yield Chunk(len(batch), batch=batch, high=_date_or_none(high))
+            else:
+                yield Chunk(int(count), copy_text=text_, high=_date_or_none(high))
+            if last:
+                return
+            after, cap = upto, None
+            if count:
+                limit = self._rows_per_chunk(budget, len(text_) // int(count) + 1)
 
     def _differing_parts(self, conn: Connection, plan: DigestPlan,
                          target: TargetRequest) -> tuple[Any, Any] | None:

@@ -39,7 +39,8 @@ from refsync.errors import (
 )
 from refsync.model import Batch, ColumnInfo
 from refsync.targets.base import DirectLoadConflict, SqlTableWriter, SqlTarget
-from refsync.targets.readonly import LOCK_KEY, LOCK_ROW, PG_CONNECT_ARGS
+from refsync.targets.pg_liveness import Watchdog
+from refsync.targets.readonly import LOCK_KEY, LOCK_ROW, PG_CONNECT_ARGS, libpq_uri
 
 log = logging.getLogger(__name__)
 
@@ -313,6 +314,12 @@ class PostgresTarget(SqlTarget):
         self._in_use_guard = threading.RLock()
         sa.event.listen(engine, "checkout", self._checked_out)
         sa.event.listen(engine, "checkin", self._checked_in)
+        self._watchdog = Watchdog(libpq_uri(parsed.render_as_string(hide_password=False)),
+                                  PG_CONNECT_ARGS, self._active, abort_socket, self.describe())
+
+    def close(self) -> None:
+        self._watchdog.stop()
+        super().close()
 
     def _checked_out(self, dbapi_conn: Any, _record: Any, _proxy: Any) -> None:
         with self._in_use_guard:

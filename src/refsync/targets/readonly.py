@@ -27,9 +27,11 @@ LOCK_ROW = (f"locktype = 'advisory' AND classid = {LOCK_KEY >> 32} "
             f"AND objid = {LOCK_KEY & 0xFFFFFFFF} AND objsubid = 1 AND granted "
             "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())")
 
-# libpq keepalives: a dead client's session (and its run lock) is freed within minutes
+# libpq keepalives: a dead client's session (and its run lock) is freed within minutes, and
+# refsync notices a dead server: an idle connection within 60 s (30 + 3 x 10), data the
+# server stopped acknowledging within 30 s (tcp_user_timeout, ms)
 KEEPALIVES = {"keepalives": 1, "keepalives_idle": 30, "keepalives_interval": 10,
-              "keepalives_count": 3}
+              "keepalives_count": 3, "tcp_user_timeout": 30000}
 PG_CONNECT_ARGS: dict[str, Any] = {"connect_timeout": 10, "application_name": "refsync",
                                    **KEEPALIVES}
 
