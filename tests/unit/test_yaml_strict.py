@@ -11,10 +11,11 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -450,10 +451,36 @@ def read_position(pid: int, path: Path) -> int:
     return -1
 
 
+class StderrLines:
+    """A child's stderr read line by line in a thread, so the test can wait for a line."""
+
+    def __init__(self, proc: subprocess.Popen[str]) -> None:
+        self.lines: list[str] = []
+        self.seen = threading.Event()
+        self.wanted = ""
+        assert proc.stderr is not None
+        self.thread = threading.Thread(target=self._read, args=(proc.stderr,), daemon=True)
+        self.thread.start()
+
+    def _read(self, stream: IO[str]) -> None:
+        for line in stream:
+            self.lines.append(line)
+            if self.wanted and self.wanted in line:
+                self.seen.set()
+
+    def wait_for(self, text: str, timeout: float) -> None:
+        self.wanted = text
+        if not any(text in line for line in self.lines):
+            assert self.seen.wait(timeout), f"no {text!r} in {''.join(self.lines)}"
+
+
 @pytest.mark.slow
-def test_sigterm_while_parsing_a_large_yaml_ends_the_sync(project: Path) -> None:
-    """`refsync sync` reading a 600,000-row file (limit raised) stops on SIGTERM: exit 143
-    within 10 s, the table `interrupted`, nothing applied."""
+@pytest.mark.parametrize("phase", [pytest.param("check", id="while-open-checks-the-file"),
+                                   pytest.param("read", id="while-the-rows-are-read")])
+def test_sigterm_while_parsing_a_large_yaml_ends_the_sync(project: Path, phase: str) -> None:
+    """`refsync sync` reading a 600,000-row file (limit raised) stops on SIGTERM, in the
+    first read (the check, on the main thread) or the second (the rows, read ahead in a
+    thread): exit 143 within 10 s, the table `interrupted`, nothing applied."""
     data = write(project, HEADER + "  - {code: A, name: a}\n")
     db = project / "w.sqlite"
     env = {**os.environ, "WDH_DATABASE_URL": f"sqlite:///{db}"}
@@ -465,24 +492,33 @@ def test_sigterm_while_parsing_a_large_yaml_ends_the_sync(project: Path) -> None
         f.write(HEADER)
         for i in range(0, 600_000, 1000):
             f.write("".join(f"  - {{code: C{j:07}, name: 名称 {j}}}\n" for j in range(i, i + 1000)))
-    proc = subprocess.Popen([*refsync, "sync", "--json", "-c", str(config)], env=env,
+    proc = subprocess.Popen([*refsync, "sync", "--json", "-v", "-c", str(config)], env=env,
                             cwd=project, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
     try:
+        stderr = StderrLines(proc)
+        if phase == "read":
+            stderr.wait_for(f"checked 600000 rows in {data}", timeout=120)
         deadline = time.monotonic() + 60
         while read_position(proc.pid, data) < 1_000_000:  # well into the file
-            assert proc.poll() is None, proc.communicate()
+            assert proc.poll() is None, "".join(stderr.lines)
             assert time.monotonic() < deadline, "refsync never read 1 MB of the YAML file"
             time.sleep(0.01)
         proc.send_signal(signal.SIGTERM)
         signalled = time.monotonic()
-        out, err = proc.communicate(timeout=10)
+        proc.wait(timeout=10)
         assert time.monotonic() - signalled < 10
     finally:
         if proc.poll() is None:
             proc.kill()
-            proc.communicate()
-    assert proc.returncode == 143, err
+            proc.wait()
+    assert proc.stdout is not None
+    out = proc.stdout.read()
+    proc.stdout.close()
+    stderr.thread.join(timeout=10)
+    assert proc.stderr is not None
+    proc.stderr.close()
+    assert proc.returncode == 143, "".join(stderr.lines)
     [table] = json.loads(out)["tables"]
     assert table["status"] == "interrupted"
     with sqlite3.connect(db) as conn:
