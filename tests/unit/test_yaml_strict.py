@@ -422,20 +422,32 @@ def test_sync_non_scalar_values_are_rejects_never_python_text(project: Path) -> 
     assert rows == [("A", "ok"), ("F", "0701")]
 
 
-def test_sync_yaml_config_errors_fail_the_table_as_config(project: Path) -> None:
-    data = write(project, HEADER + "  - {code: A}\ndata: []\n")
+@pytest.mark.parametrize(("text", "options", "error", "hint"), [
+    pytest.param(HEADER + "  - {code: A}\ndata: []\n", {},
+                 "{data} (line 4): duplicate top-level key 'data': it may appear once",
+                 "fix the config file and rerun", id="second-data"),
+    pytest.param(HEADER + "  - {code: A}\n", {"max_yaml_bytes": 10},
+                 "{data} is 42 bytes, over the limit of 10 bytes (max_yaml_bytes)",
+                 "raise max_yaml_bytes for this table or in defaults (e.g. max_yaml_bytes: "
+                 "256MB), or split the file", id="oversize"),
+    pytest.param(HEADER + "  - {name: x}\n", {},
+                 "{data} (line 3): a row without the key column 'code'",
+                 "every row needs code (primary_key)", id="no-key"),
+])
+def test_sync_yaml_config_errors_fail_the_table_as_config(
+        project: Path, text: str, options: dict[str, Any], error: str, hint: str) -> None:
+    data = write(project, HEADER + "  - {code: A}\n")
     env = {"WDH_DATABASE_URL": f"sqlite:///{project / 'w.sqlite'}"}
-    config = write_config(project, data)
     runner = CliRunner()
-    write(project, HEADER + "  - {code: A}\n")
-    assert runner.invoke(app, ["init-db", "--create-tables", "-c", str(config)],
-                         env=env).exit_code == 0
-    write(project, HEADER + "  - {code: A}\ndata: []\n")
+    assert runner.invoke(app, ["init-db", "--create-tables", "-c",
+                               str(write_config(project, data))], env=env).exit_code == 0
+    write(project, text)
+    config = write_config(project, data, **options)
     result = runner.invoke(app, ["sync", "--json", "-c", str(config)], env=env)
     assert result.exit_code == 1
     [table] = json.loads(result.stdout)["tables"]
     assert (table["status"], table["error_class"]) == ("failed", "config")
-    assert table["error"] == f"{data} (line 4): duplicate top-level key 'data': it may appear once"
+    assert (table["error"], table["hint"]) == (error.format(data=data), hint)
 
 
 def read_position(pid: int, path: Path) -> int:
