@@ -248,7 +248,8 @@ class _Document:
         ev, head = self.events, self.header
         while not isinstance(key := ev.next(), yaml.MappingEndEvent):
             if not isinstance(key, yaml.ScalarEvent):
-                raise ev.fail(key, "a top-level key must be a single word", hint=LAYOUT_HINT)
+                raise ev.fail(key, "a top-level key must be a single value, not a list, "
+                              "mapping or alias", hint=LAYOUT_HINT)
             name = key.value
             if name in head.seen:
                 raise ev.fail(key, f"duplicate top-level key {name!r}: it may appear once")
