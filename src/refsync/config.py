@@ -115,6 +115,20 @@ def parse_duration(value: Any) -> timedelta:
 
 Duration = Annotated[timedelta, Field()]
 
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmg]?)b?\s*$", re.IGNORECASE)
+
+
+def parse_size(value: Any) -> int:
+    """`1048576`, `512KB`, `64MB`, `1GB` (binary units: 1 MB = 1024 KB) → bytes."""
+    if isinstance(value, bool):
+        raise ValueError("expected bytes or a size like 64MB")
+    if isinstance(value, int):
+        return value
+    match = _SIZE.match(str(value))
+    if not match:
+        raise ValueError(f"{value!r} is not a size: use bytes or 512KB, 64MB, 1GB")
+    return int(float(match[1]) * 1024 ** " kmg".index(match[2].lower() or " "))
+
 
 class RetryPolicy(_Strict):
     attempts: int = Field(3, ge=0, le=20, description="retries after the first try")
@@ -140,11 +154,17 @@ class TableOptions(_Strict):
     lock_timeout: timedelta = timedelta(minutes=5)  # waiting for a target table lock
     statement_timeout: timedelta = timedelta(0)  # 0: none, whatever the role says
     source_timezone: str = "Asia/Shanghai"
+    max_yaml_bytes: int = Field(64 * 1024 * 1024, ge=1)  # a larger config_file is refused
 
     @field_validator("lookback", "lock_timeout", "statement_timeout", mode="before")
     @classmethod
     def _lookback(cls, v: Any) -> timedelta:
         return parse_duration(v)
+
+    @field_validator("max_yaml_bytes", mode="before")
+    @classmethod
+    def _size(cls, v: Any) -> int:
+        return parse_size(v)
 
     @field_validator("source_timezone")
     @classmethod
@@ -246,6 +266,7 @@ class TableSpec(_Strict):
     lock_timeout: timedelta | None = None
     statement_timeout: timedelta | None = None
     source_timezone: str | None = None
+    max_yaml_bytes: int | None = Field(None, ge=1)
     # filled in by ReferenceSyncConfig from `defaults` + the overrides above
     options: TableOptions = Field(default_factory=TableOptions, exclude=True)
 
@@ -279,6 +300,11 @@ class TableSpec(_Strict):
     @classmethod
     def _lookback(cls, v: Any) -> timedelta | None:
         return None if v is None else parse_duration(v)
+
+    @field_validator("max_yaml_bytes", mode="before")
+    @classmethod
+    def _size(cls, v: Any) -> int | None:
+        return None if v is None else parse_size(v)
 
     @model_validator(mode="after")
     def _consistent(self) -> TableSpec:
@@ -388,7 +414,8 @@ class ReferenceSyncConfig(_Strict):
             overrides = {
                 k: getattr(t, k)
                 for k in ("batch_size", "retry", "max_delete_ratio", "on_invalid", "lookback",
-                          "lock_timeout", "statement_timeout", "source_timezone")
+                          "lock_timeout", "statement_timeout", "source_timezone",
+                          "max_yaml_bytes")
                 if getattr(t, k) is not None
             }
             merged = TableOptions.model_validate({**self.defaults.model_dump(), **overrides})

@@ -39,6 +39,8 @@ from refsync.model import Batch, Chunk, ColumnInfo, Reject, Row
 __all__ = [
     "RejectValue",
     "RowConverter",
+    "Unfit",
+    "UnfitBatch",
     "clock_cap",
     "cursor_before",
     "make_converter",
@@ -57,6 +59,33 @@ class RejectValue(Exception):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+class Unfit:
+    """A source value that fits no column as it is (a YAML list, mapping, set or binary
+    value): its row is rejected with `reason`; the reject shows `shown`."""
+
+    __slots__ = ("reason", "shown")
+
+    def __init__(self, reason: str, shown: str) -> None:
+        self.reason = reason
+        self.shown = shown
+
+    def __str__(self) -> str:
+        return self.shown
+
+
+class UnfitBatch(list[Row]):
+    """A batch that holds `Unfit` values: converted row by row, so their rows are rejected."""
+
+
+def _refusing_unfit(conv: Converter) -> Converter:
+    def strict(v: Any) -> Any:
+        if type(v) is Unfit:
+            raise RejectValue(v.reason)
+        return conv(v)
+
+    return strict
 
 
 # ---------------------------------------------------------------- reasons
@@ -700,6 +729,7 @@ class RowConverter:
         self.max_listed = max_listed
         self.cursor = cursor
         self._converters = [make_converter(c, source_tz) for c in columns]
+        self._strict = [_refusing_unfit(c) for c in self._converters]  # for an UnfitBatch
         self._getters = [itemgetter(i) for i in range(len(columns))]
         self._key_index = [(k, names.index(k)) for k in key]
         self.rejected = 0
@@ -719,6 +749,8 @@ class RowConverter:
         n = len(convs)
         if n == 0:
             return [() for _ in batch]
+        if type(batch) is UnfitBatch:
+            return self._convert_rows(batch)
         # Column-wise: one C-level map per column, then zip back into row tuples. A bad
         # value (or a short row: IndexError) sends the batch down the row-by-row path.
         try:
@@ -731,7 +763,7 @@ class RowConverter:
         return self._convert_rows(batch)
 
     def _convert_rows(self, batch: Batch) -> Batch:
-        convs = self._converters
+        convs = self._strict if type(batch) is UnfitBatch else self._converters
         n = len(convs)
         out: Batch = []
         append = out.append
@@ -754,7 +786,7 @@ class RowConverter:
             self.reject_low = cursor
         if len(self.rejects) >= self.max_listed:
             return
-        for col, conv, value in zip(self.columns, self._converters, row, strict=False):
+        for col, conv, value in zip(self.columns, self._strict, row, strict=False):
             try:
                 conv(value)
             except RejectValue as e:
@@ -768,7 +800,7 @@ class RowConverter:
         """Remember a rejected row's key in the target's terms; a key that does not fit its
         column (NULL, too long) matches no target row, so there is nothing to keep."""
         try:
-            key = tuple(self._converters[i](row[i]) for _, i in self._key_index)
+            key = tuple(self._strict[i](row[i]) for _, i in self._key_index)
         except (RejectValue, IndexError):
             return
         self.rejected_keys.append(key)

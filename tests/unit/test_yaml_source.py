@@ -11,16 +11,17 @@ import pytest
 from refsync.config import TableSpec
 from refsync.errors import ConfigError, FileMissing, SchemaVersionMismatch
 from refsync.sources import YamlFileSource
+from refsync.transform import Unfit
 
 
 def make_spec(path: str | Path, version: Any = "1.0", columns: list[dict[str, str]] | None = None,
-              ) -> TableSpec:
+              key: str = "产品线代码", **options: Any) -> TableSpec:
     sc: dict[str, Any] = {"file_path": str(path), "schema_version": version}
     if columns is not None:
         sc["columns"] = columns
     return TableSpec.model_validate({
         "name": "产品线", "target_table": "产品线", "source_type": "config_file",
-        "source_config": sc, "sync_mode": "delete_insert", "primary_key": "产品线代码"})
+        "source_config": sc, "sync_mode": "delete_insert", "primary_key": key, **options})
 
 
 def write(tmp_path: Path, text: str, name: str = "product_lines.yml") -> Path:
@@ -133,7 +134,7 @@ data:
   - {code: B, extra: 1}
   - {name: c, code: C, since: 2024-01-02}
 """)
-    src = YamlFileSource(make_spec(path), batch_size=10).open()
+    src = YamlFileSource(make_spec(path, key="code"), batch_size=10).open()
     assert src.columns == ["code", "name", "extra", "since"]
     assert read_all(src) == [("A", "a", None, None), ("B", None, "1", None),
                              ("C", "c", None, "2024-01-02")]
@@ -178,7 +179,7 @@ def test_yaml_source_mapped_key_in_no_row_warns(tmp_path: Path) -> None:
 def test_yaml_source_batches(tmp_path: Path) -> None:
     rows = "\n".join(f"  - {{code: C{i:03}}}" for i in range(7))
     path = write(tmp_path, f'schema_version: "1.0"\ndata:\n{rows}\n')
-    src = YamlFileSource(make_spec(path), batch_size=3)
+    src = YamlFileSource(make_spec(path, key="code"), batch_size=3)
     assert [len(b) for b in src.iter_batches(None)] == [3, 3, 1]
     assert [len(b) for b in src.iter_batches(None)] == [3, 3, 1]  # a retry reads it again
 
@@ -188,14 +189,14 @@ def test_yaml_source_values_keep_their_text(tmp_path: Path) -> None:
 data:
   - {code: "007", name: "tab\there\nnl \\ \\N 'q' \"dq\" 😀 𠀀", flag: true, n: 12.50}
 """)
-    assert read_all(YamlFileSource(make_spec(path), batch_size=3)) == [
+    assert read_all(YamlFileSource(make_spec(path, key="code"), batch_size=3)) == [
         ("007", "tab\there\nnl \\ \\N 'q' \"dq\" 😀 𠀀", "true", "12.50")]
 
 
 def test_yaml_source_plain_scalars_keep_their_source_text(tmp_path: Path) -> None:
     """DESIGN 3.2: no YAML 1.1 octal, float, base-60, boolean or date re-typing of row
-    values (nor of row keys); nulls stay NULL; nested values and the file's keys load as
-    YAML says."""
+    values (nor of row keys); nulls stay NULL; a nested value is Unfit (its row is
+    rejected, see test_yaml_strict.py); the file's keys load as YAML says."""
     path = write(tmp_path, """\
 schema_version: 1.10
 description: 产品线
@@ -203,16 +204,19 @@ data:
   - {code: 0701, ver: 1.10, at: 12:30, flag: on, off: yes, day: 2024-01-02, big: 0x1F,
      inf: .inf, n1: null, n2: ~, n3: , q: "0701", nested: {a: 1, b: [on, 0701]}}
 """)
-    src = YamlFileSource(make_spec(path, version="1.10"), batch_size=10)
-    assert read_all(src) == [("0701", "1.10", "12:30", "on", "yes", "2024-01-02", "0x1F",
-                              ".inf", None, None, None, "0701",
-                              {"a": 1, "b": [True, 449]})]
+    src = YamlFileSource(make_spec(path, version="1.10", key="code"), batch_size=10)
+    [row] = read_all(src)
+    assert row[:-1] == ("0701", "1.10", "12:30", "on", "yes", "2024-01-02", "0x1F",
+                        ".inf", None, None, None, "0701")
+    assert isinstance(row[-1], Unfit)
+    assert row[-1].reason == "a mapping is not a single value (line 5)"
     assert src.columns == ["code", "ver", "at", "flag", "off", "day", "big", "inf", "n1",
                            "n2", "n3", "q", "nested"]
 
 
 @pytest.mark.parametrize(("text", "message"), [
-    pytest.param('schema_version: "1.0"\ndata: [a, b\n', "not valid YAML", id="bad-yaml"),
+    pytest.param('schema_version: "1.0"\ndata: [{code: A}, {code: B}\n', "not valid YAML",
+                 id="bad-yaml"),
     pytest.param("- just\n- a list\n", "expected a mapping", id="top-level-list"),
     pytest.param("", "found empty", id="empty-file"),
     pytest.param('schema_version: "1.0"\ndata: {code: A}\n', "data must be a list", id="data-map"),
@@ -226,7 +230,7 @@ data:
 def test_yaml_source_malformed_content(tmp_path: Path, text: str, message: str) -> None:
     path = write(tmp_path, text)
     with pytest.raises(ConfigError) as info:
-        YamlFileSource(make_spec(path), batch_size=10).open()
+        YamlFileSource(make_spec(path, key="code"), batch_size=10).open()
     assert message in str(info.value)
     assert str(path) in str(info.value)
 
