@@ -128,8 +128,11 @@ def problem_lines(report: dict[str, Any], now: datetime) -> list[str]:
 
 
 def env_file_problems(env_file: Path | None) -> list[str]:
-    """The env file holds passwords: one readable by every user on the host is a problem."""
-    path = env_file or Path(".env")
+    """The env file (`--env-file`, as the service's) holds passwords: one readable by every
+    user on the host is a problem."""
+    if env_file is None:
+        return []
+    path = env_file
     try:
         mode = path.stat().st_mode
     except OSError:

@@ -10,6 +10,7 @@ import shutil
 import signal
 import stat
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -621,3 +622,148 @@ def test_systemd_calendar_next_elapse(systemd_analyze: str, tz: str, expected: s
     assert result.returncode == 0, result.stderr
     (next_line,) = [line for line in result.stdout.splitlines() if "Next elapse:" in line]
     assert next_line.strip().endswith(expected), result.stdout
+
+
+# ---------------------------------------------------------------- one source for the DDL
+
+
+def _demo_project(where: Path) -> Path:
+    """The seed's four tables over a SQLite legacy database with the legacy column types."""
+    from refsync import demo_data
+
+    demo_data.build_legacy_sqlite(where / "legacy.sqlite", rows=10)
+    demo_data.write_product_lines(where / "product_lines.yml")
+    config = where / "data_sources.yml"
+    config.write_text(demo_data.demo_config_text(f"sqlite:///{where / 'legacy.sqlite'}",
+                                                 str(where / "product_lines.yml")),
+                      encoding="utf-8")
+    return config
+
+
+def test_deploy_sql_file_is_what_init_db_print_sql_prints(tmp_path: Path) -> None:
+    """deploy/sql/reference_tables.sql is generated: `refsync init-db --print-sql` for the
+    seed's tables, the statements `--create-tables` runs (refsync.ddl)."""
+    config = _demo_project(tmp_path)
+    env = {**os.environ, "WDH_DATABASE_URL": "postgresql://nobody@127.0.0.1:1/none"}
+    result = subprocess.run(
+        [sys.executable, "-m", "refsync", "init-db", "--print-sql", "-c", str(config)],
+        capture_output=True, text=True, timeout=60, check=False, env=env, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == (DEPLOY / "sql" / "reference_tables.sql").read_text(encoding="utf-8")
+    text = result.stdout
+    assert '"产品线代码" varchar(20) NOT NULL' in text and '"产品线名称" varchar(100),' in text
+    assert ('CREATE INDEX IF NOT EXISTS "ix_组合计划_年金计划号" ON "business"."组合计划" '
+            '("年金计划号");') in text
+    assert "CREATE INDEX IF NOT EXISTS \"ix_产品线_needs_review\"" in text
+    assert " text" not in text, "every seed column has its length"
+
+
+@pytest.mark.parametrize(
+    ("declared", "expected"),
+    [pytest.param("varchar(20)", "VARCHAR(20)", id="varchar"),
+     pytest.param("numeric(12, 2)", "NUMERIC(12, 2)", id="numeric"),
+     pytest.param("timestamptz", "TIMESTAMP WITH TIME ZONE", id="timestamptz"),
+     pytest.param("BIGINT", "BIGINT", id="upper-case")],
+)
+def test_a_mapping_may_declare_the_column_type_init_db_creates(declared: str,
+                                                               expected: str) -> None:
+    from sqlalchemy.dialects import postgresql
+
+    from refsync.config import ColumnMap
+    from refsync.ddl import declared_type
+
+    mapping = ColumnMap(source="a", target="a", type=declared)
+    assert mapping.type is not None
+    assert declared_type(mapping.type).compile(dialect=postgresql.dialect()) == expected
+
+
+@pytest.mark.parametrize("declared", [pytest.param("varchar(20); DROP TABLE x", id="injection"),
+                                      pytest.param("serial", id="serial"),
+                                      pytest.param("geometry", id="unknown")])
+def test_a_declared_type_refsync_cannot_create_is_a_config_error(declared: str) -> None:
+    from pydantic import ValidationError
+
+    from refsync.config import ColumnMap
+
+    with pytest.raises(ValidationError, match="is not one of"):
+        ColumnMap(source="a", target="a", type=declared)
+
+
+# ---------------------------------------------------------------- status for the operator
+
+STATUS_CONFIG = """\
+reference_sync:
+  timezone: Asia/Shanghai
+  tables:
+    - name: 产品线
+      target_table: 产品线
+      source_type: config_file
+      source_config: {file_path: lines.yml, schema_version: "1.0"}
+      sync_mode: delete_insert
+      primary_key: 产品线代码
+    - name: 组织架构
+      target_table: 组织架构
+      source_type: config_file
+      source_config: {file_path: missing.yml, schema_version: "1.0",
+                      columns: [{source: 组织代码, target: 组织代码}]}
+      primary_key: 组织代码
+"""
+
+
+def _refsync(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "refsync", *args], cwd=project,
+                          capture_output=True, text=True, timeout=120, check=False,
+                          env={**os.environ, "TZ": "UTC"})
+
+
+@pytest.fixture
+def synced(tmp_path: Path) -> Path:
+    """A SQLite project after one sync: 产品线 ok, 组织架构 skipped (its file is missing)."""
+    (tmp_path / "refsync.yml").write_text(STATUS_CONFIG, encoding="utf-8")
+    (tmp_path / "lines.yml").write_text(
+        'schema_version: "1.0"\ndata:\n  - {产品线代码: PL01, 产品线名称: 企业年金}\n',
+        encoding="utf-8")
+    env = tmp_path / "refsync.env"
+    env.write_text(f"WDH_DATABASE_URL=sqlite:///{tmp_path / 'w.db'}\n"
+                   f"WDH_REFERENCE_SYNC_CONFIG={tmp_path / 'refsync.yml'}\n")
+    env.chmod(0o640)
+    assert _refsync(tmp_path, "init-db", "--create-tables", "--env-file", str(env)).returncode == 0
+    assert _refsync(tmp_path, "sync", "--env-file", str(env)).returncode == 1
+    return tmp_path
+
+
+def test_status_problems_prints_one_line_a_table_with_class_and_error(synced: Path) -> None:
+    result = _refsync(Path("/"), "status", "--problems", "--env-file",
+                      str(synced / "refsync.env"))
+    assert result.returncode == 1, result.stderr
+    (line,) = result.stdout.splitlines()
+    assert line.startswith("组织架构: last run skipped [file_missing]: ")
+    assert str(synced / "missing.yml") in line
+    assert result.stderr == ""
+    ok = _refsync(Path("/"), "status", "--problems", "-t", "产品线", "--env-file",
+                  str(synced / "refsync.env"))
+    assert (ok.returncode, ok.stdout) == (0, ""), "all is well: nothing to mail"
+
+
+def test_status_json_times_carry_the_configured_zones_offset(synced: Path) -> None:
+    result = _refsync(synced, "status", "--json", "--no-fail", "--env-file",
+                      str(synced / "refsync.env"))
+    doc = json.loads(result.stdout)
+    times = [t[k] for t in doc["tables"] for k in ("last_started_at", "last_finished_at",
+                                                   "last_success_at") if t[k]]
+    times += [r[k] for r in doc["runs"] for k in ("started_at", "finished_at") if r[k]]
+    assert len(times) >= 5
+    assert all(t.endswith("+08:00") for t in times), times
+
+
+def test_status_names_an_env_file_others_can_read_as_a_problem(synced: Path) -> None:
+    env = synced / "refsync.env"
+    env.chmod(0o644)
+    result = _refsync(synced, "status", "--json", "-t", "产品线", "--env-file", str(env))
+    assert result.returncode == 1
+    assert json.loads(result.stdout)["problems"] == [
+        f"env file {env} holds secrets and is readable by every user (mode 0644): "
+        f"chmod 0640 {env}"]
+    env.chmod(0o640)
+    result = _refsync(synced, "status", "--json", "-t", "产品线", "--env-file", str(env))
+    assert (result.returncode, json.loads(result.stdout)["problems"]) == (0, [])
