@@ -200,8 +200,8 @@ version=${started##* }
 
 metrics_args=()
 if [[ -n $metrics_file ]]; then
-    # 0755: node_exporter, another user, must be able to read it
-    mkdir -p -m 0755 -- "$(dirname -- "$metrics_file")" 2>/dev/null ||
+    # 0755, parents too: node_exporter, another user, must be able to read it
+    (umask 022 && mkdir -p -- "$(dirname -- "$metrics_file")") 2>/dev/null ||
         prestart_failure "cannot create the metrics directory $(dirname -- "$metrics_file") \
 as $(id -un): create it (install -d -o $(id -un) -m 0755 DIR), give $(id -un) write access \
 to it, or set REFSYNC_METRICS_FILE to a writable path (empty: no metrics)"

@@ -7,11 +7,13 @@ nullability with no default or sequence of their own."""
 from __future__ import annotations
 
 import json
+import subprocess
 import sqlite3
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 import sqlalchemy as sa
@@ -172,3 +174,93 @@ reference_sync:
     times = [table[k] for k in ("last_started_at", "last_finished_at", "last_success_at")]
     times += [run[k] for run in doc["runs"] for k in ("started_at", "finished_at")]
     assert len(times) == 5 and all(t.endswith("+08:00") for t in times), times
+
+
+# ---------------------------------------------------------------- the database side of the guide
+
+
+def _libpq(url: str) -> str:
+    return sa.engine.make_url(url).set(drivername="postgresql").render_as_string(
+        hide_password=False)
+
+
+def test_the_guides_postgres_role_can_init_sync_and_read_status(pg_url: str,
+                                                                tmp_path: Path) -> None:
+    """deploy/sql/postgres-role.sql as deploy/README.md runs it, then refsync as that role,
+    its password (with `@`, `/`, `:` and `%`) percent-encoded in WDH_DATABASE_URL."""
+    role = f"refsync_t_{uuid.uuid4().hex[:8]}"
+    password = "p@ss/w:rd%1"
+    psql = subprocess.run(
+        ["psql", _libpq(pg_url), "-v", "ON_ERROR_STOP=1", "-v", f"role={role}",
+         "-v", f"password={password}", "-v", "schema=business",
+         "-f", str(ROOT / "deploy/sql/postgres-role.sql")],
+        capture_output=True, text=True, timeout=60, check=False)
+    try:
+        assert psql.returncode == 0, psql.stderr
+        url = sa.engine.make_url(pg_url)
+        as_role = (f"postgresql://{role}:{quote(password, safe='')}@{url.host}:{url.port or 5432}"
+                   f"/{url.database}")
+        assert "p%40ss%2Fw%3Ard%251" in as_role
+        (tmp_path / "lines.yml").write_text(
+            'schema_version: "1.0"\ndata:\n  - {code: PL01, name: 企业年金}\n', encoding="utf-8")
+        config = tmp_path / "c.yml"
+        config.write_text(f"""\
+reference_sync:
+  tables:
+    - name: lines
+      target_table: lines
+      target_schema: business
+      source_type: config_file
+      source_config: {{file_path: "{tmp_path / 'lines.yml'}", schema_version: "1.0"}}
+      sync_mode: delete_insert
+      primary_key: code
+""", encoding="utf-8")
+        env = {"WDH_DATABASE_URL": as_role}
+        _cli("init-db", "--create-tables", "-c", str(config), env=env)
+        _cli("sync", "-c", str(config), env=env)
+        doc = json.loads(_cli("status", "--json", "-c", str(config), env=env).stdout)
+        assert doc["tables"][0]["last_status"] == "ok"
+    finally:
+        _execute(pg_url, f'DROP OWNED BY "{role}"; DROP ROLE IF EXISTS "{role}"')
+
+
+def test_a_select_only_mysql_user_is_enough(mysql_db_url: str, pg_url: str,
+                                            tmp_path: Path) -> None:
+    """deploy/README.md's legacy MySQL grant: SELECT on the legacy database and nothing else."""
+    url = sa.engine.make_url(mysql_db_url)
+    user, password = f"rs_ro_{uuid.uuid4().hex[:8]}", "r0@only"
+    admin = sa.create_engine(mysql_db_url, poolclass=sa.NullPool)
+    try:
+        with admin.begin() as conn:
+            conn.exec_driver_sql("CREATE TABLE plan (code VARCHAR(20) NOT NULL PRIMARY KEY, "
+                                 "name VARCHAR(50), updated_at DATETIME NOT NULL)")
+            conn.exec_driver_sql("INSERT INTO plan VALUES ('P1', '计划一', NOW()), "
+                                 "('P2', '计划二', NOW())")
+            conn.exec_driver_sql(f"CREATE USER '{user}'@'%%' IDENTIFIED BY '{password}'")
+            conn.exec_driver_sql(f"GRANT SELECT ON `{url.database}`.* TO '{user}'@'%%'")
+        config = tmp_path / "c.yml"
+        config.write_text("""\
+reference_sync:
+  tables:
+    - name: plan
+      target_table: plan
+      target_schema: business
+      source_type: legacy_mysql
+      source_config:
+        table: plan
+        columns: [{source: code, target: code}, {source: name, target: name}]
+        incremental: {updated_at_column: updated_at}
+      primary_key: code
+""", encoding="utf-8")
+        env = {"WDH_DATABASE_URL": pg_url, "WDH_LEGACY_MYSQL_HOST": str(url.host),
+               "WDH_LEGACY_MYSQL_PORT": str(url.port or 3306),
+               "WDH_LEGACY_MYSQL_USER": user, "WDH_LEGACY_MYSQL_PASSWORD": password,
+               "WDH_LEGACY_MYSQL_DATABASE": str(url.database)}
+        _cli("init-db", "--create-tables", "-c", str(config), env=env)
+        for args in (("sync",), ("sync", "--full"), ("verify",)):
+            doc = json.loads(_cli(*args, "--json", "-c", str(config), env=env).stdout)
+            assert doc["exit_code"] == 0, doc
+    finally:
+        with admin.begin() as conn:
+            conn.exec_driver_sql(f"DROP USER IF EXISTS '{user}'@'%%'")
+        admin.dispose()

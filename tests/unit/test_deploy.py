@@ -122,8 +122,8 @@ def test_wrapper_passes_shellcheck() -> None:
     shellcheck = shutil.which("shellcheck")
     if shellcheck is None:
         pytest.skip("shellcheck is not installed")
-    result = subprocess.run([shellcheck, str(WRAPPER)], capture_output=True, text=True,
-                            check=False)
+    result = subprocess.run([shellcheck, str(WRAPPER), str(DEPLOY / "bin" / "refsync")],
+                            capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stdout
 
 
@@ -251,7 +251,8 @@ def test_wrapper_passes_the_metrics_file_in_a_directory_others_can_read(home: Pa
     metrics = home / "lib" / "metrics" / "refsync.prom"
     assert _run(_env(home, REFSYNC_METRICS_FILE=str(metrics))).returncode == 0
     assert any(f"--metrics-file {metrics}]" in line for line in _log(home))
-    assert stat.S_IMODE(metrics.parent.stat().st_mode) == 0o755, "node_exporter reads it"
+    for directory in (metrics.parent, metrics.parent.parent):
+        assert stat.S_IMODE(directory.stat().st_mode) == 0o755, "node_exporter reads it"
 
 
 def test_failure_mail_is_refsyncs_own_problem_list(home: Path) -> None:
