@@ -196,15 +196,19 @@ fi
 if ! started=$("${cmd[@]}" --version 2>&1); then
     prestart_failure "cannot start refsync (${cmd[*]} --version): ${started:0:300}"
 fi
+started=${started##*$'\n'}  # the last line: `refsync X.Y.Z` (uv may say more before it)
 version=${started##* }
 
 metrics_args=()
 if [[ -n $metrics_file ]]; then
     # 0755, parents too: node_exporter, another user, must be able to read it
-    (umask 022 && mkdir -p -- "$(dirname -- "$metrics_file")") 2>/dev/null ||
-        prestart_failure "cannot create the metrics directory $(dirname -- "$metrics_file") \
-as $(id -un): create it (install -d -o $(id -un) -m 0755 DIR), give $(id -un) write access \
-to it, or set REFSYNC_METRICS_FILE to a writable path (empty: no metrics)"
+    metrics_dir=$(dirname -- "$metrics_file")
+    if ! (umask 022 && mkdir -p -- "$metrics_dir") 2>/dev/null || [[ ! -w $metrics_dir ]]; then
+        prestart_failure "cannot create or write the metrics directory $metrics_dir as \
+$(id -un): create it (install -d -o $(id -un) -m 0755 DIR), give $(id -un) write access to \
+it (setfacl -m u:$(id -un):rwx DIR), or set REFSYNC_METRICS_FILE to a writable path (empty: \
+no metrics)"
+    fi
     metrics_args=(--metrics-file "$metrics_file")
 fi
 

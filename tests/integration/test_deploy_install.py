@@ -231,12 +231,16 @@ def test_prestart_failures_exit_4_with_a_json_line(host: Host) -> None:
     bad_python = host.lib / "refsync-from-roots-home"
     bad_python.write_text("#!/root/.local/share/uv/python/bin/python3\n")
     bad_python.chmod(0o755)
+    exporter = host.root / "var/lib/prometheus/node-exporter"  # root's, as Debian ships it
+    exporter.mkdir(parents=True)
     cases = {
         "cannot read the env file": {"REFSYNC_ENV_FILE": str(secret)},
         "cannot start refsync": {"REFSYNC_BIN": str(bad_python)},
         "cannot write the log": {"REFSYNC_LOG": "/root/refsync/refsync.log"},
-        "cannot create the metrics directory": {
+        "cannot create or write the metrics directory /root/node-exporter": {
             "REFSYNC_METRICS_FILE": "/root/node-exporter/refsync.prom"},
+        f"cannot create or write the metrics directory {exporter}": {
+            "REFSYNC_METRICS_FILE": str(exporter / "refsync.prom")},
     }
     for message, extra in cases.items():
         result = host.nightly(**extra)
