@@ -7,8 +7,8 @@ nullability with no default or sequence of their own."""
 from __future__ import annotations
 
 import json
-import subprocess
 import sqlite3
+import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
