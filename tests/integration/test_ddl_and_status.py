@@ -1,8 +1,9 @@
-"""`init-db --create-tables` and `--print-sql` against a real PostgreSQL: one definition.
+"""The operator's side of the databases, on the real servers.
 
-The tables `--create-tables` makes are the ones `deploy/sql/reference_tables.sql` makes
-(types, nullability, defaults, keys, `ix_*` indexes), and created columns copy the source's
-nullability with no default or sequence of their own."""
+`init-db --create-tables` makes the tables `deploy/sql/reference_tables.sql` makes (types,
+nullability, defaults, keys, `ix_*` indexes), created columns copy the source's nullability
+with no default or sequence of their own; `status --json` gives times in the configured zone;
+the PostgreSQL role and the SELECT-only MySQL user deploy/README.md sets up are enough."""
 
 from __future__ import annotations
 
