@@ -170,7 +170,8 @@ def postgres_statements(table: sa.Table) -> list[str]:
     """The table as idempotent PostgreSQL statements: CREATE TABLE IF NOT EXISTS, the
     tracking columns added where an older table lacks them, CREATE INDEX IF NOT EXISTS."""
     ref = f"{_qi(table.schema)}.{_qi(table.name)}" if table.schema else _qi(table.name)
-    tracking = [c for c in table.columns if c.name.startswith("_")]
+    names = {c.name for c in tracking_columns()}
+    tracking = [c for c in table.columns if c.name in names]
     body = [f"    {_column_sql(c)}" for c in table.columns]
     pk = table.primary_key
     body.append(f"    CONSTRAINT {_qi(str(pk.name))} PRIMARY KEY "
