@@ -131,15 +131,16 @@ prestart_failure() { # message: refsync never started
     fail_exit "$PRESTART_EXIT" nightly.prestart_failed "$1"
 }
 
-seconds_of() { # a duration as refsync reads it (90, 90s, 5m, 4h, 1d) in seconds
-    [[ $1 =~ ^[[:space:]]*([0-9]+)([smhd]?)[[:space:]]*$ ]] || return 1
-    local n=$((10#${BASH_REMATCH[1]}))
-    case ${BASH_REMATCH[2]} in
-        m) n=$((n * 60)) ;;
-        h) n=$((n * 3600)) ;;
-        d) n=$((n * 86400)) ;;
+seconds_of() { # a duration as refsync reads it (90, 90s, 5m, 1.5h, 1d) in whole seconds
+    [[ $1 =~ ^[[:space:]]*([0-9]+(\.[0-9]+)?)([smhd]?)[[:space:]]*$ ]] || return 1
+    local unit=1
+    case ${BASH_REMATCH[3]} in
+        m) unit=60 ;;
+        h) unit=3600 ;;
+        d) unit=86400 ;;
     esac
-    printf '%d' "$n"
+    awk -v n="${BASH_REMATCH[1]}" -v unit="$unit" \
+        'BEGIN { s = n * unit; printf "%d", (s == int(s)) ? s : int(s) + 1 }'
 }
 
 if [[ $EUID -eq 0 && ${REFSYNC_ALLOW_ROOT:-} != yes ]]; then

@@ -509,6 +509,9 @@ def test_outer_bound_stops_a_run_past_max_run_time(home: Path, ping_server: Ping
     ("where", "outer"),
     [pytest.param({}, 4 * 3600 + 600, id="default-4h"),
      pytest.param({"REFSYNC_MAX_RUN_TIME": "90m"}, 90 * 60 + 600, id="wrapper-setting"),
+     pytest.param({"WDH_REFERENCE_SYNC_MAX_RUN_TIME": "1.5h"}, 5400 + 600, id="refsyncs-env"),
+     pytest.param({"REFSYNC_MAX_RUN_TIME": "3600", "REFSYNC_OUTER_MARGIN": "90s"}, 3690,
+                  id="seconds-and-margin"),
      pytest.param({"env-file": "2h"}, 2 * 3600 + 600, id="refsyncs-env-file")],
 )
 def test_outer_bound_is_max_run_time_plus_ten_minutes(home: Path, where: dict[str, str],
