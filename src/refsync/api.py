@@ -766,42 +766,10 @@ def init_db(config: LoadedConfig, settings: Settings, *, create_tables: bool = F
         actions.append(f"state tables ready: {', '.join(x.fullname for x in (t.state, t.runs))}")
         if not create_tables:
             return actions
-        for spec in config.section.tables:
-            ref = spec.qualified_target if target.dialect == "postgresql" else spec.target_table
-            if target.columns(spec.target_schema, spec.target_table) is not None:
-                actions.append(f"{ref}: exists, left as it is")
-                continue
-            columns, types = _source_shape(config, settings, spec)
-            schema = target.schema_for(spec.target_schema)
-            table = ddl.target_table(spec, columns, types, schema)
-            with target.transaction() as conn:
-                if schema:
-                    import sqlalchemy as sa
-
-                    conn.execute(sa.schema.CreateSchema(schema, if_not_exists=True))
-                table.create(conn)
-            actions.append(f"{ref}: created ({len(columns)} columns + 4 tracking columns)")
+        actions += ddl.create_missing_tables(config, settings, target)
     finally:
         target.close()
         from refsync.sources import dispose_engines
 
         dispose_engines()
     return actions
-
-
-def _source_shape(config: LoadedConfig, settings: Settings,
-                  spec: TableSpec) -> tuple[list[str], dict[str, Any]]:
-    """(target column names, their types as the source declares them, where it can tell)."""
-    from refsync.sources import open_source
-
-    try:
-        source = open_source(spec, settings, config.section.legacy_mysql, spec.options.batch_size)
-    except RefsyncError:
-        if spec.mapped_columns is None:
-            raise
-        return list(spec.mapped_columns), {}
-    try:
-        types = source.column_types() if hasattr(source, "column_types") else {}
-        return list(source.columns), types
-    finally:
-        source.close()

@@ -341,6 +341,9 @@ def status(tctx: typer.Context, tables: TablesOpt = None,
            no_fail: Annotated[bool, typer.Option(
                "--no-fail", metavar="", help="Exit 0 even when a table needs attention.")]
            = False,
+           only_problems: Annotated[bool, typer.Option(
+               "--problems", metavar="", help="Print only what needs a look, one line each "
+               "(nothing when all is well).")] = False,
            config: ConfigOpt = None, env_file: EnvFileOpt = None, as_json: JsonOpt = False,
            log_format: LogFormatOpt = None, verbose: VerboseOpt = 0,
            quiet: QuietOpt = False) -> None:
@@ -363,7 +366,8 @@ def status(tctx: typer.Context, tables: TablesOpt = None,
         loaded = ctx.config(settings)
         zone = ZoneInfo(loaded.section.timezone)
         report = reports.status(loaded, settings, tables=tables, runs=runs)
-        problems = alerting.status_problems(report, datetime.now(zone))
+        problems = (alerting.status_problems(report, datetime.now(zone))
+                    + reports.env_file_problems(ctx.env_file))
         # a switched-off sync is not expected to run: nothing to alert on
         expected = reports.disabled_reason(loaded, settings) is None
         code = 1 if problems and expected and not no_fail else 0
@@ -371,6 +375,9 @@ def status(tctx: typer.Context, tables: TablesOpt = None,
                   "exit_code": code}
         if ctx.as_json:
             _print_json(report)
+        elif only_problems:
+            lines = reports.problem_lines(report, datetime.now(zone))
+            sys.stdout.write("".join(f"{line}\n" for line in lines))
         else:
             from refsync import render
 
@@ -417,6 +424,9 @@ def init_db(tctx: typer.Context,
             create_tables: Annotated[bool, typer.Option(
                 "--create-tables", metavar="",
                 help="Also create missing target tables from the config.")] = False,
+            print_sql: Annotated[bool, typer.Option(
+                "--print-sql", metavar="", help="Print the SQL --create-tables would apply "
+                "to every configured table (PostgreSQL), and change nothing.")] = False,
             config: ConfigOpt = None, env_file: EnvFileOpt = None, as_json: JsonOpt = False,
             log_format: LogFormatOpt = None, verbose: VerboseOpt = 0,
             quiet: QuietOpt = False) -> None:
@@ -427,6 +437,11 @@ def init_db(tctx: typer.Context,
         from refsync import api
 
         settings = ctx.settings()
+        if print_sql:
+            from refsync.ddl import print_sql as render_sql
+
+            sys.stdout.write(render_sql(ctx.config(settings), settings))
+            return 0
         actions = api.init_db(ctx.config(settings), settings, create_tables=create_tables)
         if ctx.as_json:
             _print_json({"exit_code": 0, "actions": actions})

@@ -185,9 +185,29 @@ class MySQLPool(_Strict):
     read_timeout: float = Field(30, gt=0)
 
 
+# column types `init-db --create-tables` accepts in a mapping's `type` (ddl.declared_type)
+DECLARABLE_TYPES = frozenset((
+    "varchar", "character varying", "char", "character", "text", "smallint", "integer", "int",
+    "bigint", "numeric", "decimal", "real", "double precision", "boolean", "date", "time",
+    "timestamp", "timestamptz", "timestamp with time zone", "json", "jsonb"))
+_DECLARED_TYPE = re.compile(r"^\s*([a-z][a-z ]*?)\s*(?:\(\s*(\d+)\s*(?:,\s*(\d+)\s*)?\))?\s*$")
+
+
 class ColumnMap(_Strict):
     source: str = Field(min_length=1)
     target: str = Field(min_length=1)
+    # the target column's type for `init-db --create-tables` where the source cannot tell
+    # (a YAML file) or should not decide; e.g. varchar(20)
+    type: str | None = None
+
+    @field_validator("type")
+    @classmethod
+    def _declarable(cls, v: str | None) -> str | None:
+        match = _DECLARED_TYPE.match(v.lower()) if v is not None else None
+        if v is not None and (match is None or match[1] not in DECLARABLE_TYPES):
+            raise ValueError(f"type {v!r} is not one of {', '.join(sorted(DECLARABLE_TYPES))} "
+                             "(with a length or precision in parentheses where it takes one)")
+        return v
 
 
 class Incremental(_Strict):

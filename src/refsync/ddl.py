@@ -1,15 +1,39 @@
-"""Target table definitions for `init-db --create-tables`: key, mapped columns, tracking columns.
+"""Target table definitions: what `init-db --create-tables` creates and `--print-sql` prints.
 
-Column types come from the source where it can tell (a reflected SQL table), else TEXT.
+One definition serves both: `target_table` builds the table (key, mapped columns, the four
+tracking columns, the `ix_*` indexes) and `postgres_statements` renders it as the idempotent
+SQL that `--create-tables` runs on PostgreSQL, `--print-sql` prints, and
+`deploy/sql/reference_tables.sql` holds for the seed's tables.
+
+A column's type is the one its mapping declares (`type: varchar(20)`), else the source's
+where it can tell (a reflected SQL table), else TEXT. Created columns copy the source's
+nullability (the key is always NOT NULL) and never get a default or a sequence: refsync
+writes every value itself.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import re
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 
-from refsync.config import TableSpec
+from refsync.config import DECLARABLE_TYPES, LoadedConfig, Settings, TableSpec
+from refsync.errors import ConfigError, RefsyncError
+
+if TYPE_CHECKING:
+    from refsync.targets.base import SqlTarget
+
+SCRIPT_HEADER = """\
+-- refsync's reference tables, each with the four tracking columns (Story 6.2.2): the SQL
+-- `refsync init-db --create-tables` applies to PostgreSQL for a table that does not exist,
+-- as printed by `refsync init-db --print-sql`. Idempotent: run again, it only adds what is
+-- missing (a tracking column, an index).
+--
+--   psql "$WDH_DATABASE_URL" -v ON_ERROR_STOP=1 -f reference_tables.sql
+"""
 
 
 def tracking_columns() -> list[sa.Column[Any]]:
@@ -42,13 +66,197 @@ def portable(satype: Any) -> sa.types.TypeEngine[Any]:
     return generic  # type: ignore[no-any-return]
 
 
-def target_table(spec: TableSpec, columns: list[str], source_types: dict[str, Any],
-                 schema: str | None) -> sa.Table:
-    """The table refsync would create for `spec`; `source_types` maps target names to types."""
+_DECLARED = re.compile(r"^\s*([a-z][a-z ]*?)\s*(?:\(\s*(\d+)\s*(?:,\s*(\d+)\s*)?\))?\s*$")
+_PLAIN: dict[str, Any] = {
+    "text": sa.Text, "smallint": sa.SmallInteger, "integer": sa.Integer, "int": sa.Integer,
+    "bigint": sa.BigInteger, "real": sa.REAL, "double precision": sa.Double,
+    "boolean": sa.Boolean, "date": sa.Date, "time": sa.Time, "timestamp": sa.DateTime,
+    "json": sa.JSON, "jsonb": postgresql.JSONB,
+}
+
+
+def declared_type(text: str) -> sa.types.TypeEngine[Any]:
+    """A mapping's `type:` (`varchar(20)`, `numeric(12,2)`, `timestamptz`…) as a SQLAlchemy
+    type; config.ColumnMap has checked it names one of DECLARABLE_TYPES."""
+    match = _DECLARED.match(text.lower())
+    if match is None or match[1] not in DECLARABLE_TYPES:
+        raise ConfigError(f"column type {text!r} is not one refsync can create")
+    name, first, second = match[1], match[2], match[3]
+    if name in ("varchar", "character varying"):
+        return sa.String(int(first)) if first else sa.Text()
+    if name in ("char", "character"):
+        return sa.CHAR(int(first or 1))
+    if name in ("numeric", "decimal"):
+        return sa.Numeric(int(first) if first else None, int(second) if second else None)
+    if name in ("timestamptz", "timestamp with time zone"):
+        return sa.DateTime(timezone=True)
+    return _PLAIN[name]()  # type: ignore[no-any-return]
+
+
+@dataclass(frozen=True)
+class SourceShape:
+    """What the source says about the table's columns (target names)."""
+
+    columns: list[str]
+    types: dict[str, Any] = field(default_factory=dict)
+    not_null: set[str] = field(default_factory=set)
+
+
+def reference_columns(spec: TableSpec, specs: list[TableSpec], columns: list[str]) -> list[str]:
+    """Columns of `spec` that hold the key of a table it depends on (组合计划.年金计划号):
+    indexed, as a foreign key's referencing side wants."""
+    by_name = {t.name: t for t in specs}
+    found: list[str] = []
+    for parent in spec.depends_on:
+        parent_key = by_name[parent].primary_key if parent in by_name else []
+        for col in parent_key:
+            if col in columns and col != spec.primary_key[0] and col not in found:
+                found.append(col)
+    return found
+
+
+def target_table(spec: TableSpec, shape: SourceShape, schema: str | None,
+                 indexed: list[str] | None = None) -> sa.Table:
+    """The table refsync creates for `spec`: its key, the mapped columns, the tracking
+    columns, and the `ix_*` indexes (authoritative-layer review, referencing columns)."""
+    declared = {c.target: c.type for c in spec.source_config.columns or [] if c.type}
     md = sa.MetaData(schema=schema)
     cols: list[sa.Column[Any]] = []
-    for name in columns:
-        satype = portable(source_types[name]) if name in source_types else sa.Text()
-        cols.append(sa.Column(name, satype, nullable=name not in spec.primary_key))
-    return sa.Table(spec.target_table, md, *cols, *tracking_columns(),
-                    sa.PrimaryKeyConstraint(*spec.primary_key))
+    for name in shape.columns:
+        if name in declared:
+            satype = declared_type(declared[name])
+        else:
+            satype = portable(shape.types[name]) if name in shape.types else sa.Text()
+        nullable = name not in spec.primary_key and name not in shape.not_null
+        cols.append(sa.Column(name, satype, nullable=nullable, autoincrement=False))
+    table = sa.Table(spec.target_table, md, *cols, *tracking_columns(),
+                     sa.PrimaryKeyConstraint(*spec.primary_key,
+                                             name=f"{spec.target_table}_pkey"))
+    review = table.c["_needs_review"]
+    sa.Index(f"ix_{spec.target_table}_needs_review", table.c["_derived_from_domain"],
+             postgresql_where=review, sqlite_where=review)
+    for col in indexed or []:
+        sa.Index(f"ix_{spec.target_table}_{col}", table.c[col])
+    return table
+
+
+# ---------------------------------------------------------------- PostgreSQL text
+
+_PG: sa.Dialect = postgresql.dialect()  # type: ignore[no-untyped-call]
+
+
+def _qi(identifier: str) -> str:
+    return '"' + identifier.replace('"', '""') + '"'
+
+
+def _column_sql(col: sa.Column[Any]) -> str:
+    type_sql = col.type.compile(dialect=_PG)
+    if re.fullmatch(r"[A-Z0-9 (),]+", type_sql):
+        type_sql = type_sql.lower()
+    parts = [_qi(col.name), type_sql]
+    if not col.nullable:
+        parts.append("NOT NULL")
+    default = col.server_default
+    if isinstance(default, sa.DefaultClause):
+        arg = default.arg
+        if isinstance(arg, str):
+            parts.append("DEFAULT '" + arg.replace("'", "''") + "'")
+        elif isinstance(arg, sa.ClauseElement):
+            parts.append(f"DEFAULT {arg.compile(dialect=_PG)}")
+    return " ".join(parts)
+
+
+def postgres_statements(table: sa.Table) -> list[str]:
+    """The table as idempotent PostgreSQL statements: CREATE TABLE IF NOT EXISTS, the
+    tracking columns added where an older table lacks them, CREATE INDEX IF NOT EXISTS."""
+    ref = f"{_qi(table.schema)}.{_qi(table.name)}" if table.schema else _qi(table.name)
+    names = {c.name for c in tracking_columns()}
+    tracking = [c for c in table.columns if c.name in names]
+    body = [f"    {_column_sql(c)}" for c in table.columns]
+    pk = table.primary_key
+    body.append(f"    CONSTRAINT {_qi(str(pk.name))} PRIMARY KEY "
+                f"({', '.join(_qi(c.name) for c in pk.columns)})")
+    out = [f"CREATE TABLE IF NOT EXISTS {ref} (\n" + ",\n".join(body) + "\n);"]
+    out += [f"ALTER TABLE {ref} ADD COLUMN IF NOT EXISTS {_column_sql(c)};" for c in tracking]
+    for index in sorted(table.indexes, key=lambda i: str(i.name)):
+        where = index.dialect_options["postgresql"]["where"]
+        cols = ", ".join(_qi(str(getattr(c, "name", c))) for c in index.expressions)
+        out.append(f"CREATE INDEX IF NOT EXISTS {_qi(str(index.name))} ON {ref} ({cols})"
+                   + (f" WHERE {_qi(where.name)}" if where is not None else "") + ";")
+    return out
+
+
+def postgres_script(tables: list[sa.Table]) -> str:
+    """`--print-sql`: every table's statements in one transaction, schemas first."""
+    out = [SCRIPT_HEADER, "BEGIN;",
+           "SET LOCAL client_min_messages = warning;  -- no 'already exists, skipping' notices"]
+    schemas = list(dict.fromkeys(t.schema for t in tables if t.schema))
+    out += ["", *(f"CREATE SCHEMA IF NOT EXISTS {_qi(s)};" for s in schemas)]
+    for table in tables:
+        out += ["", *postgres_statements(table)]
+    out += ["", "COMMIT;", ""]
+    return "\n".join(out)
+
+
+# ---------------------------------------------------------------- from the config
+
+
+def source_shape(config: LoadedConfig, settings: Settings, spec: TableSpec) -> SourceShape:
+    """The columns, types and NOT NULLs the source declares, where it can tell."""
+    from refsync.sources import open_source
+
+    try:
+        source = open_source(spec, settings, config.section.legacy_mysql, spec.options.batch_size)
+    except RefsyncError:
+        if spec.mapped_columns is None:
+            raise
+        return SourceShape(list(spec.mapped_columns))
+    try:
+        types = source.column_types() if hasattr(source, "column_types") else {}
+        not_null = source.not_null_columns() if hasattr(source, "not_null_columns") else set()
+        return SourceShape(list(source.columns), types, not_null)
+    finally:
+        source.close()
+
+
+def configured_table(config: LoadedConfig, settings: Settings, spec: TableSpec,
+                     schema: str | None) -> sa.Table:
+    shape = source_shape(config, settings, spec)
+    indexed = reference_columns(spec, config.section.tables, shape.columns)
+    return target_table(spec, shape, schema, indexed)
+
+
+def print_sql(config: LoadedConfig, settings: Settings) -> str:
+    """The PostgreSQL script for every configured table; reads the sources, not the target."""
+    from refsync.sources import dispose_engines
+
+    try:
+        return postgres_script([configured_table(config, settings, spec, spec.target_schema)
+                                for spec in config.section.tables])
+    finally:
+        dispose_engines()
+
+
+def create_missing_tables(config: LoadedConfig, settings: Settings,
+                          target: SqlTarget) -> list[str]:
+    """`init-db --create-tables`: each configured table the target lacks, created by the
+    statements `--print-sql` prints (PostgreSQL) or the same table through SQLAlchemy."""
+    actions: list[str] = []
+    for spec in config.section.tables:
+        ref = spec.qualified_target if target.dialect == "postgresql" else spec.target_table
+        if target.columns(spec.target_schema, spec.target_table) is not None:
+            actions.append(f"{ref}: exists, left as it is")
+            continue
+        schema = target.schema_for(spec.target_schema)
+        table = configured_table(config, settings, spec, schema)
+        with target.transaction() as conn:
+            if target.dialect == "postgresql":
+                if schema:
+                    conn.exec_driver_sql(f"CREATE SCHEMA IF NOT EXISTS {_qi(schema)}")
+                for statement in postgres_statements(table):
+                    conn.exec_driver_sql(statement)
+            else:
+                table.create(conn)
+        mapped = len(table.columns) - len(tracking_columns())
+        actions.append(f"{ref}: created ({mapped} columns + 4 tracking columns)")
+    return actions

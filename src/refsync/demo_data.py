@@ -706,6 +706,9 @@ reference_sync:
       source_config:
         file_path: {_q(product_lines_path)}
         schema_version: "1.0"
+        columns:  # a YAML file has no column types: these are the tables' (init-db)
+          - {{source: "产品线代码", target: "产品线代码", type: "varchar(20)"}}
+          - {{source: "产品线名称", target: "产品线名称", type: "varchar(100)"}}
       sync_mode: "delete_insert"
       primary_key: "产品线代码"
 """
@@ -714,55 +717,19 @@ reference_sync:
 # ---------------------------------------------------------------- production DDL
 
 
-def _qi(identifier: str) -> str:
-    return '"' + identifier.replace('"', '""') + '"'
-
-
 def reference_tables_postgres_ddl(schema: str = "business") -> str:
-    """PostgreSQL DDL for the four reference tables with their tracking columns (idempotent).
+    """PostgreSQL DDL for the four reference tables with their tracking columns (idempotent):
+    what `refsync init-db --print-sql` prints for the seed's config, whose legacy columns
+    have the DEMO_TARGET_TYPES. `deploy/sql/reference_tables.sql` is this text."""
+    from refsync import ddl
+    from refsync.config import ReferenceSyncConfig
 
-    `deploy/sql/reference_tables.sql` is this text; a unit test keeps the two equal.
-    """
-    s = _qi(schema)
-    out = [
-        "-- Reference tables synced by refsync (Story 6.2.4), with the tracking columns of",
-        "-- Story 6.2.2. Idempotent: safe to run again. Generated from",
-        "-- refsync.demo_data.reference_tables_postgres_ddl(); keep the two in step.",
-        "--",
-        "--   psql \"$WDH_DATABASE_URL\" -v ON_ERROR_STOP=1 -f deploy/sql/reference_tables.sql",
-        "",
-        "BEGIN;",
-        "SET LOCAL client_min_messages = warning;  -- no 'already exists, skipping' notices",
-        "",
-        f"CREATE SCHEMA IF NOT EXISTS {s};",
-    ]
-    for table, columns in DEMO_TARGET_TYPES.items():
-        pk = DEMO_PRIMARY_KEYS[table]
-        lines = [
-            f"    {_qi(col)} {typ}{' NOT NULL' if col == pk else ''}"
-            for col, typ in columns.items()
-        ]
-        lines += [f"    {_qi(col)} {ddl}" for col, ddl in TRACKING_COLUMN_DDL.items()]
-        lines.append(f"    CONSTRAINT {_qi(table + '_pkey')} PRIMARY KEY ({_qi(pk)})")
-        out += [
-            "",
-            f"CREATE TABLE IF NOT EXISTS {s}.{_qi(table)} (",
-            ",\n".join(lines),
-            ");",
-            # a table that predates Story 6.2.2 gets its tracking columns here
-            *(
-                f"ALTER TABLE {s}.{_qi(table)} ADD COLUMN IF NOT EXISTS {_qi(col)} {ddl};"
-                for col, ddl in TRACKING_COLUMN_DDL.items()
-            ),
-            f"CREATE INDEX IF NOT EXISTS {_qi('ix_' + table + '_needs_review')}"
-            f" ON {s}.{_qi(table)} ({_qi('_derived_from_domain')}) WHERE {_qi('_needs_review')};",
-        ]
-    out += [
-        "",
-        f"CREATE INDEX IF NOT EXISTS {_qi('ix_组合计划_年金计划号')}"
-        f" ON {s}.{_qi('组合计划')} ({_qi('年金计划号')});",
-        "",
-        "COMMIT;",
-        "",
-    ]
-    return "\n".join(out)
+    doc = yaml.safe_load(demo_config_text("sqlite:///legacy.sqlite", "product_lines.yml"))
+    specs = ReferenceSyncConfig.model_validate(doc["reference_sync"]).tables
+    tables = []
+    for spec in specs:
+        types = {c: ddl.declared_type(t) for c, t in DEMO_TARGET_TYPES[spec.target_table].items()}
+        shape = ddl.SourceShape(list(types), types)
+        tables.append(ddl.target_table(spec, shape, schema,
+                                       ddl.reference_columns(spec, specs, shape.columns)))
+    return ddl.postgres_script(tables)

@@ -6,7 +6,9 @@ so it answers in well under half a second (issue 9); takes no lock and creates n
 
 from __future__ import annotations
 
-from datetime import datetime
+import stat
+from datetime import datetime, tzinfo
+from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -24,15 +26,20 @@ def disabled_reason(config: LoadedConfig, settings: Settings) -> str | None:
     return None
 
 
-def _iso(value: Any) -> str | None:
-    return None if value is None else value.isoformat(timespec="milliseconds")
+def _iso(value: datetime | None, zone: tzinfo) -> str | None:
+    """A stored time as ISO-8601 with the configured zone's offset, like every time shown
+    (the database hands it back in its session zone, UTC or other)."""
+    if value is None:
+        return None
+    when = value.replace(tzinfo=zone) if value.tzinfo is None else value.astimezone(zone)
+    return when.isoformat(timespec="milliseconds")
 
 
-def _run_doc(row: dict[str, Any]) -> dict[str, Any]:
+def _run_doc(row: dict[str, Any], zone: tzinfo) -> dict[str, Any]:
     return {
         "run_key": row["run_key"], "table": row["table_name"], "target": row["target"],
-        "mode": row["mode"], "status": row["status"], "started_at": _iso(row["started_at"]),
-        "finished_at": _iso(row["finished_at"]),
+        "mode": row["mode"], "status": row["status"], "started_at": _iso(row["started_at"], zone),
+        "finished_at": _iso(row["finished_at"], zone),
         **{c: row[c] for c in state.COUNT_FIELDS},
         "attempts": row["attempts"], "duration_s": row["duration_s"],
         "watermark": row["watermark"], "error_class": row["error_class"], "error": row["error"],
@@ -51,7 +58,8 @@ def status(config: LoadedConfig, settings: Settings, *, tables: list[str] | None
         if db is not None:  # never create an empty SQLite file just to look
             per_table, run_rows = state.read_status(db, names, runs)
             abandoned = _abandoned(db, per_table, run_rows)
-    now = now or datetime.now(ZoneInfo(config.section.timezone))
+    zone = ZoneInfo(config.section.timezone)
+    now = now or datetime.now(zone)
     docs, warnings = [], []
     for spec in specs:
         st, last = per_table.get(spec.name, (None, None)) if per_table else (None, None)
@@ -61,9 +69,9 @@ def status(config: LoadedConfig, settings: Settings, *, tables: list[str] | None
             "last_status": ("abandoned" if st and st["last_run_key"] in abandoned
                             and st["last_status"] == "running" else
                             st["last_status"] if st else "never"),
-            "last_started_at": _iso(st["last_started_at"]) if st else None,
-            "last_finished_at": _iso(st["last_finished_at"]) if st else None,
-            "last_success_at": _iso(st["last_success_at"]) if st else None,
+            "last_started_at": _iso(st["last_started_at"], zone) if st else None,
+            "last_finished_at": _iso(st["last_finished_at"], zone) if st else None,
+            "last_success_at": _iso(st["last_success_at"], zone) if st else None,
             "watermark": st["watermark"] if st else None,
             **{c: (last[c] if last else None) for c in state.COUNT_FIELDS},
             "attempts": last["attempts"] if last else None,
@@ -80,7 +88,7 @@ def status(config: LoadedConfig, settings: Settings, *, tables: list[str] | None
                 hours = (now - success).total_seconds() / 3600
                 warnings.append(f"{spec.name}: last success {hours:.0f} hours ago "
                                 f"(more than {STALE_AFTER_HOURS}): a night was missed")
-    run_docs = [_run_doc(r) for r in run_rows]
+    run_docs = [_run_doc(r, zone) for r in run_rows]
     for doc in run_docs:
         if doc["status"] == "running" and doc["run_key"] in abandoned:
             doc["status"] = "abandoned"
@@ -101,3 +109,35 @@ def _abandoned(db: StateReader, per_table: dict[str, Any],
         return set()
     newest = max(running)  # run keys are ISO timestamps in one zone: they sort by time
     return running - {newest} if held else running
+
+
+def problem_lines(report: dict[str, Any], now: datetime) -> list[str]:
+    """`status --problems`: the lines behind status's exit 1, a failed table's with the first
+    line of its error, then the report's other problems (an env file others can read)."""
+    from refsync.alerting import status_problems
+
+    lines: list[str] = []
+    for table in report["tables"]:
+        for problem in status_problems({"tables": [table]}, now):
+            error = (table.get("error") or "").strip().splitlines()
+            failed = problem.startswith(f"{table['name']}: last run ")
+            lines.append(f"{problem}: {error[0][:300]}" if failed and error else problem)
+    listed = set(status_problems(report, now))
+    lines += [p for p in report.get("problems", []) if p not in listed]
+    return lines
+
+
+def env_file_problems(env_file: Path | None) -> list[str]:
+    """The env file (`--env-file`, as the service's) holds passwords: one readable by every
+    user on the host is a problem."""
+    if env_file is None:
+        return []
+    path = env_file
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return []
+    if not mode & stat.S_IROTH:
+        return []
+    return [f"env file {path.resolve()} holds secrets and is readable by every user "
+            f"(mode {stat.S_IMODE(mode):04o}): chmod 0640 {path.resolve()}"]

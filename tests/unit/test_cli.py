@@ -1377,6 +1377,7 @@ def test_status_from_another_directory_with_the_env_file(
     env_file = project.root / "deploy.env"
     env_file.write_text(f"WDH_DATABASE_URL={project.url}\n"
                         f"WDH_REFERENCE_SYNC_CONFIG={project.config}\n")
+    env_file.chmod(0o640)  # readable by every user: a problem of its own
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)

@@ -105,7 +105,8 @@ def test_seed_section_as_shipped_validates() -> None:
         ["年金计划号"], ["组合代码"], ["组织代码"], ["产品线代码"]]
     assert [t.qualified_target for t in section.tables] == [f"business.{n}" for n in SEED_NAMES]
     assert section.tables[0].mapped_columns == ["年金计划号", "计划名称", "计划类型", "客户名称"]
-    assert section.tables[3].mapped_columns is None  # the YAML file's keys decide
+    # the YAML file's keys, with the column types init-db gives them
+    assert section.tables[3].mapped_columns == ["产品线代码", "产品线名称"]
     org = section.tables[2].incremental
     assert org is not None
     assert org.updated_at_column == "updated_at"

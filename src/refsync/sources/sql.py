@@ -330,6 +330,12 @@ class SqlSource:
         self.open()
         return dict(self._source_types)
 
+    def not_null_columns(self) -> set[str]:
+        """Target names of the columns the source declares NOT NULL, for DDL."""
+        self.open()
+        return {t for s, t in zip(self.source_columns, self.columns, strict=True)
+                if s in self._source_not_null}
+
     # -- reading
 
     def select(self, since: Any | None) -> tuple[Select[Any], dict[str, Any]]:
