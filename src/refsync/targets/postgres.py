@@ -38,6 +38,7 @@ from refsync.errors import (
     TransientConflict,
 )
 from refsync.model import Batch, ColumnInfo
+from refsync.redact import redact_url
 from refsync.targets.base import DirectLoadConflict, SqlTableWriter, SqlTarget
 from refsync.targets.readonly import LOCK_KEY, LOCK_ROW, PG_CONNECT_ARGS
 
@@ -304,7 +305,7 @@ class PostgresTarget(SqlTarget):
                           "options": "-c temp_buffers=256MB -c work_mem=256MB "
                                      "-c statement_timeout=0 -c lock_timeout=300000"},
         )
-        super().__init__(engine, parsed.render_as_string(hide_password=True))
+        super().__init__(engine, redact_url(parsed.render_as_string(hide_password=False)))
         self._lock_conn: Connection | None = None
         self._lock_pid: int | None = None
         self._in_use: set[Any] = set()  # psycopg connections checked out, for cancel()
