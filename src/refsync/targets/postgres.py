@@ -289,6 +289,17 @@ class PostgresWriter(SqlTableWriter):
         return super().differs(col)
 
 
+def holder_text(pid: int | None, client_addr: Any, backend_start: Any) -> str:
+    """`, held by pid N from ADDR since TIME`: what the holder's session shows. Another role's
+    session shows a non-superuser NULL for everything but the pid (DESIGN 4.5)."""
+    parts = [f"pid {pid}"] if pid is not None else []
+    if backend_start is None:
+        parts.append("(a session of another role: its details are hidden from this one)")
+    else:
+        parts.append(f"from {client_addr or 'local'} since {backend_start:%Y-%m-%d %H:%M:%S%z}")
+    return ", held by " + " ".join(parts)
+
+
 class PostgresTarget(SqlTarget):
     dialect = "postgresql"
     writer_class = PostgresWriter
@@ -442,8 +453,7 @@ class PostgresTarget(SqlTarget):
                     f"JOIN pg_stat_activity a USING (pid) WHERE {LOCK_ROW}").first()
         except (RefsyncError, sa.exc.SQLAlchemyError):
             return ""
-        return "" if row is None else (f", held by pid {row[0]} from {row[1] or 'local'} "
-                                       f"since {row[2]:%Y-%m-%d %H:%M:%S%z}")
+        return "" if row is None else holder_text(*row)
 
     def hold_lock(self, conn: Connection | None = None) -> None:
         """Before a table writes (and inside its transaction right before applying): this run
