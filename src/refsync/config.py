@@ -26,6 +26,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from refsync.errors import ConfigError, UsageError
@@ -487,19 +488,10 @@ class ReferenceSyncConfig(_Strict):
 
     @model_validator(mode="after")
     def _resolve(self) -> ReferenceSyncConfig:
-        names = [t.name for t in self.tables]
-        dupes = sorted({n for n in names if names.count(n) > 1})
-        if dupes:
-            raise ValueError(f"table names must be unique: {dupes} appear more than once")
-        targets = [t.qualified_target for t in self.tables]
-        dupes = sorted({n for n in targets if targets.count(n) > 1})
-        if dupes:
-            raise ValueError(f"two tables write the same target: {dupes}")
-        for t in self.tables:
-            unknown = [d for d in t.depends_on if d not in names]
-            if unknown:
-                raise ValueError(f"table {t.name!r}: depends_on names unknown tables {unknown}")
-        topological_order(self.tables)  # raises on a cycle
+        problems = table_graph_problems(
+            [(t.name, t.qualified_target, t.depends_on) for t in self.tables])
+        if problems:  # load_config finds these in the raw document, with the other errors
+            raise PydanticCustomError(_GRAPH_ERROR, "; ".join(problems))
         for t in self.tables:
             overrides = {
                 k: getattr(t, k)
@@ -525,6 +517,74 @@ class ReferenceSyncConfig(_Strict):
                 raise UsageError(f"unknown table {n!r}; known tables: {known}")
             wanted.update(hits)
         return [t for t in ordered if t.name in wanted]
+
+
+_GRAPH_ERROR = "table_graph"
+
+
+def table_graph_problems(tables: list[tuple[str, str, list[str]]]) -> list[str]:
+    """Every problem between tables, given (name, schema.target, depends_on) of each:
+    names used twice, targets written twice, unknown dependencies, every cycle."""
+    names = [name for name, _, _ in tables]
+    problems: list[str] = []
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        problems.append(f"table names must be unique: {dupes} appear more than once")
+    targets = [target for _, target, _ in tables]
+    dupes = sorted({n for n in targets if targets.count(n) > 1})
+    if dupes:
+        problems.append(f"two tables write the same target: {dupes}")
+    for name, _, depends_on in tables:
+        unknown = [d for d in depends_on if d not in names]
+        if unknown:
+            problems.append(f"table {name!r}: depends_on names unknown tables {unknown}")
+    graph = {name: depends_on for name, _, depends_on in tables}
+    problems += [f"depends_on forms a cycle: {' -> '.join(c)}" for c in _cycles(graph)]
+    return problems
+
+
+def _cycles(graph: dict[str, list[str]]) -> list[list[str]]:
+    """One path per dependency cycle (`a -> b -> a`), each set of tables once."""
+    found: list[list[str]] = []
+    seen: set[frozenset[str]] = set()
+    state: dict[str, int] = {}
+
+    def visit(name: str, path: list[str]) -> None:
+        if state.get(name) == 1:
+            cycle = [*path[path.index(name):], name]
+            if frozenset(cycle) not in seen:
+                seen.add(frozenset(cycle))
+                found.append(cycle)
+            return
+        if state.get(name) == 2:
+            return
+        state[name] = 1
+        for dep in graph.get(name, []):
+            if dep in graph:
+                visit(dep, [*path, name])
+        state[name] = 2
+
+    for name in graph:
+        visit(name, [])
+    return found
+
+
+def _raw_graph_problems(doc: dict[str, Any], prefix: str) -> list[str]:
+    """`table_graph_problems` of the tables as written, so they are reported together with
+    every other error (pydantic checks between tables only once each table is valid)."""
+    tables = doc.get("tables")
+    if not isinstance(tables, list):
+        return []
+    entries: list[tuple[str, str, list[str]]] = []
+    for t in tables:
+        if not isinstance(t, dict) or not isinstance(t.get("name"), str):
+            continue
+        depends = t.get("depends_on")
+        entries.append((t["name"], f"{t.get('target_schema', 'public')}.{t.get('target_table')}"
+                        if isinstance(t.get("target_table"), str) else f"?{len(entries)}",
+                        [d for d in depends if isinstance(d, str)]
+                        if isinstance(depends, list) else []))
+    return [f"{prefix}tables: {p}" for p in table_graph_problems(entries)]
 
 
 def topological_order(tables: list[TableSpec]) -> list[TableSpec]:
@@ -610,7 +670,7 @@ def load_config(path: Path) -> LoadedConfig:
     try:
         section = ReferenceSyncConfig.model_validate(doc)
     except ValidationError as exc:
-        errors = _format_errors(exc, prefix=prefix, doc=doc)
+        errors = _format_errors(exc, prefix=prefix, doc=doc) + _raw_graph_problems(doc, prefix)
         raise ConfigError(f"{shown}: {len(errors)} configuration error(s)", errors=errors) from None
     return LoadedConfig(path=path, section=section)
 
@@ -618,6 +678,8 @@ def load_config(path: Path) -> LoadedConfig:
 def _format_errors(exc: ValidationError, *, prefix: str = "", doc: Any = None) -> list[str]:
     out: list[str] = []
     for err in exc.errors():
+        if err["type"] == _GRAPH_ERROR:  # found in the raw document instead
+            continue
         loc = list(err["loc"])
         # pydantic reports union members as extra path parts; drop the model names
         loc = [p for p in loc if not (isinstance(p, str) and p[:1].isupper())]
