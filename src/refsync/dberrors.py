@@ -198,8 +198,7 @@ def classify_db_error(exc: BaseException, where: str, *, streaming: bool = False
     if kind == "constraint":
         return ConstraintViolation(message)
     if _credentials_refused(orig):
-        return AuthFailure(message.replace("access denied", "credentials refused", 1),
-                           hint=_auth_hint(where, side))
+        return AuthFailure(message, hint=_auth_hint(where, side))
     return QueryFailure(message, hint=_HINTS.get(what) or _SIDE_QUERY_HINT[side])
 
 

@@ -131,8 +131,8 @@ def test_a_column_named_with_a_backtick_and_a_quote_syncs(
         conn.exec_driver_sql(
             f"CREATE TABLE odd ({mq(ODD_KEY)} VARCHAR(10) PRIMARY KEY, {mq(ODD)} VARCHAR(20), "
             f"{mq(ODD_CURSOR)} DATETIME NOT NULL) CHARACTER SET utf8mb4")
-        conn.exec_driver_sql(f"INSERT INTO odd VALUES ('1', 'x`y', '2024-01-01'), "
-                             f"('2', 'q\"r', '2024-01-02')")
+        conn.exec_driver_sql("INSERT INTO odd VALUES ('1', 'x`y', '2024-01-01'), "
+                             "('2', 'q\"r', '2024-01-02')")
     with psycopg.connect(sa.engine.make_url(pg_url).set(drivername="postgresql")
                          .render_as_string(hide_password=False), autocommit=True) as pg:
         pg.execute(f"CREATE TABLE public.odd ({pq(ODD_KEY)} varchar(10) PRIMARY KEY, "  # type: ignore[call-overload]
