@@ -123,7 +123,10 @@ def _check_postgres_url(url: str) -> None:
                        "the password must be written %25")
     hosts = netloc.rpartition("@")[2]
     ports = [h.rpartition(":")[2] for h in hosts.split(",") if ":" in h.rpartition("]")[2]]
-    query = urlsplit(url).query
+    try:
+        query = urlsplit(url).query
+    except ValueError:  # e.g. an unclosed [ of an IPv6 address
+        raise _bad_url("is not a valid URL (check the host)") from None
     ports += [p for k, v in parse_qsl(query) if k == "port" for p in v.split(",")]
     bad = [p for p in ports if not (p.isascii() and p.isdigit() and 0 < int(p) < 65536)]
     if bad:

@@ -118,6 +118,7 @@ def test_target_url_accepts_and_converts(url: str, want: str) -> None:
     pytest.param("host=127.0.0.1 password=S3cret x", "key=value", id="bad-libpq-keywords"),
     pytest.param("host=127.0.0.1 password=S3cret extra", '"…"', id="libpq-quotes-nothing"),
     pytest.param("just text S3cret", "not a URL", id="not-a-url"),
+    pytest.param("postgresql://u:S3cret@[::1/db", "host", id="unclosed-ipv6"),
 ])
 def test_bad_target_urls_are_config_errors_without_the_password(url: str, says: str) -> None:
     error = config_error(url)
