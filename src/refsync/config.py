@@ -64,6 +64,18 @@ class Settings(BaseSettings):
         return target_url(self.database_url.get_secret_value())
 
 
+def load_settings(env_file: Path | None = None) -> Settings:
+    """Read the environment; `env_file` replaces the default `.env`."""
+    if env_file is not None and not env_file.exists():
+        raise ConfigError(f"env file not found: {env_file.resolve()}")
+    try:
+        return Settings(_env_file=env_file or ".env")
+    except ValidationError as exc:
+        errors = [f"WDH_{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg']}"
+                  for e in exc.errors()]
+        raise ConfigError("invalid environment", errors=errors) from None
+
+
 # ---------------------------------------------------------------- WDH_DATABASE_URL
 
 _PG_SCHEMES = ("postgresql", "postgres", "postgresql+psycopg", "postgresql+psycopg2")
@@ -192,18 +204,6 @@ def _url_from_keywords(text: str) -> str:
         if limit <= timedelta(0):
             raise ConfigError("WDH_REFERENCE_SYNC_MAX_RUN_TIME: must be more than 0")
         return limit
-
-
-def load_settings(env_file: Path | None = None) -> Settings:
-    """Read the environment; `env_file` replaces the default `.env`."""
-    if env_file is not None and not env_file.exists():
-        raise ConfigError(f"env file not found: {env_file.resolve()}")
-    try:
-        return Settings(_env_file=env_file or ".env")
-    except ValidationError as exc:
-        errors = [f"WDH_{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg']}"
-                  for e in exc.errors()]
-        raise ConfigError("invalid environment", errors=errors) from None
 
 
 # ---------------------------------------------------------------- the reference_sync section
