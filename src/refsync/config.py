@@ -63,6 +63,19 @@ class Settings(BaseSettings):
             )
         return target_url(self.database_url.get_secret_value())
 
+    def run_deadline(self, configured: timedelta) -> timedelta:
+        """The run's max_run_time: WDH_REFERENCE_SYNC_MAX_RUN_TIME over the config's."""
+        value = self.reference_sync_max_run_time
+        if value is None or not value.strip():
+            return configured
+        try:
+            limit = parse_duration(value)
+        except ValueError as exc:
+            raise ConfigError(f"WDH_REFERENCE_SYNC_MAX_RUN_TIME: {exc}") from None
+        if limit <= timedelta(0):
+            raise ConfigError("WDH_REFERENCE_SYNC_MAX_RUN_TIME: must be more than 0")
+        return limit
+
 
 def load_settings(env_file: Path | None = None) -> Settings:
     """Read the environment; `env_file` replaces the default `.env`."""
@@ -191,19 +204,6 @@ def _url_from_keywords(text: str) -> str:
     database = quote(values.pop("dbname", ""), safe="")
     query = urlencode(values, quote_via=quote)
     return f"postgresql://{netloc}/{database}" + (f"?{query}" if query else "")
-
-    def run_deadline(self, configured: timedelta) -> timedelta:
-        """The run's max_run_time: WDH_REFERENCE_SYNC_MAX_RUN_TIME over the config's."""
-        value = self.reference_sync_max_run_time
-        if value is None or not value.strip():
-            return configured
-        try:
-            limit = parse_duration(value)
-        except ValueError as exc:
-            raise ConfigError(f"WDH_REFERENCE_SYNC_MAX_RUN_TIME: {exc}") from None
-        if limit <= timedelta(0):
-            raise ConfigError("WDH_REFERENCE_SYNC_MAX_RUN_TIME: must be more than 0")
-        return limit
 
 
 # ---------------------------------------------------------------- the reference_sync section
