@@ -89,6 +89,20 @@ def test_a_password_in_the_url_query_appears_nowhere(pg_url: str, config: Path) 
     assert [t for t in texts if SECRET in t] == []
 
 
+def test_a_libpq_keyword_string_reaches_the_target(pg_url: str, config: Path) -> None:
+    url = sa.engine.make_url(pg_url)
+    dsn = (f"host={url.host} port={url.port or 5432} user={url.username} "
+           f"dbname='{url.database}' password='{SECRET} x'")
+    texts: list[str] = []
+    for command in (["init-db", "--create-tables"], ["sync"], ["status"]):
+        code, out, err = run_cli([*command, "-c", str(config), "--json", "--log-format",
+                                  "json"], dsn)
+        assert code == 0, (command, out, err)
+        texts += [out, err]
+    assert json.loads(texts[2])["tables"][0]["inserted"] > 0
+    assert [t for t in texts + state_texts(pg_url) if SECRET in t] == []
+
+
 @pytest.mark.parametrize("command", [["sync"], ["plan"], ["init-db"], ["status"]],
                          ids=lambda c: c[0])
 def test_an_unreachable_target_named_without_the_query_password(command: list[str],
