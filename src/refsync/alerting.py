@@ -168,23 +168,73 @@ def write_metrics(path: Path, result: RunResult) -> bool:
 
 
 def ping(url: str | None, outcome: str = "", timeout: float = PING_TIMEOUT_S) -> bool:
-    """GET `url` + `/start`, `` (success) or `/fail` (healthchecks.io style). Never raises."""
+    """GET `url` + `/start`, `` (success) or `/fail` (healthchecks.io style). Never raises.
+
+    Credentials in the URL (`user:password@`) go as HTTP basic auth; a log line names only
+    the URL's scheme and host, as the path may carry a token."""
     if not url:
         return False
-    full = url.rstrip("/") + (f"/{outcome}" if outcome else "")
-    if not full.startswith(("http://", "https://")):
-        log.warning("ping URL must be http(s): %s", full, extra={"event": "ping_failed"})
+    shown = _ping_origin(url)
+    try:
+        request = _ping_request(url.rstrip("/") + (f"/{outcome}" if outcome else ""))
+    except ValueError as exc:
+        log.warning("ping %s not sent: %s", shown, exc, extra={"event": "ping_failed"})
         return False
     import urllib.request  # http.client, email, ssl: only when there is a URL to ping
 
     try:
-        with urllib.request.urlopen(full, timeout=timeout) as response:  # noqa: S310
+        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
             response.read(1024)
         return True
     except Exception as exc:  # a dead monitor must never fail the run
-        log.warning("ping %s failed: %s", full, exc,
-                    extra={"event": "ping_failed", "error": str(exc)})
+        reason = _ping_failure(exc)
+        log.warning("ping %s failed: %s", shown, reason,
+                    extra={"event": "ping_failed", "error": reason})
         return False
+
+
+def _ping_origin(url: str) -> str:
+    """`scheme://host` of the ping URL: all a log may show of it."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "(an unreadable URL)"
+    return f"{parts.scheme or '?'}://{parts.hostname or '?'}"
+
+
+def _ping_request(full: str) -> Any:
+    """The GET for `full`, its `user:password@` moved into an Authorization header."""
+    import base64
+    import urllib.request
+    from urllib.parse import unquote, urlsplit, urlunsplit
+
+    parts = urlsplit(full)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("the ping URL must be http(s)://host/...")
+    headers = {"User-Agent": "refsync"}
+    netloc = parts.netloc.rpartition("@")[2]
+    if parts.username is not None or parts.password is not None:
+        pair = f"{unquote(parts.username or '')}:{unquote(parts.password or '')}"
+        headers["Authorization"] = "Basic " + base64.b64encode(pair.encode()).decode("ascii")
+    plain = urlunsplit((parts.scheme, netloc, parts.path, parts.query, ""))
+    return urllib.request.Request(plain, headers=headers, method="GET")
+
+
+def _ping_failure(exc: BaseException) -> str:
+    """Why a ping failed, without the URL (its path or user-info may hold a secret)."""
+    import urllib.error
+
+    if isinstance(exc, urllib.error.HTTPError):
+        return f"HTTP {exc.code}"
+    if isinstance(exc, urllib.error.URLError):
+        exc = exc.reason if isinstance(exc.reason, BaseException) else exc
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return type(exc).__name__
 
 
 def ping_outcome(exit_code: int) -> str:

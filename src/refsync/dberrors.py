@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from refsync.errors import (
+    AuthFailure,
     ConfigError,
     ConnectionFailure,
     ConstraintViolation,
@@ -29,6 +30,7 @@ from refsync.errors import (
     ServerRefused,
     TransientConflict,
 )
+from refsync.redact import scrub as scrub  # where a password can appear in a message
 
 # MySQL / MariaDB error numbers (server ER_* and client CR_*) that mean "try again later".
 MYSQL_CONNECTION_ERRNOS: dict[int, str] = {
@@ -141,14 +143,6 @@ _PG_QUERY = {
 _SQLITE_TRANSIENT = ("SQLITE_BUSY", "SQLITE_LOCKED", "SQLITE_IOERR", "SQLITE_CANTOPEN",
                      "SQLITE_PROTOCOL", "SQLITE_FULL")
 
-_URL_SECRET = re.compile(r"(\b[a-zA-Z][\w+.-]*://[^:/@\s]*):[^@\s]*@")
-_KV_SECRET = re.compile(r"(?i)\b(password|passwd|pwd)\s*=\s*('[^']*'|\"[^\"]*\"|\S+)")
-
-
-def scrub(text: str) -> str:
-    """Remove passwords from URLs and `password=...` pairs in a driver's message."""
-    text = _URL_SECRET.sub(r"\1:***@", text)
-    return _KV_SECRET.sub(r"\1=***", text)
 
 
 _SIDE_QUERY_HINT = {
@@ -203,7 +197,35 @@ def classify_db_error(exc: BaseException, where: str, *, streaming: bool = False
         return ConnectionFailure(message)
     if kind == "constraint":
         return ConstraintViolation(message)
+    if _credentials_refused(orig):
+        return AuthFailure(message, hint=_auth_hint(where, side))
     return QueryFailure(message, hint=_HINTS.get(what) or _SIDE_QUERY_HINT[side])
+
+
+# The server refused the login itself (not a grant): MySQL's ER_ACCESS_DENIED_ERROR and
+# ER_ACCESS_DENIED_NO_PASSWORD_ERROR, PostgreSQL's class 28, or libpq's words for it.
+_MYSQL_AUTH_ERRNOS = frozenset({1045, 1698})
+_PG_AUTH_TEXT = re.compile(r"password authentication failed|no pg_hba\.conf entry|"
+                           r"role \S+ does not exist|no password supplied")
+
+
+def _credentials_refused(exc: BaseException) -> bool:
+    errno = _mysql_errno(exc)
+    if errno is not None:
+        return errno in _MYSQL_AUTH_ERRNOS
+    sqlstate = _sqlstate(exc)
+    if sqlstate is not None:
+        return sqlstate.startswith("28")
+    return "OperationalError" in _mro_names(exc) and bool(_PG_AUTH_TEXT.search(str(exc)))
+
+
+def _auth_hint(where: str, side: str) -> str:
+    if side == "target":
+        return "check the user and password in WDH_DATABASE_URL (and the server's pg_hba.conf)"
+    if where.startswith("legacy_mysql"):
+        return ("check WDH_LEGACY_MYSQL_USER and WDH_LEGACY_MYSQL_PASSWORD (and that the user "
+                "may log in from this host)")
+    return "check the user and password in the table's source_config.url (or url_env)"
 
 
 _TLS_HINT = {

@@ -65,6 +65,12 @@ class QueryFailure(RefsyncError):
     default_hint = "check source_config (table, columns, incremental.where) against the source"
 
 
+class AuthFailure(QueryFailure):
+    """The server refused the credentials (wrong user or password): retrying cannot help."""
+
+    error_class = "auth"
+
+
 class InvalidRows(RefsyncError):
     """Rows that do not fit the target, or duplicate keys within one read."""
 

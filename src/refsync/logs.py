@@ -20,7 +20,9 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, tzinfo
 from typing import Any, Literal, TextIO
-from urllib.parse import quote, quote_plus, unquote, urlsplit
+from urllib.parse import quote, quote_plus
+
+from refsync.redact import url_secrets
 
 __all__ = [
     "EXTRA_FIELDS",
@@ -38,6 +40,7 @@ __all__ = [
 
 LOGGER_NAME = "refsync"
 REDACTED = "***"
+MIN_MASKED = 4  # shorter secrets are never masked as substrings
 
 #: Structured fields copied from a record's `extra` into the JSON line, in this order.
 EXTRA_FIELDS: tuple[str, ...] = (
@@ -102,10 +105,12 @@ class SecretRedactor(logging.Filter):
         self.add(*secrets)
 
     def add(self, *secrets: str | None) -> None:
-        """Register more secrets (e.g. once the settings are read)."""
+        """Register more secrets (e.g. once the settings are read). One shorter than
+        `MIN_MASKED` is not masked wherever it occurs (a password `0` would mask every zero
+        and so tell itself): the places a secret is written are redacted where it is shown."""
         found = set(self._secrets)
         for secret in secrets:
-            if not secret:
+            if not secret or len(secret) < MIN_MASKED:
                 continue
             found.update({secret, quote(secret, safe=""), quote_plus(secret, safe="")})
         # longest first, so a secret containing another is replaced whole
@@ -159,19 +164,12 @@ def _secret_value(value: Any) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
-def _url_password(url: str) -> str | None:
-    try:
-        password = urlsplit(url).password
-    except ValueError:
-        return None
-    return password or None
-
-
 def register_secrets(*items: Any) -> None:
     """Register secrets with `REDACTOR`: strings, SecretStr values, or a `Settings` object.
 
-    From a Settings object: the MySQL password and the password inside the target database URL.
-    A URL (`scheme://...`) registers its password (as written and URL-decoded), nothing else.
+    From a Settings object: the MySQL password and every password written in the target
+    database URL (user-info, `password=` query parameter, libpq key=value string). A URL
+    (`scheme://...`) registers its passwords (as written and URL-decoded), nothing else.
     """
     for item in items:
         if item is None:
@@ -180,17 +178,13 @@ def register_secrets(*items: Any) -> None:
             register_secrets(getattr(item, "legacy_mysql_password", None))
             url = _secret_value(getattr(item, "database_url", None))
             if url:
-                password = _url_password(url)
-                if password:
-                    REDACTOR.add(password, unquote(password))
+                REDACTOR.add(*url_secrets(url))
             continue
         secret = _secret_value(item)
         if not secret:
             continue
-        if "://" in secret:  # a URL: its password is the secret, not the host or path
-            password = _url_password(secret)
-            if password:
-                REDACTOR.add(password, unquote(password))
+        if "://" in secret:  # a URL: its passwords are the secrets, not the host or path
+            REDACTOR.add(*url_secrets(secret))
         else:
             REDACTOR.add(secret)
 

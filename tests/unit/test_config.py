@@ -193,8 +193,10 @@ def test_unknown_keys_are_rejected(tmp_path: Path, where: str) -> None:
 
 
 def test_duplicate_table_names(tmp_path: Path) -> None:
-    one_error(tmp_path, {"tables": [sql_table("a"), sql_table("b"), sql_table("a")]},
-              "unique", "'a'")
+    errors = errors_of(tmp_path, {"tables": [sql_table("a"), sql_table("b"), sql_table("a")]})
+    assert errors == [
+        "reference_sync.tables: table names must be unique: ['a'] appear more than once",
+        "reference_sync.tables: two tables write the same target: ['public.a']"]
 
 
 def test_two_tables_writing_one_target(tmp_path: Path) -> None:

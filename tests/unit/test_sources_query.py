@@ -17,6 +17,7 @@ from sqlalchemy.dialects import mysql, postgresql, sqlite
 
 from refsync.config import MySQLPool, Settings, TableSpec
 from refsync.errors import (
+    AuthFailure,
     ConfigError,
     ConnectionFailure,
     ConstraintViolation,
@@ -207,7 +208,7 @@ def op(errno: int, msg: str) -> pymysql.err.OperationalError:
     pytest.param(pymysql.err.InterfaceError(0, ""), ConnectionFailure, "connection lost",
                  id="interface-0"),
     pytest.param(op(1045, "Access denied for user 'u'@'h' (using password: YES)"),
-                 QueryFailure, "access denied", id="1045"),
+                 AuthFailure, "access denied", id="1045"),
     pytest.param(op(1044, "Access denied for user 'u'@'h' to database 'x'"), QueryFailure,
                  "access denied", id="1044"),
     pytest.param(pymysql.err.ProgrammingError(1142, "SELECT command denied"), QueryFailure,
@@ -229,7 +230,7 @@ def op(errno: int, msg: str) -> pymysql.err.OperationalError:
                  ConnectionFailure, "cannot connect", id="psycopg-refused"),
     pytest.param(psycopg.OperationalError('connection failed: FATAL:  password '
                                           'authentication failed for user "u"'),
-                 QueryFailure, "access denied", id="psycopg-auth"),
+                 AuthFailure, "access denied", id="psycopg-auth"),
     pytest.param(psycopg.errors.AdminShutdown("terminating connection"), ConnectionFailure,
                  "server is shutting down", id="pg-57P01"),
     pytest.param(psycopg.errors.UndefinedTable('relation "x" does not exist'), QueryFailure,
@@ -323,7 +324,8 @@ def test_classify_db_error_message_names_what_and_where() -> None:
 def test_classify_db_error_hints_for_query_errors() -> None:
     err = classify_db_error(pymysql.err.ProgrammingError(1146, "Table 'x' doesn't exist"), WHERE)
     assert "table exists" in err.hint
-    assert classify_db_error(op(1045, "Access denied"), WHERE).hint.startswith("check the user")
+    assert classify_db_error(op(1045, "Access denied"), WHERE).hint.startswith(
+        "check WDH_LEGACY_MYSQL_USER and WDH_LEGACY_MYSQL_PASSWORD")
 
 
 @pytest.mark.parametrize("crash", [

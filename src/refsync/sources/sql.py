@@ -55,6 +55,13 @@ def _q(name: str) -> quoted_name:
     return quoted_name(name, True)
 
 
+def _unquoted(conn: Connection, name: str) -> str:
+    """A column name as the database spells it. SQLAlchemy's MySQL reflection reads names out
+    of SHOW CREATE TABLE and leaves a backtick in them doubled (a`b reads as a``b), so the name
+    would be quoted twice over; other dialects return the name itself."""
+    return name.replace("``", "`") if conn.dialect.name in ("mysql", "mariadb") else name
+
+
 def split_table_name(name: str) -> tuple[str | None, str]:
     """`schema.table` → (schema, table); a plain name → (None, name)."""
     if name.count(".") == 1:
@@ -271,10 +278,11 @@ class SqlSource:
             warnings.simplefilter("ignore", sa_exc.SAWarning)
             insp = inspect(conn)
             cols = insp.get_columns(self.table, schema=self.schema)
-            self._pk = list(insp.get_pk_constraint(self.table, schema=self.schema)
-                            .get("constrained_columns") or [])
-        found = {c["name"]: c["type"] for c in cols}
-        self._source_not_null = {c["name"] for c in cols if c.get("nullable") is False}
+            self._pk = [_unquoted(conn, n) for n in insp.get_pk_constraint(
+                self.table, schema=self.schema).get("constrained_columns") or []]
+        found = {_unquoted(conn, c["name"]): c["type"] for c in cols}
+        self._source_not_null = {_unquoted(conn, c["name"]) for c in cols
+                                 if c.get("nullable") is False}
         if len(self._pk) == 1:
             self._key_type = found.get(self._pk[0])
         self._after_introspect(conn)

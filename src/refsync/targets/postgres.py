@@ -38,6 +38,7 @@ from refsync.errors import (
     TransientConflict,
 )
 from refsync.model import Batch, ColumnInfo
+from refsync.redact import redact_url
 from refsync.targets.base import DirectLoadConflict, SqlTableWriter, SqlTarget
 from refsync.targets.pg_liveness import Watchdog
 from refsync.targets.readonly import LOCK_KEY, LOCK_ROW, PG_CONNECT_ARGS, libpq_uri
@@ -289,6 +290,17 @@ class PostgresWriter(SqlTableWriter):
         return super().differs(col)
 
 
+def holder_text(pid: int | None, client_addr: Any, backend_start: Any) -> str:
+    """`, held by pid N from ADDR since TIME`: what the holder's session shows. Another role's
+    session shows a non-superuser NULL for everything but the pid (DESIGN 4.5)."""
+    parts = [f"pid {pid}"] if pid is not None else []
+    if backend_start is None:
+        parts.append("(a session of another role: its details are hidden from this one)")
+    else:
+        parts.append(f"from {client_addr or 'local'} since {backend_start:%Y-%m-%d %H:%M:%S%z}")
+    return ", held by " + " ".join(parts)
+
+
 class PostgresTarget(SqlTarget):
     dialect = "postgresql"
     writer_class = PostgresWriter
@@ -305,7 +317,7 @@ class PostgresTarget(SqlTarget):
                           "options": "-c temp_buffers=256MB -c work_mem=256MB "
                                      "-c statement_timeout=0 -c lock_timeout=300000"},
         )
-        super().__init__(engine, parsed.render_as_string(hide_password=True))
+        super().__init__(engine, redact_url(parsed.render_as_string(hide_password=False)))
         self._lock_conn: Connection | None = None
         self._lock_pid: int | None = None
         self._in_use: set[Any] = set()  # psycopg connections checked out, for cancel()
@@ -448,8 +460,7 @@ class PostgresTarget(SqlTarget):
                     f"JOIN pg_stat_activity a USING (pid) WHERE {LOCK_ROW}").first()
         except (RefsyncError, sa.exc.SQLAlchemyError):
             return ""
-        return "" if row is None else (f", held by pid {row[0]} from {row[1] or 'local'} "
-                                       f"since {row[2]:%Y-%m-%d %H:%M:%S%z}")
+        return "" if row is None else holder_text(*row)
 
     def hold_lock(self, conn: Connection | None = None) -> None:
         """Before a table writes (and inside its transaction right before applying): this run

@@ -125,10 +125,11 @@ def read_state(url: str) -> Iterator[StateReader | None]:
 def _postgres(url: str) -> Iterator[StateReader]:
     import psycopg
 
-    from refsync.dberrors import classify_db_error, scrub
+    from refsync.dberrors import classify_db_error
+    from refsync.redact import redact_url
 
     uri = libpq_uri(url)
-    where = "target " + scrub(uri)
+    where = "target " + redact_url(uri)
     try:
         conn = psycopg.connect(uri, autocommit=False, **PG_CONNECT_ARGS)
     except psycopg.Error as exc:
