@@ -10,60 +10,39 @@ import signal
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, timedelta
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from types import FrameType, TracebackType
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 
-from refsync import interrupts, state
+from refsync import interrupts, state, table_sync
 from refsync.config import LoadedConfig, Settings, TableSpec
 from refsync.errors import (
     ConfigError,
     DeadlinePassed,
-    Guarded,
     InternalError,
     Interrupted,
     InvalidRows,
     LockHeld,
     RefsyncError,
 )
-from refsync.model import ColumnInfo, RunResult, Source, TableResult
-from refsync.prefetch import prefetch
+from refsync.model import ColumnInfo, RunResult, TableResult
 from refsync.report import disabled_reason, status
 from refsync.retry import retrying
+from refsync.table_sync import Origin, Progress
 from refsync.targets import open_target
-from refsync.targets.base import DirectLoadConflict, SqlTableWriter, SqlTarget
-from refsync.transform import (
-    RowConverter,
-    clock_cap,
-    cursor_before,
-    max_cursor,
-    watermark_to_text,
-)
+from refsync.targets.base import SqlTarget
 
 if TYPE_CHECKING:  # imported where a table is digested
-    from refsync.digest import DigestPlan, TargetRequest
+    pass
 
 log = logging.getLogger(__name__)
 
 RUN_KEY_PREFIX = "reference_sync_"
 MAX_LISTED = 20
-
-
-class Progress(Protocol):
-    """Told about rows as they stream, so a terminal can show a bar; the library never draws."""
-
-    def start(self, table: str, total: int | None) -> None: ...
-
-    def advance(self, table: str, rows: int) -> None: ...
-
-    def finish(self, table: str, result: TableResult) -> None: ...
-
-    # optional: `phase(table, name)` names what a table does after its read ("checking",
-    # "applying"); called only when the progress object has it
 
 
 class _NoProgress:
@@ -74,6 +53,9 @@ class _NoProgress:
         pass
 
     def finish(self, table: str, result: TableResult) -> None:
+        pass
+
+    def phase(self, table: str, name: str) -> None:
         pass
 
 
@@ -153,15 +135,6 @@ def signals_interrupt(max_run_time: timedelta | None = None) -> Iterator[None]:
         for sig, old in previous.items():
             signal.signal(sig, old)
         interrupts.reset()
-
-
-@dataclass
-class Origin:
-    """Where a table's rows come from, for logs: the database host (or file), known before
-    the source opens, and the source's own description once it has opened."""
-
-    host: str
-    source: str
 
 
 @dataclass
@@ -381,7 +354,7 @@ class Runner:
                         res.attempts = attempt.retry_state.attempt_number
                         if not self.plan_only:  # a reconnect may have lost the run lock
                             target.hold_lock()
-                        self._attempt(target, spec, columns, res, origin)
+                        table_sync.sync_table(self._job(target, spec), columns, res, origin)
         except DeadlinePassed as exc:  # rolled back; the run stops after this table
             self._signum = exc.signum
             self._fail(res, exc)
@@ -406,242 +379,14 @@ class Runner:
         self.progress.finish(spec.name, res)
         return res
 
-    def _attempt(self, target: SqlTarget, spec: TableSpec, columns: dict[str, ColumnInfo],
-                 res: TableResult, origin: Origin) -> None:
-        from refsync.sources import open_source
-
-        opts = spec.options
-        source = open_source(spec, self.settings, self.config.section.legacy_mysql,
-                             opts.batch_size)
-        stoppable = getattr(source, "stoppable", None)
-        unregister = interrupts.register(stoppable()) if stoppable else (lambda: None)
-        try:
-            origin.source = source.describe()
-            res.warnings = list(getattr(source, "warnings", []))
-            for w in res.warnings:
-                log.warning("%s: %s", spec.name, w, extra={"event": "warning", "table": spec.name})
-            names = list(source.columns)
-            missing = [n for n in names if n not in columns]
-            if missing:
-                raise ConfigError(
-                    f"columns of the source are missing from the target {spec.qualified_target}: "
-                    f"{', '.join(missing)}")
-            # a key is never NULL, whatever the target declares (SQLite allows NULL keys)
-            infos = [replace(columns[n], nullable=False) if n in spec.primary_key else columns[n]
-                     for n in names]
-            since, old_mark = self._window(target, spec, source)
-            res.incremental = since is not None or (spec.incremental is not None and not self.full)
-            if source.cursor_column is not None and since is not None:
-                res.null_cursor_rows = source.count_null_cursor()
-                if res.null_cursor_rows:
-                    log.warning(
-                        "%s: %d rows have no %s and are only read by a --full run", spec.name,
-                        res.null_cursor_rows, source.cursor_column,
-                        extra={"event": "null_cursor", "table": spec.name})
-            try:
-                self._load_and_apply(target, spec, source, infos, res, since, old_mark,
-                                     direct=True)
-            except DirectLoadConflict:  # a key came twice: staging will name the keys
-                self._load_and_apply(target, spec, source, infos, res, since, old_mark,
-                                     direct=False)
-        finally:
-            unregister()
-            source.close()
-
-    def _window(self, target: SqlTarget, spec: TableSpec, source: Source) -> tuple[Any, Any]:
-        """(the lower bound to read from or None for a full read, the stored watermark)."""
-        if spec.incremental is None or source.cursor_column is None:
-            return None, None
-        with target.connect() as conn:
-            text = state.read_watermark(conn, spec.name)
-        if text is None:
-            return None, None
-        mark = source.parse_watermark(text)
-        if self.full:
-            return None, mark
-        since = mark - spec.options.lookback if spec.options.lookback else mark
-        return since, mark
-
-    def _load_and_apply(self, target: SqlTarget, spec: TableSpec, source: Source,
-                        infos: list[ColumnInfo], res: TableResult, since: Any, old_mark: Any,
-                        *, direct: bool) -> None:
-        """One attempt at one table: read the source through the pipeline into staging,
-        check, diff, and (unless planning) apply with the watermark and the run record, all
-        in the table's one transaction."""
-        opts = spec.options
-        zone = ZoneInfo(opts.source_timezone)
-        deletes = spec.sync_mode == "delete_insert"
-        has_cursor = source.cursor_column is not None
-        largest_cursor = old_mark
-        read = 0
-        estimate = getattr(source, "estimated_rows", None)  # cheap server statistics, if any
-        self.progress.start(spec.name, estimate() if callable(estimate) and since is None
-                            else None)
-        clock_utc = datetime.now(UTC)  # the source's clock, until the source tells its own
-        with target.table_writer(spec.target_schema, spec.target_table, infos,
-                                 spec.primary_key, commit=not self.plan_only,
-                                 timeouts=(opts.lock_timeout, opts.statement_timeout),
-                                 timezone=opts.source_timezone) as writer:
-            if direct and not self.plan_only:
-                writer.try_direct()
-            loop_start = time.perf_counter()
-            # one pipeline: COPY text the source server made and checked is staged as it
-            # is; source values go through the value rules first
-            converter = RowConverter(infos, spec.primary_key, zone, max_listed=MAX_LISTED,
-                                     cursor=has_cursor)
-            digests = None
-            if since is None and not writer.direct:  # a full read: compare before reading
-                digests = self._target_digests(writer, spec, source, infos)
-            chunks = source.chunks(
-                since, infos, copy_text=target.takes_copy_text,
-                compare_with=digests)
-            try:
-                for chunk in prefetch(chunks):
-                    read += chunk.rows
-                    if chunk.copy_text is not None:
-                        writer.stage_text(chunk.copy_text, chunk.rows)
-                    elif chunk.batch is not None:
-                        writer.stage(converter.convert_batch(chunk.batch))
-                    if chunk.high is not None:
-                        largest_cursor = max_cursor(largest_cursor, [chunk.high])
-                    self.progress.advance(spec.name, chunk.rows)
-            finally:  # never leave the digest query running on the writer's connection
-                if digests is not None:
-                    digests[1].settle()
-            res.read = read
-            res.source_snapshot = getattr(source, "snapshot_utc", None)
-            writer.timings["read+check"] = (time.perf_counter() - loop_start
-                                            - writer.timings.get("stage", 0.0))
-            res.rejected = converter.rejected
-            res.rejects = [r.as_dict() for r in converter.rejects]
-            self._phase(spec.name, "checking")
-            dup_total, dups = writer.duplicate_keys(MAX_LISTED)
-            if dup_total:
-                keys = "; ".join(", ".join(f"{k}={v}" for k, v in zip(spec.primary_key, d,
-                                                                     strict=True)) for d in dups)
-                raise InvalidRows(
-                    f"{dup_total} key(s) appear more than once in the source: {keys}",
-                    hint="make the source key unique, or fix primary_key in the config")
-            if deletes and not writer.direct:  # a rejected row is still a source row
-                writer.keep_keys(converter.rejected_keys)
-            outcome = getattr(source, "digest_outcome", None)
-            if digests is not None and outcome is not None:  # only differing parts read
-                from refsync.digest import target_bucket_predicate
-
-                writer.only_where = target_bucket_predicate(digests[0], outcome.differing)
-                writer.timings.update(outcome.timings)
-            counts = writer.diff(deletes=deletes)
-            if digests is not None and outcome is not None:
-                read += outcome.equal_rows  # compared inside both databases, never moved
-                res.read = read
-                counts.unchanged += outcome.equal_rows
-            res.timings = writer.timings
-            for name in ("inserted", "updated", "promoted", "unchanged", "deleted"):
-                setattr(res, name, getattr(counts, name))
-            mark = self._honest_watermark(spec, source, res, largest_cursor, clock_utc,
-                                          reject_low=converter.reject_low)
-            res.watermark = None if mark is None else watermark_to_text(mark)
-            if res.rejected and opts.on_invalid == "fail":  # invalid rows first, then the guard
-                shown = "; ".join(f"{r['key']} {r['column']}={r['value']!r}: {r['reason']}"
-                                  for r in res.rejects[:5])
-                raise InvalidRows(
-                    f"{res.rejected} row(s) do not fit the target: {shown}"
-                    + (" …" if len(res.rejects) > 5 else ""),
-                    rejects=res.rejects)
-            if deletes and counts.deleted and not self.allow_mass_delete:
-                before = counts.authoritative_before
-                if writer.staged == 0 and res.rejected == 0:
-                    raise Guarded(f"the source is empty but the target holds {before} "
-                                  f"authoritative rows; nothing was deleted")
-                if counts.deleted > opts.max_delete_ratio * before:
-                    raise Guarded(
-                        f"would delete {counts.deleted} of {before} authoritative rows "
-                        f"({counts.deleted / before:.0%} > max_delete_ratio "
-                        f"{opts.max_delete_ratio:.0%}); nothing was deleted")
-            res.status = "ok" if counts.changes else "unchanged"
-            if self.plan_only:
-                return
-            target.hold_lock(writer.conn)  # in this transaction: never apply without the lock
-            self._phase(spec.name, "applying")
-            writer.apply(counts, deletes=deletes)
-            res.duration_s = time.perf_counter() - self._clock
-            state.record(writer.conn, self.run_key, res,
-                         started=datetime.fromisoformat(res.started_at or self.now().isoformat()),
-                         finished=self.now(), watermark_moves=True)
-            if self._hold is not None:  # from here the commit decides, not a signal
-                self._hold.start()
-
-    def _target_digests(self, writer: SqlTableWriter, spec: TableSpec, source: Source,
-                        infos: list[ColumnInfo]) -> tuple[DigestPlan, TargetRequest] | None:
-        """(digest plan, the target's digests as they are computed) where both databases can
-        digest the table (DESIGN 4.6). The target computes its digests while the source
-        computes its own inside its read's snapshot; the source then compares and reads only
-        the parts that differ. A table whose last run left it in step is compared whole
-        first (cheaper on both servers; its parts only when the wholes differ). None: read
-        everything."""
-        make_plan = getattr(source, "digest_plan", None)
-        if make_plan is None or not writer.target.takes_copy_text:
-            return None
-        plan = make_plan(infos, spec.options.source_timezone, rows=writer.estimated_rows())
-        if plan is None:
-            return None
-        from refsync import digest
-
-        target = writer.target
-
-        def compute(whole: bool) -> Any:
-            """Runs in the digest's own thread, on a connection that thread opens and owns:
-            the writer's connection belongs to the main thread (DESIGN 4.9)."""
-            started = time.perf_counter()
-            try:
-                with target.connect() as conn:
-                    return digest.target_digests(conn, plan, spec.target_schema,
-                                                 spec.target_table, whole=whole)
-            except digest.DigestUnsupported as exc:  # the source reads everything
-                log.debug("%s: no digests: %s", spec.name, exc)
-                return None
-            except sa.exc.DBAPIError as exc:
-                raise writer.classify_write_error(exc, "computing digests") from None
-            finally:
-                phase = "target_total" if whole else "target_digest"
-                writer.timings[phase] = time.perf_counter() - started
-
-        last = self._last_run.get(spec.name)
-        request = digest.TargetRequest(compute, whole_first=last is not None and last.left_in_step(
-            getattr(source, "changed_at", None)))
-        request.start(request.whole_first)
-        return plan, request
-
-    def _honest_watermark(self, spec: TableSpec, source: Source, res: TableResult,
-                          largest_cursor: Any, clock_utc: datetime, *, reject_low: Any) -> Any:
-        """DESIGN 4.4: the largest cursor read, but never later than the source's clock when
-        the read began (a future-dated row is read again until its time comes), and never
-        past the earliest rejected row (read again until fixed). Says why it held back."""
-        if largest_cursor is None:
-            return None
-        notes: list[str] = []
-        mark = largest_cursor
-        snapshot = getattr(source, "snapshot_utc", None) or clock_utc
-        cap = clock_cap(largest_cursor, snapshot, ZoneInfo(spec.options.source_timezone))
-        if cap is not None and cursor_before(cap, mark):
-            notes.append(f"watermark held at the source's clock {watermark_to_text(cap)}: rows "
-                         f"dated up to {watermark_to_text(mark)} are in the future and are "
-                         "read again until their time comes")
-            mark = cap
-        if reject_low is not None and cursor_before(reject_low, mark):
-            mark = reject_low
-            notes.append(f"watermark held at {watermark_to_text(mark)}, the earliest rejected "
-                         "row: rejected rows are read again until fixed")
-        for note in notes:
-            res.warnings.append(note)
-            log.warning("%s: %s", spec.name, note,
-                        extra={"event": "watermark_held", "table": spec.name})
-        return mark
-
-    def _phase(self, table: str, name: str) -> None:
-        phase = getattr(self.progress, "phase", None)
-        if phase is not None:
-            phase(table, name)
+    def _job(self, target: SqlTarget, spec: TableSpec) -> table_sync.TableJob:
+        hold = self._hold
+        return table_sync.TableJob(
+            spec=spec, target=target, settings=self.settings,
+            pool=self.config.section.legacy_mysql, run_key=self.run_key,
+            progress=self.progress, now=self.now, plan_only=self.plan_only, full=self.full,
+            allow_mass_delete=self.allow_mass_delete, last_run=self._last_run.get(spec.name),
+            on_commit=hold.start if hold is not None else (lambda: None))
 
     # -- reporting
 

@@ -3,10 +3,9 @@ protocol a source implements (targets share one implementation, targets/base.py)
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
 Row = tuple[Any, ...]
 Batch = list[Row]
@@ -156,35 +155,3 @@ class Chunk:
     copy_text: bytes | None = None  # UTF-8 COPY text lines, joined by newlines
     batch: Batch | None = None  # source values, each row with its cursor value last
     high: Any = None  # the largest cursor value in the chunk
-
-
-class Source(Protocol):
-    """Yields a table's rows as chunks; knows its own incremental cursor."""
-
-    columns: list[str]
-    """Target column names, in the order each row holds them."""
-
-    cursor_column: str | None
-    """Source column read incrementally; when set, each row carries its value last."""
-
-    def describe(self) -> str:
-        """Where the rows come from, for logs and errors; never a password."""
-        ...
-
-    def chunks(self, since: Any | None, columns: list[ColumnInfo], *, copy_text: bool,
-               compare_with: Any = None) -> Iterator[Chunk]:
-        """The rows (all when `since` is None, else cursor >= since) for target `columns`;
-        `copy_text`: the target stages COPY text, so the source may hand it over as such;
-        `compare_with`: the target's digests, for a source that can compare before reading
-        (and then tells what it compared equal in `digest_outcome`)."""
-        ...
-
-    def count_null_cursor(self) -> int:
-        """Rows an incremental read can never see (NULL or zero-date cursor)."""
-        ...
-
-    def parse_watermark(self, text: str) -> Any:
-        """A stored watermark back into the cursor column's own type."""
-        ...
-
-    def close(self) -> None: ...

@@ -150,7 +150,7 @@ def test_a_table_without_a_key_that_gains_a_duplicate_fails_naming_it(
         got = table_summary(_run(tmp_path, pg_url, url, batch_size=500),
                             "status", "error_class", "error")
         assert (got["status"], got["error_class"]) == ("failed", "invalid")
-        assert "P0005" in got["error"] and "duplicate" in got["error"]
+        assert "P0005" in got["error"] and "more than once" in got["error"]
         assert _rows(pg_url) == before
     finally:
         engine.dispose()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from refsync.config import MySQLPool, Settings, TableSpec
 from refsync.dberrors import classify_db_error, is_connection_error, scrub
-from refsync.model import Source
+from refsync.sources.base import Source
 from refsync.sources.mysql import (
     MYSQL_BACKENDS,
     LegacyMySQLSource,

@@ -23,8 +23,7 @@ import socket
 import ssl
 import threading
 from collections.abc import Iterator, Sequence
-from contextlib import suppress
-from dataclasses import dataclass
+from contextlib import contextmanager, suppress
 from datetime import UTC, date, datetime
 from functools import cache
 from pathlib import Path
@@ -33,31 +32,24 @@ from typing import Any
 from sqlalchemy import (
     Connection,
     Engine,
-    Select,
-    bindparam,
     column,
     create_engine,
     event,
-    func,
-    or_,
     text,
 )
-from sqlalchemy import exc as sa_exc
-from sqlalchemy import select as sa_select
-from sqlalchemy import table as sa_table
 from sqlalchemy import types as sqltypes
 from sqlalchemy.dialects.mysql import TIMESTAMP
 from sqlalchemy.engine import URL
-from sqlalchemy.sql.elements import ColumnElement
 
 from refsync.config import MySQLPool, Settings, TableSpec
-from refsync.digest import DigestComparison, DigestPlan, TargetRequest
-from refsync.errors import NotConfigured, QueryFailure
+from refsync.digest import DigestPlan
+from refsync.errors import NotConfigured
 from refsync.interrupts import Stoppable
-from refsync.model import Batch, Chunk, ColumnInfo, Row
-from refsync.sources.mysql_copy import CopyColumn, copy_column, copy_line, needs_check
+from refsync.model import Batch, ColumnInfo, Row
+from refsync.sources.base import ReadPlan
+from refsync.sources.mysql_copy import CopyColumn, copy_column
+from refsync.sources.mysql_read import CopyPlan, MySQLRead
 from refsync.sources.sql import SqlSource, _q
-from refsync.transform import max_cursor
 
 log = logging.getLogger(__name__)
 
@@ -123,68 +115,6 @@ def _unverified_context() -> ssl.SSLContext:
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE
     return context
-
-
-# ---------------------------------------------------------------- chunk queries (pure)
-
-
-def build_chunk_bounds(rows: Select[Any], key: str, key_type: sqltypes.TypeEngine[Any] | None,
-                       *, after_given: bool, limit: int) -> Select[Any]:
-    """The key of the `limit`-th row after `:after` in key order (no row: fewer remain), so
-    the chunk itself can be read as a plain range. The index walk skips to it (OFFSET): no
-    derived table is built for it."""
-    k = column(_q(key), key_type)
-    stmt = rows.with_only_columns(k)
-    if after_given:
-        stmt = stmt.where(k > bindparam("after", type_=key_type))
-    return stmt.order_by(k).limit(1).offset(max(0, limit - 1))
-
-
-def key_range(rows: Select[Any], key: str, key_type: sqltypes.TypeEngine[Any] | None, *,
-              after_given: bool, upto_given: bool = True) -> Select[Any]:
-    """`rows` restricted to `:after < key <= :upto` (no lower bound for the first chunk, no
-    upper bound for the last)."""
-    k = column(_q(key), key_type)
-    if upto_given:
-        rows = rows.where(k <= bindparam("upto", type_=key_type))
-    return rows.where(k > bindparam("after", type_=key_type)) if after_given else rows
-
-
-def build_chunk_select(rows: Select[Any], key: str, key_type: sqltypes.TypeEngine[Any] | None,
-                       cursor_column: str | None, line: ColumnElement[Any],
-                       flag: ColumnElement[Any], *, after_given: bool,
-                       upto_given: bool = True) -> Select[Any]:
-    """One key range aggregated by the server into ONE row: (all COPY lines joined by
-    newlines as UTF-8 bytes, row count, rows the pre-check flags, largest cursor). Fetching
-    a row per chunk instead of per source row is what makes a pure-Python driver fast; the
-    count proves nothing was cut off. Without ORDER BY or LIMIT the server merges the
-    derived table into a range scan instead of materialising it."""
-    inner = rows.with_only_columns(
-        line.label("line"), flag.label("flag"),
-        *([column(_q(cursor_column)).label("cur")] if cursor_column else []))
-    x = key_range(inner, key, key_type, after_given=after_given,
-                  upto_given=upto_given).subquery("x")
-    return sa_select(
-        # no ORDER BY inside: COPY does not care, and it would make the server sort
-        text("CAST(CONVERT(GROUP_CONCAT(x.line SEPARATOR '\\n') USING utf8mb4) AS BINARY)"),
-        func.count(), func.coalesce(func.sum(x.c.flag), 0),
-        func.max(x.c.cur) if cursor_column else text("NULL")).select_from(x)
-
-
-@dataclass(frozen=True)
-class CopyPlan:
-    """How the server formats this table's rows for COPY, and flags rows to judge."""
-
-    columns: list[CopyColumn]
-    key: str | None  # None: no one-column key to walk ranges of; one streaming statement
-
-    @property
-    def line(self) -> ColumnElement[Any]:
-        return copy_line(self.columns)
-
-    @property
-    def flag(self) -> ColumnElement[Any]:
-        return needs_check(self.columns)
 
 
 # ---------------------------------------------------------------- engines (legacy_mysql)
@@ -392,25 +322,25 @@ class MySQLSource(SqlSource):
             out.append(tuple(values))
         return out
 
-    def chunks(self, since: Any | None, columns: list[ColumnInfo], *,
-               copy_text: bool = False,
-               compare_with: tuple[DigestPlan, TargetRequest] | None = None,
-               ) -> Iterator[Chunk]:
-        """Server-made COPY text where the target takes it and every column has a server-side
-        rule, in key-range chunks; otherwise source values, as every source does.
+    def read_plan(self, columns: list[ColumnInfo], *, copy_text: bool,
+                  source_timezone: str, target_rows: int | None) -> ReadPlan:
+        """COPY text the server makes where the target takes it and every column has a
+        server-side rule (in key ranges on a one-column key, else one streaming statement),
+        with digests where both databases can compute them (`target_rows` given); source
+        values otherwise."""
+        copy = self.copy_plan(columns) if copy_text else None
+        if copy is None:
+            return ReadPlan("values")
+        digests = (self.digest_plan(columns, source_timezone, rows=target_rows)
+                   if target_rows is not None else None)
+        return ReadPlan("copy_ranges" if copy.key is not None else "copy_stream", copy, digests)
 
-        `compare_with` (a digest plan, and the target's digests as its thread computes them,
-        `TargetRequest`): inside the read's snapshot, compare first and read only the parts
-        that differ (`digest_outcome` then says what was compared equal without being
-        read)."""
+    @contextmanager
+    def reading(self, since: Any | None, plan: ReadPlan) -> Iterator[MySQLRead]:
+        """One read in one snapshot (see `_begin_read`), for the thread that opens it."""
         self.open()
-        self.digest_outcome = None
-        plan = self.copy_plan(columns) if copy_text else None
-        if plan is None:
-            return super().chunks(since, columns)
-        return self._text_chunks(since, plan, compare_with)
-
-    digest_outcome: DigestComparison | None = None
+        with self._reading(since) as (conn, results):
+            yield MySQLRead(self, conn, results, since, plan)
 
     def digest_plan(self, columns: list[ColumnInfo], source_timezone: str, *,
                     rows: int = 0) -> DigestPlan | None:
@@ -459,205 +389,6 @@ class MySQLSource(SqlSource):
             log.debug("%s: no one-column primary key to read ranges of: the table is read in "
                       "one streaming statement", self.where_text)
         return CopyPlan(plan, self._pk[0] if len(self._pk) == 1 else None)
-
-    def _text_chunks(self, since: Any | None, plan: CopyPlan,
-                     compare_with: tuple[DigestPlan, TargetRequest] | None = None,
-                     ) -> Iterator[Chunk]:
-        """The table as server-made COPY text, up to `batch_size` rows a chunk, one fetched
-        row each, all chunks in one snapshot (see `_reading`).
-
-        A chunk is sized by bytes too: it must fit max_allowed_packet, or GROUP_CONCAT
-        returns NULL. The first size comes from the table's average row length, the next
-        ones from the rows just read; a chunk that still overflows is halved and read again,
-        down to one row. A chunk holding a flagged row (or a NUL) is read again as values."""
-        rows, params = self.select(since)
-        walk = rows
-        share = 1.0  # of the rows walked, the share read
-        total: int | None = None  # the table's rows, where the digests counted them
-        with self._reading(since) as (conn, results):
-            if compare_with is not None:
-                only = self._differing_parts(conn, *compare_with)
-                if only is not None:  # read the parts that differ: each row tested once
-                    yield Chunk(0, high=only[1])  # the watermark: the whole table's largest
-                    if only[0] is None:
-                        return  # every part agrees: nothing to read
-                    rows = rows.where(only[0])
-                    outcome = self.digest_outcome
-                    if outcome is not None and outcome.source_rows:
-                        share = max(outcome.source_rows_differing / outcome.source_rows, 1e-6)
-                        total = outcome.source_rows
-            if plan.key is None:
-                yield from self._streamed_text(conn, results, rows, params, plan)
-            else:
-                yield from self._ranged_text(conn, walk, rows, params, plan, share, total)
-
-    def _streamed_text(self, conn: Connection, results: list[Any], rows: Select[Any],
-                       params: dict[str, Any], plan: CopyPlan) -> Iterator[Chunk]:
-        """A table without a one-column key: its COPY lines in ONE streaming statement inside
-        the snapshot, `batch_size` lines a chunk, fetched straight from the driver's cursor
-        (no result rows built). The rows the pre-check flags (or that hold a NUL) are left
-        out and read at the end as values, in a second statement of the same snapshot."""
-        line, flag = plan.line, plan.flag
-        cursor: list[Any] = ([column(_q(self.cursor_column)).label("cur")]
-                             if self.cursor_column else [])
-        x = rows.with_only_columns(line.label("line"), flag.label("flag"), *cursor).subquery("x")
-        stmt = sa_select(text("CAST(CONVERT(x.line USING utf8mb4) AS BINARY)"), x.c.flag,
-                         *([x.c.cur] if cursor else [])).select_from(x)
-        odd = 0
-        for part in self._raw_stream(conn, results, stmt, params):
-            high = _date_or_none(max_cursor(None, [r[2] for r in part])) if cursor else None
-            lines = [r[0] for r in part if not r[1] and b"\x00" not in r[0]]
-            odd += len(part) - len(lines)
-            yield Chunk(len(lines), copy_text=b"\n".join(lines) if lines else None, high=high)
-        if odd:
-            judged = rows.where(or_(flag != 0, func.instr(line, func.char(0)) > 0))
-            for batch in self._stream_on(conn, results, judged, params):
-                values = self._as_values([tuple(r) for r in batch])
-                high = max_cursor(None, [r[-1] for r in values]) if cursor else None
-                yield Chunk(len(values), batch=values, high=_date_or_none(high))
-
-    def _raw_stream(self, conn: Connection, results: list[Any], stmt: Select[Any],
-                    params: dict[str, Any]) -> Iterator[Sequence[Any]]:
-        """`stmt`'s rows in parts of `batch_size`, unbuffered, as the driver's tuples: no
-        result rows are built (most of the cost of a per-row read in Python)."""
-        if conn.dialect.driver != "pymysql":
-            yield from self._stream_on(conn, results, stmt, params)
-            return
-        import pymysql.cursors
-
-        compiled = stmt.compile(dialect=conn.dialect)
-        raw = conn.connection.dbapi_connection
-        assert raw is not None
-        cursor = raw.cursor(pymysql.cursors.SSCursor)
-        results.append(cursor)
-        cursor.execute(str(compiled), compiled.construct_params(params))
-        while part := cursor.fetchmany(self.batch_size):
-            yield part
-        cursor.close()
-        results.clear()
-
-    def _stream_on(self, conn: Connection, results: list[Any], stmt: Select[Any],
-                   params: dict[str, Any]) -> Iterator[Sequence[Any]]:
-        result = conn.execution_options(stream_results=True, yield_per=self.batch_size
-                                        ).execute(stmt, params)
-        results.append(result)
-        yield from result.partitions(self.batch_size)
-        result.close()
-        results.clear()
-
-    def _ranged_text(self, conn: Connection, walk: Select[Any], rows: Select[Any],
-                     params: dict[str, Any], plan: CopyPlan, share: float,
-                     total: int | None) -> Iterator[Chunk]:
-        """Key ranges of `batch_size` rows (fewer where they would not fit the packet), each
-        aggregated by the server into one fetched row of COPY text. The bounds walk the key
-        of `walk` (every row of the read), whatever part of it `rows` reads."""
-        key, key_type = plan.key, self._key_type
-        assert key is not None
-        line, flag = plan.line, plan.flag
-        # by (a lower bound, an upper bound): the last range is open above
-        shapes = [(a, u) for a in (False, True) for u in (False, True)]
-        chunk_sql = {s: build_chunk_select(rows, key, key_type, self.cursor_column, line,
-                                           flag, after_given=s[0], upto_given=s[1])
-                     for s in shapes}
-        values_sql = {s: key_range(rows, key, key_type, after_given=s[0], upto_given=s[1])
-                      for s in shapes}
-        conn.exec_driver_sql(f"SET SESSION group_concat_max_len = {GROUP_CONCAT_MAX_LEN}")
-        packet = int(conn.exec_driver_sql("SELECT @@max_allowed_packet").scalar_one())
-        budget = max(1, int(min(packet, GROUP_CONCAT_MAX_LEN) * PACKET_SHARE))
-        limit = self._rows_per_chunk(budget, self._avg_row_length)  # rows read a chunk
-        cap: int | None = None  # after an overflow: walk at most this many rows
-        after: Any = None
-        while True:
-            more = after is not None
-            args = {**params, "after": after} if more else dict(params)
-            # a filtered read walks further for the same rows read; after an overflow
-            # the walk holds at most half the rows read, so the retry always shrinks
-            walked = limit if share >= 1 else min(int(limit / share) + 1, 1 << 62)
-            if cap is not None:
-                walked = min(walked, cap)
-            if not more and total is not None and walked >= total:
-                upto = None  # all of it in one range: no walk over the keys
-            else:
-                upto = conn.execute(build_chunk_bounds(
-                    walk, key, key_type, after_given=more, limit=walked), args).scalar()
-            last = upto is None  # fewer rows remain: read them all
-            if not last:
-                args["upto"] = upto
-            text_, count, flagged, high = conn.execute(chunk_sql[more, not last],
-                                                       args).one()
-            if not last and (count > walked or (count < walked and walk is rows)):
-                raise QueryFailure(  # cannot happen inside one snapshot
-                    f"{self.where_text}: a chunk of {walked} rows came back as {count}",
-                    hint="rerun; report it if it happens again")
-            if not count:  # none of this range's rows is in a part that differs
-                pass
-            elif text_ is None or text_.count(b"\n") + 1 != count:
-                if count == 1:
-                    big = conn.execute(build_chunk_bounds(rows, key, key_type,
-                                                          after_given=more, limit=1),
-                                       args).scalar()
-                    raise QueryFailure(
-                        f"{self.where_text}: the row {key}={big!r} is larger than the "
-                        f"source server's max_allowed_packet ({packet} bytes)",
-                        hint="raise max_allowed_packet on the source MySQL server")
-                limit = cap = max(1, int(count) // 2)
-                log.debug("%s: a chunk of %d rows overflows max_allowed_packet (%d bytes):"
-                          " reading %d", self.where_text, count, packet, limit)
-                continue
-            elif flagged or b"\x00" in text_:  # the value rules decide, row by row
-                batch = self._as_values([tuple(r) for r in conn.execute(
-                    values_sql[more, not last], args)])
-                yield Chunk(len(batch), batch=batch, high=_date_or_none(high))
-            else:
-                yield Chunk(int(count), copy_text=text_, high=_date_or_none(high))
-            if last:
-                return
-            after, cap = upto, None
-            if count:
-                limit = self._rows_per_chunk(budget, len(text_) // int(count) + 1)
-
-    def _differing_parts(self, conn: Connection, plan: DigestPlan,
-                         target: TargetRequest) -> tuple[Any, Any] | None:
-        """Inside the read's snapshot: the source's digests against the target's (the whole
-        table first where `target.whole_first`, its parts only when the wholes differ).
-        Returns (a condition selecting the rows of the parts that differ, or None when none
-        differs; the largest cursor of the whole table), or None when so much differs that
-        reading it all is cheaper."""
-        from refsync import digest
-
-        got = digest.whole_then_parts(lambda whole: digest.source_digests(
-            conn, plan, self.table, schema=self.schema, whole=whole), target)
-        if got is None:
-            return None
-        ours, theirs, timings = got
-        if target.whole_first and "source_digest" in timings:
-            log.debug("%s: the whole table differed: its %d parts compared",
-                      self.where_text, plan.buckets)
-        outcome = digest.compare(plan, ours, theirs)
-        outcome.timings.update(timings)
-        if outcome.source_rows_differing > READ_ALL_SHARE * max(outcome.source_rows, 1):
-            log.debug("%s: digests: %d of %d parts differ, holding %d of %d rows: reading all",
-                      self.where_text, len(outcome.differing), plan.buckets,
-                      outcome.source_rows_differing, outcome.source_rows)
-            return None
-        log.debug("%s: digests: %d of %d parts differ: reading %d rows, %d compared equal",
-                  self.where_text, len(outcome.differing), plan.buckets,
-                  outcome.source_rows_differing, outcome.equal_rows)
-        self.digest_outcome = outcome
-        largest = None
-        if self.cursor_column is not None:
-            table_ = sa_table(_q(self.table), schema=_q(self.schema) if self.schema else None)
-            largest = conn.execute(sa_select(func.max(column(_q(self.cursor_column))))
-                                   .select_from(table_)).scalar()
-            largest = largest if isinstance(largest, date) else None
-        if not outcome.differing:
-            return None, largest
-        if len(outcome.differing) >= 1000:
-            # MariaDB turns an IN list of 1000+ constants into a derived table it builds again
-            # for every chunk; a sorted list searched per row is far cheaper here
-            with suppress(sa_exc.DBAPIError):
-                conn.exec_driver_sql("SET SESSION in_predicate_conversion_threshold = 0")
-        return text(digest.source_bucket_predicate(plan, outcome.differing)), largest
 
     def _rows_per_chunk(self, budget: int, row_bytes: int) -> int:
         """`batch_size`, or fewer rows when rows of `row_bytes` would not fit `budget`."""

@@ -43,6 +43,7 @@ from refsync.dberrors import classify_db_error, scrub
 from refsync.errors import ConfigError, FileMissing, NotConfigured, QueryFailure, RefsyncError
 from refsync.interrupts import Stoppable
 from refsync.model import Batch, Chunk, ColumnInfo
+from refsync.sources.base import Read, ReadPlan, RowsRead
 from refsync.transform import row_chunks
 
 log = logging.getLogger(__name__)
@@ -165,6 +166,7 @@ class SqlSource:
     """Rows of one table behind a SQLAlchemy engine, streamed `batch_size` at a time."""
 
     source_type = "sql"
+    changed_at: datetime | None = None  # where the server tells (MySQL), a hint
 
     def __init__(
         self,
@@ -360,18 +362,40 @@ class SqlSource:
     def iter_batches(self, since: Any | None) -> Iterator[Batch]:
         """Rows as tuples (mapped columns in config order, then the cursor value), streamed."""
         self.open()
-        stmt, params = self.select(since)
+        with self._reading(since) as (conn, results):
+            yield from self._batches_on(conn, results, since)
+
+    def _batches_on(self, conn: Connection, results: list[Any], since: Any | None, *,
+                    stmt: Select[Any] | None = None) -> Iterator[Batch]:
+        """`iter_batches` on a read already open (`stmt`: the read's rows, narrowed)."""
+        all_rows, params = self.select(since)
         cursor_at = len(self.source_columns) if self._cursor_is_dated() else None
-        for part in self._stream(stmt, params, since):
-            rows = [tuple(r) for r in part]
+        for part in self._stream_on(conn, results, all_rows if stmt is None else stmt, params):
+            batch = [tuple(r) for r in part]
             if cursor_at is not None:
-                rows = [_clean_cursor(r, cursor_at) for r in rows]
-            yield rows
+                batch = [_clean_cursor(r, cursor_at) for r in batch]
+            yield batch
+
+    def read_plan(self, columns: list[ColumnInfo], *, copy_text: bool,
+                  source_timezone: str, target_rows: int | None) -> ReadPlan:
+        """Any SQL source can read its rows as values."""
+        return ReadPlan("values")
+
+    @contextmanager
+    def reading(self, since: Any | None, plan: ReadPlan) -> Iterator[Read]:
+        self.open()
+        with self._reading(since) as (conn, results):
+            yield RowsRead(row_chunks(self._batches_on(conn, results, since),
+                                      cursor=self.cursor_column is not None),
+                           snapshot_utc=self.snapshot_utc)
 
     def chunks(self, since: Any | None, columns: list[ColumnInfo], *,
-               copy_text: bool = False, compare_with: Any = None) -> Iterator[Chunk]:
-        """The rows as source values, `batch_size` a chunk (the general path)."""
-        return row_chunks(self.iter_batches(since), cursor=self.cursor_column is not None)
+               copy_text: bool = False) -> Iterator[Chunk]:
+        """The rows in chunks on the path `read_plan` picks, without digests (one read)."""
+        plan = self.read_plan(columns, copy_text=copy_text, source_timezone="UTC",
+                              target_rows=None)
+        with self.reading(since, ReadPlan(plan.path, plan.copy)) as read:
+            yield from read.chunks()
 
     @contextmanager
     def _reading(self, since: Any | None) -> Iterator[tuple[Connection, list[Any]]]:
@@ -419,13 +443,16 @@ class SqlSource:
         source has nothing it can cancel: its read ends at the next row."""
         return Stoppable(busy=lambda: False, cancel=self.cancel, abort=lambda: None)
 
-    def _stream(self, stmt: Select[Any], params: dict[str, Any],
-                since: Any | None) -> Iterator[Sequence[Any]]:
-        """Execute with a server-side cursor and yield the raw partitions."""
-        with self._reading(since) as (conn, results):
-            results.append(conn.execution_options(
-                stream_results=True, yield_per=self.batch_size).execute(stmt, params))
-            yield from results[0].partitions(self.batch_size)
+    def _stream_on(self, conn: Connection, results: list[Any], stmt: Select[Any],
+                   params: dict[str, Any]) -> Iterator[Sequence[Any]]:
+        """Execute with a server-side cursor and yield the raw partitions; the result is
+        listed in `results` while open, so a failed read can drop it (`_release`)."""
+        result = conn.execution_options(stream_results=True, yield_per=self.batch_size
+                                        ).execute(stmt, params)
+        results.append(result)
+        yield from result.partitions(self.batch_size)
+        result.close()
+        results.clear()
 
     def _cursor_is_dated(self) -> bool:
         return self.cursor_column is not None and isinstance(

@@ -27,7 +27,9 @@ import codecs
 import logging
 import os
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 from itertools import islice
 from pathlib import Path
 from typing import IO, Any
@@ -36,7 +38,9 @@ import yaml
 
 from refsync.config import TRACKING_COLUMNS, FileSourceConfig, TableSpec
 from refsync.errors import ConfigError, FileMissing, SchemaVersionMismatch
+from refsync.interrupts import Stoppable
 from refsync.model import Batch, Chunk, ColumnInfo, Row
+from refsync.sources.base import Read, ReadPlan, RowsRead
 from refsync.transform import Unfit, UnfitBatch, row_chunks
 
 log = logging.getLogger(__name__)
@@ -360,6 +364,7 @@ class YamlFileSource:
     """Rows of a reference-data YAML file; never incremental."""
 
     source_type = "config_file"
+    changed_at: datetime | None = None
 
     def __init__(self, spec: TableSpec, *, batch_size: int, base_dir: Path | None = None) -> None:
         sc = spec.source_config
@@ -504,9 +509,24 @@ class YamlFileSource:
             yield batch
 
     def chunks(self, since: Any | None, columns: list[ColumnInfo], *,
-               copy_text: bool = False, compare_with: Any = None) -> Iterator[Chunk]:
+               copy_text: bool = False) -> Iterator[Chunk]:
         """The file's rows as values for the value rules (a file has no cursor)."""
         return row_chunks(self.iter_batches(since), cursor=False)
+
+    def read_plan(self, columns: list[ColumnInfo], *, copy_text: bool,
+                  source_timezone: str, target_rows: int | None) -> ReadPlan:
+        return ReadPlan("values")
+
+    @contextmanager
+    def reading(self, since: Any | None, plan: ReadPlan) -> Iterator[Read]:
+        yield RowsRead(self.chunks(since, []))
+
+    def estimated_rows(self) -> int | None:
+        return None
+
+    def stoppable(self) -> Stoppable:
+        """Parsing runs in Python: a stop ends it at the next event."""
+        return Stoppable(busy=lambda: False, cancel=lambda: None, abort=lambda: None)
 
     def count_null_cursor(self) -> int:
         return 0

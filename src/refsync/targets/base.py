@@ -324,7 +324,7 @@ class SqlTableWriter:
         self.ref = target.table_ref(schema, table)
         self.col_list = ", ".join(q(n) for n in self.names)
         self.key_join = " AND ".join(f"t.{q(k)} = s.{q(k)}" for k in key)
-        self.only_where: str | None = None
+        self._only: str | None = None  # the target rows a diff was limited to
         """When only parts of the source were read (the others compared equal by digests): a
         condition on the target selecting those parts, so that what was not read is not
         taken for deleted."""
@@ -464,8 +464,11 @@ class SqlTableWriter:
         rows = self.sql(f"{dup} ORDER BY {keys} LIMIT {int(limit)}").fetchall()
         return total, [tuple(r) for r in rows]
 
-    def diff(self, *, deletes: bool) -> DiffCounts:
-        """Classify the staged rows against the target; leaves the changes in a temp table."""
+    def diff(self, *, deletes: bool, only: str | None = None) -> DiffCounts:
+        """Classify the staged rows against the target; leaves the changes in a temp table.
+        `only`: the target rows the read covered (the parts digests found different); the
+        deletes, counted here and applied by `apply`, stay within them."""
+        self._only = only
         self.end_staging()
         if self.direct:
             return DiffCounts(inserted=self.staged)
@@ -510,8 +513,8 @@ class SqlTableWriter:
                  f"AND NOT EXISTS (SELECT 1 FROM {STAGE} s WHERE {match})")
         if self.kept_keys:
             where += f" AND NOT EXISTS (SELECT 1 FROM {KEPT} s WHERE {match})"
-        if self.only_where is not None:  # only the parts of the table that were read
-            where += f" AND ({self.only_where})"
+        if self._only is not None:  # only the parts of the table that were read
+            where += f" AND ({self._only})"
         return where
 
     def apply(self, counts: DiffCounts, *, deletes: bool) -> None:
