@@ -364,6 +364,8 @@ class Runner:
             res.status = "interrupted"
         except RefsyncError as exc:
             self._fail(res, exc)
+            if exc.side == "target":
+                origin.side, origin.source = "target", target.describe()
             if exc.error_class == "not_configured":
                 res.attempts = 0
         except Exception as exc:  # a bug must not cost the other tables their sync
@@ -449,8 +451,9 @@ class Runner:
         if res.failed:
             extra.update(error=res.error, hint=res.hint, host=origin.host)
             level = logging.WARNING if res.status == "skipped" else logging.ERROR
-            log.log(level, "%s: %s after %d attempt(s) [%s] %s (source: %s)%s", res.name,
-                    res.status, res.attempts, res.error_class, res.error, origin.source,
+            log.log(level, "%s: %s after %d attempt(s) [%s] %s (%s: %s)%s", res.name,
+                    res.status, res.attempts, res.error_class, res.error, origin.side,
+                    origin.source,
                     f"; hint: {res.hint}" if res.hint else "", extra=extra)
         else:
             log.info("%s: %s%s - read %d, inserted %d, updated %d, promoted %d, unchanged %d, "

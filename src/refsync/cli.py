@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from typer.core import TyperCommand, TyperGroup
 
-from refsync.errors import ConfigError, LockHeld, RefsyncError
+from refsync.errors import ConfigError, InternalError, LockHeld, RefsyncError
 
 if TYPE_CHECKING:  # the engine is imported per command, so `--help` starts fast
     from refsync.config import LoadedConfig, Settings
@@ -236,10 +236,8 @@ def _run(ctx: Context, body: Callable[[], int]) -> None:
         code = 130
     except Exception as exc:  # a bug of ours: one line for the user, the traceback with -v
         log.debug("unexpected error", exc_info=True)
-        internal = RefsyncError(
-            f"internal error: {type(exc).__name__}: {exc}",
-            hint="rerun with -v for the traceback and report it")
-        internal.error_class = "internal"  # type: ignore[misc]
+        internal = InternalError(f"internal error: {type(exc).__name__}: {exc}",
+                                 hint="rerun with -v for the traceback and report it")
         code = _error(ctx, internal, 1)
     for hook in ctx.on_exit:  # e.g. the dead-man's-switch ping: it must see every exit code
         hook(code)

@@ -2,8 +2,10 @@
 
 `ConnectionFailure` (transient: refused, lost, a read timeout) versus `QueryFailure` (the
 statement or the account is wrong: retrying cannot help). A server that stops a statement for
-its own reasons (statement or lock timeout, KILL QUERY, a full disk) is `ServerRefused`, never
-retried; a deadlock is `TransientConflict`, retried but not a connection error. Messages and
+its own reasons (statement or lock timeout, KILL QUERY, out of memory) is `ServerRefused`,
+never retried; a full disk is `DiskFull` (class `disk_full`, never retried); a deadlock is
+`TransientConflict`, retried but not a connection error; a server-side file error (a
+temporary file after a restart) is `ServerTransient`, retried once. Messages and
 hints name the side (source or target) and the server, and never point at the other side.
 Works for PyMySQL (by MySQL error number), psycopg / psycopg2 (by SQLSTATE), sqlite3 (by
 result code) and for the non-DB-API errors a driver raises once its socket is gone. Messages
@@ -25,9 +27,11 @@ from refsync.errors import (
     ConfigError,
     ConnectionFailure,
     ConstraintViolation,
+    DiskFull,
     QueryFailure,
     RefsyncError,
     ServerRefused,
+    ServerTransient,
     TransientConflict,
 )
 from refsync.redact import scrub as scrub  # where a password can appear in a message
@@ -85,8 +89,6 @@ MYSQL_REFUSED_ERRNOS: dict[int, tuple[str, str]] = {
            f"raise max_statement_time for {_ADMIN} (0 = none), or lower batch_size"),
     3024: ("statement timed out (max_execution_time)",
            f"raise max_execution_time for {_ADMIN} (0 = none), or lower batch_size"),
-    1021: ("disk full", "free disk space on the server (its temporary files)"),
-    1114: ("table is full", "free disk space on the server, or raise tmp_table_size"),
     1037: ("out of memory", "check the server's memory (sort_buffer_size, other load)"),
     1038: ("out of sort memory", "raise sort_buffer_size on the server"),
     1041: ("out of memory", "check the server's memory and its other load"),
@@ -98,7 +100,22 @@ MYSQL_CONFLICT_ERRNOS: dict[int, tuple[str, str]] = {
     1213: ("deadlock", "another session locks the same rows; refsync retried per the retry "
            "settings"),
 }
-_DISK_FULL_TEXT = ("Errcode: 28", "error 28 ", "No space left on device")
+# A full disk: ER_DISK_FULL, EE_DISK_FULL, a temporary table that filled its space, or any
+# file error carrying the OS's ENOSPC (28) in one of MySQL's and MariaDB's wordings.
+_MYSQL_DISK_FULL = {1021: "disk full", 20: "disk full", 1114: "table is full"}
+_DISK_FULL_TEXT = ("Errcode: 28", "errno: 28", "error 28 ", "No space left on device")
+_MYSQL_DISK_HINT = ("free disk space on the MySQL server (its tmpdir holds the temporary "
+                    "files large reads sort in), or raise tmp_table_size; nothing was written "
+                    "to the target")
+# A server-side file operation that failed, typically on a temporary file right after a
+# restart (`6 Error on delete of '…#sql-temptable-…' (Errcode: 2)`): the statement and the
+# config are fine, so retried once. The mysys file errors (EE_*, below 100) and the
+# ER_* file errors: can't create/delete/open, error on close/read/rename/write, engine errno.
+_MYSQL_FILE_ERRNOS = frozenset({*range(1, 100), 1004, 1011, 1016, 1023, 1024, 1025, 1026,
+                                1030})
+_MYSQL_FILE_HINT = ("a file operation failed on the MySQL server (often a temporary file right "
+                    "after a restart); refsync retried once: if it persists, check the "
+                    "server's tmpdir and error log")
 
 _MYSQL_CONSTRAINT = {1048: "NULL in a NOT NULL column", 1062: "duplicate key",
                      1451: "row is still referenced", 1452: "foreign key violation"}
@@ -119,7 +136,6 @@ _PG_REFUSED: dict[str, tuple[str, str]] = {
               "on this server (0 = none), or find what slows it"),
     "55P03": ("lock not available (lock_timeout)", "another session holds a lock on the table: "
               "find it in pg_stat_activity, or rerun later"),
-    "53100": ("disk full", "free disk space on the server"),
     "53200": ("out of memory", "check the server's memory (work_mem, other load)"),
     "25006": ("read-only transaction", "the statement needs a writable server"),
 }
@@ -140,8 +156,15 @@ _PG_QUERY = {
     "25006": "read-only transaction",
 }
 
+# libpq's words for a connection that was up and is gone (a connect failure says otherwise)
+_PG_LOST_TEXT = ("server closed the connection", "consuming input failed",
+                 "sending copy data failed", "sending query failed", "connection is lost",
+                 "the connection is closed", "SSL SYSCALL error", "SSL connection has been "
+                 "closed", "could not receive data from server", "could not send data to server",
+                 "terminating connection")
+
 _SQLITE_TRANSIENT = ("SQLITE_BUSY", "SQLITE_LOCKED", "SQLITE_IOERR", "SQLITE_CANTOPEN",
-                     "SQLITE_PROTOCOL", "SQLITE_FULL")
+                     "SQLITE_PROTOCOL")
 
 
 
@@ -152,7 +175,8 @@ _SIDE_QUERY_HINT = {
 
 
 def classify_db_error(exc: BaseException, where: str, *, streaming: bool = False,
-                      connection_lost: bool = False, side: str | None = None) -> RefsyncError:
+                      connection_lost: bool = False, side: str | None = None,
+                      doing: str | None = None) -> RefsyncError:
     """The refsync error for a database exception raised at `where` (table, host, database).
 
     Args:
@@ -162,10 +186,20 @@ def classify_db_error(exc: BaseException, where: str, *, streaming: bool = False
         connection_lost: the caller knows the connection is gone, so even a non-DB-API error
             (AttributeError, IndexError, struct.error from a closed socket) is a connection failure.
         side: "source" or "target"; by default "target" when `where` starts with it.
+        doing: what the statement was for ("recording the run"), shown after `where`; a lost
+            connection reads "connection lost while <doing>".
     """
     if isinstance(exc, RefsyncError):
         return exc
     side = side or ("target" if where.lower().startswith("target") else "source")
+    error = _classified(exc, where, streaming=streaming, connection_lost=connection_lost,
+                        side=side, doing=doing)
+    error.side = side
+    return error
+
+
+def _classified(exc: BaseException, where: str, *, streaming: bool, connection_lost: bool,
+                side: str, doing: str | None) -> RefsyncError:
     untrusted = _untrusted_certificate(exc)
     if untrusted is not None:  # the same certificate fails the same way on every retry
         return ConfigError(
@@ -183,15 +217,23 @@ def classify_db_error(exc: BaseException, where: str, *, streaming: bool = False
     if kind == "connection" and streaming and what == "connection lost":
         what = "connection lost mid-stream"
     detail = _shorten(scrub(detail))
+    if kind == "connection" and what == "connection lost" and doing:
+        what, doing = f"connection lost while {doing}", None
+    if doing:
+        where = f"{where} ({doing})"
     message = f"{what} ({detail})" if detail and detail != what else what
     if where:
         message = f"{where}: {message}"
-    if kind in ("refused", "conflict"):
+    if kind == "disk_full":
+        return _disk_full(orig, where, side, detail)
+    if kind in ("refused", "conflict", "server_transient"):
         refusal, hint = _refusal(orig)
         message = f"{where}: " if where else ""
         message += f"{refusal} on the {side} {_server(orig)} server ({detail})"
         if kind == "conflict":
             return TransientConflict(message, hint=hint)
+        if kind == "server_transient":
+            return ServerTransient(message, hint=hint)
         return ServerRefused(message, hint=hint)
     if kind == "connection":
         return ConnectionFailure(message)
@@ -245,13 +287,35 @@ def _untrusted_certificate(exc: BaseException) -> str | None:
     return None
 
 
+_PG_DISK_HINT = {
+    "source": "free disk space on the source server (the file named here is on it)",
+    "target": "free disk space on the target server (the file named here is on it); after "
+              "a failed first load run VACUUM on the table, or it holds the rolled-back rows' "
+              "space; nothing of this table was applied",
+}
+_FILE_NAMED = re.compile(r"""(?:file|of|to|table) ["']([^"']+)["']""")
+
+
+def _disk_full(orig: BaseException, where: str, side: str, detail: str) -> DiskFull:
+    """The side's disk is full: name the server and the file, hint at freeing space."""
+    server = _server(orig)
+    path = _FILE_NAMED.search(detail)
+    on = f" (writing {path.group(1)})" if path else ""
+    message = f"{where}: " if where else ""
+    message += f"the {side} {server} server's disk is full{on} ({detail})"
+    hint = _MYSQL_DISK_HINT if server == "MySQL" else _PG_DISK_HINT[side]
+    return DiskFull(message, side=side, hint=hint)
+
+
 def _refusal(exc: BaseException) -> tuple[str, str]:
     """(what, hint) of a server's refusal or conflict."""
     errno = _mysql_errno(exc)
     if errno is not None:
         if errno in MYSQL_CONFLICT_ERRNOS:
             return MYSQL_CONFLICT_ERRNOS[errno]
-        return MYSQL_REFUSED_ERRNOS.get(errno, MYSQL_REFUSED_ERRNOS[1021])
+        if errno in _MYSQL_FILE_ERRNOS:
+            return "file error", _MYSQL_FILE_HINT
+        return MYSQL_REFUSED_ERRNOS.get(errno, ("refused", "check the MySQL server's log"))
     sqlstate = _sqlstate(exc) or ""
     return _PG_CONFLICT.get(sqlstate) or _PG_REFUSED.get(sqlstate) or (
         "refused", "check the server's log")
@@ -262,6 +326,8 @@ def _server(exc: BaseException) -> str:
         return "MySQL"
     if _sqlstate(exc) is not None:
         return "PostgreSQL"
+    if type(exc).__module__ == "sqlite3" or hasattr(exc, "sqlite_errorname"):
+        return "SQLite"
     return "database"
 
 
@@ -310,18 +376,21 @@ def _mro_names(exc: BaseException) -> set[str]:
 
 
 def _classify(exc: BaseException) -> tuple[str | None, str, str]:
-    """(kind, what, detail): kind is connection, query, constraint, or None (not a DB error)."""
+    """(kind, what, detail): kind is connection, query, constraint, refused, conflict,
+    disk_full, server_transient, or None (not a DB error)."""
     names = _mro_names(exc)
     errno = _mysql_errno(exc)
     if errno is not None:
         msg = str(exc.args[1]) if len(exc.args) > 1 else ""
         detail = f"{errno} {msg}".strip()
+        if errno in _MYSQL_DISK_FULL or any(t in msg for t in _DISK_FULL_TEXT):
+            return "disk_full", _MYSQL_DISK_FULL.get(errno, "disk full"), detail
         if errno in MYSQL_CONFLICT_ERRNOS:
             return "conflict", MYSQL_CONFLICT_ERRNOS[errno][0], detail
         if errno in MYSQL_REFUSED_ERRNOS:
             return "refused", MYSQL_REFUSED_ERRNOS[errno][0], detail
-        if any(t in msg for t in _DISK_FULL_TEXT):
-            return "refused", "disk full", detail
+        if errno in _MYSQL_FILE_ERRNOS:
+            return "server_transient", "file error", detail
         if errno in MYSQL_CONNECTION_ERRNOS:
             what = MYSQL_CONNECTION_ERRNOS[errno]
             if errno in _LOST and "timed out" in msg:
@@ -342,6 +411,8 @@ def _classify(exc: BaseException) -> tuple[str | None, str, str]:
         detail = f"{sqlstate} {_first_line(exc)}"
         if sqlstate.startswith("08"):
             return "connection", "cannot connect", detail
+        if sqlstate == "53100":
+            return "disk_full", "disk full", detail
         if sqlstate in _PG_CONFLICT:
             return "conflict", _PG_CONFLICT[sqlstate][0], detail
         if sqlstate in _PG_REFUSED:
@@ -361,6 +432,8 @@ def _classify(exc: BaseException) -> tuple[str | None, str, str]:
     if isinstance(errname, str) or type(exc).__module__ == "sqlite3":
         detail = f"{errname} {exc}" if errname else str(exc)
         text = str(exc).lower()
+        if (errname or "").startswith("SQLITE_FULL") or "database or disk is full" in text:
+            return "disk_full", "disk full", detail
         if (errname or "").startswith(_SQLITE_TRANSIENT) or any(
                 s in text for s in ("database is locked", "disk i/o error",
                                     "unable to open database")):
@@ -383,6 +456,8 @@ def _classify(exc: BaseException) -> tuple[str | None, str, str]:
             return "query", "access denied", text
         if "does not exist" in text and "database" in text:
             return "query", "unknown database", text
+        if any(t in text for t in _PG_LOST_TEXT):
+            return "connection", "connection lost", text
         what = "timed out" if "timeout" in text.lower() or "timed out" in text else (
             "cannot connect")
         return "connection", what, text

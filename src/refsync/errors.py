@@ -5,9 +5,26 @@ Errors are classified where they are raised, so the engine never has to guess fr
 
 from __future__ import annotations
 
+import re
 import signal
 from datetime import timedelta
 from typing import Any, ClassVar
+
+MAX_ERROR_CHARS = 500
+"""The longest error text refsync prints or stores: the classified message, never a dump."""
+
+# what SQLAlchemy appends to a driver's message: the statement, its parameters, a link
+_SQLALCHEMY_TRAILER = re.compile(r"\s*(\[SQL: |\[parameters: |\(Background on this error at: )",
+                                 re.DOTALL)
+
+
+def bounded(text: str, limit: int = MAX_ERROR_CHARS) -> str:
+    """`text` without SQLAlchemy's statement-and-parameters trailer, at most `limit` chars."""
+    found = _SQLALCHEMY_TRAILER.search(text)
+    if found:
+        text = text[: found.start()]
+    text = text.rstrip()
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 class RefsyncError(Exception):
@@ -15,7 +32,9 @@ class RefsyncError(Exception):
 
     error_class: ClassVar[str] = "error"
     transient: ClassVar[bool] = False
+    max_retries: ClassVar[int | None] = None  # a transient error retried at most this often
     default_hint: ClassVar[str] = ""
+    side: str | None = None  # "source" or "target" when a database's error, else None
 
     def __init__(self, message: str, *, hint: str | None = None) -> None:
         super().__init__(message)
@@ -152,15 +171,39 @@ def _duration_text(value: timedelta) -> str:
 
 
 class InternalError(RefsyncError):
-    """An unexpected exception in one table: that table fails, the others go on (DESIGN 4.7)."""
+    """An unexpected exception in one table: that table fails, the others go on (DESIGN 4.7).
+    Its message is bounded: the traceback goes to the -v log."""
 
     error_class = "internal"
     default_hint = "an unexpected error in refsync: rerun with -v for the traceback and report it"
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(bounded(message), hint=hint)
 
 
 class ServerRefused(QueryFailure):
     """The server stopped a statement for a reason of its own (a timeout, a full disk, out
     of memory, read-only): retrying at once would meet the same wall, so never retried."""
+
+
+class DiskFull(RefsyncError):
+    """A server's disk (or its temporary space) is full: retrying at once meets the same
+    wall, so never retried. The message names the side and the file or table."""
+
+    error_class = "disk_full"
+
+    def __init__(self, message: str, *, side: str | None = None,
+                 hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.side = side
+
+
+class ServerTransient(ServerRefused):
+    """A server-side hiccup a config change cannot fix, such as a temporary file the server
+    could not create or delete right after a restart: retried once, then reported."""
+
+    transient = True
+    max_retries: ClassVar[int] = 1
 
 
 class TransientConflict(QueryFailure):

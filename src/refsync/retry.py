@@ -9,7 +9,6 @@ from collections.abc import Callable
 from tenacity import (
     RetryCallState,
     Retrying,
-    retry_if_exception,
     stop_after_attempt,
     wait_chain,
     wait_fixed,
@@ -29,6 +28,15 @@ def is_transient(exc: BaseException) -> bool:
     return isinstance(exc, RefsyncError) and exc.transient and interrupts.pending() is None
 
 
+def _worth_retrying(state: RetryCallState) -> bool:
+    """Transient, and within the error's own limit of retries where it has one."""
+    exc = state.outcome.exception() if state.outcome else None
+    if exc is None or not is_transient(exc):
+        return False
+    limit = getattr(exc, "max_retries", None)
+    return limit is None or state.attempt_number <= limit
+
+
 def retrying(policy: RetryPolicy, *, table: str, where: Callable[[], str],
              sleep: Callable[[float], None] | None = None) -> Retrying:
     """A tenacity loop: 1 try + `policy.attempts` retries, waiting `policy.backoff` between."""
@@ -45,7 +53,7 @@ def retrying(policy: RetryPolicy, *, table: str, where: Callable[[], str],
         )
 
     return Retrying(
-        retry=retry_if_exception(is_transient),
+        retry=_worth_retrying,
         stop=stop_after_attempt(1 + policy.attempts),
         wait=wait_chain(*(wait_fixed(b) for b in policy.backoff)),
         reraise=True,

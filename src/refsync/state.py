@@ -4,11 +4,14 @@ row per table per run). Schema `refsync` on PostgreSQL, a `refsync_` prefix on S
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
+from refsync.errors import RefsyncError, bounded
 from refsync.model import TableResult
 
 if TYPE_CHECKING:  # SQLAlchemy is imported where a function needs it: `status` reads the
@@ -118,7 +121,32 @@ def exists(conn: Connection) -> bool:
     import sqlalchemy as sa
 
     t = tables_for(conn.dialect.name)
-    return sa.inspect(conn).has_table(t.runs.name, schema=t.schema)
+    with _classified(conn, "reading the state tables"):
+        return sa.inspect(conn).has_table(t.runs.name, schema=t.schema)
+
+
+@contextmanager
+def _classified(conn: Connection, doing: str) -> Iterator[None]:
+    """The state tables' statements fail like the table's own: classified by the target's
+    rules (a lost connection is `connection`, retried), never SQLAlchemy's dump."""
+    import sqlalchemy as sa
+
+    try:
+        yield
+    except sa.exc.SQLAlchemyError as exc:
+        raise target_error(conn, exc, doing) from None
+
+
+def target_error(conn: Connection, exc: BaseException, doing: str) -> RefsyncError:
+    """`exc`, raised on `conn` to the target while `doing`, as the target classifies it."""
+    shown = conn.engine.url.render_as_string(hide_password=True)
+    if conn.dialect.name == "postgresql":
+        from refsync.targets.postgres import classify_target_error
+
+        return classify_target_error(exc, shown, doing)
+    from refsync.dberrors import classify_db_error
+
+    return classify_db_error(exc, f"target {shown}", doing=doing, side="target")
 
 
 RUN_LEVEL = "*"  # table_name of a record about the whole run (it stopped before any table)
@@ -140,6 +168,12 @@ def version() -> str:
 def ensure(conn: Connection) -> None:
     """Create the state tables when missing, and add columns newer releases brought
     (idempotent)."""
+
+    with _classified(conn, "creating the state tables"):
+        _ensure(conn)
+
+
+def _ensure(conn: Connection) -> None:
     import sqlalchemy as sa
 
     t = tables_for(conn.dialect.name)
@@ -160,10 +194,11 @@ def read_watermark(conn: Connection, table_name: str) -> str | None:
     import sqlalchemy as sa
 
     t = tables_for(conn.dialect.name)
-    if not exists(conn):
-        return None
-    value = conn.execute(
-        sa.select(t.state.c.watermark).where(t.state.c.table_name == table_name)).scalar()
+    with _classified(conn, "reading the watermark"):
+        if not exists(conn):
+            return None
+        value = conn.execute(
+            sa.select(t.state.c.watermark).where(t.state.c.table_name == table_name)).scalar()
     return None if value is None else str(value)
 
 
@@ -196,20 +231,23 @@ def read_last_run(conn: Connection, table_name: str) -> LastRun | None:
     import sqlalchemy as sa
 
     t = tables_for(conn.dialect.name)
-    if not exists(conn):
-        return None
+    with _classified(conn, "reading the last run"):
+        if not exists(conn):
+            return None
     last = t.state.join(t.runs, sa.and_(t.runs.c.run_key == t.state.c.last_run_key,
                                         t.runs.c.table_name == t.state.c.table_name))
-    row = conn.execute(sa.select(t.state.c.last_status, t.runs.c.rejected,
-                                 t.runs.c.incremental, t.runs.c.source_snapshot)
-                       .select_from(last).where(t.state.c.table_name == table_name)).first()
+    with _classified(conn, "reading the last run"):
+        row = conn.execute(sa.select(t.state.c.last_status, t.runs.c.rejected,
+                                     t.runs.c.incremental, t.runs.c.source_snapshot)
+                           .select_from(last).where(t.state.c.table_name == table_name)).first()
     if row is None:
         return None
     return LastRun(status=row[0], rejected=int(row[1] or 0), incremental=bool(row[2]),
                    source_snapshot=row[3])
 
 
-def _upsert(conn: Connection, table: sa.Table, values: dict[str, Any], keys: list[str]) -> None:
+def _upsert(conn: Connection, table: sa.Table, values: dict[str, Any], keys: list[str],
+            doing: str = "recording the run") -> None:
     if conn.dialect.name == "postgresql":
         from sqlalchemy.dialects.postgresql import insert
     else:
@@ -217,7 +255,8 @@ def _upsert(conn: Connection, table: sa.Table, values: dict[str, Any], keys: lis
     stmt = insert(table).values(**values)
     stmt = stmt.on_conflict_do_update(
         index_elements=keys, set_={k: stmt.excluded[k] for k in values if k not in keys})
-    conn.execute(stmt)
+    with _classified(conn, doing):
+        conn.execute(stmt)
 
 
 def start(conn: Connection, run_key: str, result: TableResult, *, started: datetime) -> None:
@@ -228,11 +267,11 @@ def start(conn: Connection, run_key: str, result: TableResult, *, started: datet
         "run_key": run_key, "table_name": result.name, "target": result.target,
         "source_type": result.source_type, "mode": result.mode,
         "incremental": result.incremental, "started_at": started, "status": "running",
-        "version": version()}, ["run_key", "table_name"])
+        "version": version()}, ["run_key", "table_name"], "recording the run's start")
     _upsert(conn, t.state, {
         "table_name": result.name, "target": result.target, "last_run_key": run_key,
         "last_status": "running", "last_started_at": started, "last_finished_at": None},
-        ["table_name"])
+        ["table_name"], "recording the run's start")
 
 
 def record_run_level(conn: Connection, run_key: str, *, target: str, started: datetime,
@@ -243,7 +282,8 @@ def record_run_level(conn: Connection, run_key: str, *, target: str, started: da
     _upsert(conn, t.runs, {
         "run_key": run_key, "table_name": RUN_LEVEL, "target": target, "started_at": started,
         "finished_at": finished, "status": status, "error_class": error_class,
-        "error": error, "version": version()}, ["run_key", "table_name"])
+        "error": None if error is None else bounded(error), "version": version()},
+        ["run_key", "table_name"])
 
 
 def record(conn: Connection, run_key: str, result: TableResult, *, started: datetime,
@@ -260,7 +300,8 @@ def record(conn: Connection, run_key: str, result: TableResult, *, started: date
         started_at=started, finished_at=finished, status=result.status,
         **{f: getattr(result, f) for f in COUNT_FIELDS},
         attempts=result.attempts, duration_s=round(result.duration_s, 3),
-        watermark=result.watermark, error_class=result.error_class, error=result.error,
+        watermark=result.watermark, error_class=result.error_class,
+        error=None if result.error is None else bounded(result.error),
         detail=json.dumps(detail, ensure_ascii=False, default=str) if detail else None,
         version=version(), source_snapshot=result.source_snapshot,
     ), ["run_key", "table_name"])
@@ -297,25 +338,29 @@ def read_status(db: StateReader, names: list[str],
     m = db.mark
     among = f"table_name IN ({', '.join([m] * len(names))})"
     cols = ", ".join(f'"{c}"' for c in have)
-    states = {r["table_name"]: _times(r) for r in db.rows(
+    states = {r["table_name"]: _as_shown(r) for r in db.rows(
         f"SELECT * FROM {ref(state_name)} WHERE {among}", names)}
     keys = [r["run_key"] for r in db.rows(
         f"SELECT run_key FROM {ref(runs_name)} WHERE {among} GROUP BY run_key "
         f"ORDER BY max(started_at) DESC LIMIT {int(runs)}", names)]
-    rows = [_times(r) for r in db.rows(
+    rows = [_as_shown(r) for r in db.rows(
         f"SELECT {cols} FROM {ref(runs_name)} WHERE run_key IN ({', '.join([m] * len(keys))}) "
         f"AND {among} ORDER BY started_at DESC, table_name", [*keys, *names])] if keys else []
     pairs = [(s["last_run_key"], s["table_name"]) for s in states.values() if s["last_run_key"]]
-    last = {r["table_name"]: _times(r) for r in db.rows(
+    last = {r["table_name"]: _as_shown(r) for r in db.rows(
         f"SELECT {cols} FROM {ref(runs_name)} WHERE (run_key, table_name) IN "
         f"({', '.join([f'({m}, {m})'] * len(pairs))})",
         [v for pair in pairs for v in pair])} if pairs else {}
     return {n: (states.get(n), last.get(n)) for n in names}, rows
 
 
-def _times(row: dict[str, Any]) -> dict[str, Any]:
+def _as_shown(row: dict[str, Any]) -> dict[str, Any]:
+    """Times as datetimes; an error as refsync shows one (bounded, even from an older
+    release that stored a driver's whole statement)."""
     for name in ("last_started_at", "last_finished_at", "last_success_at", "started_at",
                  "finished_at"):
         if name in row:
             row[name] = _timestamp(row[name])
+    if row.get("error"):
+        row["error"] = bounded(str(row["error"]))
     return row

@@ -85,6 +85,7 @@ class Origin:
 
     host: str
     source: str
+    side: str = "source"  # the side a failure came from: "target" names the target instead
 
 
 @dataclass(frozen=True)

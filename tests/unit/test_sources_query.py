@@ -272,11 +272,6 @@ def test_classify_db_error_by_cause(exc: BaseException, kind: type, what: str) -
                  "raise max_execution_time", id="3024"),
     pytest.param(op(1317, "Query execution was interrupted"), ServerRefused,
                  "query interrupted", "KILL QUERY", id="1317"),
-    pytest.param(op(1021, "Disk full (/tmp/#sql_1.MAI); waiting for someone to free space"),
-                 ServerRefused, "disk full", "free disk space", id="1021"),
-    pytest.param(pymysql.err.InternalError(1030, "Got error 28 \"No space left on device\" "
-                                                 "from storage engine Aria"),
-                 ServerRefused, "disk full", "free disk space", id="1030-errno-28"),
     pytest.param(op(1213, "Deadlock found when trying to get lock"), TransientConflict,
                  "deadlock", "retried", id="1213"),
     pytest.param(psycopg.errors.QueryCanceled("canceling statement due to statement timeout"),
@@ -284,8 +279,6 @@ def test_classify_db_error_by_cause(exc: BaseException, kind: type, what: str) -
                  id="pg-57014"),
     pytest.param(psycopg.errors.SerializationFailure("could not serialize"), TransientConflict,
                  "serialization failure", "retried", id="pg-40001"),
-    pytest.param(psycopg.errors.DiskFull("could not extend file"), ServerRefused, "disk full",
-                 "free disk space", id="pg-53100"),
 ])
 def test_server_refusals_name_the_side_and_are_not_connection_errors(
         exc: BaseException, kind: type, what: str, hint: str) -> None:

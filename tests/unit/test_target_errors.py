@@ -24,7 +24,7 @@ def target() -> Iterator[PostgresTarget]:
 @pytest.mark.parametrize(("error", "error_class", "transient", "words"), [
     (pge.QueryCanceled, "query", False, "statement timed out on the target"),
     (pge.LockNotAvailable, "query", False, "lock timeout"),
-    (pge.DiskFull, "query", False, "disk is full"),
+    (pge.DiskFull, "disk_full", False, "disk is full"),
     (pge.OutOfMemory, "query", False, "out of memory"),
     (pge.ReadOnlySqlTransaction, "query", False, "read-only"),
     (pge.SerializationFailure, "query", True, "serialization failure"),

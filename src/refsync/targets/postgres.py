@@ -28,6 +28,7 @@ from refsync.config import TRACKING_COLUMNS
 from refsync.errors import (
     ConnectionFailure,
     ConstraintViolation,
+    DiskFull,
     Interrupted,
     InvalidRows,
     LockHeld,
@@ -36,6 +37,7 @@ from refsync.errors import (
     RefsyncError,
     ServerRefused,
     TransientConflict,
+    bounded,
 )
 from refsync.model import Batch, ColumnInfo
 from refsync.redact import redact_url
@@ -59,7 +61,7 @@ PG_TARGET_ERRORS: dict[str, tuple[type[RefsyncError], str, str]] = {
     "55P03": (ServerRefused, "lock timeout: a target table lock was not granted within "
               "lock_timeout", "end or wait for the blocking session named here, or raise "
               "lock_timeout for this table"),
-    "53100": (ServerRefused, "the target server's disk is full",
+    "53100": (DiskFull, "the target server's disk is full",
               "free space on the target server's disk; nothing of this table was applied"),
     "53200": (ServerRefused, "the target server ran out of memory",
               "check the target server's memory (work_mem, other load); nothing was applied"),
@@ -411,7 +413,11 @@ class PostgresTarget(SqlTarget):
 
     @contextmanager
     def run_lock(self) -> Iterator[None]:
-        if not self._take_lock():
+        try:
+            taken = self._take_lock()
+        except sa.exc.SQLAlchemyError as exc:
+            raise self.classify(exc, "taking the run lock") from None
+        if not taken:
             raise LockHeld(
                 f"another refsync run holds the lock on {self.describe()} "
                 f"(advisory lock {LOCK_KEY}{self._holder_text()})")
@@ -527,26 +533,52 @@ class PostgresTarget(SqlTarget):
     # -- errors
 
     def classify(self, exc: BaseException, doing: str) -> RefsyncError:
-        orig: Any = getattr(exc, "orig", exc)
-        state = getattr(orig, "sqlstate", None) or ""
-        diag = getattr(orig, "diag", None)
-        detail = (getattr(diag, "message_detail", None) or "") if diag else ""
-        primary = (getattr(diag, "message_primary", None) or str(orig)) if diag else str(orig)
-        if state == "23503":
-            return ConstraintViolation(
-                f"{doing} refused by a foreign key: {primary}. {detail}".strip())
-        if state.startswith("23"):
-            return ConstraintViolation(
-                f"{doing} refused by a constraint: {primary}. {detail}".strip())
-        if state.startswith("22"):
-            return InvalidRows(f"{doing}: the target refused a value: {primary}. {detail}".strip())
-        if state == "57014" and (signum := interrupts.pending()) is not None:
-            return Interrupted(signum)  # cancelled by refsync itself, on a signal
-        if state in PG_TARGET_ERRORS:
-            kind, what, hint = PG_TARGET_ERRORS[state]
-            return kind(f"target {self.describe()} ({doing}): {what} ({state} {primary})",
-                        hint=hint)
-        error = super().classify(exc, doing)
-        if type(error) is QueryFailure and error.hint == QueryFailure.default_hint:
-            error.hint = _TARGET_HINT  # a target error never points at the source config
+        return classify_target_error(exc, self.describe(), doing)
+
+    def table_error(self, exc: BaseException, doing: str, ref: str) -> RefsyncError:
+        error = super().table_error(exc, doing, ref)
+        if isinstance(error, DiskFull):  # what to VACUUM after a failed first load
+            error.message += f"; table {ref}"
+            error.hint = (f"free space on the target server's disk; if {ref} was empty "
+                          f"before (a first load), run VACUUM {ref} to give back the space "
+                          "of the rolled-back rows; nothing of this table was applied")
         return error
+
+
+def classify_target_error(exc: BaseException, target: str, doing: str) -> RefsyncError:
+    """The one classification of an error from a statement refsync sent to the PostgreSQL
+    target `target` (its URL without password) while `doing` (the table's writes, the run
+    records): SQLSTATE first, then what `classify_db_error` makes of the driver's error."""
+    orig: Any = getattr(exc, "orig", exc)
+    state = getattr(orig, "sqlstate", None) or ""
+    diag = getattr(orig, "diag", None)
+    detail = (getattr(diag, "message_detail", None) or "") if diag else ""
+    primary = (getattr(diag, "message_primary", None) or _first_line(orig)) if diag else (
+        _first_line(orig))
+    if state == "23503":
+        return ConstraintViolation(
+            f"{doing} refused by a foreign key: {primary}. {detail}".strip())
+    if state.startswith("23"):
+        return ConstraintViolation(
+            f"{doing} refused by a constraint: {primary}. {detail}".strip())
+    if state.startswith("22"):
+        return InvalidRows(f"{doing}: the target refused a value: {primary}. {detail}".strip())
+    if state == "57014" and (signum := interrupts.pending()) is not None:
+        return Interrupted(signum)  # cancelled by refsync itself, on a signal
+    if state in PG_TARGET_ERRORS:
+        kind, what, hint = PG_TARGET_ERRORS[state]
+        error = kind(f"target {target} ({doing}): {what} ({state} {bounded(primary)})",
+                     hint=hint)
+        error.side = "target"
+        return error
+    from refsync.dberrors import classify_db_error
+
+    error = classify_db_error(exc, f"target {target}", doing=doing, side="target")
+    if type(error) is QueryFailure and error.hint == QueryFailure.default_hint:
+        error.hint = _TARGET_HINT  # a target error never points at the source config
+    return error
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
