@@ -29,7 +29,7 @@ from refsync.errors import (
     LockHeld,
     RefsyncError,
 )
-from refsync.model import ColumnInfo, RunResult, TableResult
+from refsync.model import ColumnInfo, PhasedProgress, RunResult, TableResult
 from refsync.report import disabled_reason, status
 from refsync.retry import retrying
 from refsync.table_sync import Origin, Progress
@@ -150,6 +150,7 @@ class Runner:
     sleep: Callable[[float], None] | None = None
 
     def __post_init__(self) -> None:
+        self.progress = PhasedProgress(self.progress)
         self.zone = ZoneInfo(self.config.section.timezone)
         self.run_key = make_run_key(self.now())
 

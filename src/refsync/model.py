@@ -155,3 +155,25 @@ class Chunk:
     copy_text: bytes | None = None  # UTF-8 COPY text lines, joined by newlines
     batch: Batch | None = None  # source values, each row with its cursor value last
     high: Any = None  # the largest cursor value in the chunk
+
+
+class PhasedProgress:
+    """A caller's progress object, with `phase` optional: a bar may name what a table does
+    after its read ("checking", "applying"); plain progress objects need not."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+        self._phase = getattr(inner, "phase", None)
+
+    def start(self, table: str, total: int | None) -> None:
+        self._inner.start(table, total)
+
+    def advance(self, table: str, rows: int) -> None:
+        self._inner.advance(table, rows)
+
+    def finish(self, table: str, result: TableResult) -> None:
+        self._inner.finish(table, result)
+
+    def phase(self, table: str, name: str) -> None:
+        if self._phase is not None:
+            self._phase(table, name)

@@ -294,10 +294,11 @@ def target_digests(job: TableJob, writer: SqlTableWriter, plan: DigestPlan,
     """The target's digests, on the writer's connection (this thread's); None where the
     target cannot digest (said at -v)."""
     from refsync import digest
+    from refsync.targets import pg_digest
 
     try:
-        return digest.target_digests(writer.conn, plan, job.spec.target_schema,
-                                     job.spec.target_table, whole=whole)
+        return pg_digest.target_digests(writer.conn, plan, job.spec.target_schema,
+                                        job.spec.target_table, whole=whole)
     except digest.DigestUnsupported as exc:
         log.debug("%s: no digests: %s", job.spec.name, exc)
         return None

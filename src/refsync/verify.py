@@ -29,27 +29,30 @@ statements in flight on both servers.
 from __future__ import annotations
 
 import logging
-import socket
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from functools import partial
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Connection
 
 from refsync import interrupts
-from refsync.config import LoadedConfig, MySQLPool, Settings, SqlSourceConfig, TableSpec
-from refsync.errors import InternalError, Interrupted, QueryFailure, RefsyncError
+from refsync.config import LoadedConfig, MySQLPool, Settings, TableSpec
+from refsync.errors import InternalError, Interrupted, RefsyncError
 from refsync.retry import retrying
+from refsync.threads import Session
 
 if TYPE_CHECKING:
+    from refsync.digest import BucketDigest, DigestPlan
     from refsync.targets.base import SqlTarget
 
 log = logging.getLogger(__name__)
 
 MAX_KEYS = 20
+ROW_HASH_BATCH = 5000  # (key, row hash) rows a source thread hands over at once
+T = TypeVar("T")
 VerifyStatus = Literal["in_step", "differs", "unsupported", "failed", "disabled"]
 
 
@@ -171,21 +174,12 @@ def _verify_one(target: SqlTarget, spec: TableSpec, settings: Settings, pool: My
     clock = time.perf_counter()
     where = [spec.qualified_target]
     try:
-        engine, owned = _source_engine(spec, settings, pool, target)
-        try:
-            sc = spec.source_config
-            assert isinstance(sc, SqlSourceConfig)
-            from refsync.sources.sql import url_location
-
-            where[0] = f"{spec.source_type} {sc.table} on {url_location(engine.url)}"
-            for attempt in retrying(spec.options.retry, table=spec.name,
-                                    where=lambda: where[0], sleep=sleep):
-                with attempt:
-                    res.attempts += 1
-                    _compare(target, spec, engine, where[0], res, limit)
-        finally:
-            if owned:
-                engine.dispose()
+        _check_supported(spec, target)
+        for attempt in retrying(spec.options.retry, table=spec.name, where=lambda: where[0],
+                                sleep=sleep):
+            with attempt:
+                res.attempts += 1
+                _compare(target, spec, settings, pool, where, res, limit)
     except _Unsupported as exc:
         res.status, res.reason = "unsupported", str(exc)
     except Interrupted:
@@ -204,77 +198,64 @@ def _verify_one(target: SqlTarget, spec: TableSpec, settings: Settings, pool: My
     return res
 
 
-def _source_engine(spec: TableSpec, settings: Settings, pool: MySQLPool,
-                   target: SqlTarget) -> tuple[Engine, bool]:
-    """(the source's engine, whether this call owns it), or _Unsupported. The reasons that
-    need no connection come first, so an unsupported table never touches a server."""
+def _check_supported(spec: TableSpec, target: SqlTarget) -> None:
+    """The reasons that need no connection, so an unsupported table never touches a
+    server; raises _Unsupported."""
     if spec.source_type == "config_file":
         raise _Unsupported("a config_file (YAML) source has no database to compute digests in; "
                            "`refsync plan` compares it row by row")
     if target.dialect != "postgresql":
         raise _Unsupported(f"the target is {target.dialect}: digests need PostgreSQL; "
                            "`refsync plan` compares the table row by row")
-    if spec.source_type == "legacy_mysql":
-        from refsync.sources.mysql import get_engine
+    if spec.source_type == "sql":
+        from refsync.sources.mysql import MYSQL_BACKENDS
+        from refsync.sources.sql import resolve_url
 
-        return get_engine(settings, pool, table=spec.name), False
-    from refsync.sources.mysql import MYSQL_BACKENDS, listen_mysql_session
-    from refsync.sources.sql import resolve_url
-
-    url = resolve_url(spec)
-    backend = url.get_backend_name()
-    if backend not in MYSQL_BACKENDS:
-        raise _Unsupported(f"a sql source on {backend}: digests need MySQL or MariaDB; "
-                           "`refsync plan` compares the table row by row")
-    engine = sa.create_engine(url, poolclass=sa.NullPool)
-    listen_mysql_session(engine)  # the session's sql_mode and UTC time zone, as a sync's
-    return engine, True
+        backend = resolve_url(spec).get_backend_name()
+        if backend not in MYSQL_BACKENDS:
+            raise _Unsupported(f"a sql source on {backend}: digests need MySQL or MariaDB; "
+                               "`refsync plan` compares the table row by row")
 
 
-def _compare(target: SqlTarget, spec: TableSpec, engine: Engine, where: str,
-             res: TableVerify, limit: int) -> None:
-    """One attempt: plan the digests, then compare in one snapshot on each side."""
-    from refsync.digest import DigestUnsupported, plan_digest, verify_table
+def _compare(target: SqlTarget, spec: TableSpec, settings: Settings, pool: MySQLPool,
+             where: list[str], res: TableVerify, limit: int) -> None:
+    """One attempt: the source opened as a sync opens it (same factory: timeouts, TLS, a
+    read-only snapshot in a thread of its own), the target in one REPEATABLE READ, READ
+    ONLY transaction on this thread; digests at once, then the differing rows merged."""
+    from refsync.sources import MySQLSource, open_source
+    from refsync.sources.base import ReadPlan
 
     opts = spec.options
     infos = target.check_table(spec.target_schema, spec.target_table, spec.mapped_columns,
                                spec.primary_key, lock_timeout=opts.lock_timeout)
-    sc = spec.source_config
-    assert isinstance(sc, SqlSourceConfig)
-    from refsync.sources.sql import split_table_name
-
-    schema, table = split_table_name(sc.table)
-    tgt_where = f"target {target.describe()} ({spec.qualified_target})"
-    with _mysql_connection(engine, where) as mc:
-        try:
-            columns, rows, avg = _source_shape(mc, spec, schema, table, where)
-            plan, why = plan_digest(columns, [infos[c.target] for c in sc.columns],
-                                    spec.primary_key, opts.source_timezone,
-                                    rows=rows, avg_row_bytes=avg)
-            if plan is None:
-                raise _Unsupported(why or "no digest plan")
-            log.debug("%s: %s%s", spec.name, plan.describe(),
-                      "".join(f"; {n}" for n in plan.notes),
-                      extra={"event": "verify_plan", "table": spec.name})
-            # the two snapshots as close together as they can be
-            _begin_snapshot(mc)
-            with target.connect() as pc:
-                pc.execution_options(isolation_level="REPEATABLE READ")
-                pc.exec_driver_sql("SET TRANSACTION READ ONLY")
-                target.set_timeouts(pc, lock_timeout=opts.lock_timeout,
-                                    statement_timeout=opts.statement_timeout)
-                try:
-                    result = verify_table(
-                        mc, pc, plan, table, target.schema_for(spec.target_schema),
-                        spec.target_table, source_schema=schema, limit=limit)
-                finally:
-                    _rollback(pc)
-        except (_Unsupported, RefsyncError):
-            raise
-        except DigestUnsupported as exc:
-            raise _Unsupported(str(exc)) from None
-        except sa.exc.SQLAlchemyError as exc:
-            raise _classify(exc, where, tgt_where) from exc
+    source = open_source(spec, settings, pool, opts.batch_size)
+    try:
+        where[0] = source.describe()
+        columns = [infos[n] for n in source.columns]
+        if not isinstance(source, MySQLSource):
+            raise _Unsupported(f"a {source.source_type} source cannot compute digests")
+        plan, why = source.plan_digests(columns, opts.source_timezone)
+        if plan is None:
+            raise _Unsupported(why or "no digest plan")
+        log.debug("%s: %s%s", spec.name, plan.describe(), "".join(f"; {n}" for n in plan.notes),
+                  extra={"event": "verify_plan", "table": spec.name})
+        read_plan = ReadPlan("values", None, plan)
+        with (interrupts.stoppable(source.stoppable()),
+              Session(lambda: source.reading(None, read_plan), "refsync-verify") as session,
+              target.connect() as pc):
+            pc.execution_options(isolation_level="REPEATABLE READ")
+            pc.exec_driver_sql("SET TRANSACTION READ ONLY")
+            target.set_timeouts(pc, lock_timeout=opts.lock_timeout,
+                                statement_timeout=opts.statement_timeout)
+            try:
+                result = _verify_table(session, pc, plan, target.schema_for(spec.target_schema),
+                                       spec.target_table, limit)
+            except sa.exc.SQLAlchemyError as exc:
+                raise target.classify(exc, f"verifying {spec.qualified_target}") from None
+            finally:
+                _rollback(pc)
+    finally:
+        source.close()
     res.source_rows, res.target_rows = result.source_rows, result.target_rows
     res.differ, res.missing, res.extra = result.differ, result.missing, result.extra
     res.differ_keys, res.missing_keys, res.extra_keys = (
@@ -284,81 +265,110 @@ def _compare(target: SqlTarget, spec: TableSpec, engine: Engine, where: str,
     res.status = "in_step" if result.in_step else "differs"
 
 
-def _source_shape(conn: Connection, spec: TableSpec, schema: str | None, table: str,
-                  where: str) -> tuple[list[Any], int, int | None]:
-    """(the mapped source columns in config order, estimated rows, average row bytes).
-    Column names match case-insensitively where unambiguous, as MySQL and a sync do."""
-    from refsync.digest import read_source_columns
+@dataclass
+class VerifyResult:
+    """`refsync verify` for one table: counts, and up to `limit` keys of each kind."""
 
-    sc = spec.source_config
-    assert isinstance(sc, SqlSourceConfig)
-    found = read_source_columns(conn, table, schema)
-    if not found:
-        raise QueryFailure(f"{where}: source table {sc.table} not found",
-                           hint="check source_config.table")
-    folded: dict[str, list[str]] = {}
-    for n in found:
-        folded.setdefault(n.casefold(), []).append(n)
-    out, missing = [], []
-    for c in sc.columns:
-        hits = [c.source] if c.source in found else folded.get(c.source.casefold(), [])
-        if len(hits) == 1:
-            out.append(found[hits[0]])
+    source_rows: int
+    target_rows: int  # authoritative
+    buckets: int
+    differing_buckets: int
+    differ: int = 0  # same key, different values
+    missing: int = 0  # in the source, not (authoritative) in the target
+    extra: int = 0  # authoritative in the target, not in the source
+    differ_keys: list[dict[str, Any]] = field(default_factory=list)
+    missing_keys: list[dict[str, Any]] = field(default_factory=list)
+    extra_keys: list[dict[str, Any]] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def in_step(self) -> bool:
+        return not (self.differ or self.missing or self.extra) and not self.differing_buckets
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "source_rows": self.source_rows, "target_rows": self.target_rows,
+            "in_step": self.in_step, "differ": self.differ, "missing": self.missing,
+            "extra": self.extra, "differ_keys": self.differ_keys,
+            "missing_keys": self.missing_keys, "extra_keys": self.extra_keys,
+        }
+
+
+def _verify_table(session: Session[Any], pc: Connection, plan: DigestPlan, schema: str | None,
+                  table: str, limit: int) -> VerifyResult:
+    """Compare digests (the whole table first: a check mostly finds the two in step), the
+    source's in its session's thread and the target's here at once; for the differing
+    buckets, merge (key, row hash) from both sides in key byte order and classify each key
+    as differing, missing or extra. Memory stays flat (both sides stream, sorted by the
+    servers)."""
+    from refsync.digest import compare
+    from refsync.targets.pg_digest import target_digests, target_row_hashes
+
+    timings: dict[str, float] = {}
+    for whole in (True, False):
+        side = "total" if whole else "digest"
+        pending = session.call(partial(_source_digests, plan=plan, whole=whole))
+        started = time.perf_counter()
+        theirs = target_digests(pc, plan, schema, table, whole=whole)
+        timings[f"target_{side}"] = time.perf_counter() - started
+        ours, timings[f"source_{side}"] = interrupts.wait(pending)
+        if whole and ours == theirs:
+            break
+    cmp = compare(plan, ours, theirs)
+    result = VerifyResult(source_rows=cmp.source_rows, target_rows=cmp.target_rows,
+                          buckets=plan.buckets, differing_buckets=len(cmp.differing),
+                          timings=timings)
+    if not cmp.differing:
+        return result
+    t0 = time.perf_counter()
+    # most of the table: no IN list
+    only: list[int] | None = None if len(cmp.differing) * 2 > plan.buckets else cmp.differing
+    src = (row for batch in session.stream(
+        lambda read: _batched(read.row_hashes(plan, only), ROW_HASH_BATCH)) for row in batch)
+    tgt = target_row_hashes(pc, plan, schema, table, only)
+    names = plan.key
+
+    def keyd(values: tuple[Any, ...]) -> dict[str, Any]:
+        return dict(zip(names, values, strict=True))
+
+    s, t = next(src, None), next(tgt, None)
+    while s is not None or t is not None:
+        if t is None or (s is not None and s[0] < t[0]):
+            assert s is not None
+            result.missing += 1
+            if len(result.missing_keys) < limit:
+                result.missing_keys.append(keyd(s[1]))
+            s = next(src, None)
+        elif s is None or t[0] < s[0]:
+            result.extra += 1
+            if len(result.extra_keys) < limit:
+                result.extra_keys.append(keyd(t[1]))
+            t = next(tgt, None)
         else:
-            missing.append(c.source)
-    if missing:
-        raise QueryFailure(
-            f"{where}: source table {sc.table} has no column {', '.join(missing)} "
-            f"(it has {', '.join(found)})",
-            hint="check source_config.columns against the source table")
-    stats = conn.execute(sa.text(
-        "SELECT TABLE_ROWS, AVG_ROW_LENGTH FROM information_schema.TABLES "
-        "WHERE TABLE_SCHEMA = COALESCE(:schema, DATABASE()) AND TABLE_NAME = :name"),
-        {"schema": schema, "name": table}).first()
-    rows = int(stats[0] or 0) if stats else 0
-    avg = int(stats[1]) if stats and stats[1] else None
-    return out, rows, avg
+            if s[2] != t[2]:
+                result.differ += 1
+                if len(result.differ_keys) < limit:
+                    result.differ_keys.append(keyd(s[1]))
+            s, t = next(src, None), next(tgt, None)
+    result.timings["rows"] = time.perf_counter() - t0
+    return result
 
 
-@contextmanager
-def _mysql_connection(engine: Engine, where: str) -> Iterator[Connection]:
-    """A MySQL connection (the engine sets the session's sql_mode and UTC time zone); while
-    it is open, a signal kills its statement in flight (KILL QUERY). Rolled back at the end."""
-    from refsync.dberrors import classify_db_error
-
-    try:
-        conn = engine.connect()
-        connection_id = int(conn.exec_driver_sql("SELECT CONNECTION_ID()").scalar_one())
-    except sa.exc.SQLAlchemyError as exc:
-        raise classify_db_error(exc, where, side="source") from exc
-    unregister = interrupts.register(_stoppable(engine, conn, connection_id, where))
-    try:
-        yield conn
-    finally:
-        unregister()
-        _rollback(conn)
-        conn.close()
+def _source_digests(read: Any, plan: DigestPlan,
+                    whole: bool) -> tuple[dict[int, BucketDigest], float]:
+    started = time.perf_counter()
+    return read.digests(plan, whole), time.perf_counter() - started
 
 
-def _begin_snapshot(conn: Connection) -> None:
-    from refsync.sources.mysql import begin_snapshot
-
-    conn.rollback()  # end what introspection began; the snapshot starts afresh
-    begin_snapshot(conn)
-
-
-def _stoppable(engine: Engine, conn: Connection, connection_id: int,
-               where: str) -> interrupts.Stoppable:
-    """A stop KILLs the snapshot connection's query, then closes its socket if need be."""
-    from refsync.sources.mysql import kill_query
-
-    def abort() -> None:
-        sock = getattr(conn.connection.dbapi_connection, "_sock", None)
-        if sock is not None:
-            sock.shutdown(socket.SHUT_RDWR)
-
-    return interrupts.Stoppable(busy=lambda: True, abort=abort,
-                                cancel=lambda: kill_query(engine, connection_id, where))
+def _batched(items: Iterator[T], size: int) -> Iterator[list[T]]:
+    batch: list[T] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
 
 
 def _rollback(conn: Connection) -> None:
@@ -366,17 +376,6 @@ def _rollback(conn: Connection) -> None:
         conn.rollback()
     except sa.exc.SQLAlchemyError:
         log.debug("rollback failed on a broken connection", exc_info=True)
-
-
-def _classify(exc: sa.exc.SQLAlchemyError, src_where: str, tgt_where: str) -> RefsyncError:
-    """Which server raised it (the driver tells), classified for that side."""
-    from refsync.dberrors import classify_db_error
-
-    orig = getattr(exc, "orig", None)
-    module = type(orig).__module__ if orig is not None else ""
-    if module.startswith("psycopg"):
-        return classify_db_error(exc, tgt_where, side="target")
-    return classify_db_error(exc, src_where, side="source")
 
 
 def _log(res: TableVerify, where: str) -> None:
@@ -409,3 +408,5 @@ def _log(res: TableVerify, where: str) -> None:
 
 
 __all__ = ["MAX_KEYS", "TableVerify", "VerifyReport", "verify"]
+
+

@@ -15,16 +15,60 @@ import pytest
 import sqlalchemy as sa
 
 from refsync.digest import (
+    DigestComparison,
     DigestPlan,
+    compare,
     plan_digest,
-    read_source_columns,
     source_bucket_predicate,
-    source_digests,
     target_bucket_predicate,
-    target_digests,
-    verify_table,
 )
+from refsync.sources.mysql_digest import read_source_columns, source_digests, source_row_hashes
 from refsync.targets.base import column_info
+from refsync.targets.pg_digest import target_digests
+from refsync.threads import Session
+from refsync.verify import VerifyResult, _verify_table
+
+
+class _ConnRead:
+    """The source side of a comparison on a plain MySQL connection (a sync's is its read)."""
+
+    def __init__(self, conn: sa.Connection, table: str) -> None:
+        self.conn, self.table = conn, table
+
+    def digests(self, plan: DigestPlan, whole: bool):  # type: ignore[no-untyped-def]
+        return source_digests(self.conn, plan, self.table, whole=whole)
+
+    def row_hashes(self, plan: DigestPlan, buckets):  # type: ignore[no-untyped-def]
+        return source_row_hashes(self.conn, plan, self.table, buckets)
+
+
+def verify_table(mc: sa.Connection, pc: sa.Connection, plan: DigestPlan, src: str,
+                 schema: str, tgt: str) -> VerifyResult:
+    """`refsync verify`'s comparison of one table, its source side on `mc`."""
+
+    @contextmanager
+    def opened() -> Iterator[_ConnRead]:
+        yield _ConnRead(mc, src)
+
+    with Session(opened, "test-verify") as session:
+        return _verify_table(session, pc, plan, schema, tgt, 20)
+
+
+def digests(mc: sa.Connection, pc: sa.Connection, plan: DigestPlan, src: str, schema: str,
+            tgt: str, *, whole_first: bool = False) -> DigestComparison:
+    """Both sides' digests compared, the whole tables first where `whole_first`."""
+    timings: dict[str, float] = {}
+    for whole in (True, False) if whole_first else (False,):
+        side = "total" if whole else "digest"
+        ours = source_digests(mc, plan, src, whole=whole)
+        timings[f"source_{side}"] = 0.0
+        theirs = target_digests(pc, plan, schema, tgt, whole=whole)
+        timings[f"target_{side}"] = 0.0
+        if whole and ours == theirs:
+            break
+    result = compare(plan, ours, theirs)
+    result.timings = timings
+    return result
 
 ROWS = 100_000
 TZ = "Asia/Shanghai"
@@ -228,8 +272,6 @@ def test_one_change_in_100k_reads_one_bucket(dbs, plan) -> None:  # type: ignore
 
 
 def _differing(dbs: tuple[sa.Engine, sa.Engine], plan: DigestPlan) -> list[int]:
-    from refsync.digest import digests
-
     my, pg = dbs
     with my.connect() as mc, pg.connect() as pc:
         return digests(mc, pc, plan, "src", "public", "tgt").differing
@@ -282,7 +324,7 @@ def test_decimal_scale_change_is_unsupported(dbs) -> None:  # type: ignore[no-un
 
 
 def test_target_session_settings(dbs, plan) -> None:  # type: ignore[no-untyped-def]
-    from refsync.digest import DigestUnsupported, target_digests
+    from refsync.digest import DigestUnsupported
 
     _, pg = dbs
     with pg.connect() as conn:
@@ -347,7 +389,7 @@ def test_whole_table_first_agrees_on_a_table_in_step_and_finds_the_same_parts_wh
     """`whole_first` (what `verify` and a re-sync after an unchanged run do): one (rows, xor)
     per side without grouping; the parts only where the wholes differ, and then exactly
     the parts the grouped comparison finds."""
-    from refsync.digest import WHOLE, digests
+    from refsync.digest import WHOLE
 
     my, pg = dbs
     with my.connect() as mc, pg.connect() as pc:

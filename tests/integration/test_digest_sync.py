@@ -235,7 +235,8 @@ def test_a_connection_lost_in_the_whole_table_comparison_is_retried(
     """The server ends the session computing the whole table's digest (PostgreSQL's
     `pg_terminate_backend`, MySQL's `KILL CONNECTION`, from another session, just before the
     query): a connection error, retried from scratch; the retry finds the table in step."""
-    from refsync import digest
+    from refsync.sources import mysql_read
+    from refsync.targets import pg_digest
 
     _target(pg_url)
     _run(tmp_path, pg_url, source)
@@ -255,9 +256,9 @@ def test_a_connection_lost_in_the_whole_table_comparison_is_retried(
             killed.append(pid)
         return real(conn, *args, **kwargs)
 
-    real = getattr(digest, f"{side}_digests")
-    monkeypatch.setattr(digest, f"{side}_digests",
-                        lambda *a, **kw: kill_first(real, *a, **kw))
+    module = pg_digest if side == "target" else mysql_read
+    real = getattr(module, f"{side}_digests")
+    monkeypatch.setattr(module, f"{side}_digests", lambda *a, **kw: kill_first(real, *a, **kw))
     result = _run(tmp_path, pg_url, source, retries=1)
     (table,) = result.tables
     assert killed and table.attempts == 2, (table.error, killed)

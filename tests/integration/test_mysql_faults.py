@@ -165,7 +165,7 @@ def test_a_digest_filtered_read_splits_a_range_that_overflows(
     same rows read; where the wide rows (~15 KB of COPY text each) sit, such a chunk
     overflows the 1 MB packet and is split until it fits. Every change arrives, and the
     deletes are looked for only in the parts read."""
-    caplog.set_level("DEBUG", logger="refsync.sources")
+    caplog.set_level("DEBUG", logger="refsync")
     rows = [(f"K{i:05d}", f"small {i}", "2024-01-01") for i in range(3000)]
     rows += [(f"L{i:04d}", f"{i}:" + "x\\y\t" * 2500, "2024-01-01") for i in range(300)]
     make_source_table(admin, "wide_diff", rows, value_type="MEDIUMTEXT")

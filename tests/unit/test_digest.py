@@ -6,7 +6,7 @@ from datetime import datetime
 
 import pytest
 
-from refsync.digest import (
+from refsync.digest.plan import (
     BucketDigest,
     SourceColumn,
     blank_padded,

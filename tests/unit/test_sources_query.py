@@ -37,14 +37,9 @@ from refsync.sources import (
     is_connection_error,
     open_source,
 )
-from refsync.sources.mysql import (
-    build_chunk_bounds,
-    build_chunk_select,
-    connect_args,
-    get_engine,
-    mysql_url,
-)
+from refsync.sources.mysql import connect_args, get_engine, mysql_url
 from refsync.sources.mysql_copy import escaped_text
+from refsync.sources.mysql_read import build_chunk_bounds, build_chunk_select
 from refsync.sources.sql import (
     build_count_null_cursor,
     resolve_url,

@@ -48,6 +48,7 @@ from refsync.interrupts import Stoppable
 from refsync.model import Batch, ColumnInfo, Row
 from refsync.sources.base import ReadPlan
 from refsync.sources.mysql_copy import CopyColumn, copy_column
+from refsync.sources.mysql_digest import read_source_columns
 from refsync.sources.mysql_read import CopyPlan, MySQLRead
 from refsync.sources.sql import SqlSource, _q
 
@@ -346,12 +347,20 @@ class MySQLSource(SqlSource):
                     rows: int = 0) -> DigestPlan | None:
         """How both databases can digest this table (None, said at -v, where they cannot);
         `rows`: the target's own estimate, when MySQL's statistics lag behind a new table."""
+        plan, why = self.plan_digests(columns, source_timezone, rows=rows)
+        if plan is None:
+            log.debug("%s: no digests, the table is read in full: %s", self.where_text, why)
+        return plan
+
+    def plan_digests(self, columns: list[ColumnInfo], source_timezone: str, *,
+                     rows: int = 0) -> tuple[DigestPlan | None, str | None]:
+        """(the digest plan, or None and why not)."""
         from refsync import digest
 
         self.open()
         try:
             with self.engine.connect() as conn:
-                found = digest.read_source_columns(conn, self.table, self.schema)
+                found = read_source_columns(conn, self.table, self.schema)
         except Exception as exc:
             raise self._error(exc) from exc
         stale = (self._table_rows or 0) < rows  # MySQL's statistics lag behind a new table
@@ -360,9 +369,7 @@ class MySQLSource(SqlSource):
             source_timezone, rows=max(self._table_rows or 0, rows),
             # (InnoDB's page-based figure reads tiny on a small new table)
             avg_row_bytes=None if stale else max(self._avg_row_length, MIN_ROW_BYTES))
-        if plan is None:
-            log.debug("%s: no digests, the table is read in full: %s", self.where_text, why)
-        return plan
+        return plan, why
 
     def copy_plan(self, columns: list[ColumnInfo]) -> CopyPlan | None:
         """The fast path's plan, or None (said in the -v log) when the table cannot take it."""

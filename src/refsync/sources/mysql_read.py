@@ -25,6 +25,7 @@ from refsync.errors import QueryFailure
 from refsync.model import Chunk
 from refsync.sources.base import ReadPlan, Selection
 from refsync.sources.mysql_copy import CopyColumn, copy_line, needs_check
+from refsync.sources.mysql_digest import source_digests, source_row_hashes
 from refsync.sources.sql import _q
 from refsync.transform import max_cursor, row_chunks
 
@@ -120,10 +121,15 @@ class MySQLRead:
         self.snapshot_utc = src.snapshot_utc
 
     def digests(self, plan: DigestPlan, whole: bool) -> dict[int, BucketDigest]:
-        from refsync import digest
+        return source_digests(self.conn, plan, self.src.table, schema=self.src.schema,
+                              whole=whole)
 
-        return digest.source_digests(self.conn, plan, self.src.table, schema=self.src.schema,
-                                     whole=whole)
+    def row_hashes(self, plan: DigestPlan,
+                   buckets: Sequence[int] | None) -> Iterator[tuple[bytes, tuple[Any, ...], int]]:
+        """(key text, key values, row hash) of the rows in `buckets` (None: all), in byte
+        order of the key text, streamed (`refsync verify`)."""
+        return source_row_hashes(self.conn, plan, self.src.table, buckets,
+                                 schema=self.src.schema)
 
     def largest_cursor(self) -> Any:
         if self.src.cursor_column is None:

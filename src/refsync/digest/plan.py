@@ -1,5 +1,5 @@
-"""In-database digests: compare a MySQL source table with its PostgreSQL target without moving
-rows (issue 12, DESIGN 4.6 and `refsync verify`).
+"""In-database digests, the pure part (no I/O): how a MySQL source table and its PostgreSQL
+target are compared without moving rows (DESIGN 4.6 and `refsync verify`).
 
 Both databases render every row as the same *canonical text*, hash it with SHA-256 and keep
 the first 64 bits as an unsigned integer; rows are grouped into buckets (by the row hash
@@ -71,7 +71,7 @@ Whole table first
     ``whole=True`` digests the table as one part, ``{WHOLE: (rows, xor)}``, with no grouping:
     about a third less server time on each side (MySQL skips its temporary table,
     PostgreSQL's workers aggregate in parallel). `verify`, and a re-sync of a table whose
-    last run likely left it in step (`state.LastRun.left_in_step`: `TargetRequest.whole_first`),
+    last run likely left it in step (`state.LastRun.left_in_step`, see `table_sync.compare`),
     compare the wholes first and the buckets only where the wholes differ; the parts fold
     into the whole (XOR, sum), so the whole misses a difference with probability 2**-64,
     like one bucket.
@@ -81,57 +81,24 @@ other tracking values are not layer 1's renders with a ``!`` so it never matches
 auto-derived row is not there at all, so a source row with its key makes its bucket differ
 and is read and promoted by the row path.
 
-Use (see `DigestPlan`): `read_source_columns` + `plan_digest` (pure), then `digests` (both
-sides, concurrently) or `source_digests` / `target_digests`, `compare`, and for the rows of the
-differing buckets `source_bucket_predicate` / `target_bucket_predicate`; `verify_table` for
-`refsync verify`. PostgreSQL >= 14 (``bit_xor``), UTF8 server encoding, DateStyle ISO.
+Use (see `DigestPlan`): `sources.mysql_digest.read_source_columns` + `plan_digest` (pure),
+then each side's digests (`sources.mysql_digest.source_digests`,
+`targets.pg_digest.target_digests`, computed at once by `table_sync.compare`), `compare`, and
+for the rows of the differing buckets `source_bucket_predicate` /
+`target_bucket_predicate`; `verify` merges the row hashes of both sides. PostgreSQL >= 14
+(``bit_xor``), UTF8 server encoding, DateStyle ISO.
 """
 
 from __future__ import annotations
 
-import logging
-import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import Future
-from contextlib import suppress
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import sqlalchemy as sa
-from sqlalchemy.engine import Connection
-
-from refsync import interrupts
-from refsync.errors import Interrupted
 from refsync.model import ColumnInfo
-from refsync.threads import run_in_thread
-
-log = logging.getLogger(__name__)
-
-__all__ = [
-    "AUTHORITATIVE",
-    "BucketDigest",
-    "DigestComparison",
-    "DigestPlan",
-    "DigestUnsupported",
-    "SourceColumn",
-    "VerifyResult",
-    "choose_buckets",
-    "compare",
-    "differing",
-    "digests",
-    "plan_digest",
-    "read_source_columns",
-    "source_bucket_predicate",
-    "source_digests",
-    "source_row_hashes",
-    "target_bucket_predicate",
-    "target_digests",
-    "target_row_hashes",
-    "verify_table",
-]
 
 AUTHORITATIVE = "authoritative"
 MASK64 = (1 << 64) - 1
@@ -156,11 +123,6 @@ _TS_FMT = "YYYY-MM-DD HH24:MI:SS.US"
 _ALIAS = "\x1d"  # marks column references in a plan's PostgreSQL SQL (see `_pg_col`)
 _LOW63 = (1 << 63) - 1
 _NO_MERGE = 18446744073709551615  # a derived table with a LIMIT is materialized, not merged
-# the target digest's session settings: the planner does not know what the row hashes cost,
-# so without these it never runs them in parallel workers (see `target_digests`)
-# (and JIT-compiling the long expression in each worker costs more than it saves)
-TARGET_PARALLEL_SETTINGS: dict[str, str] = {"parallel_setup_cost": "0",
-                                            "parallel_tuple_cost": "0", "jit": "off"}
 
 
 class DigestUnsupported(Exception):
@@ -505,35 +467,6 @@ def _bucket_of(row_hash: str, n: int, *, mysql: bool) -> str:
     return f"{'MOD' if mysql else 'mod'}({row_hash} & {_LOW63}, {n})"
 
 
-# ---------------------------------------------------------------- introspection
-
-
-def read_source_columns(conn: Connection, table: str,
-                        schema: str | None = None) -> dict[str, SourceColumn]:
-    """The columns of a MySQL table (name -> SourceColumn), from information_schema."""
-    rows = conn.execute(sa.text(
-        "SELECT COLUMN_NAME, DATA_TYPE, COLUMN_TYPE, CHARACTER_SET_NAME, NUMERIC_PRECISION, "
-        "NUMERIC_SCALE, DATETIME_PRECISION FROM information_schema.COLUMNS "
-        "WHERE TABLE_SCHEMA = COALESCE(:schema, DATABASE()) AND TABLE_NAME = :name "
-        "ORDER BY ORDINAL_POSITION"), {"schema": schema, "name": table}).all()
-    out: dict[str, SourceColumn] = {}
-    for name, dt, ct, cs, prec, scale, fsp in rows:
-        out[str(name)] = SourceColumn(
-            name=str(name), data_type=_s(dt).lower(), column_type=_s(ct).lower(),
-            charset=None if cs is None else _s(cs),
-            precision=None if prec is None else int(prec),
-            scale=None if scale is None else int(scale),
-            fsp=None if fsp is None else int(fsp))
-    return out
-
-
-def _s(v: Any) -> str:
-    return v.decode() if isinstance(v, bytes | bytearray) else str(v)
-
-
-# ---------------------------------------------------------------- digests
-
-
 @dataclass(frozen=True)
 class BucketDigest:
     rows: int
@@ -562,93 +495,6 @@ class DigestComparison:
         return not self.differing
 
 
-def _source_from(table: str, schema: str | None) -> str:
-    return f"{_mq(schema)}.{_mq(table)}" if schema else _mq(table)
-
-
-def source_digests(conn: Connection, plan: DigestPlan, table: str, *, schema: str | None = None,
-                   where_sql: str | None = None, params: Mapping[str, Any] | None = None,
-                   whole: bool = False) -> dict[int, BucketDigest]:
-    """Per bucket (rows, xor) of the MySQL table, computed by the server. `where_sql` (with
-    `params`) restricts the rows, e.g. to read only some buckets. `whole`: the table as one
-    part, ``{WHOLE: (rows, xor)}``, without the grouping (a third of the server's time)."""
-    where = f" WHERE {where_sql}" if where_sql else ""
-    src = _source_from(table, schema)
-    if whole:
-        sql = f"SELECT {WHOLE}, COUNT(*), BIT_XOR({plan.source_hash}) FROM {src}{where}"  # noqa: S608
-    elif plan.bucket_from_hash:  # the hash once per row: MySQL would compute it twice
-        sql = (f"SELECT {_bucket_of('d.h', plan.buckets, mysql=True)} AS b, COUNT(*), "  # noqa: S608
-               f"BIT_XOR(d.h) FROM (SELECT {plan.source_hash} AS h FROM {src}{where} "
-               f"LIMIT {_NO_MERGE}) AS d GROUP BY b ORDER BY NULL")
-    else:
-        sql = (f"SELECT {plan.source_bucket} AS b, COUNT(*), BIT_XOR({plan.source_hash}) "  # noqa: S608
-               f"FROM {src}{where} GROUP BY b ORDER BY NULL")
-    rows = conn.execute(sa.text(sql), dict(params or {})).all()
-    return _by_bucket(rows)
-
-
-def _pg_ref(schema: str | None, table: str) -> str:
-    return f"{_pq(schema)}.{_pq(table)}" if schema else _pq(table)
-
-
-def _check_target(conn: Connection, settings: Sequence[str] = ()) -> list[str]:
-    """Refuse a server the digests cannot run on; return the current values of `settings`
-    (one round trip)."""
-    names = ["server_version_num", "server_encoding", "DateStyle", *settings]
-    got = [str(v) for v in conn.exec_driver_sql(
-        "SELECT " + ", ".join(f"current_setting({_lit(n)})" for n in names)).one()]
-    if int(got[0]) < 140000:
-        raise DigestUnsupported("PostgreSQL before 14 has no bit_xor")
-    if got[1].upper() not in ("UTF8", "UTF-8"):
-        raise DigestUnsupported(f"the target's server encoding is {got[1]}, not UTF8")
-    if not got[2].upper().startswith("ISO"):  # dates and timestamps are rendered by ::text
-        raise DigestUnsupported(f"the target session's DateStyle is {got[2]}, not ISO")
-    return got[3:]
-
-
-def _set_settings(conn: Connection, values: Mapping[str, str]) -> None:
-    if values:
-        conn.exec_driver_sql("SELECT " + ", ".join(
-            f"set_config({_lit(k)}, {_lit(v)}, false)" for k, v in values.items()))
-
-
-def target_digests(conn: Connection, plan: DigestPlan, schema: str | None,
-                   table: str, *, parallel_workers: int | None = None,
-                   whole: bool = False) -> dict[int, BucketDigest]:
-    """Per bucket (rows, xor) of the target's authoritative rows, computed by PostgreSQL;
-    `whole`: the table as one part (workers aggregate in parallel, no gathering of hashes).
-
-    The query may run in parallel workers (`TARGET_PARALLEL_SETTINGS`; `parallel_workers`
-    sets max_parallel_workers_per_gather, None keeps the server's): the session's settings
-    are changed for this one query and put back (a failed query's transaction undoes them)."""
-    wanted = dict(TARGET_PARALLEL_SETTINGS)
-    if parallel_workers is not None:
-        wanted["max_parallel_workers_per_gather"] = str(max(0, int(parallel_workers)))
-    before = dict(zip(wanted, _check_target(conn, list(wanted)), strict=True))
-    ref = _pg_ref(schema, table)
-    only = f"{_pq('_source')} = '{AUTHORITATIVE}'"
-    if whole:
-        sql = (f"SELECT {WHOLE}, count(*), bit_xor({plan.target_hash}) FROM {ref} "  # noqa: S608
-               f"WHERE {only}")
-    elif plan.bucket_from_hash:  # the hash once per row (OFFSET 0: the subquery is kept)
-        sql = (f"SELECT {_bucket_of('d.h', plan.buckets, mysql=False)} AS b, count(*), "  # noqa: S608
-               f"bit_xor(d.h) FROM (SELECT {plan.target_hash} AS h FROM {ref} WHERE {only} "
-               "OFFSET 0) AS d GROUP BY 1")
-    else:
-        sql = (f"SELECT {plan.target_bucket} AS b, count(*), bit_xor({plan.target_hash}) "  # noqa: S608
-               f"FROM {ref} WHERE {only} GROUP BY 1")
-    changed = {k: v for k, v in wanted.items() if before[k] != v}
-    _set_settings(conn, changed)
-    try:
-        rows = conn.exec_driver_sql(sql).all()
-    except BaseException:
-        with suppress(Exception):  # autocommit; in a failed transaction the rollback does it
-            _set_settings(conn, {k: before[k] for k in changed})
-        raise
-    _set_settings(conn, {k: before[k] for k in changed})
-    return _by_bucket(rows)
-
-
 def _by_bucket(rows: Sequence[Any]) -> dict[int, BucketDigest]:
     """(bucket, rows, xor) rows as digests; an empty whole table's xor is NULL on PostgreSQL."""
     return {int(b): BucketDigest(int(n), int(x or 0) & MASK64) for b, n, x in rows}
@@ -670,86 +516,6 @@ def compare(plan: DigestPlan, source: Mapping[int, BucketDigest],
         target_rows=sum(d.rows for d in target.values()), equal_rows=src_rows - src_diff,
         source_rows_differing=src_diff,
         target_rows_differing=sum(d.rows for b, d in target.items() if b in ds))
-
-
-def digests(source_conn: Connection, target_conn: Connection, plan: DigestPlan,
-            source_table: str, target_schema: str | None, target_table: str, *,
-            source_schema: str | None = None, whole_first: bool = False) -> DigestComparison:
-    """Both sides' digests, computed concurrently (one query on each server), compared.
-    `whole_first`: first the whole table's (rows, xor) on each side, which costs a third
-    less on MySQL and a third less on PostgreSQL than the parts; the parts only where the
-    wholes differ (then both passes are paid)."""
-    target_times: dict[str, float] = {}
-
-    def target_side(whole: bool) -> dict[int, BucketDigest]:
-        t0 = time.perf_counter()
-        try:
-            return target_digests(target_conn, plan, target_schema, target_table, whole=whole)
-        finally:
-            target_times["target_total" if whole else "target_digest"] = (
-                time.perf_counter() - t0)
-
-    request = TargetRequest(target_side, whole_first=whole_first)
-    try:
-        got = whole_then_parts(lambda whole: source_digests(
-            source_conn, plan, source_table, schema=source_schema, whole=whole), request)
-    finally:  # the target's query is over before its connection is used again
-        request.settle()
-    assert got is not None  # target_side never answers None
-    src, tgt, timings = got
-    result = compare(plan, src, tgt)
-    result.timings = {**timings, **target_times}
-    result.bytes_from_source = sum(
-        len(str(b)) + len(str(d.rows)) + len(str(d.xor)) + 7 for b, d in src.items())
-    return result
-
-
-@dataclass
-class TargetRequest:
-    """The target's digests for a sync, computed on the writer's connection in a thread of
-    their own while MySQL computes the source's inside its snapshot (DESIGN 4.6).
-    `compute(whole)` returns a side's digests (None: the target cannot digest, read
-    everything); `whole_first` says the whole table is compared before its parts (`start`
-    runs each at most once)."""
-
-    compute: Callable[[bool], Digests | None]
-    whole_first: bool = False
-    _running: dict[bool, Future[Digests | None]] = field(default_factory=dict)
-
-    def start(self, whole: bool) -> Future[Digests | None]:
-        if whole not in self._running:
-            self._running[whole] = run_in_thread(lambda: self.compute(whole), "refsync-digest")
-        return self._running[whole]
-
-    def settle(self) -> None:
-        """Wait (bounded by the run) until no digest query runs any more."""
-        for pending in self._running.values():
-            try:
-                interrupts.wait(pending)
-            except Interrupted:
-                raise
-            except Exception:  # noqa: BLE001 - raised where its result was taken
-                log.debug("a target digest failed", exc_info=True)
-
-
-def whole_then_parts(source_of: Callable[[bool], Digests], target: TargetRequest,
-                     ) -> tuple[Digests, Digests, dict[str, float]] | None:
-    """(the source's digests, the target's, the source's timings): the whole tables first
-    where `target.whole_first`, their parts only when the wholes differ. The target computes
-    in its own thread while `source_of(whole)` runs here. None: the target cannot digest."""
-    timings: dict[str, float] = {}
-    for whole in (True, False) if target.whole_first else (False,):
-        pending = target.start(whole)
-        started = time.perf_counter()
-        ours = source_of(whole)
-        timings["source_total" if whole else "source_digest"] = time.perf_counter() - started
-        computed = interrupts.wait(pending)
-        if computed is None:
-            return None
-        theirs = computed
-        if whole and ours == theirs:
-            break
-    return ours, theirs, timings
 
 
 # ---------------------------------------------------------------- reading differing buckets
@@ -786,119 +552,3 @@ def target_bucket_predicate(plan: DigestPlan, buckets: Sequence[int],
     return f"{expr} IN ({_in_list(buckets)})"
 
 
-def source_row_hashes(conn: Connection, plan: DigestPlan, table: str,
-                      buckets: Sequence[int] | None, *, schema: str | None = None,
-                      batch: int = 10_000) -> Iterator[tuple[bytes, tuple[Any, ...], int]]:
-    """(key text, key values, row hash) of the source rows in `buckets` (None: all), in
-    byte order of the key text; streamed."""
-    where = f" WHERE {source_bucket_predicate(plan, buckets)}" if buckets is not None else ""
-    keys = ", ".join(_mq(plan.source_columns[i]) for i in range(len(plan.key)))
-    sql = (f"SELECT {plan.source_key_text} AS kt, {keys}, {plan.source_hash} "  # noqa: S608
-           f"FROM {_source_from(table, schema)}{where} ORDER BY kt")
-    result = conn.execution_options(stream_results=True).exec_driver_sql(sql)
-    try:
-        for part in result.partitions(batch):
-            for r in part:
-                kt = r[0] if isinstance(r[0], bytes) else str(r[0]).encode()
-                yield kt, tuple(r[1:-1]), int(r[-1]) & MASK64
-    finally:
-        result.close()
-
-
-def target_row_hashes(conn: Connection, plan: DigestPlan, schema: str | None, table: str,
-                      buckets: Sequence[int] | None, *,
-                      batch: int = 10_000) -> Iterator[tuple[bytes, tuple[Any, ...], int]]:
-    """As `source_row_hashes`, for the target's authoritative rows."""
-    where = f"{_pq('_source')} = '{AUTHORITATIVE}'"
-    if buckets is not None:
-        where += f" AND {target_bucket_predicate(plan, buckets)}"
-    keys = ", ".join(_pq(k) for k in plan.key)
-    sql = (f"SELECT convert_to({plan.target_key_text}, 'UTF8') AS kt, {keys}, "  # noqa: S608
-           f"{plan.target_hash} FROM {_pg_ref(schema, table)} WHERE {where} ORDER BY kt")
-    result = conn.execution_options(stream_results=True, yield_per=batch).exec_driver_sql(sql)
-    try:
-        for part in result.partitions(batch):
-            for r in part:
-                yield bytes(r[0]), tuple(r[1:-1]), int(r[-1]) & MASK64
-    finally:
-        result.close()
-
-
-# ---------------------------------------------------------------- verify
-
-
-@dataclass
-class VerifyResult:
-    """`refsync verify` for one table: counts, and up to `limit` keys of each kind."""
-
-    source_rows: int
-    target_rows: int  # authoritative
-    buckets: int
-    differing_buckets: int
-    differ: int = 0  # same key, different values
-    missing: int = 0  # in the source, not (authoritative) in the target
-    extra: int = 0  # authoritative in the target, not in the source
-    differ_keys: list[dict[str, Any]] = field(default_factory=list)
-    missing_keys: list[dict[str, Any]] = field(default_factory=list)
-    extra_keys: list[dict[str, Any]] = field(default_factory=list)
-    timings: dict[str, float] = field(default_factory=dict)
-
-    @property
-    def in_step(self) -> bool:
-        return not (self.differ or self.missing or self.extra) and not self.differing_buckets
-
-    def as_json(self) -> dict[str, Any]:
-        return {
-            "source_rows": self.source_rows, "target_rows": self.target_rows,
-            "in_step": self.in_step, "differ": self.differ, "missing": self.missing,
-            "extra": self.extra, "differ_keys": self.differ_keys,
-            "missing_keys": self.missing_keys, "extra_keys": self.extra_keys,
-        }
-
-
-def verify_table(source_conn: Connection, target_conn: Connection, plan: DigestPlan,
-                 source_table: str, target_schema: str | None, target_table: str, *,
-                 source_schema: str | None = None, limit: int = 20) -> VerifyResult:
-    """Compare digests; for the differing buckets, merge (key, row hash) from both sides in
-    key byte order and classify each key as differing, missing or extra. Read-only; memory
-    stays flat (both sides stream, sorted by the servers)."""
-    # the whole table first: a check mostly finds the two in step
-    cmp = digests(source_conn, target_conn, plan, source_table, target_schema, target_table,
-                  source_schema=source_schema, whole_first=True)
-    result = VerifyResult(source_rows=cmp.source_rows, target_rows=cmp.target_rows,
-                          buckets=plan.buckets, differing_buckets=len(cmp.differing),
-                          timings=dict(cmp.timings))
-    if not cmp.differing:
-        return result
-    t0 = time.perf_counter()
-    only: list[int] | None = cmp.differing
-    if len(cmp.differing) * 2 > plan.buckets:  # most of the table: no IN list
-        only = None
-    src = source_row_hashes(source_conn, plan, source_table, only, schema=source_schema)
-    tgt = target_row_hashes(target_conn, plan, target_schema, target_table, only)
-    names = plan.key
-
-    def keyd(values: tuple[Any, ...]) -> dict[str, Any]:
-        return dict(zip(names, values, strict=True))
-
-    s, t = next(src, None), next(tgt, None)
-    while s is not None or t is not None:
-        if t is None or (s is not None and s[0] < t[0]):
-            assert s is not None
-            result.missing += 1
-            if len(result.missing_keys) < limit:
-                result.missing_keys.append(keyd(s[1]))
-            s = next(src, None)
-        elif s is None or t[0] < s[0]:
-            result.extra += 1
-            if len(result.extra_keys) < limit:
-                result.extra_keys.append(keyd(t[1]))
-            t = next(tgt, None)
-        else:
-            if s[2] != t[2]:
-                result.differ += 1
-                if len(result.differ_keys) < limit:
-                    result.differ_keys.append(keyd(s[1]))
-            s, t = next(src, None), next(tgt, None)
-    result.timings["rows"] = time.perf_counter() - t0
-    return result

@@ -1,0 +1,35 @@
+"""In-database digests (DESIGN 4.6): `plan` holds the canonical text and the bucket SQL of
+both dialects (pure); each database computes its side in its own module
+(`sources.mysql_digest`, `targets.pg_digest`)."""
+
+from refsync.digest.plan import (
+    AUTHORITATIVE,
+    WHOLE,
+    BucketDigest,
+    DigestComparison,
+    DigestPlan,
+    DigestUnsupported,
+    SourceColumn,
+    choose_buckets,
+    compare,
+    differing,
+    plan_digest,
+    source_bucket_predicate,
+    target_bucket_predicate,
+)
+
+__all__ = [
+    "AUTHORITATIVE",
+    "WHOLE",
+    "BucketDigest",
+    "DigestComparison",
+    "DigestPlan",
+    "DigestUnsupported",
+    "SourceColumn",
+    "choose_buckets",
+    "compare",
+    "differing",
+    "plan_digest",
+    "source_bucket_predicate",
+    "target_bucket_predicate",
+]

@@ -1,0 +1,113 @@
+"""The PostgreSQL side of the in-database digests (see refsync.digest.plan): the target's
+authoritative rows' digests and row hashes, computed by the server."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import suppress
+from typing import Any
+
+from sqlalchemy.engine import Connection
+
+from refsync.digest.plan import (
+    AUTHORITATIVE,
+    MASK64,
+    WHOLE,
+    BucketDigest,
+    DigestPlan,
+    DigestUnsupported,
+    _bucket_of,
+    _by_bucket,
+    _lit,
+    _pq,
+    target_bucket_predicate,
+)
+
+# the target digest's session settings: the planner does not know what the row hashes cost,
+# so without these it never runs them in parallel workers (see `target_digests`)
+# (and JIT-compiling the long expression in each worker costs more than it saves)
+TARGET_PARALLEL_SETTINGS: dict[str, str] = {"parallel_setup_cost": "0",
+                                            "parallel_tuple_cost": "0", "jit": "off"}
+
+
+def _pg_ref(schema: str | None, table: str) -> str:
+    return f"{_pq(schema)}.{_pq(table)}" if schema else _pq(table)
+
+
+def _check_target(conn: Connection, settings: Sequence[str] = ()) -> list[str]:
+    """Refuse a server the digests cannot run on; return the current values of `settings`
+    (one round trip)."""
+    names = ["server_version_num", "server_encoding", "DateStyle", *settings]
+    got = [str(v) for v in conn.exec_driver_sql(
+        "SELECT " + ", ".join(f"current_setting({_lit(n)})" for n in names)).one()]
+    if int(got[0]) < 140000:
+        raise DigestUnsupported("PostgreSQL before 14 has no bit_xor")
+    if got[1].upper() not in ("UTF8", "UTF-8"):
+        raise DigestUnsupported(f"the target's server encoding is {got[1]}, not UTF8")
+    if not got[2].upper().startswith("ISO"):  # dates and timestamps are rendered by ::text
+        raise DigestUnsupported(f"the target session's DateStyle is {got[2]}, not ISO")
+    return got[3:]
+
+
+def _set_settings(conn: Connection, values: Mapping[str, str]) -> None:
+    if values:
+        conn.exec_driver_sql("SELECT " + ", ".join(
+            f"set_config({_lit(k)}, {_lit(v)}, false)" for k, v in values.items()))
+
+
+def target_digests(conn: Connection, plan: DigestPlan, schema: str | None,
+                   table: str, *, parallel_workers: int | None = None,
+                   whole: bool = False) -> dict[int, BucketDigest]:
+    """Per bucket (rows, xor) of the target's authoritative rows, computed by PostgreSQL;
+    `whole`: the table as one part (workers aggregate in parallel, no gathering of hashes).
+
+    The query may run in parallel workers (`TARGET_PARALLEL_SETTINGS`; `parallel_workers`
+    sets max_parallel_workers_per_gather, None keeps the server's): the session's settings
+    are changed for this one query and put back (a failed query's transaction undoes them)."""
+    wanted = dict(TARGET_PARALLEL_SETTINGS)
+    if parallel_workers is not None:
+        wanted["max_parallel_workers_per_gather"] = str(max(0, int(parallel_workers)))
+    before = dict(zip(wanted, _check_target(conn, list(wanted)), strict=True))
+    ref = _pg_ref(schema, table)
+    only = f"{_pq('_source')} = '{AUTHORITATIVE}'"
+    if whole:
+        sql = (f"SELECT {WHOLE}, count(*), bit_xor({plan.target_hash}) FROM {ref} "  # noqa: S608
+               f"WHERE {only}")
+    elif plan.bucket_from_hash:  # the hash once per row (OFFSET 0: the subquery is kept)
+        sql = (f"SELECT {_bucket_of('d.h', plan.buckets, mysql=False)} AS b, count(*), "  # noqa: S608
+               f"bit_xor(d.h) FROM (SELECT {plan.target_hash} AS h FROM {ref} WHERE {only} "
+               "OFFSET 0) AS d GROUP BY 1")
+    else:
+        sql = (f"SELECT {plan.target_bucket} AS b, count(*), bit_xor({plan.target_hash}) "  # noqa: S608
+               f"FROM {ref} WHERE {only} GROUP BY 1")
+    changed = {k: v for k, v in wanted.items() if before[k] != v}
+    _set_settings(conn, changed)
+    try:
+        rows = conn.exec_driver_sql(sql).all()
+    except BaseException:
+        with suppress(Exception):  # autocommit; in a failed transaction the rollback does it
+            _set_settings(conn, {k: before[k] for k in changed})
+        raise
+    _set_settings(conn, {k: before[k] for k in changed})
+    return _by_bucket(rows)
+
+
+def target_row_hashes(conn: Connection, plan: DigestPlan, schema: str | None, table: str,
+                      buckets: Sequence[int] | None, *,
+                      batch: int = 10_000) -> Iterator[tuple[bytes, tuple[Any, ...], int]]:
+    """As `source_row_hashes`, for the target's authoritative rows."""
+    where = f"{_pq('_source')} = '{AUTHORITATIVE}'"
+    if buckets is not None:
+        where += f" AND {target_bucket_predicate(plan, buckets)}"
+    keys = ", ".join(_pq(k) for k in plan.key)
+    sql = (f"SELECT convert_to({plan.target_key_text}, 'UTF8') AS kt, {keys}, "  # noqa: S608
+           f"{plan.target_hash} FROM {_pg_ref(schema, table)} WHERE {where} ORDER BY kt")
+    result = conn.execution_options(stream_results=True, yield_per=batch).exec_driver_sql(sql)
+    try:
+        for part in result.partitions(batch):
+            for r in part:
+                yield bytes(r[0]), tuple(r[1:-1]), int(r[-1]) & MASK64
+    finally:
+        result.close()
+
+
