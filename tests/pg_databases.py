@@ -37,7 +37,8 @@ SYSTEM_SCHEMAS = ("pg_catalog", "information_schema", "pg_toast")
 # a database the pool may hand out again: as CREATE DATABASE made it, apart from its schemas
 SHELL_IS_PRISTINE = """
 SELECT d.datdba = (SELECT oid FROM pg_roles WHERE rolname = current_user)
-       AND d.datacl IS NULL AND d.datallowconn AND d.datconnlimit = -1
+       AND coalesce(d.datacl, acldefault('d', d.datdba)) = acldefault('d', d.datdba)
+       AND d.datallowconn AND d.datconnlimit = -1
        AND NOT EXISTS (SELECT 1 FROM pg_db_role_setting s WHERE s.setdatabase = d.oid)
 FROM pg_database d WHERE d.datname = %(name)s
 """
