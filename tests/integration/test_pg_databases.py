@@ -14,12 +14,13 @@ from pg_databases import PgDatabases
 
 
 @pytest.fixture
-def pool(pg_admin_url: str) -> Iterator[PgDatabases]:
+def pool(pg_admin_url: str, pg_databases: PgDatabases) -> Iterator[PgDatabases]:
+    """A pool of the test's own; the session's takes its databases over afterwards."""
     own = PgDatabases(pg_admin_url)
     try:
         yield own
     finally:
-        own.drop_all()
+        pg_databases.adopt(own)
 
 
 def _database(url: str) -> str:
@@ -43,8 +44,9 @@ def test_a_database_is_handed_out_again_empty(pool: PgDatabases) -> None:
             assert pg_rows(second, "SELECT count(*) FROM pg_class c JOIN pg_namespace n "
                                    "ON n.oid = c.relnamespace WHERE n.nspname = 'public'") == [(0,)]
             assert pg_rows(second, "SELECT extname FROM pg_extension") == [("plpgsql",)]
-            assert pg_rows(second, "SELECT count(*) FROM pg_locks "
-                                   "WHERE locktype = 'advisory'") == [(0,)]
+            assert pg_rows(second, "SELECT count(*) FROM pg_locks l JOIN pg_database d "
+                                   "ON d.oid = l.database WHERE l.locktype = 'advisory' "
+                                   "AND d.datname = current_database()") == [(0,)]
             assert pg_rows(second, "SELECT nspowner::regrole::text, nspacl::text[] "
                                    "FROM pg_namespace WHERE nspname = 'public'") == [
                 ("pg_database_owner",
