@@ -328,8 +328,8 @@ def test_a_read_is_one_snapshot_under_read_committed(
     writer = threading.Thread(target=_writer, args=(mysql, stop, done))
     writer.start()
     try:
-        while done[0] < 20:  # the writer is going
-            time.sleep(0.01)
+        wait_until(lambda: done[0] >= 20, "the writer has committed 20 transactions",
+                   interval=0.01)
         before = done[0]
         res = sync(tmp_path, pg_url, mysql, "pairs", batch_size=10)
         during = done[0] - before
