@@ -5,12 +5,13 @@ REFSYNC_REQUIRE_DB=1 (CI), which turns that skip into a failure."""
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+
+from pg_databases import PgDatabases
 
 LOCAL_PG = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 
@@ -65,20 +66,21 @@ def pg_admin_url() -> Iterator[str]:
         yield pg.get_connection_url()
 
 
-@pytest.fixture
-def pg_url(pg_admin_url: str) -> Iterator[str]:
-    """A fresh, empty PostgreSQL database for one test, dropped afterwards."""
-    name = f"refsync_t_{uuid.uuid4().hex[:10]}"
-    admin = sa.create_engine(pg_admin_url, isolation_level="AUTOCOMMIT")
+@pytest.fixture(scope="session")
+def pg_databases(pg_admin_url: str) -> Iterator[PgDatabases]:
+    """This session's pool of empty test databases (pg_databases.py says why a pool)."""
+    pool = PgDatabases(pg_admin_url)
     try:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-        yield sa.engine.make_url(pg_admin_url).set(database=name).render_as_string(
-            hide_password=False)
+        yield pool
     finally:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.dispose()
+        pool.drop_all()
+
+
+@pytest.fixture
+def pg_url(pg_databases: PgDatabases) -> Iterator[str]:
+    """An empty PostgreSQL database of the test's own (no schema but `public`)."""
+    with pg_databases.database() as url:
+        yield url
 
 
 @pytest.fixture

@@ -499,7 +499,10 @@ def demo(tctx: typer.Context,
         from refsync.logs import set_display_zone
 
         set_display_zone(ZoneInfo("Asia/Shanghai"))  # the demo config's `timezone`
-        return run_demo(directory, rows, as_json=ctx.as_json, out=render)
+        code, doc = run_demo(directory, rows, as_json=ctx.as_json, out=render)
+        if ctx.as_json:
+            _print_json(doc)
+        return code
 
     _run(ctx, body)
 

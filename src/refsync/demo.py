@@ -7,9 +7,7 @@ incremental sync and shows status.
 
 from __future__ import annotations
 
-import json
 import logging
-import sys
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -43,8 +41,10 @@ def build_demo(directory: Path, rows: int) -> tuple[LoadedConfig, Settings]:
     return load_config(config_path), settings
 
 
-def run_demo(directory: Path, rows: int, *, as_json: bool, out: ModuleType) -> int:
-    """Run the demo; `out` is the render module (the CLI's), kept out of the library."""
+def run_demo(directory: Path, rows: int, *, as_json: bool,
+             out: ModuleType) -> tuple[int, dict[str, Any]]:
+    """Run the demo: its exit code and its `--json` document, which the CLI prints. `out` is
+    the render module (the CLI's), kept out of the library."""
     from refsync import demo_data
 
     config, settings = build_demo(directory, rows)
@@ -74,11 +74,9 @@ def run_demo(directory: Path, rows: int, *, as_json: bool, out: ModuleType) -> i
             out.print_run(result)
     report = api.status(config, settings)
     doc["status"] = report
-    if as_json:
-        sys.stdout.write(json.dumps(doc, ensure_ascii=False, default=str) + "\n")
-    else:
+    if not as_json:
         say("\n[bold]status[/]")
         out.print_status(report)
         url = settings.database_url.get_secret_value() if settings.database_url else ""
         say(f"\nTry: WDH_DATABASE_URL={url} uv run refsync status -c {config.path}")
-    return worst
+    return worst, doc

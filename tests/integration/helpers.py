@@ -8,7 +8,8 @@ values read back are normalised so that one expectation fits both.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable, Iterator, Sequence
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import date, datetime
 from decimal import Decimal
@@ -21,6 +22,7 @@ import yaml
 from pydantic import SecretStr
 from sqlalchemy.dialects import postgresql, sqlite
 
+from pg_databases import PgDatabases
 from refsync import state
 from refsync.config import LoadedConfig, Settings, load_config
 from refsync.demo_data import TRACKING_COLUMN_DDL
@@ -43,6 +45,18 @@ RUN_KEY_RE = r"reference_sync_\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}\+08:00"
 T0 = "2024-05-01 10:00:00"
 # the four tracking columns as the production DDL declares them, for CREATE TABLE
 TRACKING_DDL = ", ".join(f'"{c}" {ddl}' for c, ddl in TRACKING_COLUMN_DDL.items())
+
+
+def wait_until(condition: Callable[[], bool], what: str, timeout: float = 30.0,
+               interval: float = 0.02) -> float:
+    """Poll `condition` until it holds; fail naming `what` after `timeout` seconds. The
+    seconds waited. Tests synchronise on a condition, never on a fixed sleep."""
+    started = time.monotonic()
+    while not condition():
+        if time.monotonic() - started > timeout:
+            pytest.fail(f"timed out after {timeout:g} s waiting until {what}", pytrace=False)
+        time.sleep(interval)
+    return time.monotonic() - started
 
 
 def is_pg(url: str) -> bool:
@@ -376,20 +390,25 @@ def sync_section(tmp_path: Path, section: dict[str, Any], pg_url: str, mysql: sa
 
 
 @contextmanager
-def sibling_database(pg_admin_url: str, pg_url: str, suffix: str) -> Iterator[str]:
-    """A second, empty PostgreSQL database beside `pg_url` (its URL), dropped afterwards:
-    the same sync, another way, for a side-by-side comparison."""
-    other = pg_url + suffix
-    name = other.rsplit("/", 1)[1]
-    admin = sa.create_engine(pg_admin_url, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-        yield other
-    finally:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.dispose()
+def sibling_database(pg_databases: PgDatabases) -> Iterator[str]:
+    """A second, empty PostgreSQL database beside the test's `pg_url` (its URL): the same
+    sync, another way, for a side-by-side comparison."""
+    with pg_databases.database() as url:
+        yield url
+
+
+def refsync_sessions(url: str) -> list[tuple[Any, ...]]:
+    """refsync's sessions on `url`'s database: (pid, state, last query, wait event type,
+    seconds since that query started)."""
+    return pg_rows(url, "SELECT pid, state, query, wait_event_type, "
+                        "extract(epoch FROM clock_timestamp() - query_start)::float "
+                        "FROM pg_stat_activity WHERE application_name = 'refsync' "
+                        "AND datname = current_database()")
+
+
+def refsync_copying(url: str) -> bool:
+    """A refsync session on `url` has started a COPY: rows are streaming to the target."""
+    return any("COPY" in (s[2] or "") for s in refsync_sessions(url))
 
 
 def pg_rows(pg_url: str, query: str) -> list[tuple[Any, ...]]:

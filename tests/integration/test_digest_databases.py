@@ -14,6 +14,7 @@ from zoneinfo import ZoneInfo
 import pytest
 import sqlalchemy as sa
 
+from pg_databases import PgDatabases
 from refsync.digest import (
     DigestComparison,
     DigestPlan,
@@ -106,19 +107,17 @@ NAME = ("CASE WHEN seq % 97 = 0 THEN NULL WHEN seq % 101 = 0 THEN '' "
 
 
 @pytest.fixture(scope="module")
-def dbs(mysql_db_url: str, pg_admin_url: str) -> Iterator[tuple[sa.Engine, sa.Engine]]:
-    import uuid
+def dbs(mysql_db_url: str, pg_databases: PgDatabases) -> Iterator[tuple[sa.Engine, sa.Engine]]:
+    with pg_databases.database() as pg_url:
+        yield from _filled(mysql_db_url, pg_url)
 
+
+def _filled(mysql_db_url: str, pg_url: str) -> Iterator[tuple[sa.Engine, sa.Engine]]:
     from refsync.sources.mysql import listen_mysql_session
 
     my = sa.create_engine(mysql_db_url + "?charset=utf8mb4")
     listen_mysql_session(my)
-    name = f"refsync_t_{uuid.uuid4().hex[:10]}"
-    admin = sa.create_engine(pg_admin_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    pg = sa.create_engine(sa.engine.make_url(pg_admin_url).set(database=name),
-                          connect_args={"options": "-c TimeZone=Asia/Shanghai"})
+    pg = sa.create_engine(pg_url, connect_args={"options": "-c TimeZone=Asia/Shanghai"})
     gaps = ", ".join(f"'{g}'" for g in _gap_hours())
     dt = "TIMESTAMP'1985-06-01 00:00:00' + INTERVAL seq * 1777 SECOND"
     try:
@@ -147,9 +146,6 @@ def dbs(mysql_db_url: str, pg_admin_url: str) -> Iterator[tuple[sa.Engine, sa.En
     finally:
         my.dispose()
         pg.dispose()
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.dispose()
 
 
 def _plan(my: sa.Engine, pg: sa.Engine, **kw: object) -> DigestPlan:

@@ -4,7 +4,6 @@ exactly what reading everything does."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,8 +17,10 @@ from helpers import (
     sibling_database,
     sync_section,
     table_summary,
+    wait_until,
 )
 
+from pg_databases import PgDatabases
 from refsync.model import RunResult
 
 ROWS = 3000
@@ -99,9 +100,9 @@ AUTO_DERIVED = ("UPDATE business.plans SET _source = 'auto_derived', _needs_revi
 
 
 def test_digests_read_only_what_differs_and_match_reading_everything(
-        tmp_path: Path, pg_url: str, pg_admin_url: str, source: sa.Engine,
+        tmp_path: Path, pg_url: str, pg_databases: PgDatabases, source: sa.Engine,
         monkeypatch: pytest.MonkeyPatch) -> None:
-    with sibling_database(pg_admin_url, pg_url, "_all") as other:
+    with sibling_database(pg_databases) as other:
         for url in (pg_url, other):
             _target(url)
             first = _run(tmp_path, url, source)
@@ -192,7 +193,8 @@ def test_a_source_unchanged_since_the_last_full_read_is_compared_whole_first(
     last commit (information_schema UPDATE_TIME, whole seconds) came before that run's read
     began, so the target most likely still equals it."""
     _target(pg_url)
-    time.sleep(1.1)  # the fixture's inserts a whole second before the first read
+    wait_until(lambda: _a_second_since_the_last_commit(source),
+               "the source's last commit is a whole second before the first read")
     first = _run(tmp_path, pg_url, source)
     assert _summary(first)["inserted"] == ROWS
     quiet = _run(tmp_path, pg_url, source)
@@ -203,6 +205,14 @@ def test_a_source_unchanged_since_the_last_full_read_is_compared_whole_first(
     noisy = _run(tmp_path, pg_url, source)  # the last run was unchanged: whole first...
     assert {"source_total", "source_digest"} <= set(noisy.tables[0].timings)
     assert _summary(noisy)["updated"] == 1  # ...and the parts find the change
+
+
+def _a_second_since_the_last_commit(source: sa.Engine) -> bool:
+    """The server's clock is a whole second past the table's last commit (UPDATE_TIME)."""
+    with source.connect() as conn:
+        return bool(conn.exec_driver_sql(
+            "SELECT UPDATE_TIME + INTERVAL 1 SECOND <= NOW(6) FROM information_schema.TABLES "
+            "WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = 'plans'").scalar())
 
 
 def _touch(source: sa.Engine, code: str) -> None:

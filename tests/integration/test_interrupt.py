@@ -9,11 +9,11 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from helpers import refsync_copying, wait_until
 
 ROWS = 400_000
 
@@ -61,10 +61,10 @@ def test_signal_mid_table_rolls_back_and_records_interrupted(
                           env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                           text=True) as proc:
         assert proc.stderr is not None
-        for line in proc.stderr:  # wait until the table is streaming
+        for line in proc.stderr:
             if line.startswith("{") and json.loads(line).get("event") == "table_start":
                 break
-        time.sleep(0.5)
+        wait_until(lambda: refsync_copying(pg_url), "the rows' COPY streams", interval=0.05)
         assert proc.poll() is None, "the run ended before the signal: make ROWS larger"
         proc.send_signal(signum)
         rest = proc.stderr.read()

@@ -623,25 +623,20 @@ def test_mysql_unreachable_retries_after_2_4_8_seconds(
     caplog.set_level(logging.INFO, logger="refsync")
     monkeypatch.chdir(REPO)
     config = load_config(SEED_CONFIG)  # as shipped: the default back-off, 2, 4 and 8 s
+    waits: list[float] = []
     started = time.monotonic()
     result = api.sync(config, make_settings(warehouse, db, legacy_mysql_host="127.0.0.1",
                                             legacy_mysql_port=closed_port()),
-                      tables=["年金计划"])
-    elapsed = time.monotonic() - started
+                      tables=["年金计划"], sleep=waits.append)
     res = result_of(result, "年金计划")
     assert (res.status, res.error_class, res.attempts) == ("failed", "connection", 4)
-    assert 14 <= res.duration_s < 25
-    assert 14 <= elapsed < 25
+    assert waits == [2.0, 4.0, 8.0]  # between the four attempts; none after the last
+    assert time.monotonic() - started < 10  # the hook waited, not the clock
     assert result.exit_code == 1
     retries = [r for r in caplog.records if getattr(r, "event", None) == "retry"]
     assert [r.attempts for r in retries] == [1, 2, 3]  # type: ignore[attr-defined]
     assert [f"retrying in {s}.0s" in r.getMessage() for s, r in zip((2, 4, 8), retries,
                                                                       strict=True)] == [True] * 3
-    [done] = [r for r in caplog.records if getattr(r, "event", None) == "table_done"]
-    marks = [r.created for r in [*retries, done]]  # a retry is logged before its wait
-    gaps = [b - a for a, b in zip(marks, marks[1:], strict=False)]
-    assert [round(g) for g in gaps] == [2, 4, 8], gaps
-    assert all(s <= g < s + 1.5 for s, g in zip((2, 4, 8), gaps, strict=True)), gaps
 
 
 # ---------------------------------------------------------------- 4. query errors

@@ -13,7 +13,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -22,7 +22,7 @@ import pymysql
 import pytest
 import sqlalchemy as sa
 import yaml
-from helpers import TRACKING_DDL, execute
+from helpers import TRACKING_DDL, execute, wait_until
 from private_mariadb import PrivateMariaDB, PrivateMariaDBs
 from pydantic import SecretStr
 from sqlalchemy.dialects import mysql as mysql_dialect
@@ -328,8 +328,8 @@ def test_a_read_is_one_snapshot_under_read_committed(
     writer = threading.Thread(target=_writer, args=(mysql, stop, done))
     writer.start()
     try:
-        while done[0] < 20:  # the writer is going
-            time.sleep(0.01)
+        wait_until(lambda: done[0] >= 20, "the writer has committed 20 transactions",
+                   interval=0.01)
         before = done[0]
         res = sync(tmp_path, pg_url, mysql, "pairs", batch_size=10)
         during = done[0] - before
@@ -382,14 +382,6 @@ def test_snapshot_clock_is_the_servers_and_estimated_rows_come_from_statistics(
 # ---------------------------------------------------------------- a frozen server (11.4/5)
 
 
-def _when(condition: Callable[[], bool], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail("timed out waiting")
-        time.sleep(0.005)
-
-
 def test_a_frozen_server_is_a_retried_read_timeout_then_the_run_completes(
         tmp_path: Path, pg_url: str, server: PrivateMariaDB, mysql: sa.URL, admin: sa.Engine,
         caplog: pytest.LogCaptureFixture) -> None:
@@ -417,10 +409,11 @@ def test_a_frozen_server_is_a_retried_read_timeout_then_the_run_completes(
     caplog.set_level("WARNING", logger="refsync")
     thread.start()
     try:
-        _when(reading)
+        wait_until(reading, "a chunk is read", interval=0.005)
         server.freeze()
         frozen_at = time.monotonic()
-        time.sleep(3.5)
+        wait_until(lambda: any("timed out" in r.getMessage() for r in caplog.records),
+                   "the frozen read times out and is retried")
     finally:
         server.thaw()
         watcher.close()
@@ -460,13 +453,13 @@ def test_cancel_kills_the_query_in_flight(mysql: sa.URL, admin: sa.Engine) -> No
     thread = threading.Thread(target=read)
     thread.start()
     try:
-        _when(lambda: in_flight() == 1)
+        wait_until(lambda: in_flight() == 1, "the query runs", interval=0.005)
         started = time.monotonic()
         src.cancel()
         thread.join(timeout=10)
         assert not thread.is_alive()
         assert time.monotonic() - started < 5
-        _when(lambda: in_flight() == 0, timeout=5)
+        wait_until(lambda: in_flight() == 0, "the query is killed", timeout=5, interval=0.005)
     finally:
         watcher.close()
         src.close()

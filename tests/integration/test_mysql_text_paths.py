@@ -20,6 +20,7 @@ from helpers import (
     table_summary,
 )
 
+from pg_databases import PgDatabases
 from refsync.model import RunResult
 
 AWKWARD = ["tab\there", "line\nfeed", "cr\rhere", "back\\slash", "\\N", "NULL", "", "quo'te\"",
@@ -96,7 +97,7 @@ def _summary(result: RunResult) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize("incremental", [False, True], ids=["full", "incremental"])
-def test_text_path_matches_the_values_path(tmp_path: Path, pg_url: str, pg_admin_url: str,
+def test_text_path_matches_the_values_path(tmp_path: Path, pg_url: str, pg_databases: PgDatabases,
                                            source: sa.URL, monkeypatch: pytest.MonkeyPatch,
                                            incremental: bool) -> None:
     _target(pg_url)
@@ -105,7 +106,7 @@ def test_text_path_matches_the_values_path(tmp_path: Path, pg_url: str, pg_admin
     assert sum(as_text) >= ROWS - 14  # all but the chunks holding a flagged row
     monkeypatch.setattr("refsync.targets.postgres.PostgresTarget.takes_copy_text", False)
     as_text.clear()
-    with sibling_database(pg_admin_url, pg_url, "_rows") as other:
+    with sibling_database(pg_databases) as other:
         _target(other)
         slow = _run(tmp_path, other, source, batch_size=7, incremental=incremental)
         assert as_text == []

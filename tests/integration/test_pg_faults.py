@@ -25,9 +25,12 @@ from helpers import (
     create_target,
     engine_for,
     plan_row,
+    refsync_copying,
+    refsync_sessions,
     settings_for,
     sql_table,
     table_result,
+    wait_until,
     write_config,
 )
 from private_postgres import PrivatePostgres
@@ -54,17 +57,10 @@ def _wait_for_event(proc: subprocess.Popen[str], event: str) -> list[str]:
     raise AssertionError(f"no {event} event: {''.join(seen)[-3000:]}")
 
 
-def _refsync_sessions(url: str) -> list[tuple[Any, ...]]:
-    with engine_for(url) as engine, engine.connect() as conn:
-        return [tuple(r) for r in conn.exec_driver_sql(
-            "SELECT pid, state, query FROM pg_stat_activity WHERE application_name = 'refsync' "
-            "AND datname = current_database()")]
-
-
 def _no_refsync_sessions_within(url: str, seconds: float) -> list[tuple[Any, ...]]:
     deadline = time.monotonic() + seconds
     while True:
-        left = _refsync_sessions(url)
+        left = refsync_sessions(url)
         if not left or time.monotonic() > deadline:
             return left
         time.sleep(0.1)
@@ -113,7 +109,8 @@ def test_restart_mid_copy_never_lets_two_runs_apply(
                           env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                           text=True) as first:
         _wait_for_event(first, "table_start")
-        time.sleep(0.4)  # the COPY is streaming
+        wait_until(lambda: refsync_copying(private_pg_url), "the rows' COPY streams",
+                   interval=0.05)
         assert first.poll() is None, "the run ended before the restart: make rows larger"
         private_pg.restart()
         second = subprocess.run([*EXE, "sync", "-c", cfg, "--json"], env=env,
@@ -259,10 +256,26 @@ def test_a_role_statement_timeout_cannot_fail_a_slow_table(
         url = sa.engine.make_url(private_pg_url).set(username=role).render_as_string(
             hide_password=False)
         config = write_config(tmp_path, [sql_table("plans", legacy)])
-        # SHARE lets the checks read, and holds the rows' COPY for 2.5 s
+        # SHARE lets the checks read, and holds the rows' COPY until it has waited longer
+        # than the role's 1 s
         held = blocker(private_pg_url, "BEGIN", f"LOCK TABLE {TARGET} IN SHARE MODE")
-        threading.Timer(2.5, held.rollback).start()  # a 2.5 s wait: longer than the role's 1 s
+        waited: list[float] = []
+
+        def release_after_a_long_wait() -> None:
+            def long_lock_wait() -> bool:
+                return any(s[3] == "Lock" and s[4] > 1.5 for s in refsync_sessions(private_pg_url))
+
+            try:
+                waited.append(wait_until(long_lock_wait, "refsync's COPY has waited 1.5 s on "
+                                         "the lock", interval=0.05))
+            finally:
+                held.rollback()
+
+        releaser = threading.Thread(target=release_after_a_long_wait)
+        releaser.start()
         res = table_result(api.sync(config, settings_for(url)), "plans")
+        releaser.join(timeout=60)
+        assert waited, "refsync's COPY never waited longer than the role's statement_timeout"
         assert (res.status, res.inserted, res.error) == ("ok", 50, None)
     finally:
         with engine_for(private_pg_url) as engine, engine.connect() as conn:
@@ -301,11 +314,9 @@ def test_a_signal_cancels_the_statement_in_flight_on_the_server(
                            "--log-format", "json", "-v"], env=_env(pg_url),
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:
         _wait_for_event(proc, "table_start")
-        deadline = time.monotonic() + 20
-        while not any(s[1] == "active" and "COPY" in (s[2] or "")
-                      for s in _refsync_sessions(pg_url)):
-            assert time.monotonic() < deadline, "refsync never waited on the lock"
-            time.sleep(0.1)
+        wait_until(lambda: any(s[1] == "active" and "COPY" in (s[2] or "")
+                               for s in refsync_sessions(pg_url)),
+                   "refsync's COPY waits on the lock", timeout=20, interval=0.05)
         proc.send_signal(signum)
         out, err = proc.communicate(timeout=60)
     assert proc.returncode == 128 + signum, err[-2000:]
@@ -324,11 +335,9 @@ def test_a_signal_during_the_start_up_checks_exits_143(
     with subprocess.Popen([*EXE, "sync", "-c", str(tmp_path / "data_sources.yml"), "--json"],
                           env=_env(pg_url), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                           text=True) as proc:
-        deadline = time.monotonic() + 30
-        while not any(s[1] == "active" and "SCHEMA" in (s[2] or "").upper()
-                      for s in _refsync_sessions(pg_url)):
-            assert time.monotonic() < deadline, "refsync never waited in its start-up"
-            time.sleep(0.1)
+        wait_until(lambda: any(s[1] == "active" and "SCHEMA" in (s[2] or "").upper()
+                               for s in refsync_sessions(pg_url)),
+                   "refsync's start-up waits on the schema", interval=0.05)
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=60)
     assert proc.returncode == 143, (out, err[-2000:])
@@ -349,7 +358,7 @@ def test_a_killed_run_shows_as_abandoned_in_status(tmp_path: Path, pg_url: str) 
                           env=_env(pg_url), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                           text=True) as proc:
         _wait_for_event(proc, "table_start")
-        time.sleep(0.3)
+        wait_until(lambda: refsync_copying(pg_url), "the rows' COPY streams", interval=0.05)
         assert proc.poll() is None
         proc.kill()
         proc.communicate(timeout=30)

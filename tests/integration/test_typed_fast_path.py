@@ -20,6 +20,7 @@ from helpers import (
     table_summary,
 )
 
+from pg_databases import PgDatabases
 from refsync.model import RunResult
 
 UMAX = 2**64 - 1
@@ -137,9 +138,9 @@ def _summary(result: RunResult) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize("incremental", [False, True], ids=["full", "incremental"])
-def test_typed_fast_path_matches_the_values_path(tmp_path: Path, pg_url: str, pg_admin_url: str,
-                                                 source: sa.URL, monkeypatch: pytest.MonkeyPatch,
-                                                 incremental: bool) -> None:
+def test_typed_fast_path_matches_the_values_path(
+        tmp_path: Path, pg_url: str, pg_databases: PgDatabases, source: sa.URL,
+        monkeypatch: pytest.MonkeyPatch, incremental: bool) -> None:
     _target(pg_url)
     as_text = count_copy_text(monkeypatch)
     fast = _run(tmp_path, pg_url, source, incremental=incremental)
@@ -147,7 +148,7 @@ def test_typed_fast_path_matches_the_values_path(tmp_path: Path, pg_url: str, pg
     assert sum(as_text) >= 42, as_text
     monkeypatch.setattr("refsync.targets.postgres.PostgresTarget.takes_copy_text", False)
     as_text.clear()
-    with sibling_database(pg_admin_url, pg_url, "_values") as other:
+    with sibling_database(pg_databases) as other:
         _target(other)
         slow = _run(tmp_path, other, source, incremental=incremental)
         assert as_text == []

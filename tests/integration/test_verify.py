@@ -11,7 +11,11 @@ the target is changed behind refsync's back and `verify` must name exactly those
 from __future__ import annotations
 
 import json
+import os
 import socket
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,7 +23,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 import yaml
-from helpers import execute
+from helpers import execute, pg_rows
 from pydantic import SecretStr
 from typer.testing import CliRunner
 
@@ -279,17 +283,38 @@ def test_a_sql_source_on_mysql_is_verified_too(
     assert (plan.differ, plan.missing, plan.extra) == (0, 0, 1)
 
 
-def test_verify_takes_no_lock(synced: LoadedConfig, settings: Settings, warehouse: str) -> None:
-    from refsync.targets.postgres import LOCK_KEY
+def test_verify_takes_no_lock(synced: LoadedConfig, warehouse: str, db: sa.URL) -> None:
+    """Another run holds the run lock: `refsync verify` still compares the legacy MySQL table
+    with the target, exits 0, and no session of its asks for the lock while it runs."""
+    from refsync.targets.readonly import LOCK_KEY
 
+    run_lock = ("SELECT pid, mode, granted FROM pg_locks WHERE locktype = 'advisory' "
+                f"AND classid = {LOCK_KEY >> 32} AND objid = {LOCK_KEY & 0xFFFFFFFF} "
+                "AND objsubid = 1 AND database = (SELECT oid FROM pg_database "
+                "WHERE datname = current_database())")
+    env = {k: v for k, v in {**os.environ, **cli_env(warehouse, db)}.items() if v is not None}
     engine = sa.create_engine(warehouse, poolclass=sa.NullPool)
     try:
         with engine.connect() as holder:  # another run holds the run lock
-            assert holder.exec_driver_sql(f"SELECT pg_try_advisory_lock({LOCK_KEY})").scalar()
-            report = verify(synced, settings, tables=[PLAN])
-            assert report.tables[0].status == "in_step" and report.exit_code == 0
+            holder.exec_driver_sql(f"SELECT pg_advisory_lock({LOCK_KEY})")
+            holder_pid = holder.exec_driver_sql("SELECT pg_backend_pid()").scalar()
+            with subprocess.Popen([sys.executable, "-m", "refsync", "verify", "--json", "-c",
+                                   str(synced.path)], env=env, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True) as proc:
+                seen: list[tuple[Any, ...]] = []
+                deadline = time.monotonic() + 120
+                while proc.poll() is None and time.monotonic() < deadline:
+                    seen += pg_rows(warehouse, run_lock)  # the lock's holders and waiters
+                    time.sleep(0.02)
+                proc.kill()  # when it is still waiting: a verify that waits fails below
+                out, err = proc.communicate(timeout=60)
     finally:
         engine.dispose()
+    assert proc.returncode == 0, (out, err[-2000:])
+    doc = json.loads(out)
+    assert [(t["name"], t["status"]) for t in doc["tables"]][0] == (PLAN, "in_step"), doc
+    assert len(seen) > 0  # the sampling ran
+    assert {row[0] for row in seen} == {holder_pid}, seen
 
 
 def test_a_table_that_cannot_be_read_fails_alone(

@@ -1316,11 +1316,15 @@ def test_version(cli: Invoke) -> None:
     assert __version__ != "0+unknown"
 
 
-def test_version_in_every_json_document(cli: Invoke, ready: Project) -> None:
+def test_version_in_every_json_document(cli: Invoke, ready: Project, tmp_path: Path) -> None:
     from refsync import __version__
 
-    for args in (["schedule", "--json"], ["init-db", "--json"], ["sync", "-t", "nope", "--json"]):
+    for args in (["schedule", "--json"], ["init-db", "--json"], ["sync", "-t", "nope", "--json"],
+                 ["plan", "--json"], ["sync", "--json"], ["status", "--json"],
+                 ["verify", "--json"]):
         assert doc_of(cli(*args))["version"] == __version__, args
+    demo = cli("demo", "--dir", tmp_path / "demo", "--rows", "10", "--json")
+    assert doc_of(demo)["version"] == __version__
 
 
 def test_options_before_the_command(cli: Invoke, ready: Project) -> None:
