@@ -169,6 +169,10 @@ def up(table: str) -> str:
     return f'refsync_up{{table="{table}"}}'
 
 
+READ_ONLY_HINT = (
+    "sync and plan stage rows in temporary tables: they need a session that may write (the "
+    "primary server, default_transaction_read_only off) and TEMP on the database; plan "
+    "changes nothing else. verify and status work read-only")
 RUN_EXIT = "refsync_run_last_exit_code"
 RUN_AT = "refsync_run_last_timestamp_seconds"
 RUN_OK_AT = "refsync_run_last_success_timestamp_seconds"
@@ -258,3 +262,101 @@ def test_a_successful_run_after_a_failed_one_moves_the_last_success(
     after = prom(path)
     assert (after[RUN_EXIT], after[up(PLAN)], after[up(LINES)]) == (0, 1, 1)
     assert after[RUN_OK_AT] == after[RUN_AT] > before[RUN_OK_AT]
+
+
+# ---------------------------------------------------------------- least privilege
+
+
+@pytest.fixture
+def dml_role(warehouse: str, cli: Cli) -> Iterator[str]:
+    """The target URL for a role that may only use its schemas, read and write their rows and
+    create temporary tables: no CREATE on the database, owner of nothing. The owner (the
+    superuser) has run `init-db` first."""
+    code, doc, err = cli("init-db")
+    assert code == 0, (doc, err)
+    role = f"refsync_dml_{uuid.uuid4().hex[:8]}"
+    database = sa.engine.make_url(warehouse).database
+    pg(warehouse, f'CREATE ROLE "{role}" LOGIN NOSUPERUSER',
+       f'REVOKE ALL ON DATABASE "{database}" FROM PUBLIC',
+       f'GRANT CONNECT, TEMPORARY ON DATABASE "{database}" TO "{role}"',
+       f'GRANT USAGE ON SCHEMA business, refsync TO "{role}"',
+       f'GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA business, refsync '
+       f'TO "{role}"')
+    try:
+        assert pg(warehouse, f"SELECT has_database_privilege('{role}', '{database}', 'CREATE'),"
+                             f" has_schema_privilege('{role}', 'refsync', 'CREATE')") == [
+            (False, False)]
+        yield libpq(warehouse, username=role)
+    finally:
+        pg(warehouse, f'DROP OWNED BY "{role}"', f'DROP ROLE "{role}"')
+
+
+def test_a_role_with_only_dml_and_temp_runs_every_command(cli: Cli, dml_role: str) -> None:
+    for command, want in ((["sync"], 0), (["sync"], 0), (["plan"], 0), (["verify"], 0),
+                          (["status"], 0)):
+        code, doc, err = cli(*command, WDH_DATABASE_URL=dml_role)
+        assert code == want, (command, doc, err)
+    assert doc["tables"][0]["name"] == PLAN
+    assert doc["tables"][0]["last_status"] == "unchanged"
+    assert doc["tables"][0]["inserted"] == 0
+
+
+def test_state_tables_from_an_older_release_name_who_can_upgrade_them(
+        cli: Cli, dml_role: str, warehouse: str) -> None:
+    pg(warehouse, "ALTER TABLE refsync.sync_state DROP COLUMN last_full_at")
+    code, doc, _ = cli("status", "--no-fail", WDH_DATABASE_URL=dml_role)
+    assert (code, doc["tables"][0]["last_full_read"]) == (0, None)
+    code, doc, _ = cli("sync", WDH_DATABASE_URL=dml_role)
+    assert (code, doc["error_class"]) == (1, "query")
+    assert doc["error"].startswith("the state tables need an upgrade this role may not make: "
+                                   "could not add the column last_full_at to "
+                                   "refsync.sync_state (must be owner of table sync_state)")
+    assert doc["hint"].startswith("run `refsync init-db` once as the owner")
+    assert cli("init-db")[0] == 0  # the owner upgrades them
+    code, doc, err = cli("sync", WDH_DATABASE_URL=dml_role)
+    assert code == 0, (doc, err)
+    assert [t["inserted"] for t in doc["tables"]] == [ROWS, 2]
+
+
+# ---------------------------------------------------------------- a read-only role
+
+
+@pytest.fixture
+def read_only_role(warehouse: str, cli: Cli) -> Iterator[str]:
+    """A role whose sessions are read-only (`default_transaction_read_only`), with SELECT on
+    the target and state tables and TEMP on the database."""
+    code, doc, err = cli("sync")
+    assert code == 0, (doc, err)
+    role = f"refsync_ro_{uuid.uuid4().hex[:8]}"
+    database = sa.engine.make_url(warehouse).database
+    pg(warehouse, f'CREATE ROLE "{role}" LOGIN NOSUPERUSER',
+       f'ALTER ROLE "{role}" SET default_transaction_read_only = on',
+       f'GRANT CONNECT, TEMPORARY ON DATABASE "{database}" TO "{role}"',
+       f'GRANT USAGE ON SCHEMA business, refsync TO "{role}"',
+       f'GRANT SELECT ON ALL TABLES IN SCHEMA business, refsync TO "{role}"')
+    try:
+        yield libpq(warehouse, username=role)
+    finally:
+        pg(warehouse, f'DROP OWNED BY "{role}"', f'DROP ROLE "{role}"')
+
+
+def test_plan_on_a_read_only_role_says_what_it_needs(cli: Cli, read_only_role: str) -> None:
+    code, doc, _ = cli("plan", WDH_DATABASE_URL=read_only_role)
+    assert code == 1
+    for table in doc["tables"]:
+        assert (table["status"], table["error_class"]) == ("failed", "query")
+        assert table["error"].endswith(
+            "(writing): the target session is read-only (a standby, or "
+            "default_transaction_read_only=on) (25006 cannot execute DROP TABLE in a "
+            "read-only transaction)"), table["error"]
+        assert table["hint"] == READ_ONLY_HINT
+
+
+def test_verify_and_status_work_on_a_read_only_role(cli: Cli, read_only_role: str) -> None:
+    code, doc, err = cli("verify", WDH_DATABASE_URL=read_only_role)
+    assert code == 0, (doc, err)
+    assert [(t["name"], t["status"]) for t in doc["tables"]] == [
+        (PLAN, "in_step"), (LINES, "unsupported")]
+    code, doc, err = cli("status", WDH_DATABASE_URL=read_only_role)
+    assert code == 0, (doc, err)
+    assert [t["last_status"] for t in doc["tables"]] == ["ok", "ok"]
