@@ -13,7 +13,7 @@ import json
 import socket
 import uuid
 from collections.abc import Iterator
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -360,3 +360,90 @@ def test_verify_and_status_work_on_a_read_only_role(cli: Cli, read_only_role: st
     code, doc, err = cli("status", WDH_DATABASE_URL=read_only_role)
     assert code == 0, (doc, err)
     assert [t["last_status"] for t in doc["tables"]] == ["ok", "ok"]
+
+
+# ---------------------------------------------------------------- full_every
+
+
+def events(stderr: str, event: str) -> list[dict[str, Any]]:
+    lines = [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
+    return [line for line in lines if line.get("event") == event]
+
+
+def last_full_read(cli: Cli) -> str | None:
+    code, doc, _ = cli("status", "-t", PLAN)
+    assert code == 0, doc
+    value = doc["tables"][0]["last_full_read"]
+    assert value is None or isinstance(value, str)
+    return value
+
+
+def test_full_every_reads_the_rows_an_incremental_run_cannot_see(
+        warehouse: str, mysql: sa.URL, source: sa.Engine, tmp_path: Path) -> None:
+    cli = Cli(warehouse, mysql, write_config(tmp_path, section(tmp_path, full_every="7d")))
+    code, doc, err = cli("sync", "-t", PLAN)
+    assert (code, doc["tables"][0]["inserted"]) == (0, ROWS), err
+    first_full = last_full_read(cli)
+    assert first_full is not None and first_full.endswith("+08:00")
+    with source.begin() as conn:  # a row no incremental read can see
+        conn.exec_driver_sql("INSERT INTO plan_src VALUES ('P900', '迟到的计划', NULL)")
+
+    code, doc, err = cli("sync", "-t", PLAN)  # the last full read is fresh: incremental
+    table = doc["tables"][0]
+    assert (code, table["inserted"], table["null_cursor_rows"]) == (0, 0, 1), err
+    assert events(err, "full_every") == []
+    assert last_full_read(cli) == first_full
+
+    pg(warehouse, "UPDATE refsync.sync_state SET last_full_at = last_full_at - interval '8 days'"
+                  f" WHERE table_name = '{PLAN}'")
+    code, doc, err = cli("plan", "-t", PLAN)  # a plan shows what the due full read would do
+    assert (code, doc["tables"][0]["inserted"]) == (0, 1), err
+    code, doc, err = cli("sync", "-t", PLAN)
+    table = doc["tables"][0]
+    assert (code, table["inserted"], table["unchanged"]) == (0, 1, ROWS), err
+    assert "null_cursor_rows" not in table, "a full read sees every row"
+    [why] = events(err, "full_every")
+    assert (why["level"], why["table"]) == ("INFO", PLAN)
+    assert why["msg"].startswith(f"{PLAN}: reading every row this run (full_every 7d: last "
+                                 "full read ")
+    assert pg(warehouse, 'SELECT "计划名称" FROM business."年金计划" WHERE "计划代码" = '
+                         "'P900'") == [("迟到的计划",)]
+    moved = last_full_read(cli)
+    assert moved is not None and datetime.fromisoformat(moved) > datetime.fromisoformat(first_full)
+
+    code, doc, err = cli("sync", "-t", PLAN)  # due again only in a week
+    assert (code, doc["tables"][0]["null_cursor_rows"]) == (0, 1), err
+    assert last_full_read(cli) == moved
+
+
+# ---------------------------------------------------------------- verify's metrics
+
+
+def test_verify_adds_its_result_to_the_metrics_and_a_sync_keeps_it(
+        cli: Cli, metrics: tuple[Path, dict[str, float]], warehouse: str,
+        source: sa.Engine) -> None:
+    path, synced = metrics
+    with source.begin() as conn:  # one row changed, one new, one extra: 3 rows out of step
+        conn.exec_driver_sql("UPDATE plan_src SET name = '改名' WHERE code = 'P001'")
+        conn.exec_driver_sql("INSERT INTO plan_src VALUES ('P777', '新计划', NULL)")
+    pg(warehouse, """INSERT INTO business."年金计划" ("计划代码", "计划名称") VALUES ('X1', 'x')""")
+    code, doc, err = cli("verify", "--metrics-file", str(path))
+    assert code == 1, (doc, err)
+    after = prom(path)
+    assert {k: v for k, v in after.items() if k.startswith("refsync_verify_")} == {
+        f'refsync_verify_differing_rows{{table="{PLAN}"}}': 3,
+        "refsync_verify_last_exit_code": 1,
+        "refsync_verify_last_timestamp_seconds": after["refsync_verify_last_timestamp_seconds"]}
+    assert after["refsync_verify_last_timestamp_seconds"] >= synced[RUN_AT]
+    assert {k: v for k, v in after.items() if not k.startswith("refsync_verify_")} == synced
+    text = path.read_text(encoding="utf-8")
+    assert text.count("# TYPE refsync_verify_differing_rows gauge") == 1
+
+    code, doc, err = cli("sync", "--full", "--metrics-file", str(path))
+    assert code == 0, (doc, err)
+    pg(warehouse, """DELETE FROM business."年金计划" WHERE "计划代码" = 'X1'""")
+    resynced = prom(path)
+    assert {k: v for k, v in resynced.items() if k.startswith("refsync_verify_")} == {
+        k: v for k, v in after.items() if k.startswith("refsync_verify_")}
+    assert cli("verify", "-t", PLAN, "--metrics-file", str(path))[0] == 0
+    assert prom(path)[f'refsync_verify_differing_rows{{table="{PLAN}"}}'] == 0
