@@ -340,7 +340,8 @@ def read_only_role(warehouse: str, cli: Cli) -> Iterator[str]:
         pg(warehouse, f'DROP OWNED BY "{role}"', f'DROP ROLE "{role}"')
 
 
-def test_plan_on_a_read_only_role_says_what_it_needs(cli: Cli, read_only_role: str) -> None:
+def test_plan_on_a_read_only_role_says_what_it_needs(cli: Cli, read_only_role: str,
+                                                     warehouse: str) -> None:
     code, doc, _ = cli("plan", WDH_DATABASE_URL=read_only_role)
     assert code == 1
     for table in doc["tables"]:
@@ -350,6 +351,11 @@ def test_plan_on_a_read_only_role_says_what_it_needs(cli: Cli, read_only_role: s
             "default_transaction_read_only=on) (25006 cannot execute DROP TABLE in a "
             "read-only transaction)"), table["error"]
         assert table["hint"] == READ_ONLY_HINT
+    role = sa.engine.make_url(read_only_role).username
+    pg(warehouse, f'ALTER ROLE "{role}" RESET default_transaction_read_only')
+    code, doc, err = cli("plan", WDH_DATABASE_URL=read_only_role)  # SELECT and TEMP: enough
+    assert code == 0, (doc, err)
+    assert [t["status"] for t in doc["tables"]] == ["unchanged", "unchanged"]
 
 
 def test_verify_and_status_work_on_a_read_only_role(cli: Cli, read_only_role: str) -> None:
