@@ -102,3 +102,21 @@ def test_old_sqlite_state_tables_get_the_new_column(tmp_path: Path) -> None:
         assert names[-1] == "last_full_at"
     finally:
         engine.dispose()
+
+
+def test_status_text_shows_the_last_full_read_in_the_configured_zone() -> None:
+    from rich.console import Console
+
+    from refsync import render
+
+    report = {"timezone": "Asia/Shanghai", "runs": [], "tables": [
+        {"name": "年金计划", "last_status": "ok", "watermark": "2026-12-06T23:59:00",
+         "last_full_read": "2026-11-30T17:00:00.000+00:00"},
+        {"name": "产品线", "last_status": "never"}]}
+    console = Console(record=True, width=250, color_system=None)
+    for table in render.status_tables(report, now=NOW):
+        console.print(table)
+    text = console.export_text()
+    assert "last full read" in text
+    row = next(line for line in text.splitlines() if "年金计划" in line)
+    assert "2026-12-01 01:00:00" in row  # 17:00 UTC is 01:00 the next day in Shanghai
