@@ -10,11 +10,17 @@ from __future__ import annotations
 import logging
 import os
 import re
-from datetime import datetime
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from refsync.model import RunResult, TableResult
+
+if TYPE_CHECKING:
+    from refsync.config import LoadedConfig
+    from refsync.verify import VerifyReport
 
 log = logging.getLogger(__name__)
 
@@ -59,9 +65,25 @@ _METRICS: tuple[tuple[str, str], ...] = (
     ("refsync_attempts", "Attempts the table's last run took."),
     ("refsync_up", "1 if the table's last run succeeded, else 0."),
 )
+_RUN_METRICS: tuple[tuple[str, str], ...] = (
+    ("refsync_run_last_exit_code", "Exit code of the last sync run (0: every table ok)."),
+    ("refsync_run_last_timestamp_seconds", "When the last sync run ended (Unix time)."),
+    ("refsync_run_last_success_timestamp_seconds",
+     "When the last sync run that exited 0 ended (Unix time)."),
+)
+_VERIFY_METRICS: tuple[tuple[str, str], ...] = (
+    ("refsync_verify_differing_rows",
+     "Rows the table's last verify found differing, missing or extra."),
+    ("refsync_verify_last_exit_code", "Exit code of the last verify (0: every table in step)."),
+    ("refsync_verify_last_timestamp_seconds", "When the last verify ended (Unix time)."),
+)
+_HELP = dict(_METRICS + _RUN_METRICS + _VERIFY_METRICS)
 _OPS = ("read", "inserted", "updated", "deleted", "unchanged", "promoted", "rejected")
 _SAMPLE = re.compile(r'^(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)(?P<labels>\{.*\})?\s+(?P<value>\S+)')
 _TABLE_LABEL = re.compile(r'table="((?:[^"\\]|\\.)*)"')
+
+Samples = dict[str, dict[str | None, list[str]]]
+"""{metric: {table label (None: no table): [sample lines]}}: a textfile as refsync reads it."""
 
 
 def escape_label(value: str) -> str:
@@ -77,19 +99,21 @@ def _seconds(iso: str | None) -> float | None:
     return None if iso is None else datetime.fromisoformat(iso).timestamp()
 
 
-def _previous(path: Path) -> dict[str, dict[str, list[str]]]:
-    """{metric: {table: [sample lines]}} from the last file, to keep tables not in this run."""
-    found: dict[str, dict[str, list[str]]] = {}
+def _previous(path: Path) -> Samples:
+    """Every sample of the last file by metric and table, so that a run replaces only its
+    own (the sync's tables, the verify's) and keeps the rest."""
+    found: Samples = {}
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         return found
     for line in text.splitlines():
         match = _SAMPLE.match(line)
-        label = _TABLE_LABEL.search(match["labels"] or "") if match else None
-        if match and label:
-            found.setdefault(match["name"], {}).setdefault(
-                _unescape_label(label[1]), []).append(line)
+        if match is None or line.startswith("#"):
+            continue
+        label = _TABLE_LABEL.search(match["labels"] or "")
+        table = _unescape_label(label[1]) if label else None
+        found.setdefault(match["name"], {}).setdefault(table, []).append(line)
     return found
 
 
@@ -120,48 +144,151 @@ def _table_samples(t: TableResult, last_success: str | None) -> dict[str, list[s
     return samples
 
 
-def metrics_text(result: RunResult, previous: dict[str, dict[str, list[str]]]) -> str:
-    """The whole textfile: this run's tables, plus the previous lines of every other table."""
-    ran = [t for t in result.tables if t.status != "disabled"]
-    names = {t.name for t in ran}
+def _render(samples: Samples) -> str:
+    """The textfile: refsync's metrics in a fixed order, then any other the file held; each
+    metric's samples grouped under one HELP and TYPE."""
+    order = [*_HELP, *sorted(set(samples) - set(_HELP))]
     lines: list[str] = []
-    kept_success = previous.get("refsync_last_success_timestamp_seconds", {})
-    per_table = [_table_samples(t, next(iter(kept_success.get(t.name, [])), None)) for t in ran]
-    for metric, help_text in _METRICS:
-        samples = [s for table, kept in previous.get(metric, {}).items() if table not in names
-                   for s in kept]
-        for table_samples in per_table:
-            samples.extend(table_samples[metric])
-        if samples:
-            lines += [f"# HELP {metric} {help_text}", f"# TYPE {metric} gauge", *samples]
+    for metric in order:
+        found = [line for kept in samples.get(metric, {}).values() for line in kept]
+        if found:
+            help_text = _HELP.get(metric, "Kept from an earlier run.")
+            lines += [f"# HELP {metric} {help_text}", f"# TYPE {metric} gauge", *found]
     return "\n".join(lines) + "\n"
 
 
-def write_metrics(path: Path, result: RunResult) -> bool:
-    """Write the textfile atomically (a temp file in the same directory, then os.replace), so
-    node_exporter never reads half a file. False (and a warning) when it cannot be written."""
-    if result.plan_only or result.disabled_reason:
-        return False
+def _put_run(samples: Samples, result: RunResult | None, planned: list[str] | None) -> None:
+    """The sync's per-table lines: a table it ran gets all of them, a table it was to do but
+    never reached (the run stopped first) gets `refsync_up 0`; the others keep theirs.
+    `planned` None (the config could not be read): every table the file knows."""
+    if planned is None:
+        planned = [name for name in samples.get("refsync_up", {}) if name is not None]
+    ran = [t for t in (result.tables if result else []) if t.status != "disabled"]
+    kept_success = samples.get("refsync_last_success_timestamp_seconds", {})
+    for t in ran:
+        last_success = next(iter(kept_success.get(t.name, [])), None)
+        for metric, lines in _table_samples(t, last_success).items():
+            samples.setdefault(metric, {})[t.name] = lines
+    done = {t.name for t in result.tables} if result else set()
+    for name in planned:
+        if name not in done:
+            samples.setdefault("refsync_up", {})[name] = [
+                f'refsync_up{{table="{escape_label(name)}"}} 0']
+
+
+def _put_run_level(samples: Samples, exit_code: int, now: datetime) -> None:
+    stamp = _fmt(round(now.timestamp(), 3))
+    samples["refsync_run_last_exit_code"] = {None: [f"refsync_run_last_exit_code {exit_code}"]}
+    samples["refsync_run_last_timestamp_seconds"] = {
+        None: [f"refsync_run_last_timestamp_seconds {stamp}"]}
+    if exit_code == 0:
+        samples["refsync_run_last_success_timestamp_seconds"] = {
+            None: [f"refsync_run_last_success_timestamp_seconds {stamp}"]}
+
+
+def metrics_text(result: RunResult, previous: Samples) -> str:
+    """The whole textfile after `result`: this run's tables, every other line kept."""
+    samples = {metric: dict(tables) for metric, tables in previous.items()}
+    _put_run(samples, result, [])
+    return _render(samples)
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    """A temp file in the same directory, then os.replace: node_exporter never reads half a
+    file."""
     import tempfile
 
+    fd, tmp = tempfile.mkstemp(dir=path.parent or Path("."), prefix=f".{path.name}.",
+                               suffix=".tmp")
     try:
-        text = metrics_text(result, _previous(path))
-        fd, tmp = tempfile.mkstemp(dir=path.parent or Path("."), prefix=f".{path.name}.",
-                                   suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                handle.write(text)
-            os.chmod(tmp, 0o644)  # node_exporter runs as another user
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.chmod(tmp, 0o644)  # node_exporter runs as another user
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _update(path: Path, change: Callable[[Samples], None]) -> bool:
+    """Read the file, apply `change` to its samples, write it back atomically. False (and a
+    warning) when it cannot be written: metrics never fail a run."""
+    try:
+        samples = _previous(path)
+        change(samples)
+        _write_atomically(path, _render(samples))
     except OSError as exc:
         log.warning("could not write the metrics file %s: %s", path, exc,
                     extra={"event": "metrics_failed", "error": str(exc)})
         return False
     log.debug("metrics written to %s", path, extra={"event": "metrics_written"})
     return True
+
+
+@dataclass
+class RunMetrics:
+    """The sync's textfile, written once the command ends, however it ends (DESIGN 2.2a): a
+    run that stopped before any table (config error, unreachable target, lock held, the
+    deadline) still sets `refsync_up 0` for the tables it was to do, and the run-level
+    series say how it ended."""
+
+    path: Path | None
+    planned: list[str] | None = None  # the enabled tables the run was to do; None: unknown
+    result: RunResult | None = None
+
+    def write(self, exit_code: int, now: datetime | None = None) -> bool:
+        if self.path is None or (self.result is not None and self.result.plan_only):
+            return False
+        when = now or datetime.now(UTC)
+        result, planned = self.result, self.planned
+
+        def change(samples: Samples) -> None:
+            if result is None or not result.disabled_reason:  # a disabled run syncs nothing
+                _put_run(samples, result, planned)
+            _put_run_level(samples, exit_code, when)
+
+        return _update(self.path, change)
+
+
+def planned_tables(config: LoadedConfig, names: list[str] | None) -> list[str]:
+    """The enabled tables a sync of `names` (None: all) is to do; none for an unknown name
+    (the run stops with exit 2 and no table of the config was asked for)."""
+    from refsync.errors import UsageError
+
+    try:
+        return [spec.name for spec in config.section.select(names) if spec.enabled]
+    except UsageError:
+        return []
+
+
+def write_metrics(path: Path, result: RunResult) -> bool:
+    """The sync's textfile after `result` (see `RunMetrics`)."""
+    return RunMetrics(path, result=result).write(result.exit_code)
+
+
+def write_verify_metrics(path: Path, report: VerifyReport, now: datetime | None = None) -> bool:
+    """`refsync verify --metrics-file`: per table it compared, the rows that differ, are
+    missing or extra; its exit code and when it ran. A table it could not compare (failed,
+    unsupported, disabled) loses its line; the sync's lines and the lines of tables not in
+    this verify stay."""
+    stamp = _fmt(round((now or datetime.now(UTC)).timestamp(), 3))
+    exit_code = report.exit_code
+    tables = [(t.name, (t.differ or 0) + (t.missing or 0) + (t.extra or 0)
+               if t.status in ("in_step", "differs") else None) for t in report.tables]
+
+    def change(samples: Samples) -> None:
+        differing = samples.setdefault("refsync_verify_differing_rows", {})
+        for name, rows in tables:
+            differing.pop(name, None)
+            if rows is not None:
+                differing[name] = [
+                    f'refsync_verify_differing_rows{{table="{escape_label(name)}"}} {rows}']
+        samples["refsync_verify_last_exit_code"] = {
+            None: [f"refsync_verify_last_exit_code {exit_code}"]}
+        samples["refsync_verify_last_timestamp_seconds"] = {
+            None: [f"refsync_verify_last_timestamp_seconds {stamp}"]}
+
+    return _update(path, change)
 
 
 # ---------------------------------------------------------------- dead-man's switch
@@ -241,5 +368,5 @@ def ping_outcome(exit_code: int) -> str:
     return "" if exit_code == 0 else "fail"
 
 
-__all__ = ["escape_label", "metrics_text", "ping", "ping_outcome",
-                          "status_problems", "write_metrics"]
+__all__ = ["RunMetrics", "escape_label", "metrics_text", "ping", "ping_outcome", "planned_tables",
+           "status_problems", "write_metrics", "write_verify_metrics"]

@@ -266,13 +266,18 @@ def _print_json(doc: dict[str, Any]) -> None:
 def _sync_command(ctx: Context, metrics_file: Path | None = None, **kwargs: Any) -> int:
     from refsync import alerting, api
 
+    metrics = alerting.RunMetrics(metrics_file)
+    if not kwargs.get("plan_only"):  # written however the run ends, an early stop too
+        ctx.on_exit.append(metrics.write)
     settings = ctx.settings()
+    metrics.path = metrics.path or settings.reference_sync_metrics_file
     if not kwargs.get("plan_only"):  # the dead-man's switch watches real runs only
         url = settings.reference_sync_ping_url
         if url:
             alerting.ping(url, "start")
             ctx.on_exit.append(lambda code: alerting.ping(url, alerting.ping_outcome(code)))
     config = ctx.config(settings)
+    metrics.planned = alerting.planned_tables(config, kwargs.get("tables"))
     if ctx.as_json:  # nothing is drawn: Rich is not even imported
         result = api.sync(config, settings, **kwargs)
     else:
@@ -280,9 +285,7 @@ def _sync_command(ctx: Context, metrics_file: Path | None = None, **kwargs: Any)
 
         with render.progress_for(as_json=False) as progress:
             result = api.sync(config, settings, progress=progress, **kwargs)
-    metrics = metrics_file or settings.reference_sync_metrics_file
-    if metrics is not None:
-        alerting.write_metrics(metrics, result)
+    metrics.result = result
     if ctx.as_json:
         _print_json(result.as_json())
     else:
@@ -386,7 +389,7 @@ def status(tctx: typer.Context, tables: TablesOpt = None,
 
 
 @app.command(cls=_Command)
-def verify(tctx: typer.Context, tables: TablesOpt = None,
+def verify(tctx: typer.Context, tables: TablesOpt = None, metrics_file: MetricsOpt = None,
            config: ConfigOpt = None, env_file: EnvFileOpt = None, as_json: JsonOpt = False,
            log_format: LogFormatOpt = None, verbose: VerboseOpt = 0,
            quiet: QuietOpt = False) -> None:
@@ -397,7 +400,8 @@ def verify(tctx: typer.Context, tables: TablesOpt = None,
     (counts, and up to 20 keys each). Exits 0 when every verified table is in step, 1 when
     one differs or could not be verified. A table digests cannot compare (a YAML source, a
     non-MySQL source, a SQLite target, a column type without a common text) is listed as
-    unsupported, with the reason, and does not fail the check. Takes no lock, writes nothing.
+    unsupported, with the reason, and does not fail the check. Takes no lock and writes
+    nothing to a database; --metrics-file adds its result to the textfile metrics.
     """
     ctx = _context(tctx, config, env_file, as_json, log_format, verbose, quiet)
 
@@ -406,6 +410,11 @@ def verify(tctx: typer.Context, tables: TablesOpt = None,
 
         settings = ctx.settings()
         report = verify_tables(ctx.config(settings), settings, tables=tables)
+        metrics = metrics_file or settings.reference_sync_metrics_file
+        if metrics is not None:  # beside the sync's lines, which stay
+            from refsync.alerting import write_verify_metrics
+
+            write_verify_metrics(metrics, report)
         if ctx.as_json:
             _print_json(report.as_json())
         else:

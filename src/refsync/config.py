@@ -233,6 +233,14 @@ def parse_duration(value: Any) -> timedelta:
     return timedelta(seconds=float(match[1]) * _UNIT_SECONDS[match[2]])
 
 
+def positive_duration(value: Any) -> timedelta:
+    """A duration that must be more than zero."""
+    duration = parse_duration(value)
+    if duration <= timedelta(0):
+        raise ValueError("must be more than 0")
+    return duration
+
+
 Duration = Annotated[timedelta, Field()]
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmg]?)b?\s*$", re.IGNORECASE)
@@ -275,11 +283,17 @@ class TableOptions(_Strict):
     statement_timeout: timedelta = timedelta(0)  # 0: none, whatever the role says
     source_timezone: str = "Asia/Shanghai"
     max_yaml_bytes: int = Field(64 * 1024 * 1024, ge=1)  # a larger config_file is refused
+    full_every: timedelta | None = None  # incremental tables: read in full this often
 
     @field_validator("lookback", "lock_timeout", "statement_timeout", mode="before")
     @classmethod
     def _lookback(cls, v: Any) -> timedelta:
         return parse_duration(v)
+
+    @field_validator("full_every", mode="before")
+    @classmethod
+    def _full_every(cls, v: Any) -> timedelta | None:
+        return None if v is None else positive_duration(v)
 
     @field_validator("max_yaml_bytes", mode="before")
     @classmethod
@@ -407,6 +421,7 @@ class TableSpec(_Strict):
     statement_timeout: timedelta | None = None
     source_timezone: str | None = None
     max_yaml_bytes: int | None = Field(None, ge=1)
+    full_every: timedelta | None = None
     # filled in by ReferenceSyncConfig from `defaults` + the overrides above
     options: TableOptions = Field(default_factory=TableOptions, exclude=True)
 
@@ -446,6 +461,11 @@ class TableSpec(_Strict):
     def _size(cls, v: Any) -> int | None:
         return None if v is None else parse_size(v)
 
+    @field_validator("full_every", mode="before")
+    @classmethod
+    def _full_every(cls, v: Any) -> timedelta | None:
+        return None if v is None else positive_duration(v)
+
     @model_validator(mode="after")
     def _consistent(self) -> TableSpec:
         sc = self.source_config
@@ -461,6 +481,9 @@ class TableSpec(_Strict):
             if self.source_type == "legacy_mysql" and (sc.url or sc.url_env):
                 raise ValueError(
                     "legacy_mysql reads WDH_LEGACY_MYSQL_*; use source_type: sql for a URL")
+        if self.full_every is not None and self.incremental is None:
+            raise ValueError("full_every is only for incremental tables (a table without "
+                             "source_config.incremental reads every row on every run)")
         mapped = self.mapped_columns
         if mapped is not None:
             missing = [k for k in self.primary_key if k not in mapped]
@@ -546,9 +569,11 @@ class ReferenceSyncConfig(_Strict):
                 k: getattr(t, k)
                 for k in ("batch_size", "retry", "max_delete_ratio", "on_invalid", "lookback",
                           "lock_timeout", "statement_timeout", "source_timezone",
-                          "max_yaml_bytes")
+                          "max_yaml_bytes", "full_every")
                 if getattr(t, k) is not None
             }
+            if t.incremental is None:  # `defaults.full_every` concerns incremental tables
+                overrides["full_every"] = None
             merged = TableOptions.model_validate({**self.defaults.model_dump(), **overrides})
             object.__setattr__(t, "options", merged)
         return self

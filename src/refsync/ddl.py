@@ -251,8 +251,9 @@ def create_missing_tables(config: LoadedConfig, settings: Settings,
         table = configured_table(config, settings, spec, schema)
         with target.transaction() as conn:
             if target.dialect == "postgresql":
-                if schema:
-                    conn.exec_driver_sql(f"CREATE SCHEMA IF NOT EXISTS {_qi(schema)}")
+                # only a missing schema: CREATE SCHEMA asks CREATE on the database
+                if schema and not sa.inspect(conn).has_schema(schema):
+                    conn.exec_driver_sql(f"CREATE SCHEMA {_qi(schema)}")
                 for statement in postgres_statements(table):
                     conn.exec_driver_sql(statement)
             else:

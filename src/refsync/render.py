@@ -237,8 +237,9 @@ def status_tables(report: dict[str, Any], now: datetime | None = None) -> list[T
     now = now or datetime.now(zone).astimezone(zone)
     when = f"when ({zone})" if zone else "when"
     tables = Table(title="tables", title_justify="left")
-    for col in ("table", "last", when, "ago", "secs", "tries", *COUNTS,
-                "watermark", "last error"):
+    full_reads = any(t.get("last_full_read") for t in report["tables"])
+    for col in ("table", "last", when, "ago", "secs", "tries", *COUNTS, "watermark",
+                *(["last full read"] if full_reads else []), "last error"):
         tables.add_column(SHORT.get(col, col), justify="right" if col in COUNTS else "left",
                           no_wrap=col not in ("last error",))
     for t in report["tables"]:
@@ -250,6 +251,7 @@ def status_tables(report: dict[str, Any], now: datetime | None = None) -> list[T
             "" if t.get("attempts") is None else str(t["attempts"]),
             *("" if t.get(c) is None else f"{t[c]:,}" for c in COUNTS),
             escape(t.get("watermark") or ""),
+            *([_local(t.get("last_full_read"), zone)] if full_reads else []),
             f"[red]{t.get('error_class')}[/]: {escape(err.splitlines()[0][:100])}" if err else "",
         )
     runs = Table(title="recent runs", title_justify="left")

@@ -73,6 +73,8 @@ def status(config: LoadedConfig, settings: Settings, *, tables: list[str] | None
             "last_finished_at": _iso(st["last_finished_at"], zone) if st else None,
             "last_success_at": _iso(st["last_success_at"], zone) if st else None,
             "watermark": st["watermark"] if st else None,
+            # when a run last read every source row (older state tables lack the column)
+            "last_full_read": _iso(st.get("last_full_at"), zone) if st else None,
             **{c: (last[c] if last else None) for c in state.COUNT_FIELDS},
             "attempts": last["attempts"] if last else None,
             "duration_s": last["duration_s"] if last else None,

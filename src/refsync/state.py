@@ -4,6 +4,7 @@ row per table per run). Schema `refsync` on PostgreSQL, a `refsync_` prefix on S
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -11,7 +12,7 @@ from datetime import datetime, timedelta
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
-from refsync.errors import RefsyncError, bounded
+from refsync.errors import QueryFailure, RefsyncError, bounded
 from refsync.model import TableResult
 
 if TYPE_CHECKING:  # SQLAlchemy is imported where a function needs it: `status` reads the
@@ -20,6 +21,8 @@ if TYPE_CHECKING:  # SQLAlchemy is imported where a function needs it: `status` 
     from sqlalchemy.engine import Connection
 
     from refsync.targets.readonly import StateReader
+
+log = logging.getLogger(__name__)
 
 SCHEMA = "refsync"
 COUNT_FIELDS = ("read", "inserted", "updated", "deleted", "unchanged", "promoted", "rejected")
@@ -91,6 +94,7 @@ def tables_for(dialect: str) -> StateTables:
         sa.Column("last_started_at", timestamp()),
         sa.Column("last_finished_at", timestamp()),
         sa.Column("last_success_at", timestamp()),
+        sa.Column("last_full_at", timestamp()),  # the last successful read of every row
     )
     runs = sa.Table(
         runs_name, md,
@@ -149,6 +153,7 @@ def target_error(conn: Connection, exc: BaseException, doing: str) -> RefsyncErr
     return classify_db_error(exc, f"target {shown}", doing=doing, side="target")
 
 
+FULL_EVERY_SLACK = timedelta(hours=1)
 RUN_LEVEL = "*"  # table_name of a record about the whole run (it stopped before any table)
 
 
@@ -167,7 +172,8 @@ def version() -> str:
 
 def ensure(conn: Connection) -> None:
     """Create the state tables when missing, and add columns newer releases brought
-    (idempotent)."""
+    (idempotent). When everything is there it runs no DDL at all, so a role with only DML on
+    the state tables can sync (DESIGN 4.5)."""
 
     with _classified(conn, "creating the state tables"):
         _ensure(conn)
@@ -177,17 +183,45 @@ def _ensure(conn: Connection) -> None:
     import sqlalchemy as sa
 
     t = tables_for(conn.dialect.name)
-    if t.schema:
-        conn.execute(sa.schema.CreateSchema(t.schema, if_not_exists=True))
-    t.metadata.create_all(conn, checkfirst=True)
-    ref = conn.dialect.identifier_preparer.format_table(t.runs)
-    # the columns as the table has them: one empty SELECT (reflection took 20 ms a run)
-    have = set(conn.exec_driver_sql(f"SELECT * FROM {ref} WHERE 1 = 0").keys())  # noqa: S608
-    for column in t.runs.columns:
-        if column.name not in have:
-            kind = column.type.compile(dialect=conn.dialect)
-            name = conn.dialect.identifier_preparer.quote(column.name)
-            conn.exec_driver_sql(f"ALTER TABLE {ref} ADD COLUMN {name} {kind}")
+    missing = [table for table in (t.state, t.runs) if not _has_table(conn, table)]
+    if missing:
+        with _needs_owner(conn, "create the state tables"):
+            if t.schema and not sa.inspect(conn).has_schema(t.schema):
+                conn.execute(sa.schema.CreateSchema(t.schema))
+            t.metadata.create_all(conn, tables=missing)
+    for table in (t.state, t.runs):
+        ref = conn.dialect.identifier_preparer.format_table(table)
+        # the columns as the table has them: one empty SELECT (reflection took 20 ms a run)
+        have = set(conn.exec_driver_sql(f"SELECT * FROM {ref} WHERE 1 = 0").keys())  # noqa: S608
+        for column in table.columns:
+            if column.name not in have:
+                kind = column.type.compile(dialect=conn.dialect)
+                name = conn.dialect.identifier_preparer.quote(column.name)
+                with _needs_owner(conn, f"add the column {column.name} to {table.fullname}"):
+                    conn.exec_driver_sql(f"ALTER TABLE {ref} ADD COLUMN {name} {kind}")
+
+
+def _has_table(conn: Connection, table: sa.Table) -> bool:
+    import sqlalchemy as sa
+
+    return sa.inspect(conn).has_table(table.name, schema=table.schema)
+
+
+@contextmanager
+def _needs_owner(conn: Connection, what: str) -> Iterator[None]:
+    """DDL on refsync's own tables: a role without the privilege for it gets told who can."""
+    import sqlalchemy as sa
+
+    try:
+        yield
+    except sa.exc.ProgrammingError as exc:
+        if getattr(exc.orig, "sqlstate", None) != "42501":  # insufficient_privilege
+            raise
+        raise QueryFailure(
+            f"the state tables need an upgrade this role may not make: could not {what} "
+            f"({str(exc.orig).strip().splitlines()[0]})",
+            hint="run `refsync init-db` once as the owner of the database (or of the "
+            "refsync schema); sync itself needs only DML on the state tables") from None
 
 
 def read_watermark(conn: Connection, table_name: str) -> str | None:
@@ -200,6 +234,58 @@ def read_watermark(conn: Connection, table_name: str) -> str | None:
         value = conn.execute(
             sa.select(t.state.c.watermark).where(t.state.c.table_name == table_name)).scalar()
     return None if value is None else str(value)
+
+
+def full_read_due(last_full_at: datetime | None, full_every: timedelta | None,
+                  now: datetime) -> bool:
+    """Whether an incremental table is read in full this run (`full_every`, DESIGN 4.4): its
+    last full read began `full_every` ago or earlier, or is unknown (none recorded yet).
+
+    A run that starts a little earlier than the one `full_every` before it still counts (up
+    to an hour, and never more than a twentieth of `full_every`): with a nightly schedule,
+    `7d` is every seventh night, not the eighth."""
+    if full_every is None:
+        return False
+    slack = min(FULL_EVERY_SLACK, full_every / 20)
+    return last_full_at is None or now - last_full_at >= full_every - slack
+
+
+def due_for_full_read(conn: Connection, table_name: str, full_every: timedelta | None,
+                      now: datetime) -> bool:
+    """`full_read_due` for a table, its last full read taken from the state; logs why."""
+    if full_every is None:
+        return False
+    import sqlalchemy as sa
+
+    t = tables_for(conn.dialect.name)
+    # every column, not `last_full_at` by name: a plan reads state tables an older release
+    # made as they are (only a sync adds the column)
+    with _classified(conn, "reading the last full read"):
+        row = conn.execute(sa.select(sa.text("*")).select_from(t.state)
+                           .where(t.state.c.table_name == table_name)).mappings().first()
+    last = _timestamp(row.get("last_full_at")) if row is not None else None
+    if not full_read_due(last, full_every, now):
+        return False
+    since = ("no full read recorded" if last is None
+             else f"last full read {last.astimezone(now.tzinfo).isoformat(timespec='seconds')}")
+    log.info("%s: reading every row this run (full_every %s: %s)", table_name,
+             _duration_text(full_every), since,
+             extra={"event": "full_every", "table": table_name})
+    return True
+
+
+def _duration_text(value: timedelta) -> str:
+    seconds = value.total_seconds()
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{seconds:g}s"
+
+
+def read_in_full(result: TableResult) -> bool:
+    """Whether a table's run read every source row: an incremental read always reports how
+    many rows it cannot see (`null_cursor_rows`, DESIGN 4.4), a full read never does."""
+    return result.null_cursor_rows is None
 
 
 @dataclass(frozen=True)
@@ -313,6 +399,8 @@ def record(conn: Connection, run_key: str, result: TableResult, *, started: date
         values["watermark"] = result.watermark
     if result.status in ("ok", "unchanged"):
         values["last_success_at"] = finished
+        if read_in_full(result):
+            values["last_full_at"] = started
     _upsert(conn, t.state, values, ["table_name"])
 
 
@@ -357,8 +445,8 @@ def read_status(db: StateReader, names: list[str],
 def _as_shown(row: dict[str, Any]) -> dict[str, Any]:
     """Times as datetimes; an error as refsync shows one (bounded, even from an older
     release that stored a driver's whole statement)."""
-    for name in ("last_started_at", "last_finished_at", "last_success_at", "started_at",
-                 "finished_at"):
+    for name in ("last_started_at", "last_finished_at", "last_success_at", "last_full_at",
+                 "started_at", "finished_at"):
         if name in row:
             row[name] = _timestamp(row[name])
     if row.get("error"):

@@ -157,17 +157,19 @@ def target_columns(spec: TableSpec, source: Source,
 
 
 def read_window(job: TableJob, source: Source) -> Window:
-    """DESIGN 4.4: a full read (no watermark yet, `--full`, not incremental), or from the
-    stored watermark less the lookback."""
+    """DESIGN 4.4: a full read (no watermark yet, `--full`, `full_every` due, not
+    incremental), or from the stored watermark less the lookback."""
     spec = job.spec
     if spec.incremental is None or source.cursor_column is None:
         return Window()
     with job.target.connect() as conn:
         text = state.read_watermark(conn, spec.name)
+        full = job.full or text is not None and state.due_for_full_read(
+            conn, spec.name, spec.options.full_every, job.now())
     if text is None:
         return Window()
     mark = source.parse_watermark(text)
-    if job.full:
+    if full:
         return Window(None, mark)
     lookback = spec.options.lookback
     return Window(mark - lookback if lookback else mark, mark)

@@ -67,8 +67,11 @@ PG_TARGET_ERRORS: dict[str, tuple[type[RefsyncError], str, str]] = {
               "check the target server's memory (work_mem, other load); nothing was applied"),
     "54000": (ServerRefused, "a target server limit was exceeded",
               "check the target server's limits (max_locks_per_transaction, sizes)"),
-    "25006": (ServerRefused, "the target is read-only (a standby, or "
-              "default_transaction_read_only)", "point WDH_DATABASE_URL at the primary server"),
+    "25006": (ServerRefused, "the target session is read-only (a standby, or "
+              "default_transaction_read_only=on)",
+              "sync and plan stage rows in temporary tables: they need a session that may "
+              "write (the primary server, default_transaction_read_only off) and TEMP on the "
+              "database; plan changes nothing else. verify and status work read-only"),
     "40001": (TransientConflict, "serialization failure on the target",
               "another session changed the same rows; refsync retried per the retry settings"),
     "40P01": (TransientConflict, "deadlock with another session on the target",
