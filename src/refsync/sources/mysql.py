@@ -25,7 +25,7 @@ import threading
 import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -242,9 +242,10 @@ def open_writes(conn: Connection, engine: Engine, where: str) -> OpenWrites:
         if engine not in _warned_no_process:
             _warned_no_process.add(engine)
             log.warning("%s: the source user lacks the PROCESS privilege, so the transactions "
-                        "open on the source are not visible: incremental watermarks stay %s "
-                        "behind the source's clock (GRANT PROCESS ON *.* to end this)", where,
-                        UNSEEN_WRITES_LOOKBACK, extra={"event": "no_process_privilege"})
+                        "open on the source are not visible: incremental watermarks stay %d "
+                        "minutes behind the source's clock (GRANT PROCESS ON *.* to end this)",
+                        where, UNSEEN_WRITES_LOOKBACK // timedelta(minutes=1),
+                        extra={"event": "no_process_privilege"})
         return OpenWrites(visible=False, oldest_utc=None)
     return OpenWrites(visible=True,
                       oldest_utc=oldest.replace(tzinfo=UTC) if isinstance(oldest, datetime)
