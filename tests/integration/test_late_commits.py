@@ -59,16 +59,20 @@ def _keep_refsync_logging() -> Iterator[None]:
         logger.propagate = saved[2]
 
 
-@pytest.fixture
-def source(mysql_db_url: str) -> Iterator[sa.URL]:
+def make_big(url: sa.URL) -> None:
     """Table `big`: ten rows stamped in the past, one second apart (id 10 the latest)."""
-    url = sa.engine.make_url(mysql_db_url)
     with writer(url) as conn, conn.cursor() as cur:
         cur.execute("DROP TABLE IF EXISTS big")
         cur.execute(TABLE_DDL)
         cur.executemany("INSERT INTO big VALUES (%s, %s, %s)",
                         [(i, f"row {i}", PAST + timedelta(seconds=i)) for i in range(1, 11)])
-    yield url
+
+
+@pytest.fixture
+def source(mysql_db_url: str) -> sa.URL:
+    url = sa.engine.make_url(mysql_db_url)
+    make_big(url)
+    return url
 
 
 @pytest.fixture
@@ -240,26 +244,33 @@ def test_late_commit_is_read_by_the_next_incremental_run(
 
 
 def test_watermark_held_at_the_oldest_open_write_in_source_wall_time(
-        tmp_path: Path, warehouse: str, source: sa.URL) -> None:
-    """Nothing else writing on this server: the mark is A's transaction start (InnoDB's
-    whole seconds, server time) less one second, as Shanghai wall time, whole seconds."""
+        tmp_path: Path, warehouse: str, private_mariadbs: Any,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Three clocks: a private server whose system time is Kolkata's (+05:30, InnoDB's
+    `trx_started` is in it) and whose default zone is +05:00, writers stamping Shanghai wall
+    time, refsync's session in UTC. Nothing else writes there: the mark is A's transaction
+    start less one second, as Shanghai wall time, whole seconds."""
+    monkeypatch.setenv("TZ", "Asia/Kolkata")  # inherited by the server process
+    server = private_mariadbs.get("--default-time-zone=+05:00")
+    db = server.create_database(f"late_{uuid.uuid4().hex[:8]}")
+    make_big(db)
     config = write_config(tmp_path, ["big_inc"])
-    sync_json(config, warehouse, source)
-    a, a_stamp, _ = late_and_early_writes(source)
+    sync_json(config, warehouse, db)
+    a, a_stamp, _ = late_and_early_writes(db)
     try:
-        with writer(source) as probe, probe.cursor() as cur:
-            cur.execute("SET time_zone = '+00:00'")
-            cur.execute("SELECT MIN(CONVERT_TZ(trx_started, 'SYSTEM', '+00:00')) "
-                        "FROM information_schema.INNODB_TRX WHERE trx_rows_modified > 0 "
-                        "OR trx_tables_locked > 0 OR trx_rows_locked > 0")
-            (oldest,) = cur.fetchone()  # type: ignore[misc]
-        held = sync_json(config, warehouse, source)
+        with writer(db) as probe, probe.cursor() as cur:
+            cur.execute("SELECT @@system_time_zone, trx_started FROM information_schema.INNODB_TRX"
+                        " WHERE trx_rows_modified > 0")
+            (system_zone, started), = cur.fetchall()  # type: ignore[misc]
+        held = sync_json(config, warehouse, db)
     finally:
         a.rollback()
         a.close()
-    expected = (oldest.replace(tzinfo=UTC) - timedelta(seconds=1)).astimezone(SHANGHAI)
-    assert held["watermark"] == expected.replace(tzinfo=None).isoformat()
-    assert datetime.fromisoformat(held["watermark"]) <= a_stamp
+    assert system_zone == "IST"
+    started_utc = started.replace(tzinfo=ZoneInfo("Asia/Kolkata")).astimezone(UTC)
+    expected = (started_utc - timedelta(seconds=1)).astimezone(SHANGHAI).replace(tzinfo=None)
+    assert held["watermark"] == expected.isoformat()
+    assert expected <= a_stamp < expected + timedelta(seconds=3)
 
 
 def test_without_process_the_watermark_stays_five_minutes_behind(
