@@ -302,3 +302,31 @@ def test_without_process_the_watermark_stays_five_minutes_behind(
         behind = (snapshot - timedelta(minutes=5)).astimezone(SHANGHAI).replace(
             tzinfo=None, microsecond=0)
         assert datetime.fromisoformat(entry["watermark"]) == behind, entry
+
+
+def test_rows_stamped_at_the_watermark_are_read_again(
+        tmp_path: Path, warehouse: str, source: sa.URL) -> None:
+    """The watermark stays inclusive: an application stamps one time it chose on a change
+    made in two transactions, the second commits after the snapshot; its rows carry the
+    watermark itself, so only `>=` finds them."""
+    config = write_config(tmp_path, ["big_inc"])
+    sync_json(config, warehouse, source)
+    chosen = PAST + timedelta(seconds=20)
+    with writer(source) as first, first.cursor() as cur:
+        cur.execute("UPDATE big SET name = 'batch 1', updated_at = %s WHERE id = 1", (chosen,))
+    second = writer(source)
+    try:
+        with second.cursor() as cur:
+            cur.execute("BEGIN")
+            cur.execute("UPDATE big SET name = 'batch 2', updated_at = %s WHERE id = 2",
+                        (chosen,))
+        held = sync_json(config, warehouse, source)
+        assert counts(held) == {"read": 2, "inserted": 0, "updated": 1, "unchanged": 1}
+        assert held["watermark"] == chosen.isoformat()
+        second.commit()
+    finally:
+        second.rollback()
+        second.close()
+    after = sync_json(config, warehouse, source)
+    assert counts(after) == {"read": 2, "inserted": 0, "updated": 1, "unchanged": 1}
+    assert target_names(warehouse)[2] == "batch 2"

@@ -230,7 +230,7 @@ _ER_SPECIFIC_ACCESS_DENIED = 1227  # innodb_trx needs the PROCESS privilege
 _warned_no_process: weakref.WeakSet[Engine] = weakref.WeakSet()
 
 
-def open_writes(conn: Connection, engine: Engine, where: str) -> OpenWrites:
+def read_open_writes(conn: Connection, engine: Engine, where: str) -> OpenWrites:
     """What InnoDB shows of the transactions writing now (for `watermark.open_write_cap`).
     Without the PROCESS privilege it shows nothing: warned once per engine (per run)."""
     try:
@@ -444,7 +444,7 @@ class MySQLSource(SqlSource):
         # was stamped by a write open then, or by a later one with a later clock
         connection_id, now = conn.exec_driver_sql(
             "SELECT CONNECTION_ID(), UTC_TIMESTAMP(6)").one()
-        self.open_writes = open_writes(conn, self.engine, self.where_text)
+        self.open_writes = read_open_writes(conn, self.engine, self.where_text)
         begin_snapshot(conn)
         if isinstance(now, datetime):
             self.snapshot_utc = now.replace(tzinfo=UTC)
