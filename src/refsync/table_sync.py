@@ -33,8 +33,9 @@ from refsync.model import ColumnInfo, DiffCounts, TableResult
 from refsync.sources.base import DigestRead, Read, ReadPlan, Selection, Source
 from refsync.targets.base import DirectLoadConflict, SqlTableWriter, SqlTarget
 from refsync.threads import Session
-from refsync.transform import RowConverter, clock_cap, cursor_before, max_cursor
-from refsync.transform import watermark_to_text as mark_text
+from refsync.transform import RowConverter
+from refsync.watermark import OpenWrites, max_cursor, next_mark, open_write_cap, window
+from refsync.watermark import watermark_to_text as mark_text
 
 if TYPE_CHECKING:
     from refsync.digest import BucketDigest, DigestPlan
@@ -115,6 +116,7 @@ class Staged:
     largest_cursor: Any
     converter: RowConverter
     snapshot_utc: datetime | None
+    open_writes: OpenWrites | None = None
 
 
 def sync_table(job: TableJob, columns: dict[str, ColumnInfo], res: TableResult,
@@ -163,16 +165,10 @@ def read_window(job: TableJob, source: Source) -> Window:
     if spec.incremental is None or source.cursor_column is None:
         return Window()
     with job.target.connect() as conn:
-        text = state.read_watermark(conn, spec.name)
-        full = job.full or text is not None and state.due_for_full_read(
+        stored = state.read_watermark(conn, spec.name)
+        full = job.full or stored is not None and state.due_for_full_read(
             conn, spec.name, spec.options.full_every, job.now())
-    if text is None:
-        return Window()
-    mark = source.parse_watermark(text)
-    if full:
-        return Window(None, mark)
-    lookback = spec.options.lookback
-    return Window(mark - lookback if lookback else mark, mark)
+    return Window(*window(stored, source.parse_watermark, spec.options.lookback, full=full))
 
 
 def null_cursor_rows(spec: TableSpec, source: Source, window: Window) -> int | None:
@@ -317,8 +313,9 @@ def read_and_stage(job: TableJob, source: Source, session: Session[Read],
     spec = job.spec
     converter = RowConverter(infos, spec.primary_key, ZoneInfo(spec.options.source_timezone),
                              max_listed=MAX_LISTED, cursor=source.cursor_column is not None)
-    snapshot = interrupts.wait(session.call(lambda read: read.snapshot_utc))
-    staged = Staged(0, None, converter, snapshot)
+    snapshot, open_writes = interrupts.wait(session.call(
+        lambda read: (read.snapshot_utc, read.open_writes)))
+    staged = Staged(0, None, converter, snapshot, open_writes)
     if comparison is not None:
         staged.largest_cursor = comparison.largest_cursor
         if comparison.only is None:
@@ -364,26 +361,15 @@ def diff(writer: SqlTableWriter, spec: TableSpec, comparison: Comparison | None)
 
 def next_watermark(spec: TableSpec, staged: Staged, comparison: Comparison | None,
                    warnings: list[str]) -> Any:
-    """DESIGN 4.4: the largest cursor read, but never later than the source's clock when
-    the read began (a future-dated row is read again until its time comes), and never past
-    the earliest rejected row (read again until fixed). Says why it held back."""
-    largest = staged.largest_cursor
-    if largest is None:
-        return None
-    notes: list[str] = []
-    mark = largest
+    """DESIGN 4.4 (`watermark.next_mark`) with what the source saw as its snapshot began;
+    says why it held back."""
     snapshot = staged.snapshot_utc or datetime.now(UTC)
-    cap = clock_cap(largest, snapshot, ZoneInfo(spec.options.source_timezone))
-    if cap is not None and cursor_before(cap, mark):
-        notes.append(f"watermark held at the source's clock {mark_text(cap)}: rows dated up to "
-                     f"{mark_text(mark)} are in the future and are read again until their "
-                     "time comes")
-        mark = cap
-    reject_low = staged.converter.reject_low
-    if reject_low is not None and cursor_before(reject_low, mark):
-        mark = reject_low
-        notes.append(f"watermark held at {mark_text(mark)}, the earliest rejected row: "
-                     "rejected rows are read again until fixed")
+    open_write_utc = (None if staged.open_writes is None
+                      else open_write_cap(snapshot, staged.open_writes))
+    mark, notes = next_mark(staged.largest_cursor, snapshot_utc=snapshot,
+                            open_write_utc=open_write_utc,
+                            reject_low=staged.converter.reject_low,
+                            zone=ZoneInfo(spec.options.source_timezone))
     for note in notes:
         warnings.append(note)
         log.warning("%s: %s", spec.name, note,

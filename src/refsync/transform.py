@@ -1,12 +1,11 @@
-"""Source values into target values: per-column converters, bad-row rejects, watermarks.
+"""Source values into target values: per-column converters, bad-row rejects, chunks.
 
 Pure functions, no I/O. A source (PyMySQL, SQLite, SQLAlchemy, ``yaml.safe_load``) hands
 over raw Python values; `make_converter` builds, once per target column, a closure that
 turns such a value into what that column accepts, or raises `RejectValue` with a short
 reason (DESIGN 4.5, bad rows). `RowConverter` applies the converters to whole batches,
 drops the extra trailing values a source may carry (the incremental cursor), and counts
-and lists the rejected rows. The watermark helpers keep the incremental cursor in the
-source column's own terms (DESIGN 2.1, 4.4).
+and lists the rejected rows (and the earliest rejected cursor, for `watermark`).
 
 Every converter tests the exact type it expects first (``type(v) is str``) so the common
 case costs one comparison and a few checks; the slower coercions run only for other types.
@@ -35,19 +34,16 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from refsync.model import Batch, Chunk, ColumnInfo, Reject, Row
+from refsync.watermark import cursor_before, is_cursor_value, max_cursor
 
 __all__ = [
     "RejectValue",
     "RowConverter",
     "Unfit",
     "UnfitBatch",
-    "clock_cap",
-    "cursor_before",
     "make_converter",
-    "max_cursor",
     "row_chunks",
     "shorten",
-    "watermark_to_text",
 ]
 
 Converter = Callable[[Any], Any]
@@ -781,7 +777,7 @@ class RowConverter:
         self._keep_key(row)
         if self.cursor and cursor is None and len(row) > len(self._converters):
             cursor = row[-1]
-        if _is_cursor_value(cursor) and (self.reject_low is None
+        if is_cursor_value(cursor) and (self.reject_low is None
                                          or cursor_before(cursor, self.reject_low)):
             self.reject_low = cursor
         if len(self.rejects) >= self.max_listed:
@@ -806,49 +802,7 @@ class RowConverter:
         self.rejected_keys.append(key)
 
 
-# ---------------------------------------------------------------- watermarks
-
-
-def watermark_to_text(value: Any) -> str:
-    """The cursor value as ISO-8601 in its own terms: naive stays naive, aware keeps its
-    offset, microseconds only when there are some; numbers and strings as they are."""
-    if isinstance(value, date | time):  # datetime is a date
-        return value.isoformat()
-    return str(value)
-
-
-def _is_cursor_value(v: Any) -> bool:
-    """A cursor value an incremental read can see: not NULL, not a zero date."""
-    return v is not None and not (isinstance(v, str) and v.startswith(_ZERO_DATE_PREFIX))
-
-
-def _as_datetime(v: Any) -> Any:
-    """A plain date as midnight of that day, so dates and datetimes compare as one type
-    (a SQLite DATETIME column may hold both `2024-01-01` and `2024-01-02 10:00:00`)."""
-    if isinstance(v, date) and not isinstance(v, datetime):
-        return datetime(v.year, v.month, v.day)
-    return v
-
-
-def cursor_before(a: Any, b: Any) -> bool:
-    """`a < b` for two cursor values, a date next to a datetime counting as its midnight."""
-    if type(a) is not type(b):
-        a, b = _as_datetime(a), _as_datetime(b)
-    return bool(a < b)
-
-
-def clock_cap(like: Any, clock_utc: datetime, zone: ZoneInfo) -> Any:
-    """The source's clock (an aware UTC time) in the terms of cursor value `like`, in whole
-    seconds (earlier is the safe side): a naive datetime is wall time in `zone` (the table's
-    source_timezone), an aware one stays aware, a date is that day in `zone`. None for
-    cursors that are not dates: they get no clock cap."""
-    if isinstance(like, datetime):
-        if like.tzinfo is None:
-            return clock_utc.astimezone(zone).replace(tzinfo=None, microsecond=0)
-        return clock_utc.replace(microsecond=0)
-    if isinstance(like, date):
-        return clock_utc.astimezone(zone).date()
-    return None
+# ---------------------------------------------------------------- chunks
 
 
 def row_chunks(batches: Iterable[Batch], *, cursor: bool) -> Iterator[Chunk]:
@@ -856,22 +810,3 @@ def row_chunks(batches: Iterable[Batch], *, cursor: bool) -> Iterator[Chunk]:
     for batch in batches:
         high = max_cursor(None, [row[-1] for row in batch]) if cursor and batch else None
         yield Chunk(len(batch), batch=batch, high=high)
-
-
-def max_cursor(current: Any, batch_values: Iterable[Any]) -> Any:
-    """The largest of `current` and `batch_values`, ignoring NULLs and zero dates; a date
-    next to a datetime counts as its midnight (and the result is then a datetime)."""
-    best = current
-    for v in batch_values:
-        if not _is_cursor_value(v):
-            continue
-        if best is None:
-            best = v
-        elif type(v) is type(best):
-            if v > best:
-                best = v
-        else:
-            v, best = _as_datetime(v), _as_datetime(best)
-            if v > best:
-                best = v
-    return best

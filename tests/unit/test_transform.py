@@ -14,12 +14,8 @@ from refsync.model import ColumnInfo, ColumnKind, Reject
 from refsync.transform import (
     RejectValue,
     RowConverter,
-    clock_cap,
-    cursor_before,
     make_converter,
-    max_cursor,
     shorten,
-    watermark_to_text,
 )
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
@@ -625,58 +621,6 @@ def test_row_converter_large_batch_with_one_bad_row() -> None:
                                  reason="not a number")]
 
 
-# ---------------------------------------------------------------- watermarks
-
-ROUND_TRIPS = [
-    pytest.param(datetime(2026, 11, 27, 18, 3, 11), "2026-11-27T18:03:11", id="naive-datetime"),
-    pytest.param(datetime(2026, 11, 27, 18, 3, 11, 123456), "2026-11-27T18:03:11.123456",
-                 id="naive-microseconds"),
-    pytest.param(datetime(2026, 11, 27, 18, 3, 11, 5), "2026-11-27T18:03:11.000005",
-                 id="naive-small-microseconds"),
-    pytest.param(datetime(2026, 11, 27, 18, 3, 11, 1000, tzinfo=PLUS8),
-                 "2026-11-27T18:03:11.001000+08:00", id="aware-keeps-offset"),
-    pytest.param(date(2026, 11, 27), "2026-11-27", id="date"),
-    pytest.param(12345, "12345", id="int"),
-    pytest.param(20240102, "20240102", id="int-that-looks-like-a-date"),
-    pytest.param(Decimal("12.50"), "12.50", id="decimal"),
-    pytest.param("v2024.1-rc", "v2024.1-rc", id="str"),
-]
-
-
-@pytest.mark.parametrize(("value", "text"), ROUND_TRIPS)
-def test_watermark_to_text_is_iso(value: Any, text: str) -> None:
-    assert watermark_to_text(value) == text
-
-
-@pytest.mark.parametrize(
-    ("current", "values", "expected"),
-    [
-        pytest.param(None, [], None, id="nothing"),
-        pytest.param(None, [None, None], None, id="only-nulls"),
-        pytest.param(5, [], 5, id="empty-batch-keeps-current"),
-        pytest.param(None, [3, None, 7, 5], 7, id="ignores-null"),
-        pytest.param(10, [3, 7], 10, id="current-larger"),
-        pytest.param(
-            datetime(2024, 1, 1, 0, 0, 0, 1),
-            [datetime(2024, 1, 1, 0, 0, 0, 2), datetime(2024, 1, 1)],
-            datetime(2024, 1, 1, 0, 0, 0, 2),
-            id="microseconds-count",
-        ),
-        pytest.param(
-            None, ["2024-01-02 00:00:00", "0000-00-00 00:00:00", "0000-00-00"],
-            "2024-01-02 00:00:00", id="ignores-zero-dates",
-        ),
-        pytest.param(None, ["0000-00-00 00:00:00"], None, id="only-zero-dates"),
-    ],
-)
-def test_max_cursor_returns_largest(current: Any, values: list[Any], expected: Any) -> None:
-    assert max_cursor(current, values) == expected
-
-
-def test_max_cursor_accepts_a_generator() -> None:
-    assert max_cursor(None, (row[-1] for row in [(1, 4), (2, 9), (3, None)])) == 9
-
-
 # ---------------------------------------------------------------- issue 8: no silent loss
 
 
@@ -706,25 +650,3 @@ def test_reject_of_a_null_shows_null() -> None:
                         ColumnInfo("n", "integer", nullable=False)], ["code"], SHANGHAI)
     rc2.convert_batch([("A", None)])
     assert [r.value for r in rc2.rejects] == ["NULL"]
-
-
-def test_max_cursor_compares_dates_and_datetimes_as_one_type() -> None:
-    """A SQLite DATETIME column holding `2024-01-01` and `2024-01-02 10:00:00` (issue 8.5)."""
-    assert max_cursor(None, [date(2024, 1, 1), datetime(2024, 1, 2, 10)]) == datetime(
-        2024, 1, 2, 10)
-    assert max_cursor(datetime(2024, 1, 2, 10), [date(2024, 1, 3)]) == datetime(2024, 1, 3)
-    assert max_cursor(date(2024, 1, 3), [datetime(2024, 1, 2, 10)]) == datetime(2024, 1, 3)
-    assert cursor_before(date(2024, 1, 1), datetime(2024, 1, 1, 0, 0, 1))
-    assert not cursor_before(datetime(2024, 1, 1), date(2024, 1, 1))
-
-
-def test_clock_cap_is_the_clock_in_the_cursor_terms() -> None:
-    clock = datetime(2024, 5, 1, 2, 3, 4, 567890, tzinfo=UTC)
-    # a naive DATETIME is wall time in source_timezone, whole seconds
-    assert clock_cap(datetime(2099, 1, 1), clock, SHANGHAI) == datetime(2024, 5, 1, 10, 3, 4)
-    # an aware cursor (MySQL TIMESTAMP read as UTC) stays aware
-    assert clock_cap(datetime(2099, 1, 1, tzinfo=UTC), clock, SHANGHAI) == datetime(
-        2024, 5, 1, 2, 3, 4, tzinfo=UTC)
-    assert clock_cap(date(2099, 1, 1), datetime(2024, 5, 1, 20, tzinfo=UTC),
-                     SHANGHAI) == date(2024, 5, 2)
-    assert clock_cap(20990101, clock, SHANGHAI) is None  # not a date: no clock cap

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 from refsync.interrupts import Stoppable
 from refsync.model import Chunk, ColumnInfo
+from refsync.watermark import OpenWrites
 
 if TYPE_CHECKING:
     from refsync.digest import BucketDigest, DigestPlan
@@ -57,6 +58,8 @@ class Read(Protocol):
 
     snapshot_utc: datetime | None
     """The source server's clock when the read began (None: this machine's)."""
+    open_writes: OpenWrites | None
+    """The transactions writing on the source as the read began (None: it cannot tell)."""
 
     def chunks(self, only: Selection | None = None) -> Iterator[Chunk]:
         """The rows, or those of `only`, in chunks."""
@@ -129,6 +132,7 @@ class RowsRead:
     def __init__(self, rows: Iterator[Chunk], snapshot_utc: datetime | None = None) -> None:
         self._rows = rows
         self.snapshot_utc = snapshot_utc
+        self.open_writes: OpenWrites | None = None
 
     def chunks(self, only: Selection | None = None) -> Iterator[Chunk]:
         assert only is None, "a plain read cannot be limited to digest buckets"

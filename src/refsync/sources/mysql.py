@@ -22,9 +22,10 @@ import logging
 import socket
 import ssl
 import threading
+import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,7 @@ from sqlalchemy import (
     event,
     text,
 )
+from sqlalchemy import exc as sa_exc
 from sqlalchemy import types as sqltypes
 from sqlalchemy.dialects.mysql import TIMESTAMP
 from sqlalchemy.engine import URL
@@ -51,6 +53,7 @@ from refsync.sources.mysql_copy import CopyColumn, copy_column
 from refsync.sources.mysql_digest import read_source_columns
 from refsync.sources.mysql_read import CopyPlan, MySQLRead
 from refsync.sources.sql import SqlSource, _q
+from refsync.watermark import UNSEEN_WRITES_LOOKBACK, OpenWrites
 
 log = logging.getLogger(__name__)
 
@@ -218,6 +221,38 @@ def begin_snapshot(conn: Connection) -> None:
     conn.exec_driver_sql("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
 
 
+# The oldest transaction writing on the server (modified rows, or holds or waits for a
+# lock). `trx_started` is the server process's local time (whole seconds), hence 'SYSTEM'.
+_OLDEST_WRITE_SQL = (
+    "SELECT CONVERT_TZ(MIN(trx_started), 'SYSTEM', '+00:00') FROM information_schema.INNODB_TRX"
+    " WHERE trx_mysql_thread_id <> CONNECTION_ID() AND (trx_rows_modified > 0"
+    " OR trx_tables_locked > 0 OR trx_rows_locked > 0 OR trx_state = 'LOCK WAIT')")
+_ER_SPECIFIC_ACCESS_DENIED = 1227  # innodb_trx needs the PROCESS privilege
+_warned_no_process: weakref.WeakSet[Engine] = weakref.WeakSet()
+
+
+def read_open_writes(conn: Connection, engine: Engine, where: str) -> OpenWrites:
+    """What InnoDB shows of the transactions writing now (for `watermark.open_write_cap`).
+    Without the PROCESS privilege it shows nothing: warned once per engine (per run)."""
+    try:
+        oldest = conn.exec_driver_sql(_OLDEST_WRITE_SQL).scalar()
+    except sa_exc.DBAPIError as exc:
+        code = getattr(exc.orig, "args", (None,))[0]
+        if code != _ER_SPECIFIC_ACCESS_DENIED:
+            raise
+        if engine not in _warned_no_process:
+            _warned_no_process.add(engine)
+            log.warning("%s: the source user lacks the PROCESS privilege, so the transactions "
+                        "open on the source are not visible: incremental watermarks stay %d "
+                        "minutes behind the source's clock (GRANT PROCESS ON *.* to end this)",
+                        where, UNSEEN_WRITES_LOOKBACK // timedelta(minutes=1),
+                        extra={"event": "no_process_privilege"})
+        return OpenWrites(visible=False, oldest_utc=None)
+    return OpenWrites(visible=True,
+                      oldest_utc=oldest.replace(tzinfo=UTC) if isinstance(oldest, datetime)
+                      else None)
+
+
 def kill_query(engine: Engine, connection_id: int, where: str) -> bool:
     """`KILL QUERY` for a connection's statement in flight, from a new side connection
     outside the pool (same connect arguments). Best effort: never raises."""
@@ -260,6 +295,7 @@ class MySQLSource(SqlSource):
         # re-entrant: `cancel` runs in the signal handler, on the main thread, which may be
         # inside `_begin_read`/`_end_read` holding it
         self._read_lock = threading.RLock()
+        self.open_writes: OpenWrites | None = None  # seen as the read's snapshot began
         listen_mysql_session(engine)
 
     # -- what open() learns
@@ -407,12 +443,16 @@ class MySQLSource(SqlSource):
 
     def _begin_read(self, conn: Connection) -> None:
         """REPEATABLE READ (the session's or server's level may be lower), a READ ONLY
-        transaction WITH CONSISTENT SNAPSHOT; note the server's clock and the connection id."""
+        transaction WITH CONSISTENT SNAPSHOT; note the server's clock, the writes open on it
+        and the connection id."""
         with self._read_lock:
             self._read_raw = conn.connection.dbapi_connection
-        begin_snapshot(conn)
+        # the clock and the open writes just before the snapshot: a row committed after it
+        # was stamped by a write open then, or by a later one with a later clock
         connection_id, now = conn.exec_driver_sql(
             "SELECT CONNECTION_ID(), UTC_TIMESTAMP(6)").one()
+        self.open_writes = read_open_writes(conn, self.engine, self.where_text)
+        begin_snapshot(conn)
         if isinstance(now, datetime):
             self.snapshot_utc = now.replace(tzinfo=UTC)
         with self._read_lock:

@@ -27,7 +27,8 @@ from refsync.sources.base import ReadPlan, Selection
 from refsync.sources.mysql_copy import CopyColumn, copy_line, needs_check
 from refsync.sources.mysql_digest import source_digests, source_row_hashes
 from refsync.sources.sql import _q
-from refsync.transform import max_cursor, row_chunks
+from refsync.transform import row_chunks
+from refsync.watermark import max_cursor
 
 if TYPE_CHECKING:
     from refsync.digest import BucketDigest, DigestPlan
@@ -119,6 +120,7 @@ class MySQLRead:
         self.src, self.conn, self.results = src, conn, results
         self.since, self.plan = since, plan
         self.snapshot_utc = src.snapshot_utc
+        self.open_writes = src.open_writes
 
     def digests(self, plan: DigestPlan, whole: bool) -> dict[int, BucketDigest]:
         return source_digests(self.conn, plan, self.src.table, schema=self.src.schema,
