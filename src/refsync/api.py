@@ -117,8 +117,11 @@ def signals_interrupt(max_run_time: timedelta | None = None) -> Iterator[None]:
             interrupts.exit_later(signum)
             return
         log.warning("%s: rolling back the table in flight", what, extra={"event": "signal"})
-        if interrupts.stop(signum):
-            return  # the statement in flight fails on the server now; the run stops there
+        if interrupts.stop(signum) or deadline:
+            # the statement in flight fails on the server now, or (the deadline, which never
+            # raises out of whatever Python code it lands in) the next statement or wait
+            # raises: either way the run stops there
+            return
         raise interrupts.stop_error(signum)
 
     previous = {}
@@ -352,6 +355,7 @@ class Runner:
                 for attempt in retrying(spec.options.retry, table=spec.name,
                                         where=lambda: origin.host, sleep=self.sleep):
                     with attempt:
+                        interrupts.check()  # a stop or a passed deadline: no new attempt
                         res.attempts = attempt.retry_state.attempt_number
                         if not self.plan_only:  # a reconnect may have lost the run lock
                             target.hold_lock()
