@@ -282,3 +282,22 @@ def test_a_target_that_stopped_answering_is_cut_and_retried(
     res = table_result(result, "plans")
     assert (res.status, res.attempts) == ("ok", 2), (res.error_class, res.error)
     assert _count(url) == 100_000
+
+
+def test_a_second_signal_ends_the_process_at_once(
+        tmp_path: Path, pg_url: str, proxied_mysql: tuple[sa.URL, StallingProxy]) -> None:
+    mysql, proxy = proxied_mysql
+    _mysql_plans(mysql, 300_000)
+    create_target(pg_url)
+    cfg = _mysql_config(tmp_path, mysql)
+    with _start(cfg, pg_url, **_mysql_env(mysql, proxy.port)) as proc:
+        _until(lambda: proxy.connections, "the source read")
+        proxy.stall()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.stderr is not None
+        for line in proc.stderr:  # the first signal is being handled: cancels under way
+            if '"event": "signal"' in line:
+                break
+        took, _, err = _ends_on_sigterm(proc)  # the second one
+    assert proc.returncode == 143, err[-3000:]
+    assert took < 2.5, (took, err[-3000:])  # not the 3 s before sockets are closed
