@@ -319,13 +319,17 @@ class Harness:
                               generation_stamp(self.generation))
         writer.start()
         try:
-            writer.wait_started(self.case.deadline_s)
+            writer.wait_started(self.case.step_deadline_s)
+            before = writer.updates
             run = self.refsync(step, "sync", "--full")
+            during = writer.updates - before
         finally:
             writer.stop.set()
-            writer.join(timeout=self.case.deadline_s)
+            writer.join(timeout=self.case.step_deadline_s)
         if writer.error is not None:
             raise StepFailed(f"the concurrent writer failed: {writer.error!r}")
+        if not during:
+            raise StepFailed("the concurrent writer made no update during the sync")
         got = _table_counts(run, "sync")
         if got["status"] not in ("ok", "unchanged"):
             raise StepFailed(f"sync --full during writes: {got}")

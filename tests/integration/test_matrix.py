@@ -97,10 +97,21 @@ def run_case(case: Case, mysql_db_url: str, pg_url: str, workdir: Path) -> None:
 
 
 def _stacks(stderr: str) -> str:
-    """faulthandler's dump of every thread (the last one), else the end of stderr."""
-    at = stderr.rfind("Thread 0x")
-    first = stderr.rfind("Timeout (", 0, at) if at >= 0 else -1
-    return stderr[first if first >= 0 else -3000:][-6000:]
+    """faulthandler's last dump of every thread, shortened to each thread's innermost frame
+    and the frames of refsync and the runner; else the end of stderr."""
+    at = stderr.rfind("Timeout (")
+    if at < 0:
+        return stderr[-3000:]
+    lines, keep_next = [], False
+    for line in stderr[at:].splitlines():
+        if line.startswith(("Thread ", "Current thread ")):
+            lines.append(line)
+            keep_next = True
+        elif line.strip().startswith("File ") and (
+                keep_next or "/refsync/" in line or "matrix_runner" in line):
+            lines.append(line)
+            keep_next = False
+    return "\n".join(lines)
 
 
 @pytest.mark.parametrize("case", params(SLICE))
