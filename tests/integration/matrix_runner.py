@@ -453,9 +453,11 @@ def main(case_id: str, workdir: Path, step_deadline_s: float) -> None:
     h = Harness(case, sa.engine.make_url(env["MATRIX_MYSQL_URL"]), env["WDH_DATABASE_URL"],
                 workdir)
     _send(events, event="start", step="build")
+    began = time.monotonic()
     try:
         h.build()
-        _send(events, event="end", step="build", failure=None, seconds=0)
+        _send(events, event="end", step="build", failure=None,
+              seconds=round(time.monotonic() - began, 2))
         for name, step in steps(h):
             _run_step(events, name, step, h.times, step_deadline_s)
     finally:
