@@ -32,7 +32,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from matrix_cases import SLICE, Case, full_matrix, params
+from matrix_cases import SLICE, Case, full_matrix, params, shape
 
 log = logging.getLogger(__name__)
 RUNNER = Path(__file__).with_name("matrix_runner.py")
@@ -46,14 +46,19 @@ def _events(stream: Any, into: queue.Queue[dict[str, Any] | None]) -> None:
     into.put(None)
 
 
+def case_env(mysql_db_url: str, pg_url: str) -> dict[str, str]:
+    """The runner's settings: the source and the target (refsync's WDH_* and the URL)."""
+    my = sa.engine.make_url(mysql_db_url)
+    return {"MATRIX_MYSQL_URL": mysql_db_url, "WDH_DATABASE_URL": pg_url,
+            "WDH_LEGACY_MYSQL_HOST": my.host or "", "WDH_LEGACY_MYSQL_PORT": str(my.port or 3306),
+            "WDH_LEGACY_MYSQL_USER": my.username or "",
+            "WDH_LEGACY_MYSQL_PASSWORD": my.password or "",
+            "WDH_LEGACY_MYSQL_DATABASE": my.database or ""}
+
+
 def run_case(case: Case, mysql_db_url: str, pg_url: str, workdir: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("WDH_")}
-    my = sa.engine.make_url(mysql_db_url)
-    env.update(MATRIX_MYSQL_URL=mysql_db_url, WDH_DATABASE_URL=pg_url,
-               WDH_LEGACY_MYSQL_HOST=my.host or "", WDH_LEGACY_MYSQL_PORT=str(my.port or 3306),
-               WDH_LEGACY_MYSQL_USER=my.username or "",
-               WDH_LEGACY_MYSQL_PASSWORD=my.password or "",
-               WDH_LEGACY_MYSQL_DATABASE=my.database or "",
+    env.update(case_env(mysql_db_url, pg_url),
                PYTHONPATH=os.pathsep.join([str(RUNNER.parent), env.get("PYTHONPATH", "")]))
     failures: list[str] = []
     timings: list[str] = []
@@ -128,7 +133,7 @@ def test_a_hung_step_fails_its_case_in_time(monkeypatch: pytest.MonkeyPatch, mys
                                             pg_url: str, tmp_path: Path) -> None:
     """The deadline itself: a step that never ends is killed and reported, with its stack."""
     monkeypatch.setenv("MATRIX_HANG_AT", "full-unchanged")
-    case = SLICE[-1]
+    case = Case(shape("int-text"), 0)
     monkeypatch.setattr(Case, "step_deadline_s", property(lambda self: 6.0))
     started = time.monotonic()
     with pytest.raises(pytest.fail.Exception) as failed:
@@ -137,3 +142,33 @@ def test_a_hung_step_fails_its_case_in_time(monkeypatch: pytest.MonkeyPatch, mys
     text = str(failed.value)
     assert f"{case.id}-full-unchanged: HUNG: did not end within 6 s" in text, text
     assert "_hang_for_the_deadline_test" in text, text  # the hung thread's stack
+
+
+def test_the_checks_see_a_target_that_differs(monkeypatch: pytest.MonkeyPatch, mysql_db_url: str,
+                                              pg_url: str, tmp_path: Path) -> None:
+    """The comparison and the expected counts are not blind: a value changed behind
+    refsync's back, and a row it did not write, are both seen."""
+    from matrix_runner import Harness, StepFailed
+
+    for name, value in case_env(mysql_db_url, pg_url).items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.chdir(tmp_path)
+    h = Harness(Case(shape("int-json"), 51), sa.engine.make_url(mysql_db_url), pg_url,
+                tmp_path)
+    h.build()
+    try:
+        h.plan_then_sync("load")
+        with h.pg() as conn:
+            conn.execute(f'UPDATE business."{h.case.table}" SET amount = amount + 0.01 '
+                         "WHERE id = 4")
+            conn.execute(f'UPDATE business."{h.case.table}" SET _needs_review = true '
+                         "WHERE id = 7")
+        with pytest.raises(StepFailed) as differs:
+            h.assert_in_step()
+        assert "1 target rows not stamped authoritative/layer 1" in str(differs.value)
+        assert "1 rows missing from the target, e.g. [(7,)]" in str(differs.value)
+        assert "1 rows differ, e.g. (4,)" in str(differs.value)
+        want = h.expected(full=True, deletes=False)
+        assert (want["inserted"], want["updated"], want["status"]) == (1, 1, "ok"), want
+    finally:
+        h.drop()
