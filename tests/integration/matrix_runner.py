@@ -36,7 +36,6 @@ import psycopg
 import pymysql
 import sqlalchemy as sa
 import yaml
-from helpers import TRACKING_DDL
 from matrix_cases import (
     BATCH_SIZE,
     T0,
@@ -48,7 +47,11 @@ from matrix_cases import (
 )
 from typer.testing import CliRunner
 
+from refsync.demo_data import TRACKING_COLUMN_DDL
+
 SCHEMA = "business"
+# the tracking columns as the production DDL declares them (the child imports no test helper)
+TRACKING_DDL = ", ".join(f'"{c}" {ddl}' for c, ddl in TRACKING_COLUMN_DDL.items())
 COUNTS = ("read", "inserted", "updated", "deleted", "unchanged", "promoted", "rejected")
 AUTHORITATIVE = ("authoritative", False, None, None)
 TRACKING = '"_source", "_needs_review", "_derived_from_domain", "_derived_at"'
