@@ -16,10 +16,23 @@ from pg_databases import PgDatabases
 LOCAL_PG = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         if "/tests/integration/" in str(item.path):
             item.add_marker(pytest.mark.integration)
+    _deselect_full_matrix(config, items)
+
+
+def _deselect_full_matrix(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The full sync matrix (marker `matrix`, minutes long) runs only when asked for: `-m`
+    naming it, REFSYNC_FULL_MATRIX=1, or its test named on the command line."""
+    asked = ("matrix" in (config.option.markexpr or "")
+             or os.environ.get("REFSYNC_FULL_MATRIX") == "1"
+             or any("::test_matrix_full" in str(arg) for arg in config.args))
+    matrix = [i for i in items if i.get_closest_marker("matrix") is not None]
+    if matrix and not asked:
+        config.hook.pytest_deselected(items=matrix)
+        items[:] = [i for i in items if i.get_closest_marker("matrix") is None]
 
 
 def unavailable(reason: str) -> None:
