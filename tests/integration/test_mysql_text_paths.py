@@ -70,7 +70,7 @@ def _target(pg_url: str) -> None:
 
 
 def _run(tmp_path: Path, pg_url: str, mysql: sa.URL, *, batch_size: int,
-         incremental: bool = False) -> RunResult:
+         incremental: bool | str = False) -> RunResult:
     source: dict[str, Any] = {
         "table": "plans",
         "columns": [{"source": "code", "target": "年金计划号"},
@@ -78,6 +78,8 @@ def _run(tmp_path: Path, pg_url: str, mysql: sa.URL, *, batch_size: int,
                     {"source": "kind", "target": "计划类型"}]}
     if incremental:
         source["incremental"] = {"updated_at_column": "updated_at"}
+        if incremental == "where":  # operator-written SQL, bound by name
+            source["incremental"]["where"] = "updated_at >= :last_synced_at AND kind <> 'x'"
     section = {"defaults": {"retry": {"attempts": 0, "backoff": [0]},
                                            "on_invalid": "skip", "batch_size": batch_size},
                               "tables": [{"name": "年金计划", "target_table": "年金计划",
@@ -96,10 +98,11 @@ def _summary(result: RunResult) -> dict[str, Any]:
                          "rejected", "rejects", "watermark")
 
 
-@pytest.mark.parametrize("incremental", [False, True], ids=["full", "incremental"])
+@pytest.mark.parametrize("incremental", [False, True, "where"],
+                         ids=["full", "incremental", "incremental-where"])
 def test_text_path_matches_the_values_path(tmp_path: Path, pg_url: str, pg_databases: PgDatabases,
                                            source: sa.URL, monkeypatch: pytest.MonkeyPatch,
-                                           incremental: bool) -> None:
+                                           incremental: bool | str) -> None:
     _target(pg_url)
     as_text = count_copy_text(monkeypatch)
     fast = _run(tmp_path, pg_url, source, batch_size=7, incremental=incremental)

@@ -210,12 +210,15 @@ class MySQLRead:
             return
         import pymysql.cursors
 
+        # IN lists expanded and the values in the dialect's parameter style, for the driver
         compiled = stmt.compile(dialect=conn.dialect)
+        state = compiled.construct_expanded_state(params)
+        args = state.positional_parameters if compiled.positional else state.parameters
         raw = conn.connection.dbapi_connection
         assert raw is not None
         cursor = raw.cursor(pymysql.cursors.SSCursor)
         results.append(cursor)
-        cursor.execute(str(compiled), compiled.construct_params(params))
+        cursor.execute(state.statement, args)
         while part := cursor.fetchmany(self.src.batch_size):
             yield part
         cursor.close()
