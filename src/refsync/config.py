@@ -11,7 +11,7 @@ import os
 import re
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -240,8 +240,6 @@ def positive_duration(value: Any) -> timedelta:
         raise ValueError("must be more than 0")
     return duration
 
-
-Duration = Annotated[timedelta, Field()]
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmg]?)b?\s*$", re.IGNORECASE)
 

@@ -772,11 +772,10 @@ class RowConverter:
                 self._reject(row)
         return out
 
-    def _reject(self, row: tuple[Any, ...], cursor: Any = None) -> None:
+    def _reject(self, row: tuple[Any, ...]) -> None:
         self.rejected += 1
         self._keep_key(row)
-        if self.cursor and cursor is None and len(row) > len(self._converters):
-            cursor = row[-1]
+        cursor = row[-1] if self.cursor and len(row) > len(self._converters) else None
         if is_cursor_value(cursor) and (self.reject_low is None
                                          or cursor_before(cursor, self.reject_low)):
             self.reject_low = cursor

@@ -58,11 +58,6 @@ _START = (yaml.MappingStartEvent, yaml.SequenceStartEvent)
 _END = (yaml.MappingEndEvent, yaml.SequenceEndEvent)
 
 
-def version_text(value: Any) -> str:
-    """A schema_version as text: YAML's float 1.0 → "1.0", int 2 → "2"."""
-    return str(value)
-
-
 def _line(event: yaml.Event) -> int:
     mark: Any = event.start_mark
     return int(mark.line) + 1
@@ -366,16 +361,14 @@ class YamlFileSource:
     source_type = "config_file"
     changed_at: datetime | None = None
 
-    def __init__(self, spec: TableSpec, *, batch_size: int, base_dir: Path | None = None) -> None:
+    def __init__(self, spec: TableSpec, *, batch_size: int) -> None:
         sc = spec.source_config
         if not isinstance(sc, FileSourceConfig):
             raise ConfigError(f"table {spec.name}: config_file needs file_path and schema_version")
         self.spec = spec
         self.batch_size = batch_size
         self.max_bytes = spec.options.max_yaml_bytes
-        base = base_dir if base_dir is not None else Path.cwd()
-        self.path = sc.file_path if sc.file_path.is_absolute() else base / sc.file_path
-        self.path = self.path.absolute()
+        self.path = sc.file_path.absolute()  # a relative path is read from the working folder
         self.expected_version = sc.schema_version
         self.mapping = [(c.source, c.target) for c in sc.columns] if sc.columns else None
         self.columns: list[str] = [t for _, t in self.mapping] if self.mapping else []
@@ -456,7 +449,7 @@ class YamlFileSource:
             raise SchemaVersionMismatch(
                 f"{self.path} has no schema_version; the config expects "
                 f"{self.expected_version!r}")
-        found = version_text(header.version)
+        found = str(header.version)  # YAML's float 1.0 → "1.0", int 2 → "2"
         if self.expected_version not in (found, header.raw_version):
             shown = header.raw_version if header.raw_version is not None else found
             raise SchemaVersionMismatch(

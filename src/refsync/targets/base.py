@@ -97,9 +97,6 @@ class SqlTarget:
     def close(self) -> None:
         self.engine.dispose()
 
-    def database_exists(self) -> bool:
-        return True
-
     def ping(self) -> None:
         """Connect once, so an unreachable target fails before anything else."""
         with self.connect():
@@ -301,10 +298,6 @@ class SqlTarget:
     def hold_lock(self, conn: Connection | None = None) -> None:
         """Check (on `conn`, inside the table's transaction) that this run still holds the
         run lock before writing; raise LockLost when another run holds it now."""
-
-    def lock_held(self) -> bool | None:
-        """Whether any run holds the run lock now (None: cannot tell)."""
-        return None
 
 
 class SqlTableWriter:

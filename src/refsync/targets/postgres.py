@@ -508,11 +508,6 @@ class PostgresTarget(SqlTarget):
             f"this run lost its lock on {self.describe()} and another refsync run holds it "
             f"now (advisory lock {LOCK_KEY}{self._holder_text()}); stopping without applying")
 
-    def lock_held(self) -> bool | None:
-        """Whether some run holds the run lock now (for `status`: running vs abandoned)."""
-        with self.connect() as conn:
-            return self._holder(conn) is not None
-
     def blockers(self, ref: str) -> str:
         """Name the sessions holding locks on `ref` (after a lock timeout, for the message)."""
         try:

@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from refsync.errors import ConstraintViolation, InvalidRows, LockHeld, RefsyncError
 from refsync.model import Batch
 from refsync.targets.base import SqlTableWriter, SqlTarget
-from refsync.targets.readonly import sqlite_lock_held, sqlite_lock_path
+from refsync.targets.readonly import sqlite_lock_path
 
 
 def to_sqlite(value: Any) -> Any:
@@ -109,9 +109,6 @@ class SqliteTarget(SqlTarget):
         sa.event.listen(engine, "begin", _on_begin)
         super().__init__(engine, f"sqlite:///{self.path}" if self.path else "sqlite://")
 
-    def database_exists(self) -> bool:
-        return self.path is None or self.path.exists()
-
     def schema_for(self, schema: str) -> str | None:
         return None
 
@@ -121,9 +118,6 @@ class SqliteTarget(SqlTarget):
     @property
     def lock_path(self) -> Path | None:
         return sqlite_lock_path(self.path)
-
-    def lock_held(self) -> bool | None:
-        return sqlite_lock_held(self.path)
 
     @contextmanager
     def run_lock(self) -> Iterator[None]:
