@@ -3,7 +3,7 @@
 The library API (`plan`, `sync`, `sync_table`, `status`, `init_db`, the result types) and
 `__version__` are resolved on first use (PEP 562), so importing `refsync` (every `refsync`
 command does) loads neither the engine (SQLAlchemy, drivers) nor `importlib.metadata`:
-`refsync --help` answers at once (issue 9, start-up).
+`refsync --help` answers at once.
 """
 
 from __future__ import annotations

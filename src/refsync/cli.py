@@ -74,7 +74,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=True,
     # plain Click help and usage errors: Typer's Rich help would import Rich (and Markdown,
-    # Pygments) for every `--help`, a third of its start-up (issue 9)
+    # Pygments) for every `--help`, a third of its start-up
     rich_markup_mode=None,
     pretty_exceptions_show_locals=False,
 )
@@ -524,15 +524,14 @@ def main() -> None:
 def console() -> None:
     """Console-script entry point: `main`, then leave without tearing the interpreter down.
 
-    Python's own exit frees every module and object one by one: 0.1-0.2 s after a sync,
-    about a sixth of a nightly run of small tables (issue 9). By then every connection is
+    Python's own exit frees every module and object one by one, a noticeable share of a
+    nightly run of small tables. By then every connection is
     closed and every log handler flushed (the atexit handlers run first), so the process
     ends at once with the same exit code. Another (non-daemon) thread still alive, or a stdout that
     cannot be flushed, takes the ordinary way out.
 
     The cycle collector is off for the process: start-up allocates hundreds of thousands
-    of long-lived objects (the imports), and each collection walks them all, 50 ms of a
-    nightly run (issue 9). A sync makes no cyclic garbage worth collecting: rows, chunks
+    of long-lived objects (the imports), and each collection walks them all. A sync makes no cyclic garbage worth collecting: rows, chunks
     and rejects are freed by reference counting (a million-row load peaks at the same
     76 MB either way; tests/unit/test_startup.py counts the cycles a chunk leaves)."""
     import gc

@@ -1,7 +1,7 @@
 """`refsync status`: each table's last run and watermark, read from the state tables.
 
 Reads through the target's plain driver (`targets.readonly`), never SQLAlchemy or the engine,
-so it answers in well under half a second (issue 9); takes no lock and creates nothing.
+so it answers in well under half a second; takes no lock and creates nothing.
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ from refsync.errors import QueryFailure, RefsyncError, bounded
 from refsync.model import TableResult
 
 if TYPE_CHECKING:  # SQLAlchemy is imported where a function needs it: `status` reads the
-    # state through the plain driver (`read_status`) and must start fast (issue 9)
+    # state through the plain driver (`read_status`) and must start fast
     import sqlalchemy as sa
     from sqlalchemy.engine import Connection
 

@@ -1,5 +1,5 @@
 """`refsync verify`: a read-only check that each table's target is in step with its source
-(DESIGN 2, 4.6; issue 12), by the in-database digests of refsync.digest.
+(DESIGN 2, 4.6), by the in-database digests of refsync.digest.
 
 Per selected enabled table: the source (a MySQL/MariaDB table: `legacy_mysql`, or `sql` on a
 MySQL URL) and the target's *authoritative* rows are compared by per-bucket counts and row

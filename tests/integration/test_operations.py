@@ -24,7 +24,7 @@ import yaml
 from typer.testing import CliRunner
 
 from refsync.cli import app
-from refsync.targets.readonly import LOCK_KEY
+from refsync.targets.lock import LOCK_KEY
 
 pytestmark = pytest.mark.integration
 

@@ -39,7 +39,7 @@ from sqlalchemy.dialects import postgresql
 
 from refsync import api
 from refsync.errors import LockHeld, RefsyncError
-from refsync.targets.postgres import LOCK_KEY
+from refsync.targets.lock import LOCK_KEY
 
 pytestmark = pytest.mark.integration
 

@@ -286,7 +286,7 @@ def test_a_sql_source_on_mysql_is_verified_too(
 def test_verify_takes_no_lock(synced: LoadedConfig, warehouse: str, db: sa.URL) -> None:
     """Another run holds the run lock: `refsync verify` still compares the legacy MySQL table
     with the target, exits 0, and no session of its asks for the lock while it runs."""
-    from refsync.targets.readonly import LOCK_KEY
+    from refsync.targets.lock import LOCK_KEY
 
     run_lock = ("SELECT pid, mode, granted FROM pg_locks WHERE locktype = 'advisory' "
                 f"AND classid = {LOCK_KEY >> 32} AND objid = {LOCK_KEY & 0xFFFFFFFF} "

@@ -420,11 +420,7 @@ class SqlTableWriter:
         self.kept_keys += len(keys)
 
     def adapt_key(self, value: Any) -> Any:
-        """A converted key value as the staging table stores it (SQLite: canonical text)."""
-        if self.target.dialect == "sqlite":
-            from refsync.targets.sqlite import to_sqlite
-
-            return to_sqlite(value)
+        """A converted key value as the staging table stores it (a dialect may override)."""
         return value
 
     def drop_temp(self) -> None:

@@ -42,8 +42,9 @@ from refsync.errors import (
 from refsync.model import Batch, ColumnInfo
 from refsync.redact import redact_url
 from refsync.targets.base import DirectLoadConflict, SqlTableWriter, SqlTarget
+from refsync.targets.lock import LOCK_KEY, LOCK_ROW
 from refsync.targets.pg_liveness import Watchdog
-from refsync.targets.readonly import LOCK_KEY, LOCK_ROW, PG_CONNECT_ARGS, libpq_uri
+from refsync.targets.readonly import PG_CONNECT_ARGS, libpq_uri
 
 log = logging.getLogger(__name__)
 
@@ -179,7 +180,7 @@ class PostgresWriter(SqlTableWriter):
 
     def create_stage(self) -> None:
         # the diff joins whole tables: hash or merge joins always fit, and a nested loop
-        # chosen on stale statistics can spin for hours (issue 11)
+        # chosen on stale statistics can spin for hours
         self.sql("SET LOCAL enable_nestloop = off")
         super().create_stage()
 
@@ -274,9 +275,9 @@ class PostgresWriter(SqlTableWriter):
         self._analyze_sampled("_refsync_stage")  # its row count, for the diff's plan
         # A few staged rows against a big target (an incremental window, the parts that
         # digests found different): index lookups beat scanning the whole target, which a
-        # hash join must (measured: 0.1 s for 100 rows against 1M). Nested loops stay off
-        # while the target's statistics read "empty" over many pages: the stale state in
-        # which the planner once nested loops over sequential scans (issue 11).
+        # hash join must. Nested loops stay off while the target's statistics read "empty"
+        # over many pages: in that stale state the planner nests loops over sequential
+        # scans.
         if self.staged + self.kept_keys <= SMALL_STAGE and not self.stale_statistics():
             self.sql("SET LOCAL enable_nestloop = on")
 
@@ -383,7 +384,7 @@ class PostgresTarget(SqlTarget):
 
     def describe_table(self, schema: str, table: str, lock_timeout: timedelta | None = None,
                        ) -> tuple[dict[str, ColumnInfo] | None, list[set[str]]]:
-        """The catalogue in one query (issue 9: reflection took nine statements and two
+        """The catalogue in one query (SQLAlchemy's reflection takes nine statements and two
         connections a table). Reads pg_catalog only, so it takes no lock on the table: the
         table's own statements wait for locks, bounded by its lock_timeout."""
         with self.connect() as conn:

@@ -1,18 +1,16 @@
 """A look at the target through its plain DB-API driver, for `refsync status`.
 
 `status` only reads refsync's own state tables and asks whether a run holds the lock; going
-through SQLAlchemy would cost more start-up than the whole answer (importing it alone takes
-0.15-0.25 s on a small machine: issue 9 wants `status` under half a second). So this module
+through SQLAlchemy would cost more start-up than the whole answer (`status` answers in under
+half a second). So this module
 imports no SQLAlchemy, and neither do the state reads it serves (`state.read_status`).
-The lock's identity (`LOCK_KEY`, `LOCK_ROW`) and the session's connection settings live here
-and are shared with the writing target (`targets.postgres`), so both sides look at the same
-lock and connect the same way.
+The session's connection settings live here and are shared with the writing target
+(`targets.postgres`), so both sides connect the same way; both look at the lock that
+`targets.lock` names.
 """
 
 from __future__ import annotations
 
-import fcntl
-import os
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,11 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from refsync.errors import ConfigError, NotConfigured, RefsyncError
-
-LOCK_KEY = 0x72656673796E63  # "refsync" in ASCII: the advisory lock every run takes
-LOCK_ROW = (f"locktype = 'advisory' AND classid = {LOCK_KEY >> 32} "
-            f"AND objid = {LOCK_KEY & 0xFFFFFFFF} AND objsubid = 1 AND granted "
-            "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())")
+from refsync.targets.lock import LOCK_ROW, sqlite_lock_held
 
 # libpq keepalives: a dead client's session (and its run lock) is freed within minutes, and
 # refsync notices a dead server: an idle connection within 60 s (30 + 3 x 10), data the
@@ -54,28 +48,6 @@ def sqlite_path(url: str) -> Path | None:
     rest = rest.split("?", 1)[0]
     database = rest[1:] if rest.startswith("/") else rest
     return None if database in ("", ":memory:") else Path(database)
-
-
-def sqlite_lock_path(path: Path | None) -> Path | None:
-    """The run lock of a SQLite target: a file beside the database (DESIGN 4.5)."""
-    return None if path is None else path.with_name(path.name + ".refsync.lock")
-
-
-def sqlite_lock_held(path: Path | None) -> bool | None:
-    """Whether a run holds the lock file now: try to share it without waiting."""
-    lock_path = sqlite_lock_path(path)
-    if lock_path is None:
-        return None
-    if not lock_path.exists():
-        return False
-    fd = os.open(lock_path, os.O_RDONLY)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)  # closing drops a shared lock we got
-    return False
 
 
 @dataclass

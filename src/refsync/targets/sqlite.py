@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from refsync.errors import ConstraintViolation, InvalidRows, LockHeld, RefsyncError
 from refsync.model import Batch
 from refsync.targets.base import SqlTableWriter, SqlTarget
-from refsync.targets.readonly import sqlite_lock_path
+from refsync.targets.lock import sqlite_lock_path
 
 
 def to_sqlite(value: Any) -> Any:
@@ -72,6 +72,10 @@ class SqliteWriter(SqlTableWriter):
                                   for r in rows)
                 parts.append(f"keys still referenced from table {child}: {shown}")
         return "; ".join(parts) or "a key to delete is still referenced"
+
+    def adapt_key(self, value: Any) -> Any:
+        """SQLite stores a key value as its canonical text, as `load_rows` stages it."""
+        return to_sqlite(value)
 
     def load_rows(self, batch: Batch) -> None:
         raw: Any = self.conn.connection.driver_connection
