@@ -525,15 +525,16 @@ def console() -> None:
     """Console-script entry point: `main`, then leave without tearing the interpreter down.
 
     Python's own exit frees every module and object one by one, a noticeable share of a
-    nightly run of small tables. By then every connection is
-    closed and every log handler flushed (the atexit handlers run first), so the process
-    ends at once with the same exit code. Another (non-daemon) thread still alive, or a stdout that
-    cannot be flushed, takes the ordinary way out.
+    nightly run of small tables. By then every connection is closed and every log handler
+    flushed (the atexit handlers run first), so the process ends at once with the same exit
+    code. Another (non-daemon) thread still alive, or a stdout that cannot be flushed, takes
+    the ordinary way out.
 
     The cycle collector is off for the process: start-up allocates hundreds of thousands
-    of long-lived objects (the imports), and each collection walks them all. A sync makes no cyclic garbage worth collecting: rows, chunks
-    and rejects are freed by reference counting (a million-row load peaks at the same
-    76 MB either way; tests/unit/test_startup.py counts the cycles a chunk leaves)."""
+    of long-lived objects (the imports), and each collection walks them all. A sync makes no
+    cyclic garbage worth collecting: rows, chunks and rejects are freed by reference counting
+    (a million-row load peaks at the same memory either way; tests/unit/test_startup.py
+    counts the cycles a chunk leaves)."""
     import gc
 
     gc.disable()

@@ -18,13 +18,13 @@ import pytest
 
 # the engine and its drivers, config/validation, the Rich renderer, installed metadata
 ENGINE = ("sqlalchemy", "psycopg", "pymysql", "tenacity", "refsync.api", "refsync.state",
-          "refsync.targets", "refsync.sources", "refsync.transform")
+          "refsync.targets", "refsync.sources", "refsync.transform", "refsync.rules")
 CONFIG = ("pydantic", "pydantic_settings", "yaml", "croniter", "asyncio", "refsync.config")
 RICH = ("rich", "markdown_it", "pygments", "typer.rich_utils", "refsync.render")
 METADATA = ("importlib.metadata", "email")
 # what `status` must not load: it reads the state through the plain driver (targets.readonly)
 NOT_FOR_STATUS = ("sqlalchemy", "pymysql", "tenacity", "refsync.api", "refsync.sources",
-                  "refsync.transform", "refsync.targets.base")
+                  "refsync.transform", "refsync.rules", "refsync.targets.base")
 
 # run `refsync ARGS...` as the console script does (after `setup`); write its exit code and
 # `report` (a JSON field) to a file

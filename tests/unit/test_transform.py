@@ -1,4 +1,4 @@
-"""Unit tests for refsync.transform: per-column converters, RowConverter, watermarks."""
+"""Unit tests for refsync.rules (per-column converters) and refsync.transform (RowConverter)."""
 
 from __future__ import annotations
 
@@ -11,12 +11,8 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from refsync.model import ColumnInfo, ColumnKind, Reject
-from refsync.transform import (
-    RejectValue,
-    RowConverter,
-    make_converter,
-    shorten,
-)
+from refsync.rules import RejectValue
+from refsync.transform import RowConverter, make_converter, shorten
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 PLUS8 = timezone(timedelta(hours=8))

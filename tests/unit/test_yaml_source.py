@@ -10,8 +10,8 @@ import pytest
 
 from refsync.config import TableSpec
 from refsync.errors import ConfigError, FileMissing, SchemaVersionMismatch
+from refsync.rules import Unfit
 from refsync.sources import YamlFileSource
-from refsync.transform import Unfit
 
 
 def make_spec(path: str | Path, version: Any = "1.0", columns: list[dict[str, str]] | None = None,

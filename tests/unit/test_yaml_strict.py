@@ -26,9 +26,10 @@ from refsync.cli import app
 from refsync.config import ReferenceSyncConfig, TableSpec
 from refsync.errors import ConfigError
 from refsync.model import ColumnInfo
+from refsync.rules import Unfit, UnfitBatch
 from refsync.sources import YamlFileSource
 from refsync.sources import yaml_file as yaml_file_module
-from refsync.transform import RowConverter, Unfit, UnfitBatch
+from refsync.transform import RowConverter
 
 HEADER = 'schema_version: "1.0"\ndata:\n'
 

@@ -6,14 +6,14 @@ and PostgreSQL parses the text by the target column's type. A naive DATETIME bou
 `timestamptz` column is read by PostgreSQL under a session `TimeZone` of the table's
 `source_timezone`, which gets every historical rule of the zone right.
 
-The pre-check is built from the same limits the Python converters enforce (transform.py:
+The pre-check is built from the same limits the Python converters enforce (rules.py:
 the target column's length, integer width, numeric precision and scale, NOT NULL, the
 boolean 0/1 rule, zero and invalid dates). It only has to be conservative: a row it flags is
 read again as Python values and judged by the converters, which alone decide what is
 rejected and why; a row it passes must be one the converters would pass unchanged.
 
 A (source type, target column) pair with no rule here returns None: such a table is read as
-Python values and converted by transform.py (slower, same result).
+Python values and converted by the value rules (slower, same result).
 """
 
 from __future__ import annotations

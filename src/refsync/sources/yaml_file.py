@@ -40,8 +40,9 @@ from refsync.config import TRACKING_COLUMNS, FileSourceConfig, TableSpec
 from refsync.errors import ConfigError, FileMissing, SchemaVersionMismatch
 from refsync.interrupts import Stoppable
 from refsync.model import Batch, Chunk, ColumnInfo, Row
+from refsync.rules import Unfit, UnfitBatch
 from refsync.sources.base import Read, ReadPlan, RowsRead
-from refsync.transform import Unfit, UnfitBatch, row_chunks
+from refsync.transform import row_chunks
 
 log = logging.getLogger(__name__)
 
