@@ -20,9 +20,9 @@ from refsync.config import (
     Settings,
     load_config,
     load_settings,
-    topological_order,
 )
 from refsync.errors import ConfigError, UsageError
+from refsync.table_graph import topological_order
 
 REPO = Path(__file__).resolve().parents[2]
 SEED_CONFIG = REPO / "config" / "data_sources.yml"

@@ -28,7 +28,8 @@ from typer.testing import CliRunner
 
 from refsync import alerting
 from refsync.cli import app
-from refsync.config import load_config, target_url
+from refsync.config import load_config
+from refsync.database_url import target_url
 from refsync.dberrors import classify_db_error
 from refsync.errors import AuthFailure, ConfigError
 from refsync.logs import SecretRedactor
