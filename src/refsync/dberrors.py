@@ -20,7 +20,7 @@ import socket
 import ssl
 import sys
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, NamedTuple
 
 from refsync.errors import (
     AuthFailure,
@@ -130,30 +130,79 @@ _HINTS = {
     "SQL syntax error": "check operator-written SQL such as incremental.where",
 }
 
-# PostgreSQL SQLSTATEs (a `sql` source on PostgreSQL; the target classifies its own first).
-_PG_REFUSED: dict[str, tuple[str, str]] = {
-    "57014": ("statement timed out or cancelled", "raise statement_timeout for refsync's user "
-              "on this server (0 = none), or find what slows it"),
-    "55P03": ("lock not available (lock_timeout)", "another session holds a lock on the table: "
-              "find it in pg_stat_activity, or rerun later"),
-    "53200": ("out of memory", "check the server's memory (work_mem, other load)"),
-    "25006": ("read-only transaction", "the statement needs a writable server"),
-}
-_PG_CONFLICT: dict[str, tuple[str, str]] = {
-    "40001": ("serialization failure", "another session changed the same rows; refsync "
-              "retried per the retry settings"),
-    "40P01": ("deadlock", "another session locks the same rows; refsync retried per the "
-              "retry settings"),
-}
-_PG_TRANSIENT = {
-    "57P01": "server is shutting down",
-    "57P02": "server crashed", "57P03": "server not accepting connections",
-    "53300": "too many connections", "53400": "configuration limit exceeded",
-}
-_PG_QUERY = {
-    "3D000": "unknown database", "3F000": "unknown schema", "42P01": "no such table",
-    "42703": "unknown column", "42601": "SQL syntax error", "42501": "access denied",
-    "25006": "read-only transaction",
+TARGET_HINT = "check the target table and the grants of refsync's user on it"
+_RETRIED = "refsync retried per the retry settings"
+
+
+class PgState(NamedTuple):
+    """What a PostgreSQL SQLSTATE means: its kind (see `_diagnose`), the words for it from
+    any PostgreSQL server (a `sql` source; None: a plain "query failed"), and from refsync's
+    own target (`targets.postgres.classify_target_error`; None: as from any server). Each
+    (what happened, hint or None)."""
+
+    kind: str
+    said: tuple[str, str | None] | None
+    on_target: tuple[str, str] | None = None
+
+
+# The one table of PostgreSQL SQLSTATEs refsync names (prefixes 08, 23, 28: see _diagnose).
+PG_STATES: dict[str, PgState] = {
+    "57014": PgState("refused", (
+        "statement timed out or cancelled", "raise statement_timeout for refsync's user on "
+        "this server (0 = none), or find what slows it"), (
+        "statement timed out on the target (statement_timeout)", "raise statement_timeout "
+        "for this table (0 = none), or find what slows the target (locks, load)")),
+    "55P03": PgState("refused", (
+        "lock not available (lock_timeout)", "another session holds a lock on the table: "
+        "find it in pg_stat_activity, or rerun later"), (
+        "lock timeout: a target table lock was not granted within lock_timeout",
+        "end or wait for the blocking session named here, or raise lock_timeout for this "
+        "table")),
+    "53200": PgState("refused", (
+        "out of memory", "check the server's memory (work_mem, other load)"), (
+        "the target server ran out of memory",
+        "check the target server's memory (work_mem, other load); nothing was applied")),
+    "54000": PgState("refused", None, (
+        "a target server limit was exceeded",
+        "check the target server's limits (max_locks_per_transaction, sizes)")),
+    "25006": PgState("refused", (
+        "read-only transaction", "the statement needs a writable server"), (
+        "the target session is read-only (a standby, or default_transaction_read_only=on)",
+        "sync and plan stage rows in temporary tables: they need a session that may write "
+        "(the primary server, default_transaction_read_only off) and TEMP on the database; "
+        "plan changes nothing else. verify and status work read-only")),
+    "53100": PgState("disk_full", ("disk full", None), (
+        "the target server's disk is full",
+        "free space on the target server's disk; nothing of this table was applied")),
+    "40001": PgState("conflict", (
+        "serialization failure", f"another session changed the same rows; {_RETRIED}"), (
+        "serialization failure on the target",
+        f"another session changed the same rows; {_RETRIED}")),
+    "40P01": PgState("conflict", (
+        "deadlock", f"another session locks the same rows; {_RETRIED}"), (
+        "deadlock with another session on the target",
+        f"another session locks the same rows; {_RETRIED}")),
+    "57P01": PgState("connection", ("server is shutting down", None), (
+        "the target server is shutting down (admin shutdown)",
+        f"{_RETRIED}; check the target server")),
+    "57P02": PgState("connection", ("server crashed", None), (
+        "the target server crashed", f"{_RETRIED}; check the target server's log")),
+    "57P03": PgState("connection", ("server not accepting connections", None), (
+        "the target server is not accepting connections yet",
+        f"{_RETRIED}; check the target server")),
+    "53300": PgState("connection", ("too many connections", None), (
+        "the target server has too many connections",
+        f"{_RETRIED}; check max_connections on the target")),
+    "53400": PgState("connection", ("configuration limit exceeded", None)),
+    "3D000": PgState("query", ("unknown database", None)),
+    "3F000": PgState("query", ("unknown schema", None)),
+    "42601": PgState("query", ("SQL syntax error", None)),
+    "42P01": PgState("query", ("no such table", None), (
+        "a target table does not exist", "refsync init-db --create-tables")),
+    "42703": PgState("query", ("unknown column", None), (
+        "a target column does not exist", "refsync init-db --create-tables")),
+    "42501": PgState("query", ("access denied", None), ("permission denied on the target",
+                                                        TARGET_HINT)),
 }
 
 # libpq's words for a connection that was up and is gone (a connect failure says otherwise)
@@ -170,7 +219,7 @@ _SQLITE_TRANSIENT = ("SQLITE_BUSY", "SQLITE_LOCKED", "SQLITE_IOERR", "SQLITE_CAN
 
 _SIDE_QUERY_HINT = {
     "source": "check source_config (table, columns, incremental.where) against the source",
-    "target": "check the target table and the grants of refsync's user on it",
+    "target": TARGET_HINT,
 }
 
 
@@ -208,9 +257,9 @@ def _classified(exc: BaseException, where: str, *, streaming: bool, connection_l
             hint=_TLS_HINT[side])
     lost = connection_lost or getattr(exc, "connection_invalidated", False) is True
     orig = _unwrap(exc)
-    kind, what, detail = _classify(orig)
+    kind, what, detail = _diagnose(orig)
     if kind is None:
-        if lost or any(_classify(c)[0] == "connection" for c in _chain(exc)):
+        if lost or any(_diagnose(c)[0] == "connection" for c in _chain(exc)):
             kind, what = "connection", "connection lost"
         else:
             kind, what = "query", f"unexpected {type(orig).__name__}"
@@ -316,9 +365,11 @@ def _refusal(exc: BaseException) -> tuple[str, str]:
         if errno in _MYSQL_FILE_ERRNOS:
             return "file error", _MYSQL_FILE_HINT
         return MYSQL_REFUSED_ERRNOS.get(errno, ("refused", "check the MySQL server's log"))
-    sqlstate = _sqlstate(exc) or ""
-    return _PG_CONFLICT.get(sqlstate) or _PG_REFUSED.get(sqlstate) or (
-        "refused", "check the server's log")
+    known = PG_STATES.get(_sqlstate(exc) or "")
+    if known is not None and known.kind in ("refused", "conflict") and known.said is not None:
+        what, hint = known.said
+        return what, hint or "check the server's log"
+    return "refused", "check the server's log"
 
 
 def _server(exc: BaseException) -> str:
@@ -338,7 +389,7 @@ def _sqlstate(exc: BaseException) -> str | None:
 
 def is_connection_error(exc: BaseException) -> bool:
     """True when `exc` (or what it wraps) means the connection failed, not the statement."""
-    return _classify(_unwrap(exc))[0] == "connection" or (
+    return _diagnose(_unwrap(exc))[0] == "connection" or (
         getattr(exc, "connection_invalidated", False) is True)
 
 
@@ -375,81 +426,89 @@ def _mro_names(exc: BaseException) -> set[str]:
     return {c.__name__ for c in type(exc).__mro__}
 
 
-def _classify(exc: BaseException) -> tuple[str | None, str, str]:
+Diagnosis = tuple[str | None, str, str]
+
+
+def _diagnose(exc: BaseException) -> Diagnosis:
     """(kind, what, detail): kind is connection, query, constraint, refused, conflict,
     disk_full, server_transient, or None (not a DB error)."""
     names = _mro_names(exc)
     errno = _mysql_errno(exc)
     if errno is not None:
-        msg = str(exc.args[1]) if len(exc.args) > 1 else ""
-        detail = f"{errno} {msg}".strip()
-        if errno in _MYSQL_DISK_FULL or any(t in msg for t in _DISK_FULL_TEXT):
-            return "disk_full", _MYSQL_DISK_FULL.get(errno, "disk full"), detail
-        if errno in MYSQL_CONFLICT_ERRNOS:
-            return "conflict", MYSQL_CONFLICT_ERRNOS[errno][0], detail
-        if errno in MYSQL_REFUSED_ERRNOS:
-            return "refused", MYSQL_REFUSED_ERRNOS[errno][0], detail
-        if errno in _MYSQL_FILE_ERRNOS:
-            return "server_transient", "file error", detail
-        if errno in MYSQL_CONNECTION_ERRNOS:
-            what = MYSQL_CONNECTION_ERRNOS[errno]
-            if errno in _LOST and "timed out" in msg:
-                what = "read timed out"
-            return "connection", what, detail
-        if errno in MYSQL_QUERY_ERRNOS:
-            return "query", MYSQL_QUERY_ERRNOS[errno], detail
-        if errno in _MYSQL_CONSTRAINT:
-            return "constraint", _MYSQL_CONSTRAINT[errno], detail
-        if errno == 0 and "InterfaceError" in names:  # PyMySQL: (0, '') on a closed connection
-            return "connection", "connection lost", "connection already closed"
-        if 2000 <= errno < 3000:  # other client-side (CR_*) errors
-            return "connection", "connection failed", detail
-        return "query", "query failed", detail
-
+        return _diagnose_mysql(exc, errno, names)
     sqlstate = getattr(exc, "sqlstate", None) or getattr(exc, "pgcode", None)
     if isinstance(sqlstate, str) and len(sqlstate) == 5 and "Error" in names:
-        detail = f"{sqlstate} {_first_line(exc)}"
-        if sqlstate.startswith("08"):
-            return "connection", "cannot connect", detail
-        if sqlstate == "53100":
-            return "disk_full", "disk full", detail
-        if sqlstate in _PG_CONFLICT:
-            return "conflict", _PG_CONFLICT[sqlstate][0], detail
-        if sqlstate in _PG_REFUSED:
-            return "refused", _PG_REFUSED[sqlstate][0], detail
-        if sqlstate in _PG_TRANSIENT:
-            return "connection", _PG_TRANSIENT[sqlstate], detail
-        if sqlstate.startswith("28"):
-            return "query", "access denied", detail
-        if sqlstate in _PG_QUERY:
-            return "query", _PG_QUERY[sqlstate], detail
-        if sqlstate.startswith("23"):
-            what = "foreign key violation" if sqlstate == "23503" else "constraint violation"
-            return "constraint", what, detail
-        return "query", "query failed", detail
-
+        return _diagnose_postgres(exc, sqlstate)
     errname = getattr(exc, "sqlite_errorname", None)
     if isinstance(errname, str) or type(exc).__module__ == "sqlite3":
-        detail = f"{errname} {exc}" if errname else str(exc)
-        text = str(exc).lower()
-        if (errname or "").startswith("SQLITE_FULL") or "database or disk is full" in text:
-            return "disk_full", "disk full", detail
-        if (errname or "").startswith(_SQLITE_TRANSIENT) or any(
-                s in text for s in ("database is locked", "disk i/o error",
-                                    "unable to open database")):
-            what = "database is locked" if "lock" in text or "BUSY" in (errname or "") else (
-                "cannot open database")
-            return "connection", what, detail
-        if "IntegrityError" in names:
-            return "constraint", "constraint violation", detail
-        if "no such table" in text:
-            return "query", "no such table", detail
-        if "no such column" in text:
-            return "query", "unknown column", detail
-        if "syntax error" in text:
-            return "query", "SQL syntax error", detail
-        return "query", "query failed", detail
+        return _diagnose_sqlite(exc, errname, names)
+    return _diagnose_by_class(exc, names) or _diagnose_other(exc)
 
+
+def _diagnose_mysql(exc: BaseException, errno: int, names: set[str]) -> Diagnosis:
+    msg = str(exc.args[1]) if len(exc.args) > 1 else ""
+    detail = f"{errno} {msg}".strip()
+    if errno in _MYSQL_DISK_FULL or any(t in msg for t in _DISK_FULL_TEXT):
+        return "disk_full", _MYSQL_DISK_FULL.get(errno, "disk full"), detail
+    if errno in MYSQL_CONFLICT_ERRNOS:
+        return "conflict", MYSQL_CONFLICT_ERRNOS[errno][0], detail
+    if errno in MYSQL_REFUSED_ERRNOS:
+        return "refused", MYSQL_REFUSED_ERRNOS[errno][0], detail
+    if errno in _MYSQL_FILE_ERRNOS:
+        return "server_transient", "file error", detail
+    if errno in MYSQL_CONNECTION_ERRNOS:
+        what = MYSQL_CONNECTION_ERRNOS[errno]
+        if errno in _LOST and "timed out" in msg:
+            what = "read timed out"
+        return "connection", what, detail
+    if errno in MYSQL_QUERY_ERRNOS:
+        return "query", MYSQL_QUERY_ERRNOS[errno], detail
+    if errno in _MYSQL_CONSTRAINT:
+        return "constraint", _MYSQL_CONSTRAINT[errno], detail
+    if errno == 0 and "InterfaceError" in names:  # PyMySQL: (0, '') on a closed connection
+        return "connection", "connection lost", "connection already closed"
+    if 2000 <= errno < 3000:  # other client-side (CR_*) errors
+        return "connection", "connection failed", detail
+    return "query", "query failed", detail
+
+
+def _diagnose_postgres(exc: BaseException, sqlstate: str) -> Diagnosis:
+    detail = f"{sqlstate} {_first_line(exc)}"
+    if sqlstate.startswith("08"):
+        return "connection", "cannot connect", detail
+    known = PG_STATES.get(sqlstate)
+    if known is not None and known.said is not None:
+        return known.kind, known.said[0], detail
+    if sqlstate.startswith("28"):
+        return "query", "access denied", detail
+    if sqlstate.startswith("23"):
+        what = "foreign key violation" if sqlstate == "23503" else "constraint violation"
+        return "constraint", what, detail
+    return "query", "query failed", detail
+
+
+def _diagnose_sqlite(exc: BaseException, errname: str | None, names: set[str]) -> Diagnosis:
+    detail = f"{errname} {exc}" if errname else str(exc)
+    text = str(exc).lower()
+    if (errname or "").startswith("SQLITE_FULL") or "database or disk is full" in text:
+        return "disk_full", "disk full", detail
+    if (errname or "").startswith(_SQLITE_TRANSIENT) or any(
+            s in text for s in ("database is locked", "disk i/o error",
+                                "unable to open database")):
+        what = "database is locked" if "lock" in text or "BUSY" in (errname or "") else (
+            "cannot open database")
+        return "connection", what, detail
+    if "IntegrityError" in names:
+        return "constraint", "constraint violation", detail
+    for words, what in (("no such table", "no such table"), ("no such column", "unknown column"),
+                        ("syntax error", "SQL syntax error")):
+        if words in text:
+            return "query", what, detail
+    return "query", "query failed", detail
+
+
+def _diagnose_by_class(exc: BaseException, names: set[str]) -> Diagnosis | None:
+    """A DB-API error that carries no code, by its class (psycopg's connect failures)."""
     if "OperationalError" in names:  # psycopg connect failures carry no SQLSTATE
         text = _first_line(exc)
         if "password authentication failed" in text or "no pg_hba.conf entry" in text:
@@ -468,7 +527,11 @@ def _classify(exc: BaseException) -> tuple[str | None, str, str]:
     if names & {"ProgrammingError", "DataError", "NotSupportedError", "InternalError",
                 "DatabaseError"}:
         return "query", "query failed", _first_line(exc)
+    return None
 
+
+def _diagnose_other(exc: BaseException) -> Diagnosis:
+    """SQLAlchemy's own errors, sockets and files; anything else is no DB error (kind None)."""
     sa_exc = _sa_exc()
     if sa_exc is not None:
         if isinstance(exc, sa_exc.TimeoutError):

@@ -25,6 +25,7 @@ from sqlalchemy.engine import Connection
 
 from refsync import interrupts
 from refsync.config import TRACKING_COLUMNS
+from refsync.dberrors import PG_STATES, TARGET_HINT, classify_db_error
 from refsync.errors import (
     ConnectionFailure,
     ConstraintViolation,
@@ -52,44 +53,6 @@ TRACKING_BYTES = b"\tauthoritative\tf\t\\N\t\\N"  # the layer-1 values, as COPY 
 TRACKING_ROW = ("authoritative", False, None, None)
 # up to this many staged rows, the diff may look each up by the target's key (nested loops)
 SMALL_STAGE = 10_000
-
-_TARGET_HINT = "check the target table and the grants of refsync's user on it"
-# SQLSTATE -> (error type, what happened, hint): target-side causes, never a source hint
-PG_TARGET_ERRORS: dict[str, tuple[type[RefsyncError], str, str]] = {
-    "57014": (ServerRefused, "statement timed out on the target (statement_timeout)",
-              "raise statement_timeout for this table (0 = none), or find what slows the "
-              "target (locks, load)"),
-    "55P03": (ServerRefused, "lock timeout: a target table lock was not granted within "
-              "lock_timeout", "end or wait for the blocking session named here, or raise "
-              "lock_timeout for this table"),
-    "53100": (DiskFull, "the target server's disk is full",
-              "free space on the target server's disk; nothing of this table was applied"),
-    "53200": (ServerRefused, "the target server ran out of memory",
-              "check the target server's memory (work_mem, other load); nothing was applied"),
-    "54000": (ServerRefused, "a target server limit was exceeded",
-              "check the target server's limits (max_locks_per_transaction, sizes)"),
-    "25006": (ServerRefused, "the target session is read-only (a standby, or "
-              "default_transaction_read_only=on)",
-              "sync and plan stage rows in temporary tables: they need a session that may "
-              "write (the primary server, default_transaction_read_only off) and TEMP on the "
-              "database; plan changes nothing else. verify and status work read-only"),
-    "40001": (TransientConflict, "serialization failure on the target",
-              "another session changed the same rows; refsync retried per the retry settings"),
-    "40P01": (TransientConflict, "deadlock with another session on the target",
-              "another session locks the same rows; refsync retried per the retry settings"),
-    "57P01": (ConnectionFailure, "the target server is shutting down (admin shutdown)",
-              "refsync retried per the retry settings; check the target server"),
-    "57P02": (ConnectionFailure, "the target server crashed",
-              "refsync retried per the retry settings; check the target server's log"),
-    "57P03": (ConnectionFailure, "the target server is not accepting connections yet",
-              "refsync retried per the retry settings; check the target server"),
-    "53300": (ConnectionFailure, "the target server has too many connections",
-              "refsync retried per the retry settings; check max_connections on the target"),
-    "42501": (QueryFailure, "permission denied on the target", _TARGET_HINT),
-    "42P01": (QueryFailure, "a target table does not exist", "refsync init-db --create-tables"),
-    "42703": (QueryFailure, "a target column does not exist", "refsync init-db --create-tables"),
-}
-
 
 # ANALYZE after a load samples 300 x this many rows (the server's default: 100): enough for
 # the row count and the key's spread the diff is planned on
@@ -564,18 +527,22 @@ def classify_target_error(exc: BaseException, target: str, doing: str) -> Refsyn
         return InvalidRows(f"{doing}: the target refused a value: {primary}. {detail}".strip())
     if state == "57014" and (signum := interrupts.pending()) is not None:
         return Interrupted(signum)  # cancelled by refsync itself, on a signal
-    if state in PG_TARGET_ERRORS:
-        kind, what, hint = PG_TARGET_ERRORS[state]
-        error = kind(f"target {target} ({doing}): {what} ({state} {bounded(primary)})",
-                     hint=hint)
+    known = PG_STATES.get(state)
+    if known is not None and known.on_target is not None:
+        what, hint = known.on_target
+        error = _ERROR_OF_KIND[known.kind](
+            f"target {target} ({doing}): {what} ({state} {bounded(primary)})", hint=hint)
         error.side = "target"
         return error
-    from refsync.dberrors import classify_db_error
-
     error = classify_db_error(exc, f"target {target}", doing=doing, side="target")
     if type(error) is QueryFailure and error.hint == QueryFailure.default_hint:
-        error.hint = _TARGET_HINT  # a target error never points at the source config
+        error.hint = TARGET_HINT  # a target error never points at the source config
     return error
+
+
+_ERROR_OF_KIND: dict[str, type[RefsyncError]] = {
+    "refused": ServerRefused, "disk_full": DiskFull, "conflict": TransientConflict,
+    "connection": ConnectionFailure, "query": QueryFailure}
 
 
 def _first_line(exc: BaseException) -> str:
