@@ -44,14 +44,23 @@ def status_problems(report: dict[str, Any], now: datetime) -> list[str]:
         if last in _FAILED:
             cause = f" [{t['error_class']}]" if t.get("error_class") else ""
             problems.append(f"{name}: last run {last}{cause}")
-        elif success is None:
-            problems.append(f"{name}: no successful run yet")
-        if success is not None:
-            hours = (now - datetime.fromisoformat(success)).total_seconds() / 3600
-            if hours > STALE_AFTER_HOURS:
-                problems.append(f"{name}: last success {hours:.0f} hours ago "
-                                f"(more than {STALE_AFTER_HOURS}): a night was missed")
+        if success is not None or last not in _FAILED:  # a failure already says enough
+            problem = success_problem(
+                name, None if success is None else datetime.fromisoformat(success), now)
+            problems += [problem] if problem else []
     return problems
+
+
+def success_problem(name: str, success: datetime | None, now: datetime) -> str | None:
+    """The line for an enabled table that never succeeded, or whose last success is older
+    than STALE_AFTER_HOURS (a missed night); None when it is recent."""
+    if success is None:
+        return f"{name}: no successful run yet"
+    hours = (now - success).total_seconds() / 3600
+    if hours <= STALE_AFTER_HOURS:
+        return None
+    return (f"{name}: last success {hours:.0f} hours ago (more than {STALE_AFTER_HOURS}): "
+            "a night was missed")
 
 
 # ---------------------------------------------------------------- Prometheus textfile

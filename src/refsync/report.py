@@ -13,7 +13,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from refsync import state
-from refsync.alerting import STALE_AFTER_HOURS
+from refsync.alerting import success_problem
 from refsync.config import LoadedConfig, Settings
 from refsync.targets.readonly import StateReader, read_state
 
@@ -82,14 +82,9 @@ def status(config: LoadedConfig, settings: Settings, *, tables: list[str] | None
             "error": last["error"] if last else None,
         }
         docs.append(doc)
-        if spec.enabled and st is not None:
-            success = st["last_success_at"]
-            if success is None:
-                warnings.append(f"{spec.name}: no successful run yet")
-            elif (now - success).total_seconds() > STALE_AFTER_HOURS * 3600:
-                hours = (now - success).total_seconds() / 3600
-                warnings.append(f"{spec.name}: last success {hours:.0f} hours ago "
-                                f"(more than {STALE_AFTER_HOURS}): a night was missed")
+        problem = success_problem(spec.name, st["last_success_at"], now) if (
+            spec.enabled and st is not None) else None
+        warnings += [problem] if problem else []
     run_docs = [_run_doc(r, zone) for r in run_rows]
     for doc in run_docs:
         if doc["status"] == "running" and doc["run_key"] in abandoned:
