@@ -31,9 +31,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from refsync.database_url import target_url
 from refsync.errors import ConfigError, UsageError
 from refsync.table_graph import table_graph_problems, topological_order
+from refsync.tracking import TRACKING_COLUMNS
 
 DEFAULT_CONFIG_PATH = Path("config/data_sources.yml")
-TRACKING_COLUMNS = ("_source", "_needs_review", "_derived_from_domain", "_derived_at")
 
 
 class Settings(BaseSettings):

@@ -22,6 +22,7 @@ from sqlalchemy.dialects import postgresql
 
 from refsync.config import DECLARABLE_TYPES, LoadedConfig, Settings, TableSpec
 from refsync.errors import ConfigError, RefsyncError
+from refsync.tracking import AUTHORITATIVE
 
 if TYPE_CHECKING:
     from refsync.targets.base import SqlTarget
@@ -39,7 +40,7 @@ SCRIPT_HEADER = """\
 def tracking_columns() -> list[sa.Column[Any]]:
     """The four layer-1/layer-2 columns (Story 6.2.2), defaulting to the authoritative layer."""
     return [
-        sa.Column("_source", sa.String(20), nullable=False, server_default="authoritative"),
+        sa.Column("_source", sa.String(20), nullable=False, server_default=AUTHORITATIVE),
         sa.Column("_needs_review", sa.Boolean, nullable=False, server_default=sa.false()),
         sa.Column("_derived_from_domain", sa.String(50)),
         sa.Column("_derived_at", sa.DateTime(timezone=True)),

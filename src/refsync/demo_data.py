@@ -23,6 +23,8 @@ from zoneinfo import ZoneInfo
 
 import yaml
 
+from refsync.tracking import AUTHORITATIVE
+
 LegacyRow = tuple[str | None, ...]
 """One legacy row in the table's column order (all values are text or NULL)."""
 
@@ -132,7 +134,7 @@ DEMO_PRIMARY_KEYS: dict[str, str] = {
 }
 
 TRACKING_COLUMN_DDL: dict[str, str] = {
-    "_source": "varchar(20) NOT NULL DEFAULT 'authoritative'",
+    "_source": f"varchar(20) NOT NULL DEFAULT '{AUTHORITATIVE}'",
     "_needs_review": "boolean NOT NULL DEFAULT false",
     "_derived_from_domain": "varchar(50)",
     "_derived_at": "timestamptz",

@@ -36,12 +36,13 @@ from typing import IO, Any
 
 import yaml
 
-from refsync.config import TRACKING_COLUMNS, FileSourceConfig, TableSpec
+from refsync.config import FileSourceConfig, TableSpec
 from refsync.errors import ConfigError, FileMissing, SchemaVersionMismatch
 from refsync.interrupts import Stoppable
 from refsync.model import Batch, Chunk, ColumnInfo, Row
 from refsync.rules import Unfit, UnfitBatch
 from refsync.sources.base import Read, ReadPlan, RowsRead
+from refsync.tracking import TRACKING_COLUMNS
 from refsync.transform import row_chunks
 
 log = logging.getLogger(__name__)

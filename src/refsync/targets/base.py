@@ -18,9 +18,9 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from refsync import interrupts
-from refsync.config import TRACKING_COLUMNS
 from refsync.errors import ConfigError, RefsyncError
 from refsync.model import Batch, ColumnInfo, ColumnKind, DiffCounts, Row
+from refsync.tracking import AUTHORITATIVE, TRACKING_COLUMNS, layer1_sql
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +29,6 @@ CHANGES = "_refsync_changes"
 KEPT = "_refsync_kept"  # keys of rejected source rows: their target rows stay (DESIGN 4.5)
 OP = "_refsync_op"
 INSERT, UPDATE, PROMOTE = "insert", "update", "promote"  # what the diff found for a row
-AUTHORITATIVE = "authoritative"
 
 
 def column_info(name: str, satype: Any, nullable: bool, dialect: sa.Dialect) -> ColumnInfo:
@@ -511,8 +510,7 @@ class SqlTableWriter:
         if self.direct:
             return
         q = self.q
-        tracking = {"_source": f"'{AUTHORITATIVE}'", "_needs_review": self.target.false_sql,
-                    "_derived_from_domain": "NULL", "_derived_at": "NULL"}
+        tracking = layer1_sql(self.target.false_sql)
         if deletes and counts.deleted:
             self.sql(f"DELETE FROM {self._missing_where()}", phase="delete")
         if counts.updated or counts.promoted:

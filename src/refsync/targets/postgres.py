@@ -24,7 +24,6 @@ from psycopg import pq
 from sqlalchemy.engine import Connection
 
 from refsync import interrupts
-from refsync.config import TRACKING_COLUMNS
 from refsync.dberrors import PG_STATES, TARGET_HINT, classify_db_error
 from refsync.errors import (
     ConnectionFailure,
@@ -46,11 +45,11 @@ from refsync.targets.base import DirectLoadConflict, SqlTableWriter, SqlTarget
 from refsync.targets.lock import LOCK_KEY, LOCK_ROW
 from refsync.targets.pg_liveness import Watchdog
 from refsync.targets.readonly import PG_CONNECT_ARGS, libpq_uri
+from refsync.tracking import LAYER1_VALUES, TRACKING_COLUMNS, layer1_copy_text
 
 log = logging.getLogger(__name__)
 
-TRACKING_BYTES = b"\tauthoritative\tf\t\\N\t\\N"  # the layer-1 values, as COPY text
-TRACKING_ROW = ("authoritative", False, None, None)
+TRACKING_BYTES = layer1_copy_text()  # appended to each COPY line of a direct load
 # up to this many staged rows, the diff may look each up by the target's key (nested loops)
 SMALL_STAGE = 10_000
 
@@ -216,7 +215,7 @@ class PostgresWriter(SqlTableWriter):
         write = self._copier().write_row
         if self.direct:
             for row in batch:
-                write(row + TRACKING_ROW)
+                write(row + LAYER1_VALUES)
         else:
             for row in batch:
                 write(row)
