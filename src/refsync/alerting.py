@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from refsync.model import RunResult, TableResult
+from refsync.model import COUNT_FIELDS, RunResult, TableResult
 
 if TYPE_CHECKING:
     from refsync.config import LoadedConfig
@@ -87,7 +87,6 @@ _VERIFY_METRICS: tuple[tuple[str, str], ...] = (
     ("refsync_verify_last_timestamp_seconds", "When the last verify ended (Unix time)."),
 )
 _HELP = dict(_METRICS + _RUN_METRICS + _VERIFY_METRICS)
-_OPS = ("read", "inserted", "updated", "deleted", "unchanged", "promoted", "rejected")
 _SAMPLE = re.compile(r'^(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)(?P<labels>\{.*\})?\s+(?P<value>\S+)')
 _TABLE_LABEL = re.compile(r'table="((?:[^"\\]|\\.)*)"')
 
@@ -145,7 +144,7 @@ def _table_samples(t: TableResult, last_success: str | None) -> dict[str, list[s
     elif last_success is not None:
         samples["refsync_last_success_timestamp_seconds"].append(last_success)
     samples["refsync_rows"] = [f'refsync_rows{{{table},op="{op}"}} {getattr(t, op)}'
-                               for op in _OPS]
+                               for op in COUNT_FIELDS]
     samples["refsync_duration_seconds"].append(
         f"refsync_duration_seconds{{{table}}} {round(t.duration_s, 3)}")
     samples["refsync_attempts"].append(f"refsync_attempts{{{table}}} {t.attempts}")

@@ -22,6 +22,7 @@ from datetime import datetime, tzinfo
 from typing import Any, Literal, TextIO
 from urllib.parse import quote, quote_plus
 
+from refsync.model import COUNT_FIELDS
 from refsync.redact import url_secrets
 
 __all__ = [
@@ -44,9 +45,8 @@ MIN_MASKED = 4  # shorter secrets are never masked as substrings
 
 #: Structured fields copied from a record's `extra` into the JSON line, in this order.
 EXTRA_FIELDS: tuple[str, ...] = (
-    "run_key", "table", "mode", "status", "read", "inserted", "updated", "deleted", "unchanged",
-    "promoted", "rejected", "duration_s", "attempts", "error_class", "error", "hint", "host",
-    "database", "watermark", "phase",
+    "run_key", "table", "mode", "status", *COUNT_FIELDS, "duration_s", "attempts",
+    "error_class", "error", "hint", "host", "database", "watermark", "phase",
 )
 
 # attributes every LogRecord has; anything else on a record came from `extra`

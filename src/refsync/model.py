@@ -60,6 +60,10 @@ class DiffCounts:
         return self.inserted + self.updated + self.promoted + self.deleted
 
 
+# a table's row counts: TableResult's fields, sync_runs' columns, --json keys, metric labels
+COUNT_FIELDS = ("read", "inserted", "updated", "deleted", "unchanged", "promoted", "rejected")
+
+
 @dataclass
 class TableResult:
     """The outcome of one table in one run; what `--json` prints and `sync_runs` stores."""
@@ -95,8 +99,7 @@ class TableResult:
 
     JSON_KEYS = (
         "name", "target", "source_type", "mode", "incremental", "status", "error_class", "error",
-        "read", "inserted", "updated", "deleted", "unchanged", "promoted", "rejected", "rejects",
-        "attempts", "duration_s", "watermark",
+        *COUNT_FIELDS, "rejects", "attempts", "duration_s", "watermark",
     )
 
     def as_json(self) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from rich.table import Table
 from rich.text import Text
 
 from refsync.errors import RefsyncError
-from refsync.model import RunResult, TableResult
+from refsync.model import COUNT_FIELDS, RunResult, TableResult
 
 if TYPE_CHECKING:  # rich.progress is imported by the commands that draw bars, when they do
     from rich.progress import TaskID
@@ -37,7 +37,6 @@ STATUS_STYLE = {
     "interrupted": "bold magenta",
     "in_step": "green", "differs": "bold red", "unsupported": "yellow",
 }
-COUNTS = ("read", "inserted", "updated", "deleted", "unchanged", "promoted", "rejected")
 SHORT = {"read": "read", "inserted": "ins", "updated": "upd", "deleted": "del",
          "unchanged": "same", "promoted": "prom", "rejected": "rej"}
 
@@ -177,7 +176,7 @@ def run_table(result: RunResult) -> Table:
     table.add_column("table", no_wrap=True)
     table.add_column("mode", no_wrap=True)
     table.add_column("status", no_wrap=True)
-    for c in COUNTS:
+    for c in COUNT_FIELDS:
         table.add_column(SHORT[c], justify="right", no_wrap=True)
     table.add_column("tries", justify="right")
     table.add_column("secs", justify="right", no_wrap=True)
@@ -187,7 +186,7 @@ def run_table(result: RunResult) -> Table:
         if t.error:
             note = f"[red]{t.error_class}[/]: {escape(t.error.splitlines()[0][:120])}"
         table.add_row(escape(t.name), t.mode + (" incr" if t.incremental else ""),
-                      styled(t.status), *(f"{getattr(t, c):,}" for c in COUNTS),
+                      styled(t.status), *(f"{getattr(t, c):,}" for c in COUNT_FIELDS),
                       str(t.attempts), f"{t.duration_s:.2f}", note)
     return table
 
@@ -238,9 +237,9 @@ def status_tables(report: dict[str, Any], now: datetime | None = None) -> list[T
     when = f"when ({zone})" if zone else "when"
     tables = Table(title="tables", title_justify="left")
     full_reads = any(t.get("last_full_read") for t in report["tables"])
-    for col in ("table", "last", when, "ago", "secs", "tries", *COUNTS, "watermark",
+    for col in ("table", "last", when, "ago", "secs", "tries", *COUNT_FIELDS, "watermark",
                 *(["last full read"] if full_reads else []), "last error"):
-        tables.add_column(SHORT.get(col, col), justify="right" if col in COUNTS else "left",
+        tables.add_column(SHORT.get(col, col), justify="right" if col in COUNT_FIELDS else "left",
                           no_wrap=col not in ("last error",))
     for t in report["tables"]:
         err = t.get("error") or ""
@@ -249,7 +248,7 @@ def status_tables(report: dict[str, Any], now: datetime | None = None) -> list[T
             _ago(t.get("last_finished_at"), now),
             "" if t.get("duration_s") is None else f"{t['duration_s']:.2f}",
             "" if t.get("attempts") is None else str(t["attempts"]),
-            *("" if t.get(c) is None else f"{t[c]:,}" for c in COUNTS),
+            *("" if t.get(c) is None else f"{t[c]:,}" for c in COUNT_FIELDS),
             escape(t.get("watermark") or ""),
             *([_local(t.get("last_full_read"), zone)] if full_reads else []),
             f"[red]{t.get('error_class')}[/]: {escape(err.splitlines()[0][:100])}" if err else "",

@@ -15,6 +15,7 @@ from zoneinfo import ZoneInfo
 from refsync import state
 from refsync.alerting import success_problem
 from refsync.config import LoadedConfig, Settings
+from refsync.model import COUNT_FIELDS
 from refsync.targets.readonly import StateReader, read_state
 
 
@@ -40,7 +41,7 @@ def _run_doc(row: dict[str, Any], zone: tzinfo) -> dict[str, Any]:
         "run_key": row["run_key"], "table": row["table_name"], "target": row["target"],
         "mode": row["mode"], "status": row["status"], "started_at": _iso(row["started_at"], zone),
         "finished_at": _iso(row["finished_at"], zone),
-        **{c: row[c] for c in state.COUNT_FIELDS},
+        **{c: row[c] for c in COUNT_FIELDS},
         "attempts": row["attempts"], "duration_s": row["duration_s"],
         "watermark": row["watermark"], "error_class": row["error_class"], "error": row["error"],
     }
@@ -75,7 +76,7 @@ def status(config: LoadedConfig, settings: Settings, *, tables: list[str] | None
             "watermark": st["watermark"] if st else None,
             # when a run last read every source row (older state tables lack the column)
             "last_full_read": _iso(st.get("last_full_at"), zone) if st else None,
-            **{c: (last[c] if last else None) for c in state.COUNT_FIELDS},
+            **{c: (last[c] if last else None) for c in COUNT_FIELDS},
             "attempts": last["attempts"] if last else None,
             "duration_s": last["duration_s"] if last else None,
             "error_class": last["error_class"] if last else None,

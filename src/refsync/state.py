@@ -13,7 +13,7 @@ from functools import cache
 from typing import TYPE_CHECKING, Any
 
 from refsync.errors import QueryFailure, RefsyncError, bounded
-from refsync.model import TableResult
+from refsync.model import COUNT_FIELDS, TableResult
 
 if TYPE_CHECKING:  # SQLAlchemy is imported where a function needs it: `status` reads the
     # state through the plain driver (`read_status`) and must start fast
@@ -25,7 +25,6 @@ if TYPE_CHECKING:  # SQLAlchemy is imported where a function needs it: `status` 
 log = logging.getLogger(__name__)
 
 SCHEMA = "refsync"
-COUNT_FIELDS = ("read", "inserted", "updated", "deleted", "unchanged", "promoted", "rejected")
 
 
 @cache
