@@ -31,7 +31,7 @@ from refsync.errors import (
 )
 from refsync.model import ColumnInfo, PhasedProgress, RunResult, TableResult
 from refsync.report import disabled_reason, status
-from refsync.retry import retrying
+from refsync.retry import retrying, until_done
 from refsync.table_sync import Origin, Progress
 from refsync.targets import open_target
 from refsync.targets.base import SqlTarget
@@ -270,11 +270,7 @@ class Runner:
     def _record_pending(self, target: SqlTarget) -> None:
         """Failures the target could not take when they happened (it was down): recorded
         now that it may be back, a few tries, before the run ends (DESIGN 5)."""
-        for attempt in range(3):
-            if not self._unrecorded:
-                return
-            if attempt:
-                (self.sleep or time.sleep)(2.0 * attempt)
+        def record_all() -> bool:
             for res, started, finished in list(self._unrecorded):
                 try:
                     with target.transaction() as conn:
@@ -283,6 +279,10 @@ class Runner:
                     self._unrecorded.remove((res, started, finished))
                 except (RefsyncError, sa.exc.SQLAlchemyError) as exc:
                     log.debug("%s: recording the failure failed again: %s", res.name, exc)
+            return not self._unrecorded
+
+        if self._unrecorded:
+            until_done(record_all, tries=3, backoff=2.0, sleep=self.sleep)
         for res, _, _ in self._unrecorded:
             log.error("%s: the failure could not be recorded in the state tables", res.name,
                       extra={"event": "state_write_failed", "table": res.name})

@@ -22,6 +22,7 @@ from sqlalchemy.dialects import postgresql
 
 from refsync.config import DECLARABLE_TYPES, LoadedConfig, Settings, TableSpec
 from refsync.errors import ConfigError, RefsyncError
+from refsync.sql_names import pg_literal, pg_name
 from refsync.tracking import AUTHORITATIVE
 
 if TYPE_CHECKING:
@@ -146,22 +147,18 @@ def target_table(spec: TableSpec, shape: SourceShape, schema: str | None,
 _PG: sa.Dialect = postgresql.dialect()  # type: ignore[no-untyped-call]
 
 
-def _qi(identifier: str) -> str:
-    return '"' + identifier.replace('"', '""') + '"'
-
-
 def _column_sql(col: sa.Column[Any]) -> str:
     type_sql = col.type.compile(dialect=_PG)
     if re.fullmatch(r"[A-Z0-9 (),]+", type_sql):
         type_sql = type_sql.lower()
-    parts = [_qi(col.name), type_sql]
+    parts = [pg_name(col.name), type_sql]
     if not col.nullable:
         parts.append("NOT NULL")
     default = col.server_default
     if isinstance(default, sa.DefaultClause):
         arg = default.arg
         if isinstance(arg, str):
-            parts.append("DEFAULT '" + arg.replace("'", "''") + "'")
+            parts.append(f"DEFAULT {pg_literal(arg)}")
         elif isinstance(arg, sa.ClauseElement):
             parts.append(f"DEFAULT {arg.compile(dialect=_PG)}")
     return " ".join(parts)
@@ -170,20 +167,20 @@ def _column_sql(col: sa.Column[Any]) -> str:
 def postgres_statements(table: sa.Table) -> list[str]:
     """The table as idempotent PostgreSQL statements: CREATE TABLE IF NOT EXISTS, the
     tracking columns added where an older table lacks them, CREATE INDEX IF NOT EXISTS."""
-    ref = f"{_qi(table.schema)}.{_qi(table.name)}" if table.schema else _qi(table.name)
+    ref = f"{pg_name(table.schema)}.{pg_name(table.name)}" if table.schema else pg_name(table.name)
     names = {c.name for c in tracking_columns()}
     tracking = [c for c in table.columns if c.name in names]
     body = [f"    {_column_sql(c)}" for c in table.columns]
     pk = table.primary_key
-    body.append(f"    CONSTRAINT {_qi(str(pk.name))} PRIMARY KEY "
-                f"({', '.join(_qi(c.name) for c in pk.columns)})")
+    body.append(f"    CONSTRAINT {pg_name(str(pk.name))} PRIMARY KEY "
+                f"({', '.join(pg_name(c.name) for c in pk.columns)})")
     out = [f"CREATE TABLE IF NOT EXISTS {ref} (\n" + ",\n".join(body) + "\n);"]
     out += [f"ALTER TABLE {ref} ADD COLUMN IF NOT EXISTS {_column_sql(c)};" for c in tracking]
     for index in sorted(table.indexes, key=lambda i: str(i.name)):
         where = index.dialect_options["postgresql"]["where"]
-        cols = ", ".join(_qi(str(getattr(c, "name", c))) for c in index.expressions)
-        out.append(f"CREATE INDEX IF NOT EXISTS {_qi(str(index.name))} ON {ref} ({cols})"
-                   + (f" WHERE {_qi(where.name)}" if where is not None else "") + ";")
+        cols = ", ".join(pg_name(str(getattr(c, "name", c))) for c in index.expressions)
+        out.append(f"CREATE INDEX IF NOT EXISTS {pg_name(str(index.name))} ON {ref} ({cols})"
+                   + (f" WHERE {pg_name(where.name)}" if where is not None else "") + ";")
     return out
 
 
@@ -192,7 +189,7 @@ def postgres_script(tables: list[sa.Table]) -> str:
     out = [SCRIPT_HEADER, "BEGIN;",
            "SET LOCAL client_min_messages = warning;  -- no 'already exists, skipping' notices"]
     schemas = list(dict.fromkeys(t.schema for t in tables if t.schema))
-    out += ["", *(f"CREATE SCHEMA IF NOT EXISTS {_qi(s)};" for s in schemas)]
+    out += ["", *(f"CREATE SCHEMA IF NOT EXISTS {pg_name(s)};" for s in schemas)]
     for table in tables:
         out += ["", *postgres_statements(table)]
     out += ["", "COMMIT;", ""]
@@ -254,7 +251,7 @@ def create_missing_tables(config: LoadedConfig, settings: Settings,
             if target.dialect == "postgresql":
                 # only a missing schema: CREATE SCHEMA asks CREATE on the database
                 if schema and not sa.inspect(conn).has_schema(schema):
-                    conn.exec_driver_sql(f"CREATE SCHEMA {_qi(schema)}")
+                    conn.exec_driver_sql(f"CREATE SCHEMA {pg_name(schema)}")
                 for statement in postgres_statements(table):
                     conn.exec_driver_sql(statement)
             else:

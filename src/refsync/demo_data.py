@@ -616,14 +616,14 @@ def write_product_lines(path: Path) -> None:
 # ---------------------------------------------------------------- the demo's config
 
 
-def _q(value: str) -> str:
+def _yaml_string(value: str) -> str:
     """A YAML double-quoted scalar (JSON strings are valid YAML)."""
     return json.dumps(value, ensure_ascii=False)
 
 
 def demo_config_text(legacy_url: str, product_lines_path: str) -> str:
     """The demo's config: the seed's four tables, with the legacy ones read from `legacy_url`."""
-    url = _q(legacy_url)
+    url = _yaml_string(legacy_url)
     return f"""\
 # refsync demo configuration, written by `refsync demo`.
 # The seed's four reference tables (Story 6.2.4) with their names, columns and modes
@@ -706,7 +706,7 @@ reference_sync:
       target_schema: "business"
       source_type: "config_file"
       source_config:
-        file_path: {_q(product_lines_path)}
+        file_path: {_yaml_string(product_lines_path)}
         schema_version: "1.0"
         columns:  # a YAML file has no column types: these are the tables' (init-db)
           - {{source: "产品线代码", target: "产品线代码", type: "varchar(20)"}}

@@ -297,7 +297,7 @@ def print_schedule(report: dict[str, Any]) -> None:
 # ---------------------------------------------------------------- verify
 
 
-def _n(value: int | None) -> str:
+def _count_or_blank(value: int | None) -> str:
     return "" if value is None else f"{value:,}"
 
 
@@ -313,9 +313,9 @@ def verify_table(report: VerifyReport) -> Table:
         note = escape(t.reason or "")
         if t.error:
             note = f"[red]{t.error_class}[/]: {escape(t.error.splitlines()[0][:120])}"
-        table.add_row(escape(t.name), escape(t.target), styled(t.status), _n(t.source_rows),
-                      _n(t.target_rows), _n(t.differ), _n(t.missing), _n(t.extra),
-                      f"{t.duration_s:.2f}", note)
+        counts = (t.source_rows, t.target_rows, t.differ, t.missing, t.extra)
+        table.add_row(escape(t.name), escape(t.target), styled(t.status),
+                      *(_count_or_blank(n) for n in counts), f"{t.duration_s:.2f}", note)
     return table
 
 

@@ -9,9 +9,11 @@ from collections.abc import Callable
 from tenacity import (
     RetryCallState,
     Retrying,
+    retry_if_result,
     stop_after_attempt,
     wait_chain,
     wait_fixed,
+    wait_incrementing,
 )
 
 from refsync.config import RetryPolicy
@@ -60,3 +62,16 @@ def retrying(policy: RetryPolicy, *, table: str, where: Callable[[], str],
         before_sleep=before_sleep,
         sleep=sleep or time.sleep,
     )
+
+
+def until_done(step: Callable[[], bool], *, tries: int, backoff: float,
+               sleep: Callable[[float], None] | None = None) -> bool:
+    """Call `step` until it returns True, at most `tries` times, waiting `backoff`,
+    2 x `backoff`… between; whether it got there. `step` handles its own errors."""
+    return bool(Retrying(
+        retry=retry_if_result(lambda done: not done),
+        stop=stop_after_attempt(tries),
+        wait=wait_incrementing(start=backoff, increment=backoff),
+        retry_error_callback=lambda _state: False,
+        sleep=sleep or time.sleep,
+    )(step))

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from refsync.errors import QueryFailure, RefsyncError, bounded
 from refsync.model import COUNT_FIELDS, TableResult
+from refsync.sql_names import pg_name
 
 if TYPE_CHECKING:  # SQLAlchemy is imported where a function needs it: `status` reads the
     # state through the plain driver (`read_status`) and must start fast
@@ -414,17 +415,17 @@ def read_status(db: StateReader, names: list[str],
             "SELECT column_name FROM information_schema.columns WHERE table_schema = %s "
             "AND table_name = %s ORDER BY ordinal_position", (schema, runs_name))]
     else:
-        have = [r["name"] for r in db.rows(f'PRAGMA table_info("{runs_name}")')]
+        have = [r["name"] for r in db.rows(f"PRAGMA table_info({pg_name(runs_name)})")]
     if not have or not names:
         return {}, []
     # tables an older release made may lack newer columns: read the ones there are
 
     def ref(table: str) -> str:
-        return f'"{schema}"."{table}"' if schema else f'"{table}"'
+        return f"{pg_name(schema)}.{pg_name(table)}" if schema else pg_name(table)
 
     m = db.mark
     among = f"table_name IN ({', '.join([m] * len(names))})"
-    cols = ", ".join(f'"{c}"' for c in have)
+    cols = ", ".join(pg_name(c) for c in have)
     states = {r["table_name"]: _as_shown(r) for r in db.rows(
         f"SELECT * FROM {ref(state_name)} WHERE {among}", names)}
     keys = [r["run_key"] for r in db.rows(

@@ -52,7 +52,7 @@ from refsync.sources.base import ReadPlan
 from refsync.sources.mysql_copy import CopyColumn, copy_column
 from refsync.sources.mysql_digest import read_source_columns
 from refsync.sources.mysql_read import CopyPlan, MySQLRead
-from refsync.sources.sql import SqlSource, _q
+from refsync.sources.sql import SqlSource, core_name
 from refsync.watermark import UNSEEN_WRITES_LOOKBACK, OpenWrites
 
 log = logging.getLogger(__name__)
@@ -419,7 +419,8 @@ class MySQLSource(SqlSource):
         for source_name, info in zip(self.source_columns, columns, strict=True):
             if why is not None:
                 break
-            rule = copy_column(column(_q(source_name)), self._source_types.get(info.name), info,
+            rule = copy_column(column(core_name(source_name)),
+                               self._source_types.get(info.name), info,
                                source_nullable=source_name not in self._source_not_null)
             if rule is None:
                 why = (f"no server-side rule for {source_name} "

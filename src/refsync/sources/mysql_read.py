@@ -26,7 +26,7 @@ from refsync.model import Chunk
 from refsync.sources.base import ReadPlan, Selection
 from refsync.sources.mysql_copy import CopyColumn, copy_line, needs_check
 from refsync.sources.mysql_digest import source_digests, source_row_hashes
-from refsync.sources.sql import _q
+from refsync.sources.sql import core_name
 from refsync.transform import row_chunks
 from refsync.watermark import max_cursor
 
@@ -56,7 +56,7 @@ def build_chunk_bounds(rows: Select[Any], key: str, key_type: sqltypes.TypeEngin
     """The key of the `limit`-th row after `:after` in key order (no row: fewer remain), so
     the chunk itself can be read as a plain range. The index walk skips to it (OFFSET): no
     derived table is built for it."""
-    k = column(_q(key), key_type)
+    k = column(core_name(key), key_type)
     stmt = rows.with_only_columns(k)
     if after_given:
         stmt = stmt.where(k > bindparam("after", type_=key_type))
@@ -67,7 +67,7 @@ def key_range(rows: Select[Any], key: str, key_type: sqltypes.TypeEngine[Any] | 
               after_given: bool, upto_given: bool = True) -> Select[Any]:
     """`rows` restricted to `:after < key <= :upto` (no lower bound for the first chunk, no
     upper bound for the last)."""
-    k = column(_q(key), key_type)
+    k = column(core_name(key), key_type)
     if upto_given:
         rows = rows.where(k <= bindparam("upto", type_=key_type))
     return rows.where(k > bindparam("after", type_=key_type)) if after_given else rows
@@ -84,7 +84,7 @@ def build_chunk_select(rows: Select[Any], key: str, key_type: sqltypes.TypeEngin
     derived table into a range scan instead of materialising it."""
     inner = rows.with_only_columns(
         line.label("line"), flag.label("flag"),
-        *([column(_q(cursor_column)).label("cur")] if cursor_column else []))
+        *([column(core_name(cursor_column)).label("cur")] if cursor_column else []))
     x = key_range(inner, key, key_type, after_given=after_given,
                   upto_given=upto_given).subquery("x")
     return sa_select(
@@ -136,9 +136,9 @@ class MySQLRead:
     def largest_cursor(self) -> Any:
         if self.src.cursor_column is None:
             return None
-        table_ = sa_table(_q(self.src.table),
-                          schema=_q(self.src.schema) if self.src.schema else None)
-        largest = self.conn.execute(sa_select(func.max(column(_q(self.src.cursor_column))))
+        table_ = sa_table(core_name(self.src.table),
+                          schema=core_name(self.src.schema) if self.src.schema else None)
+        largest = self.conn.execute(sa_select(func.max(column(core_name(self.src.cursor_column))))
                                     .select_from(table_)).scalar()
         return _date_or_none(largest)
 
@@ -175,7 +175,7 @@ class MySQLRead:
         (no result rows built). The rows the pre-check flags (or that hold a NUL) are left
         out and read at the end as values, in a second statement of the same snapshot."""
         line, flag = plan.line, plan.flag
-        cursor: list[Any] = ([column(_q(self.src.cursor_column)).label("cur")]
+        cursor: list[Any] = ([column(core_name(self.src.cursor_column)).label("cur")]
                              if self.src.cursor_column else [])
         x = rows.with_only_columns(line.label("line"), flag.label("flag"), *cursor).subquery("x")
         # one column a row (a flagged row's line is NULL): the driver's per-column work is

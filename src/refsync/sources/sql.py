@@ -51,8 +51,9 @@ log = logging.getLogger(__name__)
 # ---------------------------------------------------------------- query building (pure)
 
 
-def _q(name: str) -> quoted_name:
-    """An identifier SQLAlchemy always quotes (Chinese, reserved words, odd characters)."""
+def core_name(name: str) -> quoted_name:
+    """A name SQLAlchemy Core always quotes, by the rules of the statement's dialect (Chinese,
+    reserved words, odd characters): every source's SQL names its tables and columns so."""
     return quoted_name(name, True)
 
 
@@ -91,11 +92,11 @@ def build_select(
     """
     types = column_types or {}
     names = [*source_columns, *([cursor_column] if cursor_column else [])]
-    cols = [column(_q(n), types.get(n)) for n in names]
+    cols = [column(core_name(n), types.get(n)) for n in names]
     # Same-named columns (a cursor column that is also mapped) need distinct labels to survive.
     labelled = [c.label(f"c{i}") if names.count(names[i]) > 1 else c for i, c in enumerate(cols)]
     stmt = select(*labelled).select_from(
-        table(_q(table_name), schema=_q(schema) if schema else None))
+        table(core_name(table_name), schema=core_name(schema) if schema else None))
     if since_given and cursor_column:
         ctype = types.get(cursor_column)
         if where is not None:
@@ -104,7 +105,8 @@ def build_select(
             stmt = stmt.where(text(f"({where})").bindparams(
                 bindparam("last_synced_at", type_=ctype)))
         else:
-            stmt = stmt.where(column(_q(cursor_column), ctype) >= bindparam("since", type_=ctype))
+            since = bindparam("since", type_=ctype)
+            stmt = stmt.where(column(core_name(cursor_column), ctype) >= since)
     return stmt
 
 
@@ -116,12 +118,12 @@ def build_count_null_cursor(
     zero_date: str | None = None,
 ) -> Select[Any]:
     """SELECT count(*) of rows an incremental read never sees: NULL (or zero-date) cursor."""
-    col: ColumnClause[Any] = column(_q(cursor_column))
+    col: ColumnClause[Any] = column(core_name(cursor_column))
     cond: ColumnElement[bool] = col.is_(None)
     if zero_date is not None:
         cond = or_(cond, col == literal(zero_date))
     return (select(func.count()).select_from(
-        table(_q(table_name), schema=_q(schema) if schema else None)).where(cond))
+        table(core_name(table_name), schema=core_name(schema) if schema else None)).where(cond))
 
 
 # ---------------------------------------------------------------- SQLite date columns

@@ -20,6 +20,7 @@ from sqlalchemy.engine import Connection, Engine
 from refsync import interrupts
 from refsync.errors import ConfigError, RefsyncError
 from refsync.model import Batch, ColumnInfo, ColumnKind, DiffCounts, Row
+from refsync.sql_names import pg_name
 from refsync.tracking import AUTHORITATIVE, TRACKING_COLUMNS, layer1_sql
 
 log = logging.getLogger(__name__)
@@ -88,7 +89,6 @@ class SqlTarget:
     def __init__(self, engine: Engine, shown_url: str) -> None:
         self.engine = engine
         self.shown_url = shown_url
-        self._q = engine.dialect.identifier_preparer.quote
 
     def describe(self) -> str:
         return self.shown_url
@@ -104,7 +104,7 @@ class SqlTarget:
     # -- naming
 
     def quote(self, ident: str) -> str:
-        return str(self._q(ident))
+        return pg_name(ident)  # PostgreSQL and SQLite quote alike
 
     def table_ref(self, schema: str, table: str) -> str:
         return f"{self.quote(schema)}.{self.quote(table)}"

@@ -41,6 +41,7 @@ from refsync.errors import (
 )
 from refsync.model import Batch, ColumnInfo
 from refsync.redact import redact_url
+from refsync.sql_names import pg_literal
 from refsync.targets.base import DirectLoadConflict, SqlTableWriter, SqlTarget
 from refsync.targets.lock import LOCK_KEY, LOCK_ROW
 from refsync.targets.pg_liveness import Watchdog
@@ -148,7 +149,7 @@ class PostgresWriter(SqlTableWriter):
 
     def estimated_rows(self) -> int:
         return self.scalar(f"SELECT greatest(reltuples, 0)::bigint FROM pg_class "
-                           f"WHERE oid = '{self.ref.replace(chr(39), chr(39) * 2)}'::regclass")
+                           f"WHERE oid = {pg_literal(self.ref)}::regclass")
 
     def try_direct(self) -> bool:
         self.direct = not self.scalar(f"SELECT count(*) FROM (SELECT 1 FROM {self.ref} LIMIT 1) t")
@@ -246,10 +247,9 @@ class PostgresWriter(SqlTableWriter):
     def stale_statistics(self) -> bool:
         """Whether the target's statistics say 'no rows' over pages that hold some, so the
         planner would take it for empty (a bulk load that nobody analysed)."""
-        ref = self.ref.replace("'", "''")
         return bool(self.scalar(
             f"SELECT (reltuples = 0 AND relpages > 0 AND pg_relation_size(oid) > 0)::int "
-            f"FROM pg_class WHERE oid = '{ref}'::regclass"))
+            f"FROM pg_class WHERE oid = {pg_literal(self.ref)}::regclass"))
 
     def differs(self, col: ColumnInfo) -> str:
         if col.type_sql.upper() == "JSON":  # json has no equality operator; jsonb does
