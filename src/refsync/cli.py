@@ -508,7 +508,7 @@ def demo(tctx: typer.Context,
         from refsync.logs import set_display_zone
 
         set_display_zone(ZoneInfo("Asia/Shanghai"))  # the demo config's `timezone`
-        code, doc = run_demo(directory, rows, as_json=ctx.as_json, out=render)
+        code, doc = run_demo(directory, rows, None if ctx.as_json else render.DemoPrinter())
         if ctx.as_json:
             _print_json(doc)
         return code

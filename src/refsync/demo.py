@@ -8,12 +8,13 @@ incremental sync and shows status.
 from __future__ import annotations
 
 import logging
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
-from types import ModuleType
-from typing import Any
+from typing import Any, Protocol
 
 from refsync import api
 from refsync.config import LoadedConfig, Settings, load_config
+from refsync.model import RunResult
 
 log = logging.getLogger(__name__)
 
@@ -41,42 +42,48 @@ def build_demo(directory: Path, rows: int) -> tuple[LoadedConfig, Settings]:
     return load_config(config_path), settings
 
 
-def run_demo(directory: Path, rows: int, *, as_json: bool,
-             out: ModuleType) -> tuple[int, dict[str, Any]]:
-    """Run the demo: its exit code and its `--json` document, which the CLI prints. `out` is
-    the render module (the CLI's), kept out of the library."""
+class DemoView(Protocol):
+    """What the demo shows as it goes (the CLI's `render.DemoPrinter`); `--json` shows
+    nothing until the end."""
+
+    def started(self, directory: Path, rows: int, config: Path) -> None: ...
+    def initialised(self, actions: list[str]) -> None: ...
+    def changed(self, changed: dict[str, dict[str, int]]) -> None: ...
+    def sync_started(self, step: str) -> AbstractContextManager[Any]:
+        """The progress object of the step's sync, entered around it."""
+        ...
+    def synced(self, result: RunResult) -> None: ...
+    def finished(self, report: dict[str, Any], try_command: str) -> None: ...
+
+
+def run_demo(directory: Path, rows: int, view: DemoView | None = None,
+             ) -> tuple[int, dict[str, Any]]:
+    """Run the demo: its exit code and its `--json` document, which the CLI prints."""
     from refsync import demo_data
 
     config, settings = build_demo(directory, rows)
-    say = (lambda text: None) if as_json else out.out_console.print
-    say(f"[bold]refsync demo[/] in {directory.resolve()}: 3 legacy tables x {rows:,} rows "
-        "(SQLite), a product-lines YAML, a SQLite warehouse")
-    say(f"config: {config.path}")
+    if view is not None:
+        view.started(directory, rows, config.path)
     actions = api.init_db(config, settings, create_tables=True)
-    for line in actions:
-        say(f"  init-db: {line}")
+    if view is not None:
+        view.initialised(actions)
     doc: dict[str, Any] = {"dir": str(directory.resolve()), "init_db": actions, "runs": []}
     worst = 0
     for step in ("full", "incremental"):
         if step == "incremental":
             changed = demo_data.mutate_legacy_sqlite(directory / "legacy.sqlite", 0.01)
             doc["changed"] = changed
-            say("changed ~1 % of legacy rows: " + ", ".join(
-                f"{t} {c['updated']} updated/{c['inserted']} inserted/{c['deleted']} deleted"
-                for t, c in changed.items()))
-        say(f"\n[bold]{step} sync[/]")
-        progress = out.progress_for(as_json)
-        with progress:
+            if view is not None:
+                view.changed(changed)
+        with view.sync_started(step) if view is not None else nullcontext() as progress:
             result = api.sync(config, settings, full=step == "full", progress=progress)
         doc["runs"].append({"step": step, **result.as_json()})
         worst = max(worst, result.exit_code)
-        if not as_json:
-            out.print_run(result)
+        if view is not None:
+            view.synced(result)
     report = api.status(config, settings)
     doc["status"] = report
-    if not as_json:
-        say("\n[bold]status[/]")
-        out.print_status(report)
+    if view is not None:
         url = settings.database_url.get_secret_value() if settings.database_url else ""
-        say(f"\nTry: WDH_DATABASE_URL={url} uv run refsync status -c {config.path}")
+        view.finished(report, f"WDH_DATABASE_URL={url} uv run refsync status -c {config.path}")
     return worst, doc

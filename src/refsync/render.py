@@ -4,6 +4,7 @@ diagnostics on stderr; no bars when stderr is not a terminal (cron) or with --js
 from __future__ import annotations
 
 from datetime import datetime
+from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
@@ -360,3 +361,39 @@ def print_verify(report: VerifyReport) -> None:
                 err_console.print(f"  [dim]hint:[/] {escape(t.hint)}")
     if report.interrupted_by:
         err_console.print(f"[bold magenta]interrupted by signal {report.interrupted_by}[/]")
+
+
+# ---------------------------------------------------------------- demo
+
+
+class DemoPrinter:
+    """`refsync demo` as it goes, on stdout (demo.DemoView)."""
+
+    def __init__(self, console: Console | None = None) -> None:
+        self.say = (console or out_console).print
+
+    def started(self, directory: Path, rows: int, config: Path) -> None:
+        self.say(f"[bold]refsync demo[/] in {directory.resolve()}: 3 legacy tables x {rows:,} "
+                 "rows (SQLite), a product-lines YAML, a SQLite warehouse")
+        self.say(f"config: {config}")
+
+    def initialised(self, actions: list[str]) -> None:
+        for line in actions:
+            self.say(f"  init-db: {line}")
+
+    def changed(self, changed: dict[str, dict[str, int]]) -> None:
+        self.say("changed ~1 % of legacy rows: " + ", ".join(
+            f"{t} {c['updated']} updated/{c['inserted']} inserted/{c['deleted']} deleted"
+            for t, c in changed.items()))
+
+    def sync_started(self, step: str) -> RowProgress:
+        self.say(f"\n[bold]{step} sync[/]")
+        return progress_for(False)
+
+    def synced(self, result: RunResult) -> None:
+        print_run(result)
+
+    def finished(self, report: dict[str, Any], try_command: str) -> None:
+        self.say("\n[bold]status[/]")
+        print_status(report)
+        self.say(f"\nTry: {try_command}")
