@@ -351,15 +351,7 @@ class Runner:
                 origin.source = target.describe()
                 raise mismatch
             assert columns is not None
-            with interrupts.converting():  # after a signal, a cancelled statement's error
-                for attempt in retrying(spec.options.retry, table=spec.name,
-                                        where=lambda: origin.host, sleep=self.sleep):
-                    with attempt:
-                        interrupts.check()  # a stop or a passed deadline: no new attempt
-                        res.attempts = attempt.retry_state.attempt_number
-                        if not self.plan_only:  # a reconnect may have lost the run lock
-                            target.hold_lock()
-                        table_sync.sync_table(self._job(target, spec), columns, res, origin)
+            self._sync_with_retries(target, spec, columns, res, origin)
         except DeadlinePassed as exc:  # rolled back; the run stops after this table
             self._signum = exc.signum
             self._fail(res, exc)
@@ -385,6 +377,20 @@ class Runner:
         self._log_result(res, origin)
         self.progress.finish(spec.name, res)
         return res
+
+    def _sync_with_retries(self, target: SqlTarget, spec: TableSpec,
+                           columns: dict[str, ColumnInfo], res: TableResult,
+                           origin: Origin) -> None:
+        """One table's sync, tried again on a transient failure per its retry settings."""
+        with interrupts.converting():  # after a signal, a cancelled statement's error
+            for attempt in retrying(spec.options.retry, table=spec.name,
+                                    where=lambda: origin.host, sleep=self.sleep):
+                with attempt:
+                    interrupts.check()  # a stop or a passed deadline: no new attempt
+                    res.attempts = attempt.retry_state.attempt_number
+                    if not self.plan_only:  # a reconnect may have lost the run lock
+                        target.hold_lock()
+                    table_sync.sync_table(self._job(target, spec), columns, res, origin)
 
     def _job(self, target: SqlTarget, spec: TableSpec) -> table_sync.TableJob:
         hold = self._hold

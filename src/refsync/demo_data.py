@@ -520,54 +520,48 @@ def mutate_legacy_sqlite(
     stamp = _now_text(now)
     rng = random.Random(f"refsync-demo:mutate:{seed}")
     result: dict[str, dict[str, int]] = {}
-    with closing(sqlite3.connect(path)) as conn:
-        with conn:
-            alive_plans: list[str] = []
-            for table in LEGACY_TABLES:
-                kind_col = {"annuity_plan": "plan_type", "portfolio_plan": "portfolio_type"}.get(
-                    table.name, "NULL")
-                current = conn.execute(
-                    f"SELECT {table.code_column}, {table.name_column}, {kind_col} "  # noqa: S608
-                    f"FROM {table.name} ORDER BY {table.code_column}"
-                ).fetchall()
-                n_upd, n_ins, n_del = mutation_counts(len(current), fraction)
-                deletable = current
-                if table.name == "annuity_plan":
-                    referenced = {r[0] for r in conn.execute(
-                        "SELECT DISTINCT plan_code FROM portfolio_plan"
-                        " WHERE plan_code IS NOT NULL")}
-                    deletable = [r for r in current if r[0] not in referenced] or current
-                doomed = rng.sample(deletable, min(n_del, len(deletable)))
-                doomed_codes = {r[0] for r in doomed}
-                survivors = [r for r in current if r[0] not in doomed_codes]
-                changed = rng.sample(survivors, min(n_upd, len(survivors)))
-
-                updated = 0
-                for row in changed:
-                    cur = conn.execute(
-                        f"UPDATE {table.name} SET {table.name_column} = ?, updated_at = ? "  # noqa: S608
-                        f"WHERE {table.code_column} = ?",
-                        (new_name(rng, table.name, row[1], row[2]), stamp, row[0]),
-                    )
-                    updated += cur.rowcount
-                deleted = 0
-                for row in doomed:
-                    cur = conn.execute(
-                        f"DELETE FROM {table.name} WHERE {table.code_column} = ?",  # noqa: S608
-                        (row[0],),
-                    )
-                    deleted += cur.rowcount
-
-                codes = [r[0] for r in current]
-                new_rows = _new_rows(rng, table, codes, n_ins, stamp, alive_plans)
-                inserted = 0
-                if new_rows:
-                    cur = conn.executemany(_insert_sql(table), new_rows)
-                    inserted = cur.rowcount
-                if table.name == "annuity_plan":
-                    alive_plans = [r[0] for r in survivors] + [r[0] for r in new_rows if r[0]]
-                result[table.name] = {"updated": updated, "inserted": inserted, "deleted": deleted}
+    with closing(sqlite3.connect(path)) as conn, conn:
+        alive_plans: list[str] = []
+        for table in LEGACY_TABLES:
+            result[table.name], alive = _mutate_table(conn, table, rng, fraction, stamp,
+                                                      alive_plans)
+            if table.name == "annuity_plan":
+                alive_plans = alive
     return result
+
+
+def _mutate_table(conn: sqlite3.Connection, table: LegacyTable, rng: random.Random,
+                  fraction: float, stamp: str, alive_plans: list[str],
+                  ) -> tuple[dict[str, int], list[str]]:
+    """Rename, delete and insert ~`fraction` of `table`'s rows: the counts, and the codes
+    the table holds afterwards (new portfolios reference only plans still there)."""
+    kind_col = {"annuity_plan": "plan_type", "portfolio_plan": "portfolio_type"}.get(
+        table.name, "NULL")
+    current = conn.execute(
+        f"SELECT {table.code_column}, {table.name_column}, {kind_col} "  # noqa: S608
+        f"FROM {table.name} ORDER BY {table.code_column}"
+    ).fetchall()
+    n_upd, n_ins, n_del = mutation_counts(len(current), fraction)
+    deletable = current
+    if table.name == "annuity_plan":
+        referenced = {r[0] for r in conn.execute(
+            "SELECT DISTINCT plan_code FROM portfolio_plan WHERE plan_code IS NOT NULL")}
+        deletable = [r for r in current if r[0] not in referenced] or current
+    doomed = rng.sample(deletable, min(n_del, len(deletable)))
+    doomed_codes = {r[0] for r in doomed}
+    survivors = [r for r in current if r[0] not in doomed_codes]
+    changed = rng.sample(survivors, min(n_upd, len(survivors)))
+    updated = sum(conn.execute(
+        f"UPDATE {table.name} SET {table.name_column} = ?, updated_at = ? "  # noqa: S608
+        f"WHERE {table.code_column} = ?",
+        (new_name(rng, table.name, row[1], row[2]), stamp, row[0])).rowcount for row in changed)
+    deleted = sum(conn.execute(
+        f"DELETE FROM {table.name} WHERE {table.code_column} = ?", (row[0],),  # noqa: S608
+    ).rowcount for row in doomed)
+    new_rows = _new_rows(rng, table, [r[0] for r in current], n_ins, stamp, alive_plans)
+    inserted = conn.executemany(_insert_sql(table), new_rows).rowcount if new_rows else 0
+    alive = [r[0] for r in survivors] + [r[0] for r in new_rows if r[0]]
+    return {"updated": updated, "inserted": inserted, "deleted": deleted}, alive
 
 
 def _new_rows(

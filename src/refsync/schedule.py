@@ -204,16 +204,7 @@ def translate_for_host(
     host_name, same_zone = str(host), str(host) == tz
     changes = [(t, d) for t, d in deltas if d != first_delta]
     if first_delta == timedelta(0) and not changes:
-        why = (
-            f"The host runs in {tz}"
-            if same_zone
-            else f"The host's zone ({host_name}) keeps the same clock as {tz} at every fire time "
-            "in the next year"
-        )
-        return HostSchedule(
-            expr, True, f"{why}, so a cron daemon that fires in the host's zone (Debian's cron) "
-            f"can use the schedule as written: {expr!r}."
-        )
+        return _as_written(expr, tz, host_name, same_zone)
 
     shifted = _shift(fields, first_delta, tz, host_name)
     if isinstance(shifted, str):
@@ -245,6 +236,20 @@ def translate_for_host(
         f"Debian's cron fires jobs in the host's zone ({host_name}) and ignores TZ=. {offsets} "
         f"at every fire time in the next year (no daylight saving on either side), so {how}: "
         f"{line!r}.",
+    )
+
+
+def _as_written(expr: str, tz: str, host_name: str, same_zone: bool) -> HostSchedule:
+    """The schedule needs no change: the host's clock agrees with `tz` all year."""
+    why = (
+        f"The host runs in {tz}"
+        if same_zone
+        else f"The host's zone ({host_name}) keeps the same clock as {tz} at every fire time "
+        "in the next year"
+    )
+    return HostSchedule(
+        expr, True, f"{why}, so a cron daemon that fires in the host's zone (Debian's cron) "
+        f"can use the schedule as written: {expr!r}."
     )
 
 
