@@ -118,6 +118,14 @@ class TableResult:
         return self.status in ("failed", "skipped", "guarded", "interrupted")
 
 
+def exit_code(interrupted_by: int | None, failed: bool) -> int:
+    """A command's exit code: 128 + the signal that stopped it, else 1 when something
+    failed, else 0."""
+    if interrupted_by:
+        return 128 + interrupted_by
+    return 1 if failed else 0
+
+
 @dataclass
 class RunResult:
     run_key: str
@@ -128,9 +136,7 @@ class RunResult:
 
     @property
     def exit_code(self) -> int:
-        if self.interrupted_by:
-            return 128 + self.interrupted_by
-        return 1 if any(t.failed for t in self.tables) else 0
+        return exit_code(self.interrupted_by, any(t.failed for t in self.tables))
 
     def as_json(self) -> dict[str, Any]:
         doc: dict[str, Any] = {

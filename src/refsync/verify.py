@@ -41,6 +41,7 @@ from sqlalchemy.engine import Connection
 from refsync import interrupts
 from refsync.config import LoadedConfig, MySQLPool, Settings, TableSpec
 from refsync.errors import InternalError, Interrupted, RefsyncError
+from refsync.model import exit_code
 from refsync.retry import retrying
 from refsync.threads import Session
 
@@ -109,9 +110,7 @@ class VerifyReport:
 
     @property
     def exit_code(self) -> int:
-        if self.interrupted_by:
-            return 128 + self.interrupted_by
-        return 1 if any(t.failing for t in self.tables) else 0
+        return exit_code(self.interrupted_by, any(t.failing for t in self.tables))
 
     def as_json(self) -> dict[str, Any]:
         return {"exit_code": self.exit_code, "tables": [t.as_json() for t in self.tables]}
