@@ -139,6 +139,30 @@ def _places(n: int, what: str) -> str:
 # is a single Python call. Fast path first: the exact type the column wants.
 
 
+# ---------------------------------------------------------------- limits
+#
+# What a target column holds, as numbers: the converters below and the MySQL pre-check
+# (sources/mysql_copy.py) both take their bounds from here.
+
+
+def integer_bounds(col: ColumnInfo) -> tuple[int, int]:
+    """The smallest and largest value an integer column holds (a bigint when not known)."""
+    bits = col.int_bits or 64
+    hi = (1 << (bits - 1)) - 1
+    return -hi - 1, hi
+
+
+def numeric_limit(col: ColumnInfo) -> int | None:
+    """The first absolute value a numeric(p, s) column cannot hold, 10^(p-s); None when
+    unconstrained."""
+    if col.precision is None:
+        return None
+    return int(10 ** (col.precision - (col.scale or 0)))
+
+
+BOOLEAN_INTS = (0, 1)  # the only integers a boolean column takes (false, true)
+
+
 def exact_or(exact: type, nullable: bool, slow: Converter) -> Converter:
     """The usual converter: a value of exactly `exact` passes as it is, NULL as the column
     allows, anything else through `slow`."""
@@ -211,8 +235,7 @@ def text_converter(col: ColumnInfo, tz: ZoneInfo) -> Converter:
 def integer_converter(col: ColumnInfo, tz: ZoneInfo) -> Converter:
     nullable = col.nullable
     bits = col.int_bits or 64
-    hi = (1 << (bits - 1)) - 1
-    lo = -hi - 1
+    lo, hi = integer_bounds(col)
     range_reason = f"out of range for {_INT_NAMES.get(bits, f'a {bits}-bit integer')}"
 
     def slow(v: Any) -> int:
@@ -258,7 +281,7 @@ def numeric_converter(col: ColumnInfo, tz: ZoneInfo) -> Converter:
     precision = col.precision
     constrained = precision is not None or col.scale is not None
     scale = col.scale or 0  # numeric(p) is numeric(p, 0)
-    int_digits = None if precision is None else precision - scale
+    limit = numeric_limit(col)
     quantum = Decimal(1).scaleb(-scale) if constrained else None
     scale_reason = f"more than {_places(scale, 'decimal place')}"
     range_reason = f"out of range for numeric({precision},{scale})"
@@ -305,7 +328,7 @@ def numeric_converter(col: ColumnInfo, tz: ZoneInfo) -> Converter:
                 if norm < -scale:
                     raise RejectValue(scale_reason)
             v = v.quantize(quantum, context=_DEC_CTX)
-        if int_digits is not None and v and v.adjusted() + 1 > int_digits:
+        if limit is not None and abs(v) >= limit:
             raise RejectValue(range_reason)
         return v
 
@@ -365,10 +388,8 @@ def boolean_converter(col: ColumnInfo, tz: ZoneInfo) -> Converter:
         if t is bool:
             return v
         if t is int:  # MySQL TINYINT(1)
-            if v == 1:
-                return True
-            if v == 0:
-                return False
+            if v in BOOLEAN_INTS:
+                return v == BOOLEAN_INTS[1]
             raise RejectValue(BOOLEAN_INT)
         if v is None:
             if nullable:

@@ -66,3 +66,39 @@ def test_rules_the_type_cannot_rule_out_stay() -> None:
     # more places than the target keeps
     assert "round(c, 2)" in _checks(mysql.DECIMAL(18, 4), ColumnInfo("c", "numeric",
                                                                      precision=18, scale=2))
+
+
+@pytest.mark.parametrize("bits", [16, 32, 64])
+def test_integer_bounds_are_the_converters_bounds(bits: int) -> None:
+    """The pre-check flags a value just past the bounds the converters enforce (one home:
+    rules.integer_bounds)."""
+    from zoneinfo import ZoneInfo
+
+    from refsync.rules import RejectValue, integer_bounds
+    from refsync.transform import make_converter
+
+    target = ColumnInfo("c", "integer", nullable=True, int_bits=bits)
+    lo, hi = integer_bounds(target)
+    convert = make_converter(target, ZoneInfo("UTC"))
+    assert convert(hi) == hi and convert(lo) == lo
+    for outside in (hi + 1, lo - 1):
+        with pytest.raises(RejectValue):
+            convert(outside)
+    assert f"c > {hi}" in _checks(mysql.BIGINT(unsigned=True), target)
+    if bits < 64:
+        assert f"c < {lo}" in _checks(mysql.BIGINT(), target)
+
+
+def test_numeric_limit_is_the_converters_limit() -> None:
+    from zoneinfo import ZoneInfo
+
+    from refsync.rules import RejectValue, numeric_limit
+    from refsync.transform import make_converter
+
+    target = ColumnInfo("c", "numeric", nullable=True, precision=5, scale=2)
+    assert numeric_limit(target) == 1000
+    convert = make_converter(target, ZoneInfo("UTC"))
+    assert str(convert("999.99")) == "999.99"
+    with pytest.raises(RejectValue):
+        convert("1000")
+    assert "abs(c) >= 1000" in _checks(mysql.INTEGER(), target)

@@ -27,6 +27,7 @@ from sqlalchemy.dialects import mysql
 from sqlalchemy.sql.elements import ColumnElement
 
 from refsync.model import ColumnInfo
+from refsync.rules import BOOLEAN_INTS, integer_bounds, numeric_limit
 
 _COPY_ESCAPES = (("\\", "\\\\"), ("\t", "\\t"), ("\n", "\\n"), ("\r", "\\r"))
 NULL_FIELD = "\\N"
@@ -147,7 +148,7 @@ def _flag_rule(col: ColumnElement[Any], source: sqltypes.TypeEngine[Any],
     if target.kind == "boolean":
         if _is_bit1(source):
             return col + 0, []
-        return col, [not_(col.in_([0, 1]))]
+        return col, [not_(col.in_(BOOLEAN_INTS))]
     if target.kind in ("integer", "numeric") and not _is_bit1(source):
         return col, []
     return None
@@ -158,19 +159,17 @@ def _integer_rule(col: ColumnElement[Any], source: sqltypes.TypeEngine[Any],
     lo, hi = _integer_range(source)
     checks: list[ColumnElement[bool]] = []
     if target.kind == "integer":
-        bits = target.int_bits or 64
-        t_hi = (1 << (bits - 1)) - 1
-        t_lo = -t_hi - 1
+        t_lo, t_hi = integer_bounds(target)
         if hi > t_hi:
             checks.append(col > _exact(t_hi))
         if lo < t_lo:
             checks.append(col < _exact(t_lo))
     elif target.kind == "numeric":
-        limit = _numeric_limit(target)
+        limit = numeric_limit(target)
         if limit is not None and max(hi, -lo) >= limit:
             checks.append(func.abs(col) >= _exact(limit))
     elif target.kind == "boolean":
-        checks.append(not_(col.in_([0, 1])))
+        checks.append(not_(col.in_(BOOLEAN_INTS)))
     else:
         return None
     return col, checks
@@ -186,19 +185,12 @@ def _decimal_rule(col: ColumnElement[Any], source: sqltypes.Numeric[Any],
         t_scale = target.scale or 0
         if scale > t_scale:  # more places than the target keeps, unless trailing zeros
             checks.append(col != func.round(col, t_scale))
-        limit = _numeric_limit(target)
+        limit = numeric_limit(target)
         # DECIMAL(p, s) holds less than 10^(p-s): no check where that fits the target
         whole = None if source.precision is None else source.precision - scale
         if limit is not None and (whole is None or 10 ** whole > limit):
             checks.append(func.abs(col) >= _exact(limit))
     return col, checks
-
-
-def _numeric_limit(target: ColumnInfo) -> int | None:
-    """The first absolute value a numeric(p, s) column cannot hold (10^(p-s)), or None."""
-    if target.precision is None:
-        return None
-    return int(10 ** (target.precision - (target.scale or 0)))
 
 
 def copy_line(columns: list[CopyColumn]) -> ColumnElement[Any]:
