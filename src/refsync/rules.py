@@ -281,7 +281,8 @@ def numeric_converter(col: ColumnInfo, tz: ZoneInfo) -> Converter:
     precision = col.precision
     constrained = precision is not None or col.scale is not None
     scale = col.scale or 0  # numeric(p) is numeric(p, 0)
-    limit = numeric_limit(col)
+    whole = numeric_limit(col)
+    limit = None if whole is None else Decimal(whole)  # Decimal against Decimal: no conversion
     quantum = Decimal(1).scaleb(-scale) if constrained else None
     scale_reason = f"more than {_places(scale, 'decimal place')}"
     range_reason = f"out of range for numeric({precision},{scale})"
