@@ -102,6 +102,15 @@ class TableResult:
         *COUNT_FIELDS, "rejects", "attempts", "duration_s", "watermark",
     )
 
+    def take_counts(self, counts: DiffCounts) -> None:
+        """What the diff found, as this table's counts (`read` and `rejected` come from the
+        read)."""
+        self.inserted = counts.inserted
+        self.updated = counts.updated
+        self.promoted = counts.promoted
+        self.unchanged = counts.unchanged
+        self.deleted = counts.deleted
+
     def as_json(self) -> dict[str, Any]:
         doc = {k: getattr(self, k) for k in self.JSON_KEYS}
         doc["duration_s"] = round(self.duration_s, 3)

@@ -211,8 +211,7 @@ def load_and_apply(job: TableJob, source: Source, infos: list[ColumnInfo], windo
             res.read += comparison.equal_rows
             writer.timings.update(comparison.timings)
         res.timings = writer.timings
-        for name in ("inserted", "updated", "promoted", "unchanged", "deleted"):
-            setattr(res, name, getattr(counts, name))
+        res.take_counts(counts)
         mark = next_watermark(spec, staged, comparison, res.warnings)
         res.watermark = None if mark is None else mark_text(mark)
         guard(job, res, counts, writer)
