@@ -348,7 +348,7 @@ def run_measured(cmd: Sequence[str], *, env: dict[str, str], cwd: Path, log: Pat
         sent0 = probe() if probe is not None else None
         cpu0 = server_cpu()
         all0 = _busy_cpu_s()
-        out_path, err_path = log.with_suffix(".out"), log.with_suffix(".err")
+        out_path, err_path = log.parent / f"{log.name}.out", log.parent / f"{log.name}.err"
         stop = threading.Event()
         polled: dict[str, int] = {}
         with out_path.open("wb") as fo, err_path.open("wb") as fe:
