@@ -43,7 +43,7 @@ Time zones
 Buckets
     A single integer key: its value modulo the bucket count. Any other key
     (``plan_digest``'s ``bucket_by="auto"``): three 7-byte slices of the key's canonical text
-    (start, middle, end) read as integers, summed, modulo the bucket count -- no hash, so
+    (start, middle, end) read as integers, XORed, modulo the bucket count -- no hash, so
     each side hashes each row once for its digests, selecting the rows of the buckets that
     differ costs a few byte operations per row (not a row hash), and a changed row stays in
     its bucket (one bucket differs per changed row). Keys that agree in all three slices
@@ -508,13 +508,13 @@ def _pg_col(name: str) -> str:
 
 
 def _key_bytes_mysql(key_text: str) -> str:
-    """The sum of three 7-byte slices of the key's text (its start, middle and end), each
+    """The XOR of three 7-byte slices of the key's text (its start, middle and end), each
     read as a big-endian integer: cheap to compute, and it varies with the bytes where keys
     usually differ (sequential codes at the end, composite keys at the start)."""
     parts = (f"LEFT({key_text}, {KEY_SLICE})",
              f"SUBSTRING({key_text}, GREATEST(1, LENGTH({key_text}) DIV 2 - 2), {KEY_SLICE})",
              f"RIGHT({key_text}, {KEY_SLICE})")
-    return "(" + " + ".join(f"CAST(CONV(HEX({p}), 16, 10) AS UNSIGNED)" for p in parts) + ")"
+    return "(" + " ^ ".join(f"CAST(CONV(HEX({p}), 16, 10) AS UNSIGNED)" for p in parts) + ")"
 
 
 def _key_bytes_pg(key_text: str) -> str:
@@ -523,7 +523,7 @@ def _key_bytes_pg(key_text: str) -> str:
     parts = (f"substring({b} from 1 for {KEY_SLICE})",
              f"substring({b} from greatest(1, octet_length({b}) / 2 - 2) for {KEY_SLICE})",
              f"substring({b} from greatest(1, octet_length({b}) - {KEY_SLICE - 1}))")
-    return "(" + " + ".join(
+    return "(" + " # ".join(
         f"('x' || lpad(encode({p}, 'hex'), {2 * KEY_SLICE}, '0'))::bit({8 * KEY_SLICE})::bigint"
         for p in parts) + ")"
 
