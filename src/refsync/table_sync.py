@@ -263,6 +263,7 @@ def compare(job: TableJob, source: Source, session: Session[Read], writer: SqlTa
         log.debug("%s: digests: %d of %d parts differ, holding %d of %d rows: reading all",
                   job.spec.name, len(outcome.differing), dplan.buckets,
                   outcome.source_rows_differing, outcome.source_rows)
+        writer.timings.update(timings)  # what the comparison cost, though it read nothing
         return None
     log.debug("%s: digests: %d of %d parts differ: reading %d rows, %d compared equal",
               job.spec.name, len(outcome.differing), dplan.buckets,
