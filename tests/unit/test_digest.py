@@ -173,9 +173,10 @@ def test_key_bytes_buckets_are_the_default_and_hash_nothing() -> None:
     plan, _ = plan_digest([VARCHAR, name[0]], [ColumnInfo("code", "text"), name[1]], ["code"],
                           "UTC", rows=1_600_000)
     assert plan is not None and not plan.bucket_from_hash
-    assert plan.buckets == 1_600_000 // 32  # one bucket differs per changed row
+    # one bucket differs per changed row (32 rows a bucket)
     assert "SHA2" not in plan.source_bucket and "sha256" not in plan.target_bucket
-    assert plan.source_bucket.count("CONV(HEX(") == 3 and "`name`" not in plan.source_bucket
+    assert plan.source_bucket.count("CONV(HEX(RIGHT(") == 1 and "`name`" not in plan.source_bucket
+    assert plan.buckets == 50_003  # prime to 2, 3, 5 and 7: decimal codes spread evenly
     pred = target_bucket_predicate(plan, [3], alias="t")
     assert pred.endswith(" IN (3)") and 't."code"' in pred and 't."name"' not in pred
     assert "\x1d" not in pred + plan.target_bucket
@@ -184,14 +185,14 @@ def test_key_bytes_buckets_are_the_default_and_hash_nothing() -> None:
 def test_buckets_sized_for_the_change_expected() -> None:
     plan, _ = plan_digest([VARCHAR], [ColumnInfo("code", "text")], ["code"], "UTC",
                           rows=1_000_000)
-    assert plan is not None and plan.buckets == 31_250
+    assert plan is not None and plan.buckets == 31_253
     assert sized_for_change(plan, 1_000_000, None) is plan  # no evidence: as planned
     assert sized_for_change(plan, 1_000_000, 0.0001) is plan  # a quiet night: as planned
     one_pct = sized_for_change(plan, 1_000_000, 0.01)
-    assert one_pct is not None and one_pct.buckets == 100_000  # 10 rows a bucket
+    assert one_pct is not None and one_pct.buckets == 100_001  # 10 rows a bucket
     assert read_share(0.01, 1_000_000 / one_pct.buckets) < 0.1
-    assert one_pct.source_bucket.endswith(", 100000)") and one_pct.key == plan.key
+    assert one_pct.source_bucket.endswith(", 100001)") and one_pct.key == plan.key
     five_pct = sized_for_change(plan, 1_000_000, 0.05)
-    assert five_pct is not None and five_pct.buckets == 4 * 31_250  # growth is capped
+    assert five_pct is not None and five_pct.buckets == 125_017  # growth is capped
     assert sized_for_change(plan, 1_000_000, 0.5) is None  # reading everything is cheaper
     assert sized_for_change(plan, 0, 0.5) is plan

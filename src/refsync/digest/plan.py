@@ -41,18 +41,19 @@ Time zones
     session's ``time_zone`` must be ``+00:00``, which refsync sets).
 
 Buckets
-    A single integer key: its value modulo the bucket count. Any other key
-    (``plan_digest``'s ``bucket_by="auto"``): three 7-byte slices of the key's canonical text
-    (start, middle, end) read as integers, XORed, modulo the bucket count -- no hash, so
-    each side hashes each row once for its digests, selecting the rows of the buckets that
-    differ costs a few byte operations per row (not a row hash), and a changed row stays in
-    its bucket (one bucket differs per changed row). Keys that agree in all three slices
-    share a bucket: skewed buckets cost reading more rows, never correctness (a comparison
-    that would read most rows reads them all). ``bucket_by="row"`` takes the bucket from the
+    A single integer key: its value modulo the bucket count. Any other one-column key
+    (``plan_digest``'s ``bucket_by="auto"``): the last 7 bytes of the key's canonical text
+    read as an integer, modulo a bucket count prime to 2, 3, 5 and 7 (so decimal codes
+    spread evenly) -- no hash, so each side hashes each row once for its digests,
+    selecting the rows of the buckets that differ costs a few byte operations per row (not
+    a row hash), and a changed row stays in its bucket (one bucket differs per changed
+    row). Keys that end in the same 7 bytes share a bucket: skewed buckets cost reading more
+    rows, never correctness (a comparison that would read most rows reads them all). A
+    composite key (whose last bytes are its last column's), or ``bucket_by="row"``: the
     row hash (a changed row then makes two buckets differ, and selecting a bucket's rows
-    hashes every row scanned); ``bucket_by="key"`` from 32 bits of SHA-256 of the key's
-    text. `DigestPlan.with_buckets` sizes the same comparison for the change a run expects
-    (`buckets_for`): more, smaller buckets where much changed the last time.
+    hashes every row scanned); ``bucket_by="key"``: 32 bits of SHA-256 of the key's text.
+    `DigestPlan.with_buckets` sizes the same comparison for the change a run expects
+    (`sized_for_change`): more, smaller buckets where much changed the last time.
 
 False matches
     Row hashes are 64 bits of SHA-256, modelled as independent uniform values. The digests
@@ -173,6 +174,7 @@ class DigestPlan:
     # the bucket is taken from the row hash (not the key): a changed row's old version is
     # in one bucket on the target, its new version in another on the source; both differ
     bucket_from_hash: bool = False
+    bucket_by: str = "row"  # "value" (one integer key), "bytes", "row" or "key"
 
     @property
     def source_bucket(self) -> str:
@@ -190,7 +192,8 @@ class DigestPlan:
 
     def with_buckets(self, buckets: int) -> DigestPlan:
         """The same comparison in `buckets` parts (sized for the change a run expects)."""
-        return replace(self, buckets=max(1, min(int(buckets), MAX_BUCKETS)))
+        n = max(1, min(int(buckets), MAX_BUCKETS))
+        return replace(self, buckets=coprime_buckets(n) if self.bucket_by == "bytes" else n)
 
     def describe(self) -> str:
         return (f"digests over {len(self.columns)} columns, key ({', '.join(self.key)}), "
@@ -419,8 +422,8 @@ def plan_digest(
     databases agree on: then read the table in full (and log the reason at -v)."""
     if bucket_by not in ("bytes", "row", "key", "auto"):
         raise ValueError(f"bucket_by must be 'bytes', 'row', 'key' or 'auto', not {bucket_by!r}")
-    if bucket_by == "auto":
-        bucket_by = "bytes"
+    if bucket_by == "auto":  # a composite key's last bytes are its last column's
+        bucket_by = "bytes" if len(key) == 1 else "row"
     if len(source_columns) != len(target_columns):
         return None, "the source and target column lists differ in length"
     if not key:
@@ -453,6 +456,8 @@ def plan_digest(
         rows, avg_row_bytes, rows_per_bucket=ROWS_PER_HASH_BUCKET if from_hash else
         ROWS_PER_BUCKET)
     n = max(1, int(n))
+    if bucket_by == "bytes" and not int_key:
+        n = coprime_buckets(n)
     rest = [c for c in order if c not in key]
     my_key = f"CAST(CONCAT_WS('', {', '.join(a for k in key for a in my[k])}) AS BINARY)"
     pg_key = "(" + " || ".join(pg[k] for k in key) + ")"
@@ -489,7 +494,7 @@ def plan_digest(
         source_key_text=my_key, source_row_text=my_row, source_bucket_of=my_bucket,
         source_hash=my_hash, target_key_text=bare(pg_key), target_row_text=bare(pg_row),
         target_bucket_of=pg_bucket, target_hash=bare(pg_hash), notes=tuple(notes),
-        bucket_from_hash=from_hash)
+        bucket_from_hash=from_hash, bucket_by="value" if int_key else bucket_by)
     return plan, None
 
 
@@ -508,24 +513,26 @@ def _pg_col(name: str) -> str:
 
 
 def _key_bytes_mysql(key_text: str) -> str:
-    """The XOR of three 7-byte slices of the key's text (its start, middle and end), each
-    read as a big-endian integer: cheap to compute, and it varies with the bytes where keys
-    usually differ (sequential codes at the end, composite keys at the start)."""
-    parts = (f"LEFT({key_text}, {KEY_SLICE})",
-             f"SUBSTRING({key_text}, GREATEST(1, LENGTH({key_text}) DIV 2 - 2), {KEY_SLICE})",
-             f"RIGHT({key_text}, {KEY_SLICE})")
-    return "(" + " ^ ".join(f"CAST(CONV(HEX({p}), 16, 10) AS UNSIGNED)" for p in parts) + ")"
+    """The last `KEY_SLICE` bytes of the key's text read as a big-endian integer: cheap to
+    compute (no hash), and it varies where one-column codes usually differ."""
+    return f"CAST(CONV(HEX(RIGHT({key_text}, {KEY_SLICE})), 16, 10) AS UNSIGNED)"
 
 
 def _key_bytes_pg(key_text: str) -> str:
     """`_key_bytes_mysql` in PostgreSQL, over the same UTF-8 bytes."""
     b = f"convert_to({key_text}, 'UTF8')"
-    parts = (f"substring({b} from 1 for {KEY_SLICE})",
-             f"substring({b} from greatest(1, octet_length({b}) / 2 - 2) for {KEY_SLICE})",
-             f"substring({b} from greatest(1, octet_length({b}) - {KEY_SLICE - 1}))")
-    return "(" + " # ".join(
-        f"('x' || lpad(encode({p}, 'hex'), {2 * KEY_SLICE}, '0'))::bit({8 * KEY_SLICE})::bigint"
-        for p in parts) + ")"
+    tail = f"substring({b} from greatest(1, octet_length({b}) - {KEY_SLICE - 1}))"
+    return (f"('x' || lpad(encode({tail}, 'hex'), {2 * KEY_SLICE}, '0'))"
+            f"::bit({8 * KEY_SLICE})::bigint")
+
+
+def coprime_buckets(n: int) -> int:
+    """The least bucket count from `n` on that shares no factor with 2, 3, 5 or 7: decimal
+    codes read as integers then spread evenly over the buckets."""
+    n = max(1, int(n))
+    while math.gcd(n, 210) != 1:
+        n += 1
+    return n
 
 
 def _bucket_of(row_hash: str, n: int, *, mysql: bool) -> str:
