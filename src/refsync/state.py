@@ -306,7 +306,7 @@ class LastRun:
         in a night: a full read that succeeded and was not a first load (None otherwise)."""
         if self.incremental or not self.read or self.status not in ("ok", "unchanged"):
             return None
-        if self.inserted == self.changed:  # only new rows (a first load): no evidence
+        if self.inserted and self.inserted == self.changed:  # only new rows (a first load)
             return None
         return min(1.0, self.changed / self.read)
 
