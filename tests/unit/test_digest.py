@@ -188,11 +188,12 @@ def test_buckets_sized_for_the_change_expected() -> None:
     assert plan is not None and plan.buckets == 31_253
     assert sized_for_change(plan, 1_000_000, None) is plan  # no evidence: as planned
     assert sized_for_change(plan, 1_000_000, 0.0001) is plan  # a quiet night: as planned
-    one_pct = sized_for_change(plan, 1_000_000, 0.01)
-    assert one_pct is not None and one_pct.buckets == 100_001  # 10 rows a bucket
-    assert read_share(0.01, 1_000_000 / one_pct.buckets) < 0.1
-    assert one_pct.source_bucket.endswith(", 100001)") and one_pct.key == plan.key
-    five_pct = sized_for_change(plan, 1_000_000, 0.05)
-    assert five_pct is not None and five_pct.buckets == 125_017  # growth is capped
-    assert sized_for_change(plan, 1_000_000, 0.5) is None  # reading everything is cheaper
-    assert sized_for_change(plan, 0, 0.5) is plan
+    busier = sized_for_change(plan, 1_000_000, 0.002)
+    assert busier is not None and busier.buckets == 62_507  # growth is capped at twice
+    assert busier.source_bucket.endswith(", 62507)") and busier.key == plan.key
+    assert read_share(0.002, 1_000_000 / busier.buckets) < 0.05
+    # a night like the last one would leave too much to read: read everything instead
+    assert sized_for_change(plan, 1_000_000, 0.004) is None
+    assert sized_for_change(plan, 1_000_000, 0.01) is None
+    assert sized_for_change(plan, 1_000_000, 0.5) is None
+    assert sized_for_change(plan, 50_000, 0.5) is plan  # a small table: either way is quick

@@ -113,13 +113,19 @@ MAX_DIGEST_SHARE = 0.015
 WHOLE = 0
 DIGEST_ROW_BYTES = 36  # one (bucket, count, xor) row in MySQL's text protocol, measured
 MAX_BUCKETS = 1 << 22
-# sizing for the change a run expects (`sized_for_change`): the share of the rows the
-# comparison should leave to read, the smallest bucket, how many times the planned bucket
-# count the digests may grow to, and the share in differing buckets above which reading
-# everything is cheaper
-READ_SHARE_WANTED = 0.1
-FEWEST_ROWS_PER_BUCKET = 4
-MAX_BUCKET_GROWTH = 4
+# sizing for the change a run expects (`sized_for_change`), measured at a million rows
+# (issue 20): computing both sides' digests costs about what reading, staging and diffing
+# every row does, so comparing first pays only while it leaves little to read. Above
+# `COMPARE_FIRST_SHARE` of the rows expected in differing buckets (with the buckets grown
+# at most `MAX_BUCKET_GROWTH` times; more buckets cost MySQL's grouping more) the table is
+# read whole without digests; below, buckets are sized to leave about `READ_SHARE_WANTED`.
+# Tables under `EVIDENCE_FROM_ROWS` rows always compare first: either way takes well under
+# a second, and comparing moves fewer bytes. `READ_ALL_SHARE`: after a comparison, the
+# share of the rows in differing buckets above which reading everything is cheaper.
+COMPARE_FIRST_SHARE = 0.05
+READ_SHARE_WANTED = 0.03
+MAX_BUCKET_GROWTH = 2
+EVIDENCE_FROM_ROWS = 100_000
 READ_ALL_SHARE = 0.5
 KEY_SLICE = 7  # bytes of a key's text read as one integer (`bucket_by="bytes"`)
 
@@ -220,17 +226,15 @@ def read_share(changed_share: float, rows_per_bucket: float) -> float:
 
 def sized_for_change(plan: DigestPlan, rows: int, changed_share: float | None) -> DigestPlan | None:
     """`plan` with buckets sized for the share of rows a run expects to have changed (the
-    last full read's), or None where so much is expected to differ that comparing first
-    would cost more than it saves (read everything). Smaller buckets where more changed:
-    about `READ_SHARE_WANTED` of the rows read, never under `FEWEST_ROWS_PER_BUCKET` rows a
-    bucket (the digests' own bytes grow as buckets shrink)."""
-    if not changed_share or rows <= 0:
+    last full read's), or None where comparing first is expected to cost more than it saves
+    (read everything): see `COMPARE_FIRST_SHARE`."""
+    if not changed_share or rows < max(1, EVIDENCE_FROM_ROWS):
         return plan
-    if read_share(changed_share, FEWEST_ROWS_PER_BUCKET) > READ_ALL_SHARE:
+    per_bucket = rows / plan.buckets
+    if read_share(changed_share, per_bucket / MAX_BUCKET_GROWTH) > COMPARE_FIRST_SHARE:
         return None
-    now_per_bucket = rows / plan.buckets
-    wanted = max(FEWEST_ROWS_PER_BUCKET, READ_SHARE_WANTED / changed_share)
-    if wanted >= now_per_bucket:
+    wanted = READ_SHARE_WANTED / changed_share  # rows a bucket
+    if wanted >= per_bucket:
         return plan
     return plan.with_buckets(min(int(rows / wanted), plan.buckets * MAX_BUCKET_GROWTH))
 
