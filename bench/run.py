@@ -50,7 +50,9 @@ ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
 
 SCENARIOS = ("full", "typed-full", "nochange", "typed-nochange", "verify", "typed-verify",
-             "1pct-full", "typed-1pct-full", "0.01pct-full", "typed-0.01pct-full", "1pct-incr",
+             "1pct-full", "typed-1pct-full", "0.01pct-full", "typed-0.01pct-full",
+             "0.1pct-full", "typed-0.1pct-full", "1pct-full-off", "typed-1pct-full-off",
+             "0.01pct-full-off", "typed-0.01pct-full-off", "0.1pct-full-off", "1pct-incr",
              "incr-nochange-4tables", "startup", "memory-scaling", "seed-4tables-10k")
 PEERS = ("pipe", "pgloader", "sling")
 
@@ -348,7 +350,7 @@ def run_measured(cmd: Sequence[str], *, env: dict[str, str], cwd: Path, log: Pat
         sent0 = probe() if probe is not None else None
         cpu0 = server_cpu()
         all0 = _busy_cpu_s()
-        out_path, err_path = log.with_suffix(".out"), log.with_suffix(".err")
+        out_path, err_path = log.parent / f"{log.name}.out", log.parent / f"{log.name}.err"
         stop = threading.Event()
         polled: dict[str, int] = {}
         with out_path.open("wb") as fo, err_path.open("wb") as fe:
@@ -809,7 +811,8 @@ class Bench:
                                   "columns": [{"source": c, "target": c} for c in TYPED_COLS]},
                 "sync_mode": "upsert", "primary_key": TYPED_TARGET[2]}
 
-    def write_config(self, name: str, tables: list[str], incremental: Sequence[str] = ()) -> Path:
+    def write_config(self, name: str, tables: list[str], incremental: Sequence[str] = (),
+                     digests: str | None = None) -> Path:
         section = self.seed_section()
         section["tables"] = [*section["tables"], self.typed_table_spec()]
         by_name = {t["name"]: t for t in section["tables"]}
@@ -821,6 +824,8 @@ class Bench:
                 sc["file_path"] = str(ROOT / sc["file_path"])
             if n in incremental and "incremental" not in sc:
                 sc["incremental"] = {"updated_at_column": "updated_at"}
+            if digests is not None:
+                t["digests"] = digests
             picked.append(t)
         section["tables"] = picked
         path = self.work / "configs" / f"{name}.yml"
@@ -1048,17 +1053,20 @@ class Bench:
             db=self.db_main)
         return {r[0] for r in rows}
 
-    def s_mutated_full(self, shape: Shape, fraction: float, name: str) -> None:
-        scen = shape.scen(name)
+    def s_mutated_full(self, shape: Shape, fraction: float, name: str,
+                       digests_off: bool = False) -> None:
+        scen = shape.scen(name + ("-off" if digests_off else ""))
+        cfg = self.cfgs[shape.key + ("-off" if digests_off else "")]
         say(f"\n== {scen}: bench/mutate_mysql.py (~{100 * fraction:g} % of {shape.source}),"
-            " then --full re-sync (pipe interleaved)")
+            f" then --full re-sync{' with digests: off' if digests_off else ''}"
+            " (pipe interleaved)")
         self.ensure_loaded(shape)
         for i in range(self.repeat):
             m = self.mutate(shape, fraction)
             changed = self.mutated_keys(m, shape)
             self.vacuum(DB_TARGET, [shape.target])
             self.snapshot_xmin(DB_TARGET, [shape.target])
-            r = self.run_refsync(scen, "refsync", i, self.cfgs[shape.key], DB_TARGET,
+            r = self.run_refsync(scen, "refsync", i, cfg, DB_TARGET,
                                  self.db_main, ["--full"], record=False,
                                  **self.sync_fields(shape))
             n, gone, keys = self.rewritten(DB_TARGET, [shape.target], keys_of_first=True)
@@ -1388,7 +1396,8 @@ class Bench:
                        f"cluster-wide pg_current_wal_lsn() difference ({self.wal.why})"))
         s = set(self.scenarios)
         typed = {x for x in s if x.startswith("typed-")}
-        big = (s & {"full", "nochange", "verify", "1pct-full", "0.01pct-full", "1pct-incr",
+        big = (s & {"full", "nochange", "verify", "1pct-full", "0.01pct-full", "0.1pct-full",
+                    "1pct-full-off", "0.01pct-full-off", "0.1pct-full-off", "1pct-incr",
                     "incr-nochange-4tables", "memory-scaling"}) | typed
         if big:
             self.ensure_data(self.db_main, self.rows, self.small_rows,
@@ -1407,7 +1416,11 @@ class Bench:
         cfg_full = self.write_config("annuity-full", ["年金计划"])
         cfg_incr = self.write_config("annuity-incremental", ["年金计划"],
                                      incremental=["年金计划"])
-        self.cfgs = {"text": cfg_full, "typed": self.write_config("typed-full", ["typed_plan"])}
+        self.cfgs = {"text": cfg_full, "typed": self.write_config("typed-full", ["typed_plan"]),
+                     "text-off": self.write_config("annuity-full-off", ["年金计划"],
+                                                   digests="off"),
+                     "typed-off": self.write_config("typed-full-off", ["typed_plan"],
+                                                    digests="off")}
         if big:
             self.warm_mysql(self.db_main, typed=bool(typed))
         steps: list[tuple[str, Callable[[], None]]] = [
@@ -1422,6 +1435,15 @@ class Bench:
             ("typed-1pct-full", lambda: self.s_mutated_full(TYPED, 0.01, "1pct-full")),
             ("0.01pct-full", lambda: self.s_mutated_full(TEXT, 0.0001, "0.01pct-full")),
             ("typed-0.01pct-full", lambda: self.s_mutated_full(TYPED, 0.0001, "0.01pct-full")),
+            ("0.1pct-full", lambda: self.s_mutated_full(TEXT, 0.001, "0.1pct-full")),
+            ("typed-0.1pct-full", lambda: self.s_mutated_full(TYPED, 0.001, "0.1pct-full")),
+            ("1pct-full-off", lambda: self.s_mutated_full(TEXT, 0.01, "1pct-full", True)),
+            ("typed-1pct-full-off",
+             lambda: self.s_mutated_full(TYPED, 0.01, "1pct-full", True)),
+            ("0.01pct-full-off", lambda: self.s_mutated_full(TEXT, 0.0001, "0.01pct-full", True)),
+            ("typed-0.01pct-full-off",
+             lambda: self.s_mutated_full(TYPED, 0.0001, "0.01pct-full", True)),
+            ("0.1pct-full-off", lambda: self.s_mutated_full(TEXT, 0.001, "0.1pct-full", True)),
             ("1pct-incr", lambda: self.s_1pct_incr(cfg_incr)),
             ("incr-nochange-4tables", self.s_incr_nochange),
             ("memory-scaling", lambda: self.s_memory(cfg_full)),

@@ -166,6 +166,9 @@ class TableOptions(_Strict):
     source_timezone: str = "Asia/Shanghai"
     max_yaml_bytes: int = Field(64 * 1024 * 1024, ge=1)  # a larger config_file is refused
     full_every: timedelta | None = None  # incremental tables: read in full this often
+    # a full re-sync compares digests first (auto: when it is cheaper than reading all; off:
+    # always read, stage and diff everything)
+    digests: Literal["auto", "off"] = "auto"
 
     @field_validator("lookback", "lock_timeout", "statement_timeout", mode="before")
     @classmethod
@@ -304,6 +307,7 @@ class TableSpec(_Strict):
     source_timezone: str | None = None
     max_yaml_bytes: int | None = Field(None, ge=1)
     full_every: timedelta | None = None
+    digests: Literal["auto", "off"] | None = None
     # filled in by ReferenceSyncConfig from `defaults` + the overrides above
     options: TableOptions = Field(default_factory=TableOptions, exclude=True)
 
@@ -451,7 +455,7 @@ class ReferenceSyncConfig(_Strict):
                 k: getattr(t, k)
                 for k in ("batch_size", "retry", "max_delete_ratio", "on_invalid", "lookback",
                           "lock_timeout", "statement_timeout", "source_timezone",
-                          "max_yaml_bytes", "full_every")
+                          "max_yaml_bytes", "full_every", "digests")
                 if getattr(t, k) is not None
             }
             if t.incremental is None:  # `defaults.full_every` concerns incremental tables

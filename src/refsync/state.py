@@ -296,6 +296,19 @@ class LastRun:
     rejected: int
     incremental: bool
     source_snapshot: datetime | None  # the source's clock when its read began
+    read: int = 0  # rows it read (compared equal by digests included)
+    inserted: int = 0
+    changed: int = 0  # rows it inserted, updated, promoted or deleted
+
+    @property
+    def changed_share(self) -> float | None:
+        """The share of the table's rows the run changed, where it tells how much changes
+        in a night: a full read that succeeded and was not a first load (None otherwise)."""
+        if self.incremental or not self.read or self.status not in ("ok", "unchanged"):
+            return None
+        if self.inserted and self.inserted == self.changed:  # only new rows (a first load)
+            return None
+        return min(1.0, self.changed / self.read)
 
     def left_in_step(self, source_changed_at: datetime | None) -> bool:
         """Whether the target likely still equals the source: that run ended `unchanged`, or
@@ -324,12 +337,16 @@ def read_last_run(conn: Connection, table_name: str) -> LastRun | None:
                                         t.runs.c.table_name == t.state.c.table_name))
     with _classified(conn, "reading the last run"):
         row = conn.execute(sa.select(t.state.c.last_status, t.runs.c.rejected,
-                                     t.runs.c.incremental, t.runs.c.source_snapshot)
+                                     t.runs.c.incremental, t.runs.c.source_snapshot,
+                                     t.runs.c.read, t.runs.c.inserted,
+                                     t.runs.c.inserted + t.runs.c.updated
+                                     + t.runs.c.promoted + t.runs.c.deleted)
                            .select_from(last).where(t.state.c.table_name == table_name)).first()
     if row is None:
         return None
     return LastRun(status=row[0], rejected=int(row[1] or 0), incremental=bool(row[2]),
-                   source_snapshot=row[3])
+                   source_snapshot=row[3], read=int(row[4] or 0), inserted=int(row[5] or 0),
+                   changed=int(row[6] or 0))
 
 
 def _upsert(conn: Connection, table: sa.Table, values: dict[str, Any], keys: list[str],

@@ -43,8 +43,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MAX_LISTED = 20
-# when more than this share of the rows sits in parts that differ, reading them all is cheaper
-READ_ALL_SHARE = 0.5
 
 
 class Progress(Protocol):
@@ -224,7 +222,8 @@ def read_plan(job: TableJob, source: Source, infos: list[ColumnInfo], window: Wi
               writer: SqlTableWriter) -> ReadPlan:
     """The read path, chosen once: digests only for a full read of a target that holds rows
     (a first load has nothing to compare)."""
-    compare_first = window.since is None and not writer.direct
+    compare_first = (window.since is None and not writer.direct
+                     and job.spec.options.digests != "off")
     return source.read_plan(infos, copy_text=job.target.takes_copy_text,
                             source_timezone=job.spec.options.source_timezone,
                             target_rows=writer.estimated_rows() if compare_first else None)
@@ -240,7 +239,9 @@ def compare(job: TableJob, source: Source, session: Session[Read], writer: SqlTa
         return None
     from refsync import digest
 
-    dplan, timings = plan.digests, {}
+    dplan, timings = sized_comparison(job, writer, plan.digests), {}
+    if dplan is None:
+        return None
     whole_first = job.last_run is not None and job.last_run.left_in_step(source.changed_at)
     ours: dict[int, BucketDigest] | None = None
     theirs: dict[int, BucketDigest] = {}
@@ -257,10 +258,11 @@ def compare(job: TableJob, source: Source, session: Session[Read], writer: SqlTa
             break
     assert ours is not None
     outcome = digest.compare(dplan, theirs, ours)
-    if outcome.source_rows_differing > READ_ALL_SHARE * max(outcome.source_rows, 1):
+    if outcome.source_rows_differing > digest.READ_ALL_SHARE * max(outcome.source_rows, 1):
         log.debug("%s: digests: %d of %d parts differ, holding %d of %d rows: reading all",
                   job.spec.name, len(outcome.differing), dplan.buckets,
                   outcome.source_rows_differing, outcome.source_rows)
+        writer.timings.update(timings)  # what the comparison cost, though it read nothing
         return None
     log.debug("%s: digests: %d of %d parts differ: reading %d rows, %d compared equal",
               job.spec.name, len(outcome.differing), dplan.buckets,
@@ -271,6 +273,24 @@ def compare(job: TableJob, source: Source, session: Session[Read], writer: SqlTa
             if outcome.differing else None)
     return Comparison(only, outcome.equal_rows, largest,
                       digest.target_bucket_predicate(dplan, outcome.differing), timings)
+
+
+def sized_comparison(job: TableJob, writer: SqlTableWriter,
+                     plan: DigestPlan) -> DigestPlan | None:
+    """The digest plan sized for the change the last full read found (smaller buckets where
+    more changed), or None where so much is expected to differ that reading everything is
+    cheaper (said at -v)."""
+    from refsync import digest
+
+    expected = job.last_run.changed_share if job.last_run is not None else None
+    sized = digest.sized_for_change(plan, writer.estimated_rows() or 0, expected)
+    if sized is None:
+        log.debug("%s: digests: the last full read changed %.1f %% of the rows: reading all",
+                  job.spec.name, 100 * (expected or 0))
+    elif sized.buckets != plan.buckets:
+        log.debug("%s: digests: %d buckets for the %.3f %% of rows the last full read "
+                  "changed", job.spec.name, sized.buckets, 100 * (expected or 0))
+    return sized
 
 
 def _source_digests(read: Read, plan: DigestPlan,

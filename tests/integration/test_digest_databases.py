@@ -159,9 +159,9 @@ def _plan(my: sa.Engine, pg: sa.Engine, **kw: object) -> DigestPlan:
     return plan
 
 
-@pytest.fixture(scope="module", params=["row", "key"])
+@pytest.fixture(scope="module", params=["bytes", "row", "key"])
 def plan(dbs: tuple[sa.Engine, sa.Engine], request: pytest.FixtureRequest) -> DigestPlan:
-    """Buckets from the row hash (the default), and from a hash of the key."""
+    """Buckets from bytes of the key (the default), the row hash and a hash of the key."""
     return _plan(*dbs, bucket_by=request.param)
 
 

@@ -15,6 +15,8 @@ from refsync.digest.plan import (
     differing,
     fold_windows,
     plan_digest,
+    read_share,
+    sized_for_change,
     source_bucket_predicate,
     target_bucket_predicate,
 )
@@ -124,7 +126,7 @@ def test_row_hash_buckets() -> None:
     plan, _ = plan_digest([VARCHAR, name[0]], [ColumnInfo("code", "text"), name[1]], ["code"],
                           "UTC", rows=1000, bucket_by="row")
     big, _ = plan_digest([VARCHAR, name[0]], [ColumnInfo("code", "text"), name[1]], ["code"],
-                         "UTC", rows=1_600_000)
+                         "UTC", rows=1_600_000, bucket_by="row")
     assert big is not None and big.bucket_from_hash and big.buckets == 100_000
     assert plan is not None and plan.bucket_from_hash
     assert plan.buckets == 1000 // 16  # a changed row makes two buckets differ: twice as many
@@ -164,3 +166,34 @@ def test_datetime_renderings() -> None:
     assert milli is not None
     assert "CONCAT(`a`, '000'), ';'" in milli.source_row_text
     assert "to_char(\"a\", 'YYYY-MM-DD HH24:MI:SS.US')" in milli.target_row_text
+
+
+def test_key_bytes_buckets_are_the_default_and_hash_nothing() -> None:
+    name = (SourceColumn("name", "varchar", "varchar(9)", "utf8mb4"), ColumnInfo("name", "text"))
+    plan, _ = plan_digest([VARCHAR, name[0]], [ColumnInfo("code", "text"), name[1]], ["code"],
+                          "UTC", rows=1_600_000)
+    assert plan is not None and not plan.bucket_from_hash
+    # one bucket differs per changed row (32 rows a bucket)
+    assert "SHA2" not in plan.source_bucket and "sha256" not in plan.target_bucket
+    assert plan.source_bucket.count("CONV(HEX(RIGHT(") == 1 and "`name`" not in plan.source_bucket
+    assert plan.buckets == 50_003  # prime to 2, 3, 5 and 7: decimal codes spread evenly
+    pred = target_bucket_predicate(plan, [3], alias="t")
+    assert pred.endswith(" IN (3)") and 't."code"' in pred and 't."name"' not in pred
+    assert "\x1d" not in pred + plan.target_bucket
+
+
+def test_buckets_sized_for_the_change_expected() -> None:
+    plan, _ = plan_digest([VARCHAR], [ColumnInfo("code", "text")], ["code"], "UTC",
+                          rows=1_000_000)
+    assert plan is not None and plan.buckets == 31_253
+    assert sized_for_change(plan, 1_000_000, None) is plan  # no evidence: as planned
+    assert sized_for_change(plan, 1_000_000, 0.0001) is plan  # a quiet night: as planned
+    busier = sized_for_change(plan, 1_000_000, 0.002)
+    assert busier is not None and busier.buckets == 62_507  # growth is capped at twice
+    assert busier.source_bucket.endswith(", 62507)") and busier.key == plan.key
+    assert read_share(0.002, 1_000_000 / busier.buckets) < 0.05
+    # a night like the last one would leave too much to read: read everything instead
+    assert sized_for_change(plan, 1_000_000, 0.004) is None
+    assert sized_for_change(plan, 1_000_000, 0.01) is None
+    assert sized_for_change(plan, 1_000_000, 0.5) is None
+    assert sized_for_change(plan, 50_000, 0.5) is plan  # a small table: either way is quick

@@ -4,6 +4,7 @@ both dialects (pure); each database computes its side in its own module
 
 from refsync.digest.plan import (
     AUTHORITATIVE,
+    READ_ALL_SHARE,
     WHOLE,
     BucketDigest,
     DigestComparison,
@@ -14,12 +15,15 @@ from refsync.digest.plan import (
     compare,
     differing,
     plan_digest,
+    read_share,
+    sized_for_change,
     source_bucket_predicate,
     target_bucket_predicate,
 )
 
 __all__ = [
     "AUTHORITATIVE",
+    "READ_ALL_SHARE",
     "WHOLE",
     "BucketDigest",
     "DigestComparison",
@@ -30,6 +34,8 @@ __all__ = [
     "compare",
     "differing",
     "plan_digest",
+    "read_share",
+    "sized_for_change",
     "source_bucket_predicate",
     "target_bucket_predicate",
 ]

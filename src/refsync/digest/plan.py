@@ -41,20 +41,19 @@ Time zones
     session's ``time_zone`` must be ``+00:00``, which refsync sets).
 
 Buckets
-    A single integer key: its value modulo the bucket count. Any other key of a table of
-    `ROW_BUCKETS_FROM` rows or more (``plan_digest``'s ``bucket_by="auto"``): the row hash
-    (its low 63 bits) modulo the bucket count -- no second hash per row, and each side
-    computes the row hash once (MySQL in a materialized derived table, PostgreSQL in an
-    ``OFFSET 0`` subquery run by parallel workers). A changed row then makes two buckets
-    differ: its old version's on the target, its new version's on the source; both are
-    read, since `source_bucket_predicate` selects source rows and `target_bucket_predicate`
-    target rows by their own side's row hash. Every source row whose key is in a selected
-    target row is itself selected (an equal row is in the same bucket; a different one
-    makes its own bucket differ), except with the false-match probability below. Those
-    predicates cost a row hash per row scanned (a key bucket costs a hash of the key), and
-    twice as many buckets are used (`ROWS_PER_HASH_BUCKET`) where `MAX_DIGEST_SHARE`
-    allows. Smaller tables (or ``bucket_by="key"``) bucket by 32 bits of SHA-256 of the
-    key's text, at one more hash per row in the digests.
+    A single integer key: its value modulo the bucket count. Any other one-column key
+    (``plan_digest``'s ``bucket_by="auto"``): the last 7 bytes of the key's canonical text
+    read as an integer, modulo a bucket count prime to 2, 3, 5 and 7 (so decimal codes
+    spread evenly) -- no hash, so each side hashes each row once for its digests,
+    selecting the rows of the buckets that differ costs a few byte operations per row (not
+    a row hash), and a changed row stays in its bucket (one bucket differs per changed
+    row). Keys that end in the same 7 bytes share a bucket: skewed buckets cost reading more
+    rows, never correctness (a comparison that would read most rows reads them all). A
+    composite key (whose last bytes are its last column's), or ``bucket_by="row"``: the
+    row hash (a changed row then makes two buckets differ, and selecting a bucket's rows
+    hashes every row scanned); ``bucket_by="key"``: 32 bits of SHA-256 of the key's text.
+    `DigestPlan.with_buckets` sizes the same comparison for the change a run expects
+    (`sized_for_change`): more, smaller buckets where much changed the last time.
 
 False matches
     Row hashes are 64 bits of SHA-256, modelled as independent uniform values. The digests
@@ -91,8 +90,9 @@ for the rows of the differing buckets `source_bucket_predicate` /
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import Any
@@ -108,13 +108,26 @@ MASK64 = (1 << 64) - 1
 ROWS_PER_BUCKET = 32
 # buckets from the row hash: a changed row makes two buckets differ, so twice as many
 ROWS_PER_HASH_BUCKET = 16
-# plan_digest(bucket_by="auto"): buckets from the row hash from this many rows on
-ROW_BUCKETS_FROM = 100_000
 MAX_DIGEST_SHARE = 0.015
 # the part number of a whole-table digest (`whole=True`): one part, no grouping
 WHOLE = 0
 DIGEST_ROW_BYTES = 36  # one (bucket, count, xor) row in MySQL's text protocol, measured
 MAX_BUCKETS = 1 << 22
+# sizing for the change a run expects (`sized_for_change`), measured at a million rows
+# (issue 20): computing both sides' digests costs about what reading, staging and diffing
+# every row does, so comparing first pays only while it leaves little to read. Above
+# `COMPARE_FIRST_SHARE` of the rows expected in differing buckets (with the buckets grown
+# at most `MAX_BUCKET_GROWTH` times; more buckets cost MySQL's grouping more) the table is
+# read whole without digests; below, buckets are sized to leave about `READ_SHARE_WANTED`.
+# Tables under `EVIDENCE_FROM_ROWS` rows always compare first: either way takes well under
+# a second, and comparing moves fewer bytes. `READ_ALL_SHARE`: after a comparison, the
+# share of the rows in differing buckets above which reading everything is cheaper.
+COMPARE_FIRST_SHARE = 0.05
+READ_SHARE_WANTED = 0.03
+MAX_BUCKET_GROWTH = 2
+EVIDENCE_FROM_ROWS = 100_000
+READ_ALL_SHARE = 0.5
+KEY_SLICE = 7  # bytes of a key's text read as one integer (`bucket_by="bytes"`)
 
 _STRING_TYPES = {"char", "varchar", "tinytext", "text", "mediumtext", "longtext", "enum", "set"}
 _INT_TYPES = {"tinyint", "smallint", "mediumint", "int", "integer", "bigint"}
@@ -157,18 +170,36 @@ class DigestPlan:
     source_timezone: str
     source_key_text: str  # MySQL: the key's canonical text (binary string)
     source_row_text: str  # MySQL: the row's canonical text (binary string)
-    source_bucket: str  # MySQL: the bucket, 0 <= b < buckets (or > -buckets, integer keys)
+    source_bucket_of: str  # MySQL: the integer the bucket is taken modulo `buckets` of
     source_hash: str  # MySQL: the row hash, BIGINT UNSIGNED
     target_key_text: str
     target_row_text: str
-    target_bucket: str
+    target_bucket_of: str  # PostgreSQL: the same integer, every column reference marked
     target_hash: str
     notes: tuple[str, ...] = ()  # what the plan decided that a -v log may show
     # the bucket is taken from the row hash (not the key): a changed row's old version is
     # in one bucket on the target, its new version in another on the source; both differ
     bucket_from_hash: bool = False
-    # target_bucket with every column reference marked (for `target_bucket_predicate`)
-    target_bucket_template: str = ""
+    bucket_by: str = "row"  # "value" (one integer key), "bytes", "row" or "key"
+
+    @property
+    def source_bucket(self) -> str:
+        """MySQL: the bucket, 0 <= b < buckets (or > -buckets, integer keys)."""
+        return f"MOD({self.source_bucket_of}, {self.buckets})"
+
+    @property
+    def target_bucket_template(self) -> str:
+        """`target_bucket` with every column reference marked (`target_bucket_predicate`)."""
+        return f"mod({self.target_bucket_of}, {self.buckets})"
+
+    @property
+    def target_bucket(self) -> str:
+        return self.target_bucket_template.replace(_ALIAS, "")
+
+    def with_buckets(self, buckets: int) -> DigestPlan:
+        """The same comparison in `buckets` parts (sized for the change a run expects)."""
+        n = max(1, min(int(buckets), MAX_BUCKETS))
+        return replace(self, buckets=coprime_buckets(n) if self.bucket_by == "bytes" else n)
 
     def describe(self) -> str:
         return (f"digests over {len(self.columns)} columns, key ({', '.join(self.key)}), "
@@ -185,6 +216,27 @@ def choose_buckets(rows: int, avg_row_bytes: int | None = None, *,
     if avg_row_bytes:
         want = min(want, int(rows * avg_row_bytes * MAX_DIGEST_SHARE / DIGEST_ROW_BYTES))
     return max(1, min(want, MAX_BUCKETS))
+
+
+def read_share(changed_share: float, rows_per_bucket: float) -> float:
+    """The share of the rows in buckets that differ when `changed_share` of the rows changed
+    at random, one bucket each: 1 - e^(-changed_share * rows_per_bucket)."""
+    return 1.0 - math.exp(-max(0.0, changed_share) * max(1.0, rows_per_bucket))
+
+
+def sized_for_change(plan: DigestPlan, rows: int, changed_share: float | None) -> DigestPlan | None:
+    """`plan` with buckets sized for the share of rows a run expects to have changed (the
+    last full read's), or None where comparing first is expected to cost more than it saves
+    (read everything): see `COMPARE_FIRST_SHARE`."""
+    if not changed_share or rows < max(1, EVIDENCE_FROM_ROWS):
+        return plan
+    per_bucket = rows / plan.buckets
+    if read_share(changed_share, per_bucket / MAX_BUCKET_GROWTH) > COMPARE_FIRST_SHARE:
+        return None
+    wanted = READ_SHARE_WANTED / changed_share  # rows a bucket
+    if wanted >= per_bucket:
+        return plan
+    return plan.with_buckets(min(int(rows / wanted), plan.buckets * MAX_BUCKET_GROWTH))
 
 
 def _mq(name: str) -> str:
@@ -364,18 +416,18 @@ def plan_digest(
     `source_columns[i]` is mapped to `target_columns[i]` (the config's column mapping, in
     order; introspected on both sides); `key` names target columns. `rows` and
     `avg_row_bytes` (MySQL statistics, estimates) size the buckets unless `buckets` is
-    given. `bucket_by`: ``"row"`` takes a string key's bucket from the row hash, ``"key"``
-    from a hash of the key alone (one more hash per row on each side -- about 40 % more
-    server CPU in all -- but a changed row stays in one bucket, and the bucket predicates
-    hash only the key); ``"auto"`` (default): ``"row"`` from `ROW_BUCKETS_FROM` rows on,
-    where the digests' cost matters, ``"key"`` below. A single integer key is always
-    bucketed by its value.
+    given. `bucket_by` (a key other than one integer column, which is always bucketed by its
+    value): ``"bytes"`` (``"auto"``, the default) from three 7-byte slices of the key's text
+    read as integers -- no hash, so the digests hash each row once and reading the parts
+    that differ hashes nothing, and a changed row stays in its bucket; ``"row"`` from the row
+    hash (a changed row makes two buckets differ, and selecting a bucket's rows hashes every
+    row scanned); ``"key"`` from a hash of the key (one more hash per row on each side).
     Returns (plan, None), or (None, reason) where a column has no canonical text both
     databases agree on: then read the table in full (and log the reason at -v)."""
-    if bucket_by not in ("row", "key", "auto"):
-        raise ValueError(f"bucket_by must be 'row', 'key' or 'auto', not {bucket_by!r}")
-    if bucket_by == "auto":
-        bucket_by = "row" if rows >= ROW_BUCKETS_FROM else "key"
+    if bucket_by not in ("bytes", "row", "key", "auto"):
+        raise ValueError(f"bucket_by must be 'bytes', 'row', 'key' or 'auto', not {bucket_by!r}")
+    if bucket_by == "auto":  # a composite key's last bytes are its last column's
+        bucket_by = "bytes" if len(key) == 1 else "row"
     if len(source_columns) != len(target_columns):
         return None, "the source and target column lists differ in length"
     if not key:
@@ -408,6 +460,8 @@ def plan_digest(
         rows, avg_row_bytes, rows_per_bucket=ROWS_PER_HASH_BUCKET if from_hash else
         ROWS_PER_BUCKET)
     n = max(1, int(n))
+    if bucket_by == "bytes" and not int_key:
+        n = coprime_buckets(n)
     rest = [c for c in order if c not in key]
     my_key = f"CAST(CONCAT_WS('', {', '.join(a for k in key for a in my[k])}) AS BINARY)"
     pg_key = "(" + " || ".join(pg[k] for k in key) + ")"
@@ -421,17 +475,18 @@ def plan_digest(
     pg_hash = (f"('x' || encode(substring(sha256(convert_to({pg_row}, 'UTF8')) from 1 for 8), "
                "'hex'))::bit(64)::bigint")
     if int_key:
-        my_bucket = f"MOD({_mq(k_src.name)}, {n})"
-        pg_bucket = f"mod({_pg_col(k_tgt.name)}, {n})"
+        my_bucket, pg_bucket = _mq(k_src.name), _pg_col(k_tgt.name)
         notes.append("buckets: the integer key modulo the bucket count")
     elif from_hash:
-        my_bucket = _bucket_of(my_hash, n, mysql=True)
-        pg_bucket = _bucket_of(pg_hash, n, mysql=False)
+        my_bucket, pg_bucket = f"({my_hash} & {_LOW63})", f"({pg_hash} & {_LOW63})"
         notes.append("buckets: the row hash modulo the bucket count")
+    elif bucket_by == "bytes":
+        my_bucket, pg_bucket = _key_bytes_mysql(my_key), _key_bytes_pg(pg_key)
+        notes.append("buckets: bytes of the key's text modulo the bucket count")
     else:
-        my_bucket = (f"MOD(CAST(CONV(LEFT(SHA2({my_key}, 256), 8), 16, 10) AS UNSIGNED), {n})")
-        pg_bucket = (f"mod(('x' || encode(substring(sha256(convert_to({pg_key}, 'UTF8')) "
-                     f"from 1 for 4), 'hex'))::bit(32)::bigint, {n})")
+        my_bucket = f"CAST(CONV(LEFT(SHA2({my_key}, 256), 8), 16, 10) AS UNSIGNED)"
+        pg_bucket = (f"('x' || encode(substring(sha256(convert_to({pg_key}, 'UTF8')) "
+                     f"from 1 for 4), 'hex'))::bit(32)::bigint")
         notes.append("buckets: a hash of the key modulo the bucket count")
 
     def bare(sql: str) -> str:
@@ -440,10 +495,10 @@ def plan_digest(
     plan = DigestPlan(
         columns=tuple(order), source_columns=tuple(by_target[c][0].name for c in order),
         key=tuple(key), buckets=n, source_timezone=source_timezone,
-        source_key_text=my_key, source_row_text=my_row, source_bucket=my_bucket,
+        source_key_text=my_key, source_row_text=my_row, source_bucket_of=my_bucket,
         source_hash=my_hash, target_key_text=bare(pg_key), target_row_text=bare(pg_row),
-        target_bucket=bare(pg_bucket), target_hash=bare(pg_hash), notes=tuple(notes),
-        bucket_from_hash=from_hash, target_bucket_template=pg_bucket)
+        target_bucket_of=pg_bucket, target_hash=bare(pg_hash), notes=tuple(notes),
+        bucket_from_hash=from_hash, bucket_by="value" if int_key else bucket_by)
     return plan, None
 
 
@@ -459,6 +514,29 @@ def _pg_col(name: str) -> str:
     """A target column in a plan's PostgreSQL SQL: marked, so that `target_bucket_predicate`
     can qualify every column reference with an alias (the marker is dropped otherwise)."""
     return _ALIAS + _pq(name)
+
+
+def _key_bytes_mysql(key_text: str) -> str:
+    """The last `KEY_SLICE` bytes of the key's text read as a big-endian integer: cheap to
+    compute (no hash), and it varies where one-column codes usually differ."""
+    return f"CAST(CONV(HEX(RIGHT({key_text}, {KEY_SLICE})), 16, 10) AS UNSIGNED)"
+
+
+def _key_bytes_pg(key_text: str) -> str:
+    """`_key_bytes_mysql` in PostgreSQL, over the same UTF-8 bytes."""
+    b = f"convert_to({key_text}, 'UTF8')"
+    tail = f"substring({b} from greatest(1, octet_length({b}) - {KEY_SLICE - 1}))"
+    return (f"('x' || lpad(encode({tail}, 'hex'), {2 * KEY_SLICE}, '0'))"
+            f"::bit({8 * KEY_SLICE})::bigint")
+
+
+def coprime_buckets(n: int) -> int:
+    """The least bucket count from `n` on that shares no factor with 2, 3, 5 or 7: decimal
+    codes read as integers then spread evenly over the buckets."""
+    n = max(1, int(n))
+    while math.gcd(n, 210) != 1:
+        n += 1
+    return n
 
 
 def _bucket_of(row_hash: str, n: int, *, mysql: bool) -> str:
@@ -543,12 +621,7 @@ def target_bucket_predicate(plan: DigestPlan, buckets: Sequence[int],
     the parts read."""
     if not buckets:
         return "false"
-    if plan.target_bucket_template:
-        expr = plan.target_bucket_template.replace(_ALIAS, f"{alias}." if alias else "")
-    else:  # a plan built by hand
-        expr = plan.target_bucket
-        for c in plan.key if alias else ():
-            expr = expr.replace(_pq(c), f"{alias}.{_pq(c)}")
+    expr = plan.target_bucket_template.replace(_ALIAS, f"{alias}." if alias else "")
     return f"{expr} IN ({_in_list(buckets)})"
 
 

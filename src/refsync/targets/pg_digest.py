@@ -77,9 +77,10 @@ def target_digests(conn: Connection, plan: DigestPlan, schema: str | None,
         sql = (f"SELECT {_bucket_of('d.h', plan.buckets, mysql=False)} AS b, count(*), "  # noqa: S608
                f"bit_xor(d.h) FROM (SELECT {plan.target_hash} AS h FROM {ref} WHERE {only} "
                "OFFSET 0) AS d GROUP BY 1")
-    else:
-        sql = (f"SELECT {plan.target_bucket} AS b, count(*), bit_xor({plan.target_hash}) "  # noqa: S608
-               f"FROM {ref} WHERE {only} GROUP BY 1")
+    else:  # the workers compute bucket and hash; the planner, blind to how few buckets
+        # there are, would otherwise sort every row to group them
+        sql = (f"SELECT d.b, count(*), bit_xor(d.h) FROM (SELECT {plan.target_bucket} AS b, "  # noqa: S608
+               f"{plan.target_hash} AS h FROM {ref} WHERE {only} OFFSET 0) AS d GROUP BY 1")
     changed = {k: v for k, v in wanted.items() if before[k] != v}
     _set_settings(conn, changed)
     try:
