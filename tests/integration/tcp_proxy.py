@@ -68,11 +68,7 @@ class CuttingProxy:
                 sent += len(data)
         except OSError:
             pass
-        for s in (src, dst):
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+        _shut(src, dst)
 
     def close(self) -> None:
         for s in [self.listener, *self.sockets]:  # shutdown wakes threads blocked on them
@@ -111,12 +107,17 @@ class StallingProxy(CuttingProxy):
                 dst.sendall(data)
         except OSError:
             pass
-        for s in (src, dst):
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+        _shut(src, dst)
 
     def close(self) -> None:
         self.flowing.set()
         super().close()
+
+
+def _shut(*sockets: socket.socket) -> None:
+    """Shut both ends down: the pump on the other direction wakes and ends too."""
+    for s in sockets:
+        try:
+            s.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass

@@ -14,6 +14,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -199,8 +200,10 @@ def _mysql_env(mysql: sa.URL, port: int | None = None) -> dict[str, str]:
             "WDH_LEGACY_MYSQL_DATABASE": mysql.database or ""}
 
 
-def test_sigterm_ends_a_run_whose_source_stopped_answering(
-        tmp_path: Path, pg_url: str, proxied_mysql: tuple[sa.URL, StallingProxy]) -> None:
+@contextmanager
+def _stalled_source_run(tmp_path: Path, pg_url: str,
+                        proxied_mysql: tuple[sa.URL, StallingProxy]) -> Iterator[Any]:
+    """A sync of 300,000 legacy rows whose source stops answering once its read began."""
     mysql, proxy = proxied_mysql
     _mysql_plans(mysql, 300_000)
     create_target(pg_url)
@@ -208,7 +211,13 @@ def test_sigterm_ends_a_run_whose_source_stopped_answering(
     with _start(cfg, pg_url, **_mysql_env(mysql, proxy.port)) as proc:
         _until(lambda: proxy.connections, "the source read")
         proxy.stall()
-        time.sleep(0.5)
+        yield proc
+
+
+def test_sigterm_ends_a_run_whose_source_stopped_answering(
+        tmp_path: Path, pg_url: str, proxied_mysql: tuple[sa.URL, StallingProxy]) -> None:
+    with _stalled_source_run(tmp_path, pg_url, proxied_mysql) as proc:
+        time.sleep(0.5)  # the read is blocked on the proxy by now (or will be: same outcome)
         took, out, err = _ends_on_sigterm(proc)
     assert proc.returncode == 143, err[-3000:]
     assert took <= ENDS_WITHIN_S, (took, err[-3000:])
@@ -286,13 +295,7 @@ def test_a_target_that_stopped_answering_is_cut_and_retried(
 
 def test_a_second_signal_ends_the_process_at_once(
         tmp_path: Path, pg_url: str, proxied_mysql: tuple[sa.URL, StallingProxy]) -> None:
-    mysql, proxy = proxied_mysql
-    _mysql_plans(mysql, 300_000)
-    create_target(pg_url)
-    cfg = _mysql_config(tmp_path, mysql)
-    with _start(cfg, pg_url, **_mysql_env(mysql, proxy.port)) as proc:
-        _until(lambda: proxy.connections, "the source read")
-        proxy.stall()
+    with _stalled_source_run(tmp_path, pg_url, proxied_mysql) as proc:
         proc.send_signal(signal.SIGTERM)
         assert proc.stderr is not None
         for line in proc.stderr:  # the first signal is being handled: cancels under way

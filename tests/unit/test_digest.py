@@ -6,14 +6,13 @@ from datetime import datetime
 
 import pytest
 
+from refsync.digest.canonical import blank_padded, fold_windows
 from refsync.digest.plan import (
     BucketDigest,
     SourceColumn,
-    blank_padded,
     choose_buckets,
     compare,
     differing,
-    fold_windows,
     plan_digest,
     read_share,
     sized_for_change,

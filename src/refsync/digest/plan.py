@@ -93,11 +93,16 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, timedelta
-from functools import lru_cache
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from refsync.digest.canonical import (
+    ALIAS,
+    INT_TYPES,
+    field_text,
+    mysql_name,
+    pg_column,
+)
 from refsync.model import ColumnInfo
 
 AUTHORITATIVE = "authoritative"
@@ -129,11 +134,6 @@ EVIDENCE_FROM_ROWS = 100_000
 READ_ALL_SHARE = 0.5
 KEY_SLICE = 7  # bytes of a key's text read as one integer (`bucket_by="bytes"`)
 
-_STRING_TYPES = {"char", "varchar", "tinytext", "text", "mediumtext", "longtext", "enum", "set"}
-_INT_TYPES = {"tinyint", "smallint", "mediumint", "int", "integer", "bigint"}
-_UTF8_CHARSETS = {"utf8mb4", "utf8mb3", "utf8", "ascii"}  # their bytes are already UTF-8
-_TS_FMT = "YYYY-MM-DD HH24:MI:SS.US"
-_ALIAS = "\x1d"  # marks column references in a plan's PostgreSQL SQL (see `_pg_col`)
 _LOW63 = (1 << 63) - 1
 _NO_MERGE = 18446744073709551615  # a derived table with a LIMIT is materialized, not merged
 
@@ -194,7 +194,7 @@ class DigestPlan:
 
     @property
     def target_bucket(self) -> str:
-        return self.target_bucket_template.replace(_ALIAS, "")
+        return self.target_bucket_template.replace(ALIAS, "")
 
     def with_buckets(self, buckets: int) -> DigestPlan:
         """The same comparison in `buckets` parts (sized for the change a run expects)."""
@@ -239,259 +239,129 @@ def sized_for_change(plan: DigestPlan, rows: int, changed_share: float | None) -
     return plan.with_buckets(min(int(rows / wanted), plan.buckets * MAX_BUCKET_GROWTH))
 
 
-def _mq(name: str) -> str:
-    return "`" + name.replace("`", "``") + "`"
+def _unmappable(source_columns: Sequence[SourceColumn], target_columns: Sequence[ColumnInfo],
+                key: Sequence[str]) -> str | None:
+    """Why the mapping cannot be digested, or None."""
+    if len(source_columns) != len(target_columns):
+        return "the source and target column lists differ in length"
+    if not key:
+        return "no primary key"
+    missing = [k for k in key if k not in {t.name for t in target_columns}]
+    if missing:
+        return f"key column {', '.join(missing)} is not mapped"
+    if any(ALIAS in t.name for t in target_columns):
+        return "a target column name holds a control character"
+    return None
 
 
-def _pq(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
+def _field_texts(by_target: Mapping[str, tuple[SourceColumn, ColumnInfo]], order: list[str],
+                 source_timezone: str) -> tuple[dict[str, tuple[str, ...]], dict[str, str]] | str:
+    """Each column's canonical text on both sides, or why one has none."""
+    try:
+        tz: ZoneInfo | None = ZoneInfo(source_timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        tz = None
+    my: dict[str, tuple[str, ...]] = {}
+    pg: dict[str, str] = {}
+    for name in order:
+        s, t = by_target[name]
+        got = field_text(s, t, tz, pg_column(name))
+        if isinstance(got, str):
+            return got
+        my[name], pg[name] = got
+    return my, pg
 
 
-def _lit(text: str) -> str:
-    """A SQL string literal valid in both dialects for refsync's own constants."""
-    if "\\" in text or "'" in text or not text.isprintable():
-        raise ValueError(f"not a plain constant: {text!r}")
-    return f"'{text}'"
+def _bucket_count(buckets: int | None, rows: int, avg_row_bytes: int | None, *,
+                  from_hash: bool, coprime: bool) -> int:
+    n = buckets if buckets is not None else choose_buckets(
+        rows, avg_row_bytes, rows_per_bucket=ROWS_PER_HASH_BUCKET if from_hash else
+        ROWS_PER_BUCKET)
+    n = max(1, int(n))
+    return coprime_buckets(n) if coprime else n
 
 
-def _field(src: SourceColumn, tgt: ColumnInfo, tz: ZoneInfo | None,
-           t: str) -> tuple[tuple[str, ...], str] | str:
-    """(MySQL `CONCAT_WS('', ...)` arguments, PostgreSQL expression) rendering one field's
-    canonical text, or the reason there is none both sides agree on. `t` is the target
-    column's reference in the PostgreSQL expression."""
-    s = _mq(src.name)
-    dt = src.data_type.lower()
-    what = f"column {tgt.name}: {src.column_type or dt} into {tgt.type_sql or tgt.kind}"
-    # CONCAT_WS skips a NULL argument: "LENGTH(v), ':', v" is ':' for NULL, and "v, ';'" is
-    # ';' -- no IFNULL needed on the MySQL side
-    if tgt.kind == "text":
-        if blank_padded(tgt.type_sql):
-            return f"{what}: a blank-padded char(n) target ignores trailing spaces"
-        if dt in _STRING_TYPES:
-            cs = (src.charset or "").lower()
-            val = s if cs in _UTF8_CHARSETS else f"CONVERT({s} USING utf8mb4)"
-        elif dt in _INT_TYPES or dt == "decimal" or dt == "date":
-            val = s  # the row path writes str(value): the same text (ASCII)
-        else:
-            return f"{what}: no text rendering both databases agree on"
-        return ((f"LENGTH({val})", "':'", val),
-                f"coalesce(octet_length({t})::text || ':' || {t}, ':')")
-    plain_my = (s, "';'")
-    plain_pg = f"coalesce({t}::text || ';', ';')"
-    if tgt.kind == "integer":
-        if dt in _INT_TYPES:
-            return plain_my, plain_pg
-        return f"{what}: only MySQL integers are compared with integer columns"
-    if tgt.kind == "numeric":
-        if dt in _INT_TYPES and (tgt.scale or 0) == 0:
-            return plain_my, plain_pg
-        if dt == "decimal":
-            if tgt.scale is None and tgt.precision is None:  # numeric: keeps the value's scale
-                return plain_my, plain_pg
-            if tgt.scale == src.scale:
-                return plain_my, plain_pg
-            return (f"{what}: the scales differ ({src.scale} against {tgt.scale}), so the "
-                    "texts do not")
-        return f"{what}: only DECIMAL and integers are compared with numeric columns"
-    if tgt.kind == "boolean":
-        if dt in _INT_TYPES:
-            my = plain_my
-        elif dt == "bit" and src.column_type.lower() in ("bit(1)", "bit"):
-            my = (f"{s} + 0", "';'")
-        else:
-            return f"{what}: only TINYINT/BIT(1) are compared with boolean columns"
-        return my, f"CASE WHEN {t} THEN '1;' WHEN NOT {t} THEN '0;' ELSE ';' END"
-    if tgt.kind == "date":
-        if dt != "date":
-            return f"{what}: only DATE is compared with date columns"
-        return plain_my, (f"CASE WHEN {t} IS NULL THEN ';' WHEN {t} < DATE '0001-01-01' "
-                          f"THEN '?' ELSE {t}::text || ';' END")
-    if tgt.kind in ("timestamp", "timestamptz"):
-        if dt not in ("datetime", "timestamp"):
-            return f"{what}: only DATETIME/TIMESTAMP are compared with {tgt.kind} columns"
-        fsp = max(0, min(6, src.fsp or 0))
-        # fsp 0: MySQL prints 'YYYY-MM-DD hh:mm:ss', as PostgreSQL's ISO output of a whole
-        # second (a target value with a fraction prints it, and differs); fsp 1-6: six
-        # digits on both sides (PostgreSQL's output would drop trailing zeros)
-        my = plain_my if fsp == 0 else (f"CONCAT({s}, '{'0' * (6 - fsp)}')", "';'")
-        if tgt.kind == "timestamp":
-            if dt == "timestamp":
-                return f"{what}: TIMESTAMP into timestamp depends on the source zone"
-            return my, _pg_wall(t, t, fsp, "TIMESTAMP '0001-01-01'")
-        if dt == "timestamp":  # an instant, read in a UTC session
-            return my, _pg_wall(t, f"({t} AT TIME ZONE 'UTC')", fsp,
-                                "TIMESTAMPTZ '0001-01-01 00:00:00+00'")
-        if tz is None:
-            return f"{what}: unknown source_timezone"
-        return my, _pg_zoned(t, tz, fsp)
-    return f"{what}: no canonical text for {tgt.kind} columns"
+def _row_texts(my: Mapping[str, tuple[str, ...]], pg: Mapping[str, str], key: list[str],
+               order: list[str]) -> tuple[str, str, str, str]:
+    """(MySQL key text, PostgreSQL key text, MySQL row text, PostgreSQL row text): the key's
+    fields, then the others; a target row whose tracking values are not layer 1's ends in
+    '!' so it never matches."""
+    my_key = f"CAST(CONCAT_WS('', {', '.join(a for k in key for a in my[k])}) AS BINARY)"
+    pg_key = "(" + " || ".join(pg[k] for k in key) + ")"
+    my_row = f"CONCAT_WS('', {', '.join(a for c in order for a in my[c])})"
+    tracking_ok = (f"{pg_column('_needs_review')} = false AND "
+                   f"{pg_column('_derived_from_domain')} IS NULL AND "
+                   f"{pg_column('_derived_at')} IS NULL")
+    pg_row = ("(" + " || ".join([pg_key, *(pg[c] for c in order if c not in key)])
+              + f" || CASE WHEN {tracking_ok} THEN '' ELSE '!' END)")
+    return my_key, pg_key, my_row, pg_row
 
 
-def _pg_wall(col: str, wall: str, fsp: int, before: str, odd: str | None = None) -> str:
-    """`wall` (a timestamp) as canonical text; NULL as ';'; '?' (never the source's text)
-    where `col` < `before` -- a wall time PostgreSQL would print as BC (the bound is
-    compared with the stored value, cheaper than a second time zone conversion) -- or
-    where `odd`. +-infinity print as words, which no MySQL value is."""
-    oddity = f" OR {odd}" if odd else ""
-    text = f"{wall}::text" if fsp == 0 else f"to_char({wall}, '{_TS_FMT}')"
-    return (f"CASE WHEN {col} IS NULL THEN ';' WHEN {col} < {before}{oddity} THEN '?' "
-            f"ELSE {text} || ';' END")
+def _bare(sql: str) -> str:
+    return sql.replace(ALIAS, "")
 
 
-def _pg_zoned(col: str, tz: ZoneInfo, fsp: int) -> str:
-    """A timestamptz as wall-clock text in `tz`; '?' for an instant that is not
-    PostgreSQL's reading of its own wall time (the earlier instant of an ambiguous hour)."""
-    name = _lit(tz.key)
-    wall = f"({col} AT TIME ZONE {name})"
-    not_pg_reading = f"({wall} AT TIME ZONE {name}) <> {col}"
-    # no zone is 24 h from UTC: from this instant on, every wall time is in year 1 or later
-    # (the few earlier ones on 0001-01-01 render '?': always read, still correct)
-    before = "TIMESTAMPTZ '0001-01-02 00:00:00+00'"
-    windows = fold_windows(tz.key)
-    if windows is None:  # DST still in force: check every value
-        return _pg_wall(col, wall, fsp, before, not_pg_reading)
-    if not windows:
-        return _pg_wall(col, wall, fsp, before)
-    last = max(hi for _, hi in windows)
-    inside = " OR ".join(f"({col} >= {_utc(lo)} AND {col} < {_utc(hi)})" for lo, hi in windows)
-    return _pg_wall(col, wall, fsp, before,
-                    f"({col} < {_utc(last)} AND ({inside}) AND {not_pg_reading})")
+def _key_buckets(my_key: str, pg_key: str, bucket_by: str) -> tuple[str, str, str]:
+    """(MySQL bucket, PostgreSQL bucket, a note) for a key that is not one integer."""
+    if bucket_by == "bytes":
+        return (_key_bytes_mysql(my_key), _key_bytes_pg(pg_key),
+                "buckets: bytes of the key's text modulo the bucket count")
+    return (f"CAST(CONV(LEFT(SHA2({my_key}, 256), 8), 16, 10) AS UNSIGNED)",
+            f"('x' || encode(substring(sha256(convert_to({pg_key}, 'UTF8')) "
+            f"from 1 for 4), 'hex'))::bit(32)::bigint",
+            "buckets: a hash of the key modulo the bucket count")
 
 
-def _utc(at: datetime) -> str:
-    return f"TIMESTAMPTZ '{at.isoformat(sep=' ')}+00'"
-
-
-@lru_cache(maxsize=32)
-def fold_windows(zone: str) -> tuple[tuple[datetime, datetime], ...] | None:
-    """UTC instants whose wall-clock time in `zone` is ambiguous: [T - d, T + d) for every
-    fall-back transition T (by d), years 1800-2040 from `zoneinfo`. None when the zone
-    still changes offsets after 2037 (the windows never end: check every value)."""
-    tz = ZoneInfo(zone)
-
-    def offset(at: datetime) -> timedelta:
-        off = at.astimezone(tz).utcoffset()
-        assert off is not None
-        return off
-
-    start, end, step = datetime(1800, 1, 1, tzinfo=UTC), datetime(2040, 1, 1, tzinfo=UTC), \
-        timedelta(days=1)
-    out: list[tuple[datetime, datetime]] = []
-    at, before = start, offset(start)
-    while at < end:
-        nxt = at + step
-        after = offset(nxt)
-        if after != before:
-            lo_s, hi_s = int(at.timestamp()), int(nxt.timestamp())
-            while hi_s - lo_s > 1:  # bisect to the second: before at lo_s, changed at hi_s
-                mid_s = (lo_s + hi_s) // 2
-                if offset(datetime.fromtimestamp(mid_s, UTC)) == before:
-                    lo_s = mid_s
-                else:
-                    hi_s = mid_s
-            hi = datetime.fromtimestamp(hi_s, UTC)
-            if nxt.year >= 2037 and hi.year >= 2037:
-                return None
-            if after < before:  # fall-back at `hi` by before - after
-                d = before - after
-                out.append(((hi - d).replace(tzinfo=None), (hi + d).replace(tzinfo=None)))
-            before = offset(nxt)
-        at = nxt
-    return tuple(out)
-
-
-def plan_digest(
-    source_columns: Sequence[SourceColumn],
-    target_columns: Sequence[ColumnInfo],
-    key: Sequence[str],
-    source_timezone: str,
-    *,
-    rows: int,
-    avg_row_bytes: int | None = None,
-    buckets: int | None = None,
-    bucket_by: str = "auto",
-) -> tuple[DigestPlan | None, str | None]:
+def plan_digest(source_columns: Sequence[SourceColumn], target_columns: Sequence[ColumnInfo],
+                key: Sequence[str], source_timezone: str, *, rows: int,
+                avg_row_bytes: int | None = None, buckets: int | None = None,
+                bucket_by: str = "auto") -> tuple[DigestPlan | None, str | None]:
     """Decide whether this table can be compared by digests, and build the SQL for it.
 
     `source_columns[i]` is mapped to `target_columns[i]` (the config's column mapping, in
     order; introspected on both sides); `key` names target columns. `rows` and
     `avg_row_bytes` (MySQL statistics, estimates) size the buckets unless `buckets` is
-    given. `bucket_by` (a key other than one integer column, which is always bucketed by its
-    value): ``"bytes"`` (``"auto"``, the default) from three 7-byte slices of the key's text
-    read as integers -- no hash, so the digests hash each row once and reading the parts
-    that differ hashes nothing, and a changed row stays in its bucket; ``"row"`` from the row
-    hash (a changed row makes two buckets differ, and selecting a bucket's rows hashes every
-    row scanned); ``"key"`` from a hash of the key (one more hash per row on each side).
+    given. `bucket_by`, for a key other than one integer column (bucketed by its value):
+    ``"bytes"`` (``"auto"``) from 7-byte slices of the key's text read as integers (no
+    hash: a changed row stays in its bucket); ``"row"`` from the row hash; ``"key"`` from a
+    hash of the key.
     Returns (plan, None), or (None, reason) where a column has no canonical text both
     databases agree on: then read the table in full (and log the reason at -v)."""
     if bucket_by not in ("bytes", "row", "key", "auto"):
         raise ValueError(f"bucket_by must be 'bytes', 'row', 'key' or 'auto', not {bucket_by!r}")
     if bucket_by == "auto":  # a composite key's last bytes are its last column's
         bucket_by = "bytes" if len(key) == 1 else "row"
-    if len(source_columns) != len(target_columns):
-        return None, "the source and target column lists differ in length"
-    if not key:
-        return None, "no primary key"
-    try:
-        tz: ZoneInfo | None = ZoneInfo(source_timezone)
-    except (ZoneInfoNotFoundError, ValueError):
-        tz = None
+    why = _unmappable(source_columns, target_columns, key)
+    if why is not None:
+        return None, why
     by_target = {t.name: (s, t) for s, t in zip(source_columns, target_columns, strict=True)}
-    missing = [k for k in key if k not in by_target]
-    if missing:
-        return None, f"key column {', '.join(missing)} is not mapped"
-    if any(_ALIAS in t.name for t in target_columns):
-        return None, "a target column name holds a control character"
     order = [*key, *[t.name for t in target_columns if t.name not in key]]
-    my: dict[str, tuple[str, ...]] = {}
-    pg: dict[str, str] = {}
-    for name in order:
-        s, t = by_target[name]
-        got = _field(s, t, tz, _pg_col(name))
-        if isinstance(got, str):
-            return None, got
-        my[name], pg[name] = got
+    texts = _field_texts(by_target, order, source_timezone)
+    if isinstance(texts, str):
+        return None, texts
+    my, pg = texts
     notes: list[str] = []
     k_src, k_tgt = by_target[key[0]]
-    int_key = len(key) == 1 and k_src.data_type.lower() in _INT_TYPES and \
+    int_key = len(key) == 1 and k_src.data_type.lower() in INT_TYPES and \
         k_tgt.kind == "integer"
     from_hash = not int_key and bucket_by == "row"
-    n = buckets if buckets is not None else choose_buckets(
-        rows, avg_row_bytes, rows_per_bucket=ROWS_PER_HASH_BUCKET if from_hash else
-        ROWS_PER_BUCKET)
-    n = max(1, int(n))
-    if bucket_by == "bytes" and not int_key:
-        n = coprime_buckets(n)
-    rest = [c for c in order if c not in key]
-    my_key = f"CAST(CONCAT_WS('', {', '.join(a for k in key for a in my[k])}) AS BINARY)"
-    pg_key = "(" + " || ".join(pg[k] for k in key) + ")"
-    my_row = f"CONCAT_WS('', {', '.join(a for c in order for a in my[c])})"
-    tracking_ok = (f"{_pg_col('_needs_review')} = false AND "
-                   f"{_pg_col('_derived_from_domain')} IS NULL AND "
-                   f"{_pg_col('_derived_at')} IS NULL")
-    pg_row = ("(" + " || ".join([pg_key, *(pg[c] for c in rest)])
-              + f" || CASE WHEN {tracking_ok} THEN '' ELSE '!' END)")
+    n = _bucket_count(buckets, rows, avg_row_bytes, from_hash=from_hash,
+                      coprime=bucket_by == "bytes" and not int_key)
+    my_key, pg_key, my_row, pg_row = _row_texts(my, pg, list(key), order)
     my_hash = f"CAST(CONV(LEFT(SHA2({my_row}, 256), 16), 16, 10) AS UNSIGNED)"
     pg_hash = (f"('x' || encode(substring(sha256(convert_to({pg_row}, 'UTF8')) from 1 for 8), "
                "'hex'))::bit(64)::bigint")
     if int_key:
-        my_bucket, pg_bucket = _mq(k_src.name), _pg_col(k_tgt.name)
+        my_bucket, pg_bucket = mysql_name(k_src.name), pg_column(k_tgt.name)
         notes.append("buckets: the integer key modulo the bucket count")
     elif from_hash:
         my_bucket, pg_bucket = f"({my_hash} & {_LOW63})", f"({pg_hash} & {_LOW63})"
         notes.append("buckets: the row hash modulo the bucket count")
-    elif bucket_by == "bytes":
-        my_bucket, pg_bucket = _key_bytes_mysql(my_key), _key_bytes_pg(pg_key)
-        notes.append("buckets: bytes of the key's text modulo the bucket count")
     else:
-        my_bucket = f"CAST(CONV(LEFT(SHA2({my_key}, 256), 8), 16, 10) AS UNSIGNED)"
-        pg_bucket = (f"('x' || encode(substring(sha256(convert_to({pg_key}, 'UTF8')) "
-                     f"from 1 for 4), 'hex'))::bit(32)::bigint")
-        notes.append("buckets: a hash of the key modulo the bucket count")
+        my_bucket, pg_bucket, note = _key_buckets(my_key, pg_key, bucket_by)
+        notes.append(note)
 
-    def bare(sql: str) -> str:
-        return sql.replace(_ALIAS, "")
-
+    bare = _bare
     plan = DigestPlan(
         columns=tuple(order), source_columns=tuple(by_target[c][0].name for c in order),
         key=tuple(key), buckets=n, source_timezone=source_timezone,
@@ -500,20 +370,6 @@ def plan_digest(
         target_bucket_of=pg_bucket, target_hash=bare(pg_hash), notes=tuple(notes),
         bucket_from_hash=from_hash, bucket_by="value" if int_key else bucket_by)
     return plan, None
-
-
-def blank_padded(type_sql: str) -> bool:
-    """A char(n) column however it is spelt (SQLAlchemy's ``CHAR(9)``, the catalogue's
-    ``character(9)``, ``bpchar``), and not ``character varying(9)``."""
-    t = type_sql.upper().replace(" ", "")
-    return t.startswith(("CHAR(", "CHARACTER(", "BPCHAR", "NCHAR(")) or \
-        t in ("CHAR", "CHARACTER", "NCHAR")
-
-
-def _pg_col(name: str) -> str:
-    """A target column in a plan's PostgreSQL SQL: marked, so that `target_bucket_predicate`
-    can qualify every column reference with an alias (the marker is dropped otherwise)."""
-    return _ALIAS + _pq(name)
 
 
 def _key_bytes_mysql(key_text: str) -> str:
@@ -621,7 +477,7 @@ def target_bucket_predicate(plan: DigestPlan, buckets: Sequence[int],
     the parts read."""
     if not buckets:
         return "false"
-    expr = plan.target_bucket_template.replace(_ALIAS, f"{alias}." if alias else "")
+    expr = plan.target_bucket_template.replace(ALIAS, f"{alias}." if alias else "")
     return f"{expr} IN ({_in_list(buckets)})"
 
 

@@ -9,6 +9,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from refsync.digest.canonical import mysql_name
 from refsync.digest.plan import (
     _NO_MERGE,
     MASK64,
@@ -18,7 +19,6 @@ from refsync.digest.plan import (
     SourceColumn,
     _bucket_of,
     _by_bucket,
-    _mq,
     source_bucket_predicate,
 )
 
@@ -47,7 +47,7 @@ def _s(v: Any) -> str:
 
 
 def _source_from(table: str, schema: str | None) -> str:
-    return f"{_mq(schema)}.{_mq(table)}" if schema else _mq(table)
+    return f"{mysql_name(schema)}.{mysql_name(table)}" if schema else mysql_name(table)
 
 
 def source_digests(conn: Connection, plan: DigestPlan, table: str, *, schema: str | None = None,
@@ -77,7 +77,7 @@ def source_row_hashes(conn: Connection, plan: DigestPlan, table: str,
     """(key text, key values, row hash) of the source rows in `buckets` (None: all), in
     byte order of the key text; streamed."""
     where = f" WHERE {source_bucket_predicate(plan, buckets)}" if buckets is not None else ""
-    keys = ", ".join(_mq(plan.source_columns[i]) for i in range(len(plan.key)))
+    keys = ", ".join(mysql_name(plan.source_columns[i]) for i in range(len(plan.key)))
     sql = (f"SELECT {plan.source_key_text} AS kt, {keys}, {plan.source_hash} "  # noqa: S608
            f"FROM {_source_from(table, schema)}{where} ORDER BY kt")
     result = conn.execution_options(stream_results=True).exec_driver_sql(sql)

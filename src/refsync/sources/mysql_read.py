@@ -112,6 +112,14 @@ class CopyPlan:
 
 
 
+def _walk_size(limit: int, share: float, cap: int | None) -> int:
+    """Rows a range walks to read about `limit`: a filtered read walks further for the same
+    rows read; after an overflow the walk holds at most half the rows read (`cap`), so the
+    retry always shrinks."""
+    walked = limit if share >= 1 else min(int(limit / share) + 1, 1 << 62)
+    return walked if cap is None else min(walked, cap)
+
+
 class MySQLRead:
     """A read of `src` on `conn`, inside the snapshot `MySQLSource.reading` began."""
 
@@ -224,6 +232,34 @@ class MySQLRead:
         cursor.close()
         results.clear()
 
+    def _range_queries(self, rows: Select[Any], plan: CopyPlan) -> tuple[dict[Any, Any],
+                                                                         dict[Any, Any]]:
+        """The chunk and values statements by (a lower bound given, an upper bound given):
+        the first range has no lower bound, the last is open above."""
+        key, key_type = plan.key, self.src._key_type
+        assert key is not None
+        shapes = [(a, u) for a in (False, True) for u in (False, True)]
+        chunk_sql = {s: build_chunk_select(rows, key, key_type, self.src.cursor_column,
+                                           plan.line, plan.flag, after_given=s[0],
+                                           upto_given=s[1]) for s in shapes}
+        values_sql = {s: key_range(rows, key, key_type, after_given=s[0], upto_given=s[1])
+                      for s in shapes}
+        return chunk_sql, values_sql
+
+    def _packet_budget(self) -> tuple[int, int]:
+        """(max_allowed_packet, the bytes of COPY text a chunk may hold)."""
+        self.conn.exec_driver_sql(f"SET SESSION group_concat_max_len = {GROUP_CONCAT_MAX_LEN}")
+        packet = int(self.conn.exec_driver_sql("SELECT @@max_allowed_packet").scalar_one())
+        return packet, max(1, int(min(packet, GROUP_CONCAT_MAX_LEN) * PACKET_SHARE))
+
+    def _row_too_large(self, rows: Select[Any], key: str, more: bool, args: dict[str, Any],
+                       packet: int) -> QueryFailure:
+        big = self.conn.execute(build_chunk_bounds(rows, key, self.src._key_type,
+                                                   after_given=more, limit=1), args).scalar()
+        return QueryFailure(f"{self.src.where_text}: the row {key}={big!r} is larger than the "
+                            f"source server's max_allowed_packet ({packet} bytes)",
+                            hint="raise max_allowed_packet on the source MySQL server")
+
     def _ranged_text(self, walk: Select[Any], rows: Select[Any],
                      params: dict[str, Any], plan: CopyPlan, share: float,
                      total: int | None) -> Iterator[Chunk]:
@@ -238,28 +274,15 @@ class MySQLRead:
         conn = self.conn
         key, key_type = plan.key, self.src._key_type
         assert key is not None
-        line, flag = plan.line, plan.flag
-        # by (a lower bound, an upper bound): the last range is open above
-        shapes = [(a, u) for a in (False, True) for u in (False, True)]
-        chunk_sql = {s: build_chunk_select(rows, key, key_type, self.src.cursor_column, line,
-                                           flag, after_given=s[0], upto_given=s[1])
-                     for s in shapes}
-        values_sql = {s: key_range(rows, key, key_type, after_given=s[0], upto_given=s[1])
-                      for s in shapes}
-        conn.exec_driver_sql(f"SET SESSION group_concat_max_len = {GROUP_CONCAT_MAX_LEN}")
-        packet = int(conn.exec_driver_sql("SELECT @@max_allowed_packet").scalar_one())
-        budget = max(1, int(min(packet, GROUP_CONCAT_MAX_LEN) * PACKET_SHARE))
+        chunk_sql, values_sql = self._range_queries(rows, plan)
+        packet, budget = self._packet_budget()
         limit = self.src._rows_per_chunk(budget, self.src._avg_row_length)  # rows read a chunk
         cap: int | None = None  # after an overflow: walk at most this many rows
         after: Any = None
         while True:
             more = after is not None
             args = {**params, "after": after} if more else dict(params)
-            # a filtered read walks further for the same rows read; after an overflow
-            # the walk holds at most half the rows read, so the retry always shrinks
-            walked = limit if share >= 1 else min(int(limit / share) + 1, 1 << 62)
-            if cap is not None:
-                walked = min(walked, cap)
+            walked = _walk_size(limit, share, cap)
             if not more and total is not None and walked >= total:
                 upto = None  # all of it in one range: no walk over the keys
             else:
@@ -278,13 +301,7 @@ class MySQLRead:
                 pass
             elif text_ is None or text_.count(b"\n") + 1 != count:
                 if count == 1:
-                    big = conn.execute(build_chunk_bounds(rows, key, key_type,
-                                                          after_given=more, limit=1),
-                                       args).scalar()
-                    raise QueryFailure(
-                        f"{self.src.where_text}: the row {key}={big!r} is larger than the "
-                        f"source server's max_allowed_packet ({packet} bytes)",
-                        hint="raise max_allowed_packet on the source MySQL server")
+                    raise self._row_too_large(rows, key, more, args, packet)
                 limit = cap = max(1, int(count) // 2)
                 log.debug("%s: a chunk of %d rows overflows max_allowed_packet (%d bytes):"
                           " reading %d", self.src.where_text, count, packet, limit)

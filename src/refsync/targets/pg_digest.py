@@ -9,6 +9,7 @@ from typing import Any
 
 from sqlalchemy.engine import Connection
 
+from refsync.digest.canonical import pg_ident, sql_constant
 from refsync.digest.plan import (
     AUTHORITATIVE,
     MASK64,
@@ -18,8 +19,6 @@ from refsync.digest.plan import (
     DigestUnsupported,
     _bucket_of,
     _by_bucket,
-    _lit,
-    _pq,
     target_bucket_predicate,
 )
 
@@ -31,7 +30,7 @@ TARGET_PARALLEL_SETTINGS: dict[str, str] = {"parallel_setup_cost": "0",
 
 
 def _pg_ref(schema: str | None, table: str) -> str:
-    return f"{_pq(schema)}.{_pq(table)}" if schema else _pq(table)
+    return f"{pg_ident(schema)}.{pg_ident(table)}" if schema else pg_ident(table)
 
 
 def _check_target(conn: Connection, settings: Sequence[str] = ()) -> list[str]:
@@ -39,7 +38,7 @@ def _check_target(conn: Connection, settings: Sequence[str] = ()) -> list[str]:
     (one round trip)."""
     names = ["server_version_num", "server_encoding", "DateStyle", *settings]
     got = [str(v) for v in conn.exec_driver_sql(
-        "SELECT " + ", ".join(f"current_setting({_lit(n)})" for n in names)).one()]
+        "SELECT " + ", ".join(f"current_setting({sql_constant(n)})" for n in names)).one()]
     if int(got[0]) < 140000:
         raise DigestUnsupported("PostgreSQL before 14 has no bit_xor")
     if got[1].upper() not in ("UTF8", "UTF-8"):
@@ -52,7 +51,7 @@ def _check_target(conn: Connection, settings: Sequence[str] = ()) -> list[str]:
 def _set_settings(conn: Connection, values: Mapping[str, str]) -> None:
     if values:
         conn.exec_driver_sql("SELECT " + ", ".join(
-            f"set_config({_lit(k)}, {_lit(v)}, false)" for k, v in values.items()))
+            f"set_config({sql_constant(k)}, {sql_constant(v)}, false)" for k, v in values.items()))
 
 
 def target_digests(conn: Connection, plan: DigestPlan, schema: str | None,
@@ -69,7 +68,7 @@ def target_digests(conn: Connection, plan: DigestPlan, schema: str | None,
         wanted["max_parallel_workers_per_gather"] = str(max(0, int(parallel_workers)))
     before = dict(zip(wanted, _check_target(conn, list(wanted)), strict=True))
     ref = _pg_ref(schema, table)
-    only = f"{_pq('_source')} = '{AUTHORITATIVE}'"
+    only = f"{pg_ident('_source')} = '{AUTHORITATIVE}'"
     if whole:
         sql = (f"SELECT {WHOLE}, count(*), bit_xor({plan.target_hash}) FROM {ref} "  # noqa: S608
                f"WHERE {only}")
@@ -97,10 +96,10 @@ def target_row_hashes(conn: Connection, plan: DigestPlan, schema: str | None, ta
                       buckets: Sequence[int] | None, *,
                       batch: int = 10_000) -> Iterator[tuple[bytes, tuple[Any, ...], int]]:
     """As `source_row_hashes`, for the target's authoritative rows."""
-    where = f"{_pq('_source')} = '{AUTHORITATIVE}'"
+    where = f"{pg_ident('_source')} = '{AUTHORITATIVE}'"
     if buckets is not None:
         where += f" AND {target_bucket_predicate(plan, buckets)}"
-    keys = ", ".join(_pq(k) for k in plan.key)
+    keys = ", ".join(pg_ident(k) for k in plan.key)
     sql = (f"SELECT convert_to({plan.target_key_text}, 'UTF8') AS kt, {keys}, "  # noqa: S608
            f"{plan.target_hash} FROM {_pg_ref(schema, table)} WHERE {where} ORDER BY kt")
     result = conn.execution_options(stream_results=True, yield_per=batch).exec_driver_sql(sql)
