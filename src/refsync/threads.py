@@ -18,6 +18,7 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 S = TypeVar("S")
+_END = object()  # what a stream's producer puts after its last item
 # how long a session's thread may take to finish its request once asked to close (a chunk's
 # read, bounded on its server by the read timeout, or cancelled by a stop)
 JOIN_TIMEOUT_S = 35.0
@@ -129,18 +130,21 @@ class Session(Generic[S]):
         slots: queue.Queue[Any] = queue.Queue(depth)
         stop = threading.Event()
 
+        def put(item: Any) -> None:
+            while not stop.is_set():
+                try:
+                    slots.put(item, timeout=interrupts.POLL_S)
+                    return
+                except queue.Full:
+                    continue
+            raise ReadAbandoned("the read was stopped before its end")  # the connection goes
+
         def produce(opened: S) -> None:
             items = fn(opened)
             try:
                 for item in items:
-                    while not stop.is_set():
-                        try:
-                            slots.put(item, timeout=interrupts.POLL_S)
-                            break
-                        except queue.Full:
-                            continue
-                    if stop.is_set():  # the rest is not read: the connection goes
-                        raise ReadAbandoned("the read was stopped before its end")
+                    put(item)
+                put(_END)  # the consumer need not wait for a poll to learn the end
             finally:
                 close = getattr(items, "close", None)  # a generator's cleanup runs here
                 if close is not None:
@@ -157,6 +161,9 @@ class Session(Generic[S]):
                         producing.result()  # its error, if it failed
                         return
                     continue
+                if item is _END:
+                    interrupts.wait(producing)
+                    return
                 yield item
         finally:
             stop.set()
