@@ -29,7 +29,7 @@ from private_postgres import PrivatePostgres
 
 from refsync import api
 
-TARGET = 'business."年金计划"'
+TARGET = '"business"."年金计划"'  # as refsync quotes it: every identifier
 SPACE_MB = 4
 ROWS = 20_000  # about 8 MB in the heap: twice the space
 
