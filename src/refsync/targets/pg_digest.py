@@ -55,17 +55,14 @@ def _set_settings(conn: Connection, values: Mapping[str, str]) -> None:
 
 
 def target_digests(conn: Connection, plan: DigestPlan, schema: str | None,
-                   table: str, *, parallel_workers: int | None = None,
-                   whole: bool = False) -> dict[int, BucketDigest]:
+                   table: str, *, whole: bool = False) -> dict[int, BucketDigest]:
     """Per bucket (rows, xor) of the target's authoritative rows, computed by PostgreSQL;
     `whole`: the table as one part (workers aggregate in parallel, no gathering of hashes).
 
-    The query may run in parallel workers (`TARGET_PARALLEL_SETTINGS`; `parallel_workers`
-    sets max_parallel_workers_per_gather, None keeps the server's): the session's settings
-    are changed for this one query and put back (a failed query's transaction undoes them)."""
+    The query may run in parallel workers (`TARGET_PARALLEL_SETTINGS`, with the server's
+    max_parallel_workers_per_gather): the session's settings are changed for this one query
+    and put back (a failed query's transaction undoes them)."""
     wanted = dict(TARGET_PARALLEL_SETTINGS)
-    if parallel_workers is not None:
-        wanted["max_parallel_workers_per_gather"] = str(max(0, int(parallel_workers)))
     before = dict(zip(wanted, _check_target(conn, list(wanted)), strict=True))
     ref = _pg_ref(schema, table)
     only = f"{pg_ident('_source')} = '{AUTHORITATIVE}'"
