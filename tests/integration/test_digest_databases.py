@@ -15,9 +15,10 @@ import pytest
 import sqlalchemy as sa
 
 from pg_databases import PgDatabases
-from refsync.digest import (
+from refsync.digest.plan import (
     DigestComparison,
     DigestPlan,
+    build_digest_plan,
     compare,
     plan_digest,
     source_bucket_predicate,
@@ -153,8 +154,8 @@ def _plan(my: sa.Engine, pg: sa.Engine, **kw: object) -> DigestPlan:
         src = read_source_columns(mc, "src")
         tinfo = {c["name"]: column_info(c["name"], c["type"], bool(c["nullable"]), pc.dialect)
                  for c in sa.inspect(pc).get_columns("tgt")}
-    plan, why = plan_digest([src[c] for c in COLS], [tinfo[c] for c in COLS], ["code"], TZ,
-                            rows=ROWS, avg_row_bytes=80, **kw)  # type: ignore[arg-type]
+    plan, why = build_digest_plan([src[c] for c in COLS], [tinfo[c] for c in COLS], ["code"], TZ,
+                                  rows=ROWS, avg_row_bytes=80, **kw)  # type: ignore[arg-type]
     assert plan is not None, why
     return plan
 
@@ -358,7 +359,7 @@ def test_fractional_seconds_and_dates(dbs) -> None:  # type: ignore[no-untyped-d
             src = read_source_columns(mc, "src3")
             tinfo = {c["name"]: column_info(c["name"], c["type"], True, pc.dialect)
                      for c in sa.inspect(pc).get_columns("tgt3")}
-        plan3, why = plan_digest([src[c] for c in cols], [tinfo[c] for c in cols], ["code"],
+        plan3, why = build_digest_plan([src[c] for c in cols], [tinfo[c] for c in cols], ["code"],
                                  TZ, rows=3, buckets=1)
         assert plan3 is not None, why
 

@@ -10,6 +10,7 @@ from refsync.digest.canonical import blank_padded, fold_windows
 from refsync.digest.plan import (
     BucketDigest,
     SourceColumn,
+    build_digest_plan,
     choose_buckets,
     compare,
     differing,
@@ -122,9 +123,9 @@ def test_row_hash_buckets() -> None:
     name = (SourceColumn("name", "varchar", "varchar(9)", "utf8mb4"), ColumnInfo("name", "text"))
     small, _ = _plan(*name)
     assert small is not None and not small.bucket_from_hash  # "auto": few rows, key buckets
-    plan, _ = plan_digest([VARCHAR, name[0]], [ColumnInfo("code", "text"), name[1]], ["code"],
+    plan, _ = build_digest_plan([VARCHAR, name[0]], [ColumnInfo("code", "text"), name[1]], ["code"],
                           "UTC", rows=1000, bucket_by="row")
-    big, _ = plan_digest([VARCHAR, name[0]], [ColumnInfo("code", "text"), name[1]], ["code"],
+    big, _ = build_digest_plan([VARCHAR, name[0]], [ColumnInfo("code", "text"), name[1]], ["code"],
                          "UTC", rows=1_600_000, bucket_by="row")
     assert big is not None and big.bucket_from_hash and big.buckets == 100_000
     assert plan is not None and plan.bucket_from_hash
@@ -140,13 +141,13 @@ def test_row_hash_buckets() -> None:
 
 
 def test_key_hash_buckets_on_request() -> None:
-    plan, _ = plan_digest([VARCHAR], [ColumnInfo("code", "text")], ["code"], "UTC",
+    plan, _ = build_digest_plan([VARCHAR], [ColumnInfo("code", "text")], ["code"], "UTC",
                           rows=3200, bucket_by="key")
     assert plan is not None and not plan.bucket_from_hash and plan.buckets == 100
     assert plan.source_bucket.startswith("MOD(CAST(CONV(LEFT(SHA2(CAST(CONCAT_WS(''")
     assert target_bucket_predicate(plan, [0], alias="t").count('t."code"') == 2
     try:
-        plan_digest([VARCHAR], [ColumnInfo("code", "text")], ["code"], "UTC", rows=1,
+        build_digest_plan([VARCHAR], [ColumnInfo("code", "text")], ["code"], "UTC", rows=1,
                     bucket_by="bogus")
     except ValueError:
         pass

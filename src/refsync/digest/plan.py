@@ -42,9 +42,9 @@ Time zones
 
 Buckets
     A single integer key: its value modulo the bucket count. Any other one-column key
-    (``plan_digest``'s ``bucket_by="auto"``): the last 7 bytes of the key's canonical text
-    read as an integer, modulo a bucket count prime to 2, 3, 5 and 7 (so decimal codes
-    spread evenly) -- no hash, so each side hashes each row once for its digests,
+    (``bucket_by="auto"``, what ``plan_digest`` uses): the last 7 bytes of the key's
+    canonical text read as an integer, modulo a bucket count prime to 2, 3, 5 and 7 (so
+    decimal codes spread evenly) -- no hash, so each side hashes each row once for its digests,
     selecting the rows of the buckets that differ costs a few byte operations per row (not
     a row hash), and a changed row stays in its bucket (one bucket differs per changed
     row). Keys that end in the same 7 bytes share a bucket: skewed buckets cost reading more
@@ -314,8 +314,18 @@ def _key_buckets(my_key: str, pg_key: str, bucket_by: str) -> tuple[str, str, st
 
 def plan_digest(source_columns: Sequence[SourceColumn], target_columns: Sequence[ColumnInfo],
                 key: Sequence[str], source_timezone: str, *, rows: int,
-                avg_row_bytes: int | None = None, buckets: int | None = None,
-                bucket_by: str = "auto") -> tuple[DigestPlan | None, str | None]:
+                avg_row_bytes: int | None = None) -> tuple[DigestPlan | None, str | None]:
+    """The digest plan a sync and `verify` use: buckets chosen for the key (`bucket_by`
+    "auto") and sized from the table's statistics (see `build_digest_plan`)."""
+    return build_digest_plan(source_columns, target_columns, key, source_timezone, rows=rows,
+                             avg_row_bytes=avg_row_bytes)
+
+
+def build_digest_plan(source_columns: Sequence[SourceColumn],
+                      target_columns: Sequence[ColumnInfo], key: Sequence[str],
+                      source_timezone: str, *, rows: int, avg_row_bytes: int | None = None,
+                      buckets: int | None = None,
+                      bucket_by: str = "auto") -> tuple[DigestPlan | None, str | None]:
     """Decide whether this table can be compared by digests, and build the SQL for it.
 
     `source_columns[i]` is mapped to `target_columns[i]` (the config's column mapping, in
