@@ -40,6 +40,7 @@ from sqlalchemy.engine import Connection
 
 from refsync import interrupts
 from refsync.config import LoadedConfig, MySQLPool, Settings, TableSpec
+from refsync.digest import DigestUnsupported
 from refsync.errors import InternalError, Interrupted, RefsyncError
 from refsync.model import exit_code
 from refsync.retry import retrying
@@ -249,6 +250,8 @@ def _compare(target: SqlTarget, spec: TableSpec, settings: Settings, pool: MySQL
             try:
                 result = _verify_table(session, pc, plan, target.schema_for(spec.target_schema),
                                        spec.target_table, limit)
+            except DigestUnsupported as exc:  # the target's server or session cannot
+                raise _Unsupported(str(exc)) from None
             except sa.exc.SQLAlchemyError as exc:
                 raise target.classify(exc, f"verifying {spec.qualified_target}") from None
             finally:

@@ -216,6 +216,19 @@ def test_a_synced_table_is_in_step(synced: LoadedConfig, settings: Settings,
     assert pg_scalar(warehouse, "SELECT count(*) FROM refsync.sync_runs") == runs
 
 
+def test_a_target_session_digests_cannot_run_in_is_unsupported_not_an_error(
+        synced: LoadedConfig, settings: Settings, warehouse: str) -> None:
+    """A target whose sessions print dates in another style (a database setting): the
+    digests cannot compare, so the table is `unsupported` with the reason, and exit 0."""
+    database = sa.engine.make_url(warehouse).database
+    execute(warehouse, f'ALTER DATABASE "{database}" SET DateStyle = \'SQL, DMY\'')
+    report = verify(synced, settings)
+    plan = table(report, PLAN)
+    assert (plan.status, plan.error_class) == ("unsupported", None), plan
+    assert "DateStyle" in (plan.reason or ""), plan.reason
+    assert report.exit_code == 0
+
+
 def test_changed_deleted_and_added_source_rows_are_named(
         synced: LoadedConfig, settings: Settings, admin: sa.Engine) -> None:
     my_execute(admin,
