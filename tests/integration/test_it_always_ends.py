@@ -119,6 +119,13 @@ def test_sigterm_ends_a_run_whose_target_stopped_answering_mid_copy(
     proxy.close()  # the server sees the dead sessions end
     _until(lambda: not _sessions(url, "true"), "the server to end refsync's sessions")
     assert _count(url) == 0
+    # the clean path could not record through the stalled proxy in time: the process left
+    # at once, and status names its running record abandoned (DESIGN 4.9)
+    assert '"event":"exit_now"' in err, err[-3000:]
+    status = subprocess.run([*EXE, "status", "-c", str(cfg), "--json", "--no-fail"],
+                            capture_output=True, text=True, timeout=60,
+                            env={**os.environ, "WDH_DATABASE_URL": url})
+    assert json.loads(status.stdout)["runs"][0]["status"] == "abandoned", status.stdout
     _lock_is_free(url, cfg)
 
 
@@ -260,6 +267,10 @@ def test_the_deadline_skips_the_tables_not_started(tmp_path: Path, pg_url: str) 
     assert [(t.status, t.error_class) for t in result.tables] in (
         [("failed", "timeout"), ("skipped", "timeout")],
         [("skipped", "timeout"), ("skipped", "timeout")])
+    with engine_for(pg_url) as engine, engine.connect() as conn:  # recorded as reported
+        recorded = {tuple(r) for r in conn.exec_driver_sql(
+            "SELECT table_name, status, error_class FROM refsync.sync_runs")}
+    assert recorded == {(t.name, t.status, t.error_class) for t in result.tables}
 
 
 def test_a_target_that_stopped_answering_is_cut_and_retried(
@@ -299,8 +310,11 @@ def test_a_second_signal_ends_the_process_at_once(
         proc.send_signal(signal.SIGTERM)
         assert proc.stderr is not None
         for line in proc.stderr:  # the first signal is being handled: cancels under way
-            if '"event": "signal"' in line:
+            if '"event":"signal"' in line:
                 break
+        else:
+            raise AssertionError("the first signal was never logged")
+        assert proc.poll() is None  # still stopping when the second signal comes
         took, _, err = _ends_on_sigterm(proc)  # the second one
     assert proc.returncode == 143, err[-3000:]
     assert took < 2.5, (took, err[-3000:])  # not the 3 s before sockets are closed
