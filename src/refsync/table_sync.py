@@ -195,9 +195,11 @@ def load_and_apply(job: TableJob, source: Source, infos: list[ColumnInfo], windo
                              timezone=opts.source_timezone) as writer:
         if direct and not job.plan_only:
             writer.try_direct()
-        plan = read_plan(job, source, infos, window, writer)
+        target_rows = rows_to_compare(job, window, writer)
+        plan = source.read_plan(infos, copy_text=target.takes_copy_text,
+                                source_timezone=opts.source_timezone, target_rows=target_rows)
         with Session(lambda: source.reading(window.since, plan), "refsync-source") as session:
-            comparison = compare(job, source, session, writer, plan)
+            comparison = compare(job, source, session, writer, plan, target_rows or 0)
             staged = read_and_stage(job, source, session, writer, infos, comparison)
         res.read, res.source_snapshot = staged.read, staged.snapshot_utc
         res.rejected = staged.converter.rejected
@@ -218,19 +220,16 @@ def load_and_apply(job: TableJob, source: Source, infos: list[ColumnInfo], windo
             apply_and_record(job, writer, counts, res)
 
 
-def read_plan(job: TableJob, source: Source, infos: list[ColumnInfo], window: Window,
-              writer: SqlTableWriter) -> ReadPlan:
-    """The read path, chosen once: digests only for a full read of a target that holds rows
-    (a first load has nothing to compare)."""
-    compare_first = (window.since is None and not writer.direct
-                     and job.spec.options.digests != "off")
-    return source.read_plan(infos, copy_text=job.target.takes_copy_text,
-                            source_timezone=job.spec.options.source_timezone,
-                            target_rows=writer.estimated_rows() if compare_first else None)
+def rows_to_compare(job: TableJob, window: Window, writer: SqlTableWriter) -> int | None:
+    """The target's estimated rows where the read compares digests first (a full read of a
+    target that holds rows; a first load has nothing to compare), else None."""
+    if window.since is not None or writer.direct or job.spec.options.digests == "off":
+        return None
+    return writer.estimated_rows()
 
 
 def compare(job: TableJob, source: Source, session: Session[Read], writer: SqlTableWriter,
-            plan: ReadPlan) -> Comparison | None:
+            plan: ReadPlan, target_rows: int) -> Comparison | None:
     """DESIGN 4.6: both sides' digests, computed at once (the source's in its read's
     snapshot, the target's here), compared before any row moves. A table whose last run
     left it in step is compared whole first, its parts only when the wholes differ. None:
@@ -239,7 +238,7 @@ def compare(job: TableJob, source: Source, session: Session[Read], writer: SqlTa
         return None
     from refsync import digest
 
-    dplan, timings = sized_comparison(job, writer, plan.digests), {}
+    dplan, timings = sized_comparison(job, target_rows, plan.digests), {}
     if dplan is None:
         return None
     whole_first = job.last_run is not None and job.last_run.left_in_step(source.changed_at)
@@ -275,15 +274,14 @@ def compare(job: TableJob, source: Source, session: Session[Read], writer: SqlTa
                       digest.target_bucket_predicate(dplan, outcome.differing), timings)
 
 
-def sized_comparison(job: TableJob, writer: SqlTableWriter,
-                     plan: DigestPlan) -> DigestPlan | None:
+def sized_comparison(job: TableJob, target_rows: int, plan: DigestPlan) -> DigestPlan | None:
     """The digest plan sized for the change the last full read found (smaller buckets where
     more changed), or None where so much is expected to differ that reading everything is
     cheaper (said at -v)."""
     from refsync import digest
 
     expected = job.last_run.changed_share if job.last_run is not None else None
-    sized = digest.sized_for_change(plan, writer.estimated_rows() or 0, expected)
+    sized = digest.sized_for_change(plan, target_rows, expected)
     if sized is None:
         log.debug("%s: digests: the last full read changed %.1f %% of the rows: reading all",
                   job.spec.name, 100 * (expected or 0))

@@ -422,3 +422,27 @@ def table_summary(result: RunResult, *keys: str) -> dict[str, Any]:
     doc = result.as_json()["tables"][0]
     doc["rejects"] = sorted(doc["rejects"], key=lambda r: sorted(r["key"].items()))
     return {k: doc[k] for k in keys}
+
+
+class KillTargetSessionOnce:
+    """A progress hook that terminates refsync's session on the target once, at the first
+    rows, picking the session by `where` (a condition on pg_stat_activity)."""
+
+    def __init__(self, url: str, where: str) -> None:
+        self.url, self.where = url, where
+        self.killed = 0
+
+    def start(self, table: str, total: int | None) -> None:
+        pass
+
+    def advance(self, table: str, rows: int) -> None:
+        if self.killed:
+            return
+        with engine_for(self.url) as engine, engine.connect() as conn:
+            self.killed = len(conn.execute(sa.text(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE application_name = 'refsync' AND datname = current_database() "
+                f"AND pid <> pg_backend_pid() AND {self.where}")).fetchall())
+
+    def finish(self, table: str, result: TableResult) -> None:
+        pass

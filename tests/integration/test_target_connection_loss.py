@@ -5,12 +5,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import sqlalchemy as sa
 from helpers import (
+    KillTargetSessionOnce,
     LegacyDb,
     assert_counts,
     create_target,
-    engine_for,
     plan_row,
     read_rows,
     settings_for,
@@ -20,32 +19,8 @@ from helpers import (
 )
 
 from refsync import api
-from refsync.model import TableResult
 
 ROWS = 20_000
-
-
-class KillWriterOnce:
-    """Progress hook that terminates refsync's open transaction on the target, once."""
-
-    def __init__(self, url: str) -> None:
-        self.url = url
-        self.killed = 0
-
-    def start(self, table: str, total: int | None) -> None:
-        pass
-
-    def advance(self, table: str, rows: int) -> None:
-        if self.killed:
-            return
-        with engine_for(self.url) as engine, engine.connect() as conn:
-            self.killed = len(conn.execute(sa.text(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                "WHERE application_name = 'refsync' AND datname = current_database() "
-                "AND xact_start IS NOT NULL AND pid <> pg_backend_pid()")).fetchall())
-
-    def finish(self, table: str, result: TableResult) -> None:
-        pass
 
 
 def test_sync_retries_a_lost_target_connection(tmp_path: Path, pg_url: str) -> None:
@@ -53,7 +28,7 @@ def test_sync_retries_a_lost_target_connection(tmp_path: Path, pg_url: str) -> N
     create_target(pg_url)
     config = write_config(tmp_path, [sql_table("plans", legacy, batch_size=1000)],
                           defaults={"retry": {"attempts": 2, "backoff": [0.1]}})
-    hook = KillWriterOnce(pg_url)
+    hook = KillTargetSessionOnce(pg_url, "xact_start IS NOT NULL")
     result = api.sync(config, settings_for(pg_url), progress=hook)
     assert hook.killed == 1
     res = table_result(result, "plans")
