@@ -245,7 +245,7 @@ def test_a_connection_lost_in_the_whole_table_comparison_is_retried(
     """The server ends the session computing the whole table's digest (PostgreSQL's
     `pg_terminate_backend`, MySQL's `KILL CONNECTION`, from another session, just before the
     query): a connection error, retried from scratch; the retry finds the table in step."""
-    from refsync.sources import mysql_read
+    from refsync.sources import mysql_digest
     from refsync.targets import pg_digest
 
     _target(pg_url)
@@ -266,7 +266,7 @@ def test_a_connection_lost_in_the_whole_table_comparison_is_retried(
             killed.append(pid)
         return real(conn, *args, **kwargs)
 
-    module = pg_digest if side == "target" else mysql_read
+    module = pg_digest if side == "target" else mysql_digest
     real = getattr(module, f"{side}_digests")
     monkeypatch.setattr(module, f"{side}_digests", lambda *a, **kw: kill_first(real, *a, **kw))
     result = _run(tmp_path, pg_url, source, retries=1)

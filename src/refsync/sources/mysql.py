@@ -28,7 +28,7 @@ from contextlib import contextmanager, suppress
 from datetime import UTC, date, datetime, timedelta
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import (
     Connection,
@@ -44,16 +44,17 @@ from sqlalchemy.dialects.mysql import TIMESTAMP
 from sqlalchemy.engine import URL
 
 from refsync.config import MySQLPool, Settings, TableSpec
-from refsync.digest import DigestPlan
 from refsync.errors import NotConfigured
 from refsync.interrupts import Stoppable
 from refsync.model import Batch, ColumnInfo, Row
 from refsync.sources.base import ReadPlan
 from refsync.sources.mysql_copy import CopyColumn, copy_column
-from refsync.sources.mysql_digest import read_source_columns
 from refsync.sources.mysql_read import CopyPlan, MySQLRead
 from refsync.sources.sql import SqlSource, core_name
 from refsync.watermark import UNSEEN_WRITES_LOOKBACK, OpenWrites
+
+if TYPE_CHECKING:
+    from refsync.digest import DigestPlan
 
 log = logging.getLogger(__name__)
 
@@ -391,7 +392,8 @@ class MySQLSource(SqlSource):
     def plan_digests(self, columns: list[ColumnInfo], source_timezone: str, *,
                      rows: int = 0) -> tuple[DigestPlan | None, str | None]:
         """(the digest plan, or None and why not)."""
-        from refsync import digest
+        from refsync import digest  # the digests' code loads only where a table digests
+        from refsync.sources.mysql_digest import read_source_columns
 
         self.open()
         try:

@@ -25,7 +25,6 @@ from refsync.errors import QueryFailure
 from refsync.model import Chunk
 from refsync.sources.base import ReadPlan, Selection
 from refsync.sources.mysql_copy import CopyColumn, copy_line, needs_check
-from refsync.sources.mysql_digest import source_digests, source_row_hashes
 from refsync.sources.sql import core_name
 from refsync.transform import row_chunks
 from refsync.watermark import max_cursor
@@ -131,6 +130,8 @@ class MySQLRead:
         self.open_writes = src.open_writes
 
     def digests(self, plan: DigestPlan, whole: bool) -> dict[int, BucketDigest]:
+        from refsync.sources.mysql_digest import source_digests  # loaded where a table digests
+
         return source_digests(self.conn, plan, self.src.table, schema=self.src.schema,
                               whole=whole)
 
@@ -138,6 +139,8 @@ class MySQLRead:
                    buckets: Sequence[int] | None) -> Iterator[tuple[bytes, tuple[Any, ...], int]]:
         """(key text, key values, row hash) of the rows in `buckets` (None: all), in byte
         order of the key text, streamed (`refsync verify`)."""
+        from refsync.sources.mysql_digest import source_row_hashes
+
         return source_row_hashes(self.conn, plan, self.src.table, buckets,
                                  schema=self.src.schema)
 
