@@ -1,13 +1,17 @@
-"""The value rules: what each kind of target column accepts, as one converter per column.
+"""The value rules as one table: what each kind of target column accepts (DESIGN 4.5).
 
-Pure functions, no I/O. A source (PyMySQL, SQLite, SQLAlchemy, ``yaml.safe_load``) hands
-over raw Python values; `transform.make_converter` builds, once per target column, a closure that
-turns such a value into what that column accepts, or raises `RejectValue` with a short
-reason (DESIGN 4.5, bad rows). The MySQL pre-check of the typed fast path
-(sources/mysql_copy.py) is built from the same limits.
+`limits(col)` lists the demands a target column makes of every value, in the order they are
+checked (the first that fails names the reject). Two things are built from that one list:
 
-Every converter tests the exact type it expects first (``type(v) is str``) so the common
-case costs one comparison and a few checks; the slower coercions run only for other types.
+- the Python converter (`make_converter`): a value of another type is first made into the
+  column's type by a coercion (coerce.py, coerce_time.py: ``not an integer``), then every
+  limit's Python check runs on it;
+- the MySQL pre-check of the typed fast path (sources/mysql_copy.py): one SQL condition per
+  limit, or nothing where the source's declared type already guarantees it, and no fast path
+  for a column with a limit it cannot render. So a row the server passes meets every limit
+  the converter would check, by construction.
+
+Pure functions, no I/O.
 """
 
 from __future__ import annotations
@@ -15,134 +19,68 @@ from __future__ import annotations
 import json
 import math
 import re
-import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import date, time
-from decimal import MAX_EMAX, MAX_PREC, MIN_EMIN, Context, Decimal, InvalidOperation
+from decimal import MAX_EMAX, MAX_PREC, MIN_EMIN, Context, Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from refsync.model import ColumnInfo, Row
+from refsync import coerce as c
+from refsync import coerce_time as ct
+from refsync.model import ColumnInfo
+from refsync.reject import (
+    INVALID_JSON,
+    INVALID_UTF8,
+    NOT_FINITE,
+    NOT_NULL,
+    NUL_CHAR,
+    Converter,
+    RejectValue,
+    Unfit,
+    UnfitBatch,
+    integer_range,
+    numeric_range,
+    refusing_unfit,
+    too_long,
+    too_many_places,
+)
 
-__all__ = [
-    "Converter",
-    "RejectValue",
-    "Unfit",
-    "UnfitBatch",
-    "decode_utf8",
-    "exact_or",
-    "refusing_unfit",
-]
-
-Converter = Callable[[Any], Any]
-
-
-class RejectValue(Exception):
-    """A value that does not fit its target column; `reason` says why, in a few words."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
-
-
-class Unfit:
-    """A source value that fits no column as it is (a YAML list, mapping, set or binary
-    value): its row is rejected with `reason`; the reject shows `shown`."""
-
-    __slots__ = ("reason", "shown")
-
-    def __init__(self, reason: str, shown: str) -> None:
-        self.reason = reason
-        self.shown = shown
-
-    def __str__(self) -> str:
-        return self.shown
+__all__ = ["Converter", "Limit", "RejectValue", "Unfit", "UnfitBatch", "limits",
+           "make_converter", "refusing_unfit"]
 
 
-class UnfitBatch(list[Row]):
-    """A batch that holds `Unfit` values: converted row by row, so their rows are rejected."""
+@dataclass(frozen=True)
+class Limit:
+    """One demand a target column makes of every value it takes.
+
+    `name` is what the MySQL pre-check renders, `arg` its parameter, `check` the Python test
+    on a value of the column's type (returns the value, normalised where PostgreSQL would
+    store it so, or raises `RejectValue`); None where the coercion itself applies the limit
+    (turning 0/1 into a boolean, parsing a date)."""
+
+    name: str
+    arg: Any = None
+    check: Converter | None = None
 
 
-def refusing_unfit(conv: Converter) -> Converter:
-    """`conv`, rejecting an `Unfit` value with its own reason."""
-
-    def strict(v: Any) -> Any:
-        if type(v) is Unfit:
-            raise RejectValue(v.reason)
-        return conv(v)
-
-    return strict
-
-
-# ---------------------------------------------------------------- reasons
-
-NOT_NULL = "NULL in NOT NULL column"
-NOT_AN_INTEGER = "not an integer"
-NOT_A_NUMBER = "not a number"
-NOT_FINITE = "not a finite number"
-FLOAT_RANGE = "out of range for double precision"
-NOT_A_BOOLEAN = "not a boolean"
-BOOLEAN_INT = "only 0/1 are valid for boolean"
-NUL_CHAR = "contains a NUL character"
-INVALID_UTF8 = "invalid UTF-8"
-INVALID_JSON = "not valid JSON"
-NOT_A_UUID = "not a UUID"
-NOT_BINARY = "not binary data"
-
-_INT_NAMES = {16: "smallint", 32: "integer", 64: "bigint"}
-
-# ---------------------------------------------------------------- parsing helpers
-
-_INT_RE = re.compile(r"[+-]?\d+", re.ASCII)
-_NUM_RE = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?", re.ASCII)
-_BOOL_WORDS = {
-    "true": True, "t": True, "yes": True, "y": True, "1": True, "on": True,
-    "false": False, "f": False, "no": False, "n": False, "0": False, "off": False,
-}
-_JSON_NUL_RE = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")  # \u0000 not itself escaped
+# the names of the limits (the MySQL pre-check has one rendering for each)
+NOT_NULL_ = "not_null"
+MAX_CHARS = "max_chars"
+NO_NUL = "no_nul"
+UTF8 = "utf8"
+JSON_VALID = "json_valid"
+JSON_NO_NUL = "json_no_nul"
+INT_RANGE = "int_range"
+FINITE = "finite"
+SCALE = "scale"
+WHOLE_DIGITS = "whole_digits"
+ONE_OF = "one_of"
+REAL_DATE = "real_date"
 
 # Exact decimal arithmetic whatever the number of digits (quantize / normalize only).
 _DEC_CTX = Context(prec=MAX_PREC, Emax=MAX_EMAX, Emin=MIN_EMIN)
-
-
-def decode_utf8(v: bytes | bytearray | memoryview) -> str:
-    try:
-        return bytes(v).decode("utf-8")
-    except UnicodeDecodeError:
-        raise RejectValue(INVALID_UTF8) from None
-
-
-def _json_default(o: Any) -> Any:
-    if isinstance(o, date | time):  # YAML gives dates inside mappings
-        return o.isoformat()
-    raise TypeError(type(o).__name__)
-
-
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")  # json.loads would accept NaN and Infinity
-
-
-def _dumps(v: Any) -> str:
-    try:
-        return json.dumps(v, ensure_ascii=False, allow_nan=False, default=_json_default)
-    except (TypeError, ValueError):
-        raise RejectValue(INVALID_JSON) from None
-
-
-def _places(n: int, what: str) -> str:
-    return f"{n} {what}" if n == 1 else f"{n} {what}s"
-
-
-# ---------------------------------------------------------------- converters by kind
-#
-# Each builder returns one closure doing the NULL check itself, so converting a value
-# is a single Python call. Fast path first: the exact type the column wants.
-
-
-# ---------------------------------------------------------------- limits
-#
-# What a target column holds, as numbers: the converters below and the MySQL pre-check
-# (sources/mysql_copy.py) both take their bounds from here.
+_JSON_NUL_RE = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")  # \u0000 not itself escaped
 
 
 def integer_bounds(col: ColumnInfo) -> tuple[int, int]:
@@ -160,344 +98,233 @@ def numeric_limit(col: ColumnInfo) -> int | None:
     return int(10 ** (col.precision - (col.scale or 0)))
 
 
-BOOLEAN_INTS = (0, 1)  # the only integers a boolean column takes (false, true)
+# ---------------------------------------------------------------- the limits' Python checks
 
 
-def exact_or(exact: type, nullable: bool, slow: Converter) -> Converter:
-    """The usual converter: a value of exactly `exact` passes as it is, NULL as the column
-    allows, anything else through `slow`."""
-
-    def conv(v: Any) -> Any:
-        if type(v) is exact:
-            return v
-        if v is None:
-            if nullable:
-                return None
-            raise RejectValue(NOT_NULL)
-        return slow(v)
-
-    return conv
-
-
-def text_converter(col: ColumnInfo, tz: ZoneInfo) -> Converter:
-    nullable = col.nullable
-    limit = col.max_length
-
+def _max_chars(limit: int) -> Limit:
     def check(s: str) -> str:
-        if limit is not None and len(s) > limit:
-            raise RejectValue(f"too long: {len(s)} > {limit} characters")
-        if "\x00" in s:
-            raise RejectValue(NUL_CHAR)
-        if not s.isascii():
-            try:
-                s.encode("utf-8")
-            except UnicodeEncodeError:  # a lone surrogate, e.g. YAML "\ud800"
-                raise RejectValue(INVALID_UTF8) from None
+        if len(s) > limit:
+            raise RejectValue(too_long(len(s), limit))
         return s
 
-    def slow(v: Any) -> str:
-        t = type(v)
-        if t is bool:
-            return "true" if v else "false"
-        if t is int:
-            return str(v)
-        if isinstance(v, Decimal):
-            return format(v, "f")  # never exponent notation: Decimal('1E+2') -> '100'
-        if isinstance(v, bytes | bytearray | memoryview):
-            return decode_utf8(v)
-        if isinstance(v, date | time):
-            return v.isoformat()
-        if isinstance(v, dict | list):
-            return _dumps(v)  # a YAML mapping/sequence: JSON text, not a Python repr
-        return str(v)
-
-    def conv(v: Any) -> Any:
-        if type(v) is str:
-            if limit is not None and len(v) > limit:
-                raise RejectValue(f"too long: {len(v)} > {limit} characters")
-            if "\x00" in v:
-                raise RejectValue(NUL_CHAR)
-            if not v.isascii():
-                try:
-                    v.encode("utf-8")
-                except UnicodeEncodeError:
-                    raise RejectValue(INVALID_UTF8) from None
-            return v
-        if v is None:
-            if nullable:
-                return None
-            raise RejectValue(NOT_NULL)
-        return check(slow(v))
-
-    return conv
+    return Limit(MAX_CHARS, limit, check)
 
 
-def integer_converter(col: ColumnInfo, tz: ZoneInfo) -> Converter:
-    nullable = col.nullable
-    bits = col.int_bits or 64
+def _no_nul(s: str) -> str:
+    if "\x00" in s:
+        raise RejectValue(NUL_CHAR)
+    return s
+
+
+def _utf8(s: str) -> str:
+    if not s.isascii():
+        try:
+            s.encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate, e.g. YAML "\ud800"
+            raise RejectValue(INVALID_UTF8) from None
+    return s
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")  # json.loads would accept NaN and Infinity
+
+
+def _json_valid(s: str) -> str:
+    try:
+        json.loads(s, parse_constant=_no_constant)
+    except ValueError:
+        raise RejectValue(INVALID_JSON) from None
+    return s
+
+
+def _json_no_nul(s: str) -> str:
+    # PostgreSQL jsonb refuses the escape \u0000 (a raw NUL is not valid JSON anyway).
+    if "\\u0000" in s and _JSON_NUL_RE.search(s) is not None:
+        raise RejectValue(NUL_CHAR)
+    return s
+
+
+def _int_range(col: ColumnInfo) -> Limit:
     lo, hi = integer_bounds(col)
-    range_reason = f"out of range for {_INT_NAMES.get(bits, f'a {bits}-bit integer')}"
+    reason = integer_range(col.int_bits or 64)
 
-    def slow(v: Any) -> int:
-        t = type(v)
-        if t is bool:
-            raise RejectValue(NOT_AN_INTEGER)
-        if isinstance(v, int):  # int subclasses (IntEnum, ...)
-            return int(v)
-        if isinstance(v, float):
-            if not v.is_integer():  # also NaN and infinities
-                raise RejectValue(NOT_AN_INTEGER)
-            return int(v)
-        if isinstance(v, Decimal):
-            if not v.is_finite() or v != v.to_integral_value():
-                raise RejectValue(NOT_AN_INTEGER)
-            return int(v)
-        if isinstance(v, str):
-            s = v.strip()
-            if _INT_RE.fullmatch(s) is None:
-                raise RejectValue(NOT_AN_INTEGER)
-            try:
-                return int(s)
-            except ValueError:  # more digits than int() will parse
-                raise RejectValue(range_reason) from None
-        raise RejectValue(NOT_AN_INTEGER)
-
-    def conv(v: Any) -> Any:
-        if type(v) is not int:
-            if v is None:
-                if nullable:
-                    return None
-                raise RejectValue(NOT_NULL)
-            v = slow(v)
+    def check(v: int) -> int:
         if lo <= v <= hi:
             return v
-        raise RejectValue(range_reason)
+        raise RejectValue(reason)
 
-    return conv
+    return Limit(INT_RANGE, (lo, hi), check)
 
 
-def numeric_converter(col: ColumnInfo, tz: ZoneInfo) -> Converter:
-    nullable = col.nullable
-    precision = col.precision
-    constrained = precision is not None or col.scale is not None
-    scale = col.scale or 0  # numeric(p) is numeric(p, 0)
-    whole = numeric_limit(col)
-    limit = None if whole is None else Decimal(whole)  # Decimal against Decimal: no conversion
-    quantum = Decimal(1).scaleb(-scale) if constrained else None
-    scale_reason = f"more than {_places(scale, 'decimal place')}"
-    range_reason = f"out of range for numeric({precision},{scale})"
+def _finite_decimal(v: Decimal) -> Decimal:
+    if v.is_finite():
+        return v
+    raise RejectValue(NOT_FINITE)
 
-    def to_decimal(v: Any) -> Decimal:
-        t = type(v)
-        if t is bool:
-            raise RejectValue(NOT_A_NUMBER)
-        if isinstance(v, int):
-            return Decimal(v)
-        if isinstance(v, float):
-            if not math.isfinite(v):
-                raise RejectValue(NOT_FINITE)
-            return Decimal(repr(v))  # the shortest repr: 0.1 -> Decimal('0.1'), no binary noise
-        if isinstance(v, Decimal):
+
+def _finite_float(v: float) -> float:
+    # NaN and infinities: SQLite stores NaN as NULL, so the targets could not agree.
+    if math.isfinite(v):
+        return v
+    raise RejectValue(NOT_FINITE)
+
+
+def _scale(scale: int) -> Limit:
+    """At most `scale` places (trailing zeros aside); the value is given exactly `scale`."""
+    quantum = Decimal(1).scaleb(-scale)
+    reason = too_many_places(scale)
+
+    def check(v: Decimal) -> Decimal:
+        exp = v.as_tuple().exponent
+        assert isinstance(exp, int)  # finite, so never 'n', 'N' or 'F'
+        if exp == -scale:
             return v
-        if isinstance(v, str):
-            s = v.strip()
-            if _NUM_RE.fullmatch(s) is None:
-                raise RejectValue(NOT_A_NUMBER)
-            try:
-                return Decimal(s)
-            except InvalidOperation:  # pragma: no cover - an exponent beyond any context
-                raise RejectValue(NOT_A_NUMBER) from None
-        raise RejectValue(NOT_A_NUMBER)
+        if exp < -scale:  # more places than the scale, unless they are trailing zeros
+            norm = v.normalize(_DEC_CTX).as_tuple().exponent
+            assert isinstance(norm, int)
+            if norm < -scale:
+                raise RejectValue(reason)
+        return v.quantize(quantum, context=_DEC_CTX)
 
-    def conv(v: Any) -> Any:
-        if type(v) is not Decimal:
+    return Limit(SCALE, scale, check)
+
+
+def _whole_digits(col: ColumnInfo, limit: int) -> Limit:
+    bound = Decimal(limit)  # Decimal against Decimal: no conversion
+    reason = numeric_range(col.precision, col.scale or 0)
+
+    def check(v: Decimal) -> Decimal:
+        if abs(v) >= bound:
+            raise RejectValue(reason)
+        return v
+
+    return Limit(WHOLE_DIGITS, limit, check)
+
+
+# ---------------------------------------------------------------- the table
+
+
+def _text(col: ColumnInfo) -> list[Limit]:
+    chars = [] if col.max_length is None else [_max_chars(col.max_length)]
+    return [*chars, Limit(NO_NUL, None, _no_nul), Limit(UTF8, None, _utf8)]
+
+
+def _json(col: ColumnInfo) -> list[Limit]:
+    return [Limit(JSON_VALID, None, _json_valid), Limit(JSON_NO_NUL, None, _json_no_nul),
+            Limit(UTF8, None, _utf8)]
+
+
+def _numeric(col: ColumnInfo) -> list[Limit]:
+    found = [Limit(FINITE, None, _finite_decimal)]
+    if col.precision is not None or col.scale is not None:  # numeric(p) is numeric(p, 0)
+        found.append(_scale(col.scale or 0))
+    whole = numeric_limit(col)
+    if whole is not None:
+        found.append(_whole_digits(col, whole))
+    return found
+
+
+def _real_date(col: ColumnInfo) -> list[Limit]:
+    return [Limit(REAL_DATE)]  # parsing proves a date real; a Python date always is
+
+
+def _nothing(col: ColumnInfo) -> list[Limit]:
+    return []
+
+
+@dataclass(frozen=True)
+class Kind:
+    """A kind of target column: the Python type its values have (None: always coerced, e.g.
+    a timestamp must also be naive), how other values are made into it, its limits."""
+
+    exact: type | None
+    coercion: Callable[[ColumnInfo, ZoneInfo], Converter]
+    limits: Callable[[ColumnInfo], list[Limit]]
+
+
+KINDS: dict[str, Kind] = {
+    "text": Kind(str, c.coerce_text, _text),
+    "integer": Kind(int, c.coerce_integer, lambda col: [_int_range(col)]),
+    "numeric": Kind(Decimal, c.coerce_numeric, _numeric),
+    "float": Kind(float, c.coerce_float, lambda col: [Limit(FINITE, None, _finite_float)]),
+    "boolean": Kind(bool, c.coerce_boolean, lambda col: [Limit(ONE_OF, c.BOOLEAN_INTS)]),
+    "date": Kind(date, ct.coerce_date, _real_date),
+    "timestamp": Kind(None, ct.coerce_timestamp, _real_date),
+    "timestamptz": Kind(None, ct.coerce_timestamptz, _real_date),
+    "time": Kind(time, ct.coerce_time, _nothing),
+    "json": Kind(str, c.coerce_json, _json),
+    "uuid": Kind(None, c.coerce_uuid, _nothing),
+    "bytes": Kind(bytes, c.coerce_bytes, _nothing),
+    "other": Kind(None, c.coerce_other, _nothing),
+}
+
+
+def _kind(col: ColumnInfo) -> Kind:
+    try:
+        return KINDS[col.kind]
+    except KeyError:
+        raise ValueError(f"unknown column kind {col.kind!r} for column {col.name!r}") from None
+
+
+def limits(col: ColumnInfo) -> tuple[Limit, ...]:
+    """Every demand `col` makes of a value, in the order they are checked."""
+    not_null = [] if col.nullable else [Limit(NOT_NULL_)]  # the converter's NULL branch
+    return (*not_null, *_kind(col).limits(col))
+
+
+# ---------------------------------------------------------------- the converters
+
+
+def _chain(checks: Sequence[Converter]) -> Converter | None:
+    """The checks applied in order, as one call (unrolled: this runs for every value)."""
+    if not checks:
+        return None
+    if len(checks) == 1:
+        return checks[0]
+    if len(checks) == 2:
+        first, second = checks
+        return lambda v: second(first(v))
+    if len(checks) == 3:
+        first, second, third = checks
+        return lambda v: third(second(first(v)))
+
+    def chained(v: Any) -> Any:
+        for check in checks:
+            v = check(v)
+        return v
+
+    return chained
+
+
+def make_converter(col: ColumnInfo, source_tz: ZoneInfo) -> Converter:
+    """A closure turning one raw source value into the value to write into `col`, or raising
+    `RejectValue`: NULL as the column allows, a value of the column's own type straight to
+    the limits' checks, any other through the coercion first. Build it once per column."""
+    kind = _kind(col)
+    demands = limits(col)
+    nullable = all(limit.name != NOT_NULL_ for limit in demands)
+    check = _chain([limit.check for limit in demands if limit.check is not None])
+    exact, coerce = kind.exact, kind.coercion(col, source_tz)
+
+    if check is None:
+        def unchecked(v: Any) -> Any:
+            if type(v) is exact:
+                return v
             if v is None:
                 if nullable:
                     return None
                 raise RejectValue(NOT_NULL)
-            v = to_decimal(v)
-        if not v.is_finite():
-            raise RejectValue(NOT_FINITE)
-        if quantum is None:
-            return v
-        exp = v.as_tuple().exponent
-        assert isinstance(exp, int)  # finite, so never 'n', 'N' or 'F'
-        if exp != -scale:
-            if exp < -scale:  # more places than the scale, unless they are trailing zeros
-                norm = v.normalize(_DEC_CTX).as_tuple().exponent
-                assert isinstance(norm, int)
-                if norm < -scale:
-                    raise RejectValue(scale_reason)
-            v = v.quantize(quantum, context=_DEC_CTX)
-        if limit is not None and abs(v) >= limit:
-            raise RejectValue(range_reason)
-        return v
+            return coerce(v)
 
-    return conv
+        return unchecked
 
+    def checked(v: Any) -> Any:
+        if type(v) is not exact:
+            if v is None:
+                if nullable:
+                    return None
+                raise RejectValue(NOT_NULL)
+            v = coerce(v)
+        return check(v)
 
-def float_converter(col: ColumnInfo, tz: ZoneInfo) -> Converter:
-    nullable = col.nullable
-    isfinite = math.isfinite
-
-    def slow(v: Any) -> float:
-        if type(v) is bool:
-            raise RejectValue(NOT_A_NUMBER)
-        if isinstance(v, float):
-            if isfinite(v):
-                return float(v)
-            raise RejectValue(NOT_FINITE)
-        if isinstance(v, Decimal):
-            if not v.is_finite():
-                raise RejectValue(NOT_FINITE)
-        elif isinstance(v, str):
-            s = v.strip()
-            if _NUM_RE.fullmatch(s) is None:
-                raise RejectValue(NOT_A_NUMBER)
-            v = s
-        elif not isinstance(v, int):
-            raise RejectValue(NOT_A_NUMBER)
-        try:
-            f = float(v)
-        except OverflowError:  # a huge int
-            raise RejectValue(FLOAT_RANGE) from None
-        if isfinite(f):
-            return f
-        raise RejectValue(FLOAT_RANGE)  # a huge Decimal or numeric string
-
-    def conv(v: Any) -> Any:
-        if type(v) is float:
-            # NaN and infinities: SQLite stores NaN as NULL, so the targets could not agree.
-            if isfinite(v):
-                return v
-            raise RejectValue(NOT_FINITE)
-        if v is None:
-            if nullable:
-                return None
-            raise RejectValue(NOT_NULL)
-        return slow(v)
-
-    return conv
-
-
-def boolean_converter(col: ColumnInfo, tz: ZoneInfo) -> Converter:
-    nullable = col.nullable
-    words = _BOOL_WORDS
-
-    def conv(v: Any) -> Any:
-        t = type(v)
-        if t is bool:
-            return v
-        if t is int:  # MySQL TINYINT(1)
-            if v in BOOLEAN_INTS:
-                return v == BOOLEAN_INTS[1]
-            raise RejectValue(BOOLEAN_INT)
-        if v is None:
-            if nullable:
-                return None
-            raise RejectValue(NOT_NULL)
-        if t is bytes:  # MySQL BIT(1)
-            if v == b"\x01":
-                return True
-            if v == b"\x00":
-                return False
-            raise RejectValue(NOT_A_BOOLEAN)
-        if isinstance(v, str):
-            b = words.get(v.strip().lower())
-            if b is None:
-                raise RejectValue(NOT_A_BOOLEAN)
-            return b
-        raise RejectValue(NOT_A_BOOLEAN)
-
-    return conv
-
-
-def json_converter(col: ColumnInfo, tz: ZoneInfo) -> Converter:
-    nullable = col.nullable
-    loads = json.loads
-
-    def check(s: str) -> str:
-        # PostgreSQL jsonb refuses the escape \u0000 (a raw NUL is not valid JSON anyway).
-        if "\\u0000" in s and _JSON_NUL_RE.search(s) is not None:
-            raise RejectValue(NUL_CHAR)
-        if not s.isascii():
-            try:
-                s.encode("utf-8")
-            except UnicodeEncodeError:
-                raise RejectValue(INVALID_UTF8) from None
-        return s
-
-    def conv(v: Any) -> Any:
-        if v is None:
-            if nullable:
-                return None
-            raise RejectValue(NOT_NULL)
-        if isinstance(v, bytes | bytearray | memoryview):
-            v = decode_utf8(v)
-        if isinstance(v, str):
-            try:
-                loads(v, parse_constant=_no_constant)
-            except ValueError:
-                raise RejectValue(INVALID_JSON) from None
-            return check(v)
-        if isinstance(v, dict | list | int | float):  # bool is an int
-            return check(_dumps(v))
-        raise RejectValue(INVALID_JSON)
-
-    return conv
-
-
-def uuid_converter(col: ColumnInfo, tz: ZoneInfo) -> Converter:
-    nullable = col.nullable
-    UUID = uuid.UUID
-
-    def conv(v: Any) -> Any:
-        if v is None:
-            if nullable:
-                return None
-            raise RejectValue(NOT_NULL)
-        if isinstance(v, UUID):
-            return str(v)
-        try:
-            if isinstance(v, str):
-                return str(UUID(v.strip()))
-            if isinstance(v, bytes) and len(v) == 16:  # BINARY(16)
-                return str(UUID(bytes=v))
-        except ValueError:
-            pass
-        raise RejectValue(NOT_A_UUID)
-
-    return conv
-
-
-def bytes_converter(col: ColumnInfo, tz: ZoneInfo) -> Converter:
-    nullable = col.nullable
-
-    def conv(v: Any) -> Any:
-        if type(v) is bytes:
-            return v
-        if v is None:
-            if nullable:
-                return None
-            raise RejectValue(NOT_NULL)
-        if isinstance(v, bytes | bytearray | memoryview):
-            return bytes(v)
-        if isinstance(v, str):
-            try:
-                return v.encode("utf-8")
-            except UnicodeEncodeError:
-                raise RejectValue(INVALID_UTF8) from None
-        raise RejectValue(NOT_BINARY)
-
-    return conv
-
-
-def other_converter(col: ColumnInfo, tz: ZoneInfo) -> Converter:
-    nullable = col.nullable
-
-    def conv(v: Any) -> Any:
-        if v is None and not nullable:
-            raise RejectValue(NOT_NULL)
-        return v
-
-    return conv
+    return checked

@@ -10,66 +10,16 @@ iteration) and falls back to row by row only for a batch that holds a bad value.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from operator import itemgetter
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from refsync.model import Batch, Chunk, ColumnInfo, Reject, Row
-from refsync.rules import (
-    Converter,
-    RejectValue,
-    UnfitBatch,
-    boolean_converter,
-    bytes_converter,
-    float_converter,
-    integer_converter,
-    json_converter,
-    numeric_converter,
-    other_converter,
-    refusing_unfit,
-    text_converter,
-    uuid_converter,
-)
-from refsync.rules_time import (
-    date_converter,
-    time_converter,
-    timestamp_converter,
-    timestamptz_converter,
-)
+from refsync.rules import RejectValue, UnfitBatch, make_converter, refusing_unfit
 from refsync.watermark import cursor_before, is_cursor_value, max_cursor
 
-__all__ = ["CONVERTERS", "RowConverter", "make_converter", "row_chunks", "shorten"]
-
-
-# the value rules by kind of target column (DESIGN 4.5)
-CONVERTERS: dict[str, Callable[[ColumnInfo, ZoneInfo], Converter]] = {
-    "text": text_converter,
-    "integer": integer_converter,
-    "numeric": numeric_converter,
-    "float": float_converter,
-    "boolean": boolean_converter,
-    "date": date_converter,
-    "timestamp": timestamp_converter,
-    "timestamptz": timestamptz_converter,
-    "time": time_converter,
-    "json": json_converter,
-    "uuid": uuid_converter,
-    "bytes": bytes_converter,
-    "other": other_converter,
-}
-
-
-def make_converter(col: ColumnInfo, source_tz: ZoneInfo) -> Callable[[Any], Any]:
-    """A closure turning one raw source value into the value to write into `col`.
-
-    Raises `RejectValue` for a value the column cannot take. Build it once per column.
-    """
-    try:
-        builder = CONVERTERS[col.kind]
-    except KeyError:
-        raise ValueError(f"unknown column kind {col.kind!r} for column {col.name!r}") from None
-    return builder(col, source_tz)
+__all__ = ["RowConverter", "make_converter", "row_chunks", "shorten"]
 
 
 # ---------------------------------------------------------------- rows

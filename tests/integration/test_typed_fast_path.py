@@ -39,6 +39,7 @@ COLUMNS = {  # source column: (MySQL type, PostgreSQL type)
     "ts": ("TIMESTAMP NULL", "timestamptz"),
     "flag": ("TINYINT(1)", "boolean"),
     "bit1": ("BIT(1)", "boolean"),
+    "flagnum": ("TINYINT(1)", "numeric(2,0)"),  # TINYINT(1) holds -128..127
     "kind": ("ENUM('DB','DC','混合')", "varchar(10)"),
     "tags": ("SET('a','b','c')", "varchar(10)"),
     "doc": ("LONGTEXT", "jsonb"),
@@ -54,7 +55,7 @@ def row(i: int, **values: Any) -> dict[str, Any]:
         "n": i - 50, "nu": i, "big": i * 1000, "small": i, "d": "2024-02-29",
         "d_ts": "2024-03-01", "dt": f"2024-01-01 08:00:{i % 60:02d}.{i:06d}",
         "dt_naive": "2024-01-01 23:59:59", "ts": "2024-01-01 00:00:00", "flag": i % 2,
-        "bit1": i % 2, "kind": ("DB", "DC", "混合")[i % 3], "tags": "a,c",
+        "bit1": i % 2, "flagnum": i % 2, "kind": ("DB", "DC", "混合")[i % 3], "tags": "a,c",
         "doc": '{"k": [1, "年"], "e": "😀"}', "txt": f"tab\there {i}\\n😀",
         "upd": f"2024-03-01 10:00:{i % 60:02d}"}
     base.update(values)
@@ -82,9 +83,10 @@ ROWS = [row(i) for i in range(1, 41)] + [
     row(58, doc="{not json"),
     row(59, doc='{"nul": "\\u0000"}'),  # jsonb refuses \u0000
     row(60, small=-10000),  # out of range for numeric(4,0)
+    row(61, flagnum=100),  # out of range for numeric(2,0)
 ]
 REJECTED = {"K050", "K051", "K052", "K053", "K054", "K055", "K056", "K057", "K058", "K059",
-            "K060"}
+            "K060", "K061"}
 
 
 @pytest.fixture

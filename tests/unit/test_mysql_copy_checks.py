@@ -102,3 +102,61 @@ def test_numeric_limit_is_the_converters_limit() -> None:
     with pytest.raises(RejectValue):
         convert("1000")
     assert "abs(c) >= 1000" in _checks(mysql.INTEGER(), target)
+
+
+def test_a_tinyint1_is_checked_against_a_narrow_numeric() -> None:
+    """TINYINT(1) holds -128..127, not only 0/1: numeric(2,0) takes less than 100."""
+    assert "abs(c) >= 100" in _checks(mysql.TINYINT(display_width=1),
+                                      ColumnInfo("c", "numeric", precision=2, scale=0))
+    assert _checks(mysql.TINYINT(display_width=1),
+                   ColumnInfo("c", "numeric", precision=3, scale=0)) == "0"
+
+
+def test_every_limit_of_a_fast_path_kind_has_a_rendering() -> None:
+    """Each limit the converters check for these kinds is rendered (or known to be
+    guaranteed) by the pre-check."""
+    from refsync import rules
+    from refsync.sources.mysql_copy import PRECHECKS
+
+    for kind in ("text", "json", "integer", "numeric", "boolean", "date", "timestamp",
+                 "timestamptz"):
+        target = ColumnInfo("c", kind, nullable=False, max_length=5, precision=4, scale=2,
+                            int_bits=16)
+        names = {limit.name for limit in rules.limits(target)}
+        assert names <= PRECHECKS.keys(), (kind, names - PRECHECKS.keys())
+
+
+def test_a_limit_the_server_cannot_check_takes_the_column_off_the_fast_path(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A new rule in the table that the pre-check does not know never lets a row through
+    unchecked: the column goes the values path, where the converters apply it."""
+    from refsync import rules
+
+    text = rules.KINDS["text"]
+    assert copy_column(column("c"), mysql.VARCHAR(20), TEXT20) is not None
+    monkeypatch.setitem(rules.KINDS, "text", rules.Kind(
+        text.exact, text.coercion, lambda col: [*text.limits(col), rules.Limit("new_rule")]))
+    assert copy_column(column("c"), mysql.VARCHAR(20), TEXT20) is None
+
+
+def test_the_converter_checks_every_limit_of_the_table(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The converters are built from the same table: a limit added there is checked."""
+    from zoneinfo import ZoneInfo
+
+    from refsync import rules
+
+    def no_x(s: str) -> str:
+        if "x" in s:
+            raise rules.RejectValue("holds an x")
+        return s
+
+    text = rules.KINDS["text"]
+    monkeypatch.setitem(rules.KINDS, "text", rules.Kind(
+        text.exact, text.coercion, lambda col: [*text.limits(col), rules.Limit("no_x", None,
+                                                                                 no_x)]))
+    convert = rules.make_converter(TEXT20, ZoneInfo("UTC"))
+    assert convert("abc") == "abc"
+    with pytest.raises(rules.RejectValue, match="holds an x"):
+        convert("xyz")
+    with pytest.raises(rules.RejectValue, match="holds an x"):
+        convert(b"xyz")  # coerced first, then checked

@@ -6,10 +6,10 @@ and PostgreSQL parses the text by the target column's type. A naive DATETIME bou
 `timestamptz` column is read by PostgreSQL under a session `TimeZone` of the table's
 `source_timezone`, which gets every historical rule of the zone right.
 
-The pre-check is built from the same limits the Python converters enforce (rules.py:
-the target column's length, integer width, numeric precision and scale, NOT NULL, the
-boolean 0/1 rule, zero and invalid dates). It only has to be conservative: a row it flags is
-read again as Python values and judged by the converters, which alone decide what is
+The pre-check renders the target column's limits (rules.limits: the very list the Python
+converters check) in SQL: the length, integer width, numeric precision and scale, NOT NULL,
+the boolean 0/1 rule, zero and invalid dates. It only has to be conservative: a row it flags
+is read again as Python values and judged by the converters, which alone decide what is
 rejected and why; a row it passes must be one the converters would pass unchanged.
 
 A (source type, target column) pair with no rule here returns None: such a table is read as
@@ -18,6 +18,7 @@ Python values and converted by the value rules (slower, same result).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
@@ -26,8 +27,9 @@ from sqlalchemy import types as sqltypes
 from sqlalchemy.dialects import mysql
 from sqlalchemy.sql.elements import ColumnElement
 
+from refsync import rules
 from refsync.model import ColumnInfo
-from refsync.rules import BOOLEAN_INTS, integer_bounds, numeric_limit
+from refsync.rules import Limit, limits
 
 _COPY_ESCAPES = (("\\", "\\\\"), ("\t", "\\t"), ("\n", "\\n"), ("\r", "\\r"))
 NULL_FIELD = "\\N"
@@ -38,10 +40,6 @@ def escaped_text(col: ColumnElement[Any]) -> ColumnElement[Any]:
     for raw, escaped in _COPY_ESCAPES:
         col = func.replace(col, literal(raw), literal(escaped))
     return col
-
-
-def _is_bool_int(t: sqltypes.TypeEngine[Any]) -> bool:
-    return isinstance(t, mysql.TINYINT) and getattr(t, "display_width", None) == 1
 
 
 def _is_bit1(t: sqltypes.TypeEngine[Any]) -> bool:
@@ -77,120 +75,141 @@ class CopyColumn:
         self.checks = checks
 
 
-Rule = tuple[ColumnElement[Any], list[ColumnElement[bool]]]  # (COPY field, pre-checks)
-
-
 def copy_column(col: ColumnElement[Any], source: sqltypes.TypeEngine[Any] | None,
                 target: ColumnInfo, *, source_nullable: bool = True) -> CopyColumn | None:
     """The COPY field and pre-checks for `col` of MySQL type `source` into `target`, or None
-    when there is no server-side rule for the pair. A check the source's declared type
-    cannot fail (a NOT NULL column, a VARCHAR no longer than the target's, a DECIMAL with no
-    more digits) is left out: the server evaluates the rest on every row.
+    when the pair has no server-side rendering, or the target has a limit the server cannot
+    check (the converters then judge every row). The checks are the target's limits
+    (rules.limits), each rendered in SQL, less those the source's declared type already
+    guarantees (a NOT NULL column, a VARCHAR no longer than the target's, a DECIMAL with no
+    more digits): the server evaluates the rest on every row.
 
     Numbers and dates go into the line as they are: CONCAT_WS (see `copy_line`) prints
     them exactly as ``CAST(col AS CHAR)`` would, at a fraction of the cost, and their text
     never holds a character COPY must escape."""
-    rule = None if source is None else _rule_for(col, source, target)
-    if rule is None:
+    field = None if source is None else _field(col, source, target.kind)
+    if field is None or source is None:
         return None
-    field, checks = rule
-    if not target.nullable and source_nullable:  # (a key column is never nullable)
-        checks.insert(0, col.is_(None))
+    given = _Given(col, source, source_nullable)
+    checks = []
+    for limit in limits(target):
+        render = PRECHECKS.get(limit.name)
+        if render is None:
+            return None
+        check = render(given, limit)
+        if check is not None:
+            checks.append(check)
     return CopyColumn(func.ifnull(field, literal(NULL_FIELD)), checks)
 
 
-def _rule_for(col: ColumnElement[Any], source: sqltypes.TypeEngine[Any],
-              target: ColumnInfo) -> Rule | None:
+def _field(col: ColumnElement[Any], source: sqltypes.TypeEngine[Any],
+           kind: str) -> ColumnElement[Any] | None:
+    """How MySQL prints a value of `source` for a `kind` target column; None: it cannot."""
     if isinstance(source, sqltypes.String) and not isinstance(source, sqltypes.JSON):
-        return _string_rule(col, source, target)
-    if _is_bool_int(source) or _is_bit1(source):
-        return _flag_rule(col, source, target)
-    if isinstance(source, sqltypes.Integer):
-        return _integer_rule(col, source, target)
+        return escaped_text(col) if kind in ("text", "json") else None
+    if _is_bit1(source):  # 0/1, which PostgreSQL's boolean input takes
+        return col + 0 if kind == "boolean" else None
+    if isinstance(source, sqltypes.Integer):  # TINYINT(1) too
+        return col if kind in ("integer", "numeric", "boolean") else None
     if isinstance(source, sqltypes.Numeric) and not isinstance(source, sqltypes.Float):
-        return _decimal_rule(col, source, target)
+        return col if kind == "numeric" else None
     if isinstance(source, mysql.TIMESTAMP):
-        if target.kind != "timestamptz":
-            return None
         # read in a UTC session: say so, whatever the COPY session's TimeZone
-        return func.concat(col, literal("+00")), [_date_invalid(col)]
+        return func.concat(col, literal("+00")) if kind == "timestamptz" else None
     if isinstance(source, sqltypes.DateTime):
-        return (col, [_date_invalid(col)]) if target.kind in ("timestamp", "timestamptz") \
-            else None
+        return col if kind in ("timestamp", "timestamptz") else None
     if isinstance(source, sqltypes.Date):
-        return (col, [_date_invalid(col)]) if target.kind in ("date", "timestamp",
-                                                              "timestamptz") else None
+        return col if kind in ("date", "timestamp", "timestamptz") else None
     return None
 
 
-def _string_rule(col: ColumnElement[Any], source: sqltypes.TypeEngine[Any],
-                 target: ColumnInfo) -> Rule | None:
-    kind = target.kind
-    if kind not in ("text", "json"):
-        return None
-    checks: list[ColumnElement[bool]] = []
+# ---------------------------------------------------------------- each limit, in SQL
+
+
+class _Given:
+    """The source column a limit is rendered for."""
+
+    def __init__(self, col: ColumnElement[Any], source: sqltypes.TypeEngine[Any],
+                 nullable: bool) -> None:
+        self.col, self.source, self.nullable = col, source, nullable
+
+
+Check = ColumnElement[bool] | None  # None: the source's type guarantees the limit
+
+
+def _not_null(g: _Given, limit: Limit) -> Check:
+    return g.col.is_(None) if g.nullable else None
+
+
+def _max_chars(g: _Given, limit: Limit) -> Check:
     # CHAR/VARCHAR(n) and ENUM hold at most n characters (the target's unit); a SET's
     # value joins several members, TEXT's limit is in bytes
-    length = getattr(source, "length", None)
-    bounded = (not isinstance(source, sqltypes.Text | mysql.SET) and length is not None
-               and length <= target.max_length) if target.max_length else True
-    if kind == "text" and not bounded:
-        checks.append(func.char_length(col) > target.max_length)
-    if kind == "json":
-        checks.append(func.json_valid(col) == 0)
-        checks.append(func.locate(literal("\\u0000"), col) > 0)
-    return escaped_text(col), checks
+    length, limit_chars = getattr(g.source, "length", None), int(limit.arg)
+    if (not isinstance(g.source, sqltypes.Text | mysql.SET) and length is not None
+            and length <= limit_chars):
+        return None
+    return func.char_length(g.col) > limit_chars
 
 
-def _flag_rule(col: ColumnElement[Any], source: sqltypes.TypeEngine[Any],
-               target: ColumnInfo) -> Rule | None:
-    """TINYINT(1) and BIT(1): 0/1, which PostgreSQL's boolean input takes."""
-    if target.kind == "boolean":
-        if _is_bit1(source):
-            return col + 0, []
-        return col, [not_(col.in_(BOOLEAN_INTS))]
-    if target.kind in ("integer", "numeric") and not _is_bit1(source):
-        return col, []
+def _guaranteed(g: _Given, limit: Limit) -> Check:
+    """NUL: the reader reads a line holding one again as values (mysql_read); UTF-8: the
+    utf8mb4 connection gives nothing else; finite: MySQL's integers and DECIMALs are."""
     return None
 
 
-def _integer_rule(col: ColumnElement[Any], source: sqltypes.TypeEngine[Any],
-                  target: ColumnInfo) -> Rule | None:
-    lo, hi = _integer_range(source)
-    checks: list[ColumnElement[bool]] = []
-    if target.kind == "integer":
-        t_lo, t_hi = integer_bounds(target)
-        if hi > t_hi:
-            checks.append(col > _exact(t_hi))
-        if lo < t_lo:
-            checks.append(col < _exact(t_lo))
-    elif target.kind == "numeric":
-        limit = numeric_limit(target)
-        if limit is not None and max(hi, -lo) >= limit:
-            checks.append(func.abs(col) >= _exact(limit))
-    elif target.kind == "boolean":
-        checks.append(not_(col.in_(BOOLEAN_INTS)))
+def _json_valid(g: _Given, limit: Limit) -> Check:
+    return func.json_valid(g.col) == 0
+
+
+def _json_no_nul(g: _Given, limit: Limit) -> Check:
+    return func.locate(literal("\\u0000"), g.col) > 0
+
+
+def _int_range(g: _Given, limit: Limit) -> Check:
+    lo, hi = _integer_range(g.source)
+    t_lo, t_hi = limit.arg
+    above = g.col > _exact(t_hi) if hi > t_hi else None
+    below = g.col < _exact(t_lo) if lo < t_lo else None
+    if above is not None and below is not None:
+        return or_(above, below)
+    return above if above is not None else below
+
+
+def _scale(g: _Given, limit: Limit) -> Check:
+    """More places than the target keeps, unless trailing zeros."""
+    scale = getattr(g.source, "scale", None) or 0
+    if isinstance(g.source, sqltypes.Integer) or scale <= limit.arg:
+        return None
+    return g.col != func.round(g.col, limit.arg)
+
+
+def _whole_digits(g: _Given, limit: Limit) -> Check:
+    """DECIMAL(p, s) holds less than 10^(p-s), an integer type its range."""
+    if isinstance(g.source, sqltypes.Integer):
+        lo, hi = _integer_range(g.source)
+        fits = max(hi, -lo) < limit.arg
     else:
-        return None
-    return col, checks
+        precision, scale = getattr(g.source, "precision", None), getattr(g.source, "scale", 0)
+        fits = precision is not None and 10 ** (precision - (scale or 0)) <= limit.arg
+    return None if fits else func.abs(g.col) >= _exact(limit.arg)
 
 
-def _decimal_rule(col: ColumnElement[Any], source: sqltypes.Numeric[Any],
-                  target: ColumnInfo) -> Rule | None:
-    if target.kind != "numeric":
-        return None
-    checks: list[ColumnElement[bool]] = []
-    scale = source.scale or 0
-    if target.precision is not None or target.scale is not None:
-        t_scale = target.scale or 0
-        if scale > t_scale:  # more places than the target keeps, unless trailing zeros
-            checks.append(col != func.round(col, t_scale))
-        limit = numeric_limit(target)
-        # DECIMAL(p, s) holds less than 10^(p-s): no check where that fits the target
-        whole = None if source.precision is None else source.precision - scale
-        if limit is not None and (whole is None or 10 ** whole > limit):
-            checks.append(func.abs(col) >= _exact(limit))
-    return col, checks
+def _one_of(g: _Given, limit: Limit) -> Check:
+    return None if _is_bit1(g.source) else not_(g.col.in_(limit.arg))
+
+
+def _real_date(g: _Given, limit: Limit) -> Check:
+    return _date_invalid(g.col)
+
+
+# One rendering per limit name (rules.py); a limit missing here takes its column off the
+# fast path.
+PRECHECKS: dict[str, Callable[[_Given, Limit], Check]] = {
+    rules.NOT_NULL_: _not_null, rules.MAX_CHARS: _max_chars, rules.NO_NUL: _guaranteed,
+    rules.UTF8: _guaranteed, rules.JSON_VALID: _json_valid, rules.JSON_NO_NUL: _json_no_nul,
+    rules.INT_RANGE: _int_range, rules.FINITE: _guaranteed, rules.SCALE: _scale,
+    rules.WHOLE_DIGITS: _whole_digits, rules.ONE_OF: _one_of, rules.REAL_DATE: _real_date,
+}
 
 
 def copy_line(columns: list[CopyColumn]) -> ColumnElement[Any]:

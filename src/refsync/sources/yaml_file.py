@@ -40,7 +40,7 @@ from refsync.config import FileSourceConfig, TableSpec
 from refsync.errors import ConfigError, FileMissing, SchemaVersionMismatch
 from refsync.interrupts import Stoppable
 from refsync.model import Batch, Chunk, ColumnInfo, Row
-from refsync.rules import Unfit, UnfitBatch
+from refsync.reject import Unfit, UnfitBatch
 from refsync.sources.base import Read, ReadPlan, RowsRead
 from refsync.tracking import TRACKING_COLUMNS
 from refsync.transform import row_chunks

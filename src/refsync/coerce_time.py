@@ -1,24 +1,28 @@
-"""The date and time value rules: one converter per date, timestamp, timestamptz or time
-column (see rules.py for the others). A zero date, an impossible date or a time out of
-PostgreSQL's range is rejected with a reason, never changed."""
+"""Coercions for date, timestamp, timestamptz and time columns (coerce.py has the others): a
+zero date, an impossible date or a time out of PostgreSQL's range is rejected with a reason,
+never changed. Parsing is where a date proves real: a Python ``date`` always is."""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from datetime import date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from refsync.coerce import decode_utf8
 from refsync.model import ColumnInfo
-from refsync.rules import NOT_NULL, Converter, RejectValue, decode_utf8, exact_or
-
-ZERO_DATE = "zero date"
-NOT_A_DATE = "not a date"
-NOT_A_TIMESTAMP = "not a timestamp"
-HAS_TIME_PART = "has a time part"
-NOT_A_TIME = "not a time"
-TIME_RANGE = "out of range for time"
-TIMESTAMP_RANGE = "out of range for timestamp"
+from refsync.reject import (
+    HAS_TIME_PART,
+    NOT_A_DATE,
+    NOT_A_TIME,
+    NOT_A_TIMESTAMP,
+    TIME_RANGE,
+    TIMESTAMP_RANGE,
+    ZERO_DATE,
+    Converter,
+    RejectValue,
+)
 
 _DATE_RE = re.compile(r"\d{4}-\d{2}-\d{2}", re.ASCII)
 _TS_RE = re.compile(
@@ -44,15 +48,13 @@ def _parse_timestamp(s: str) -> datetime:
         raise RejectValue(NOT_A_TIMESTAMP) from None
 
 
-def date_converter(col: ColumnInfo, tz: ZoneInfo) -> Converter:
-    nullable = col.nullable
-
+def coerce_date(col: ColumnInfo, tz: ZoneInfo) -> Converter:
     def from_datetime(d: datetime) -> date:
         if d.hour or d.minute or d.second or d.microsecond:
             raise RejectValue(HAS_TIME_PART)
         return d.date()
 
-    def slow(v: Any) -> date:
+    def coerce(v: Any) -> date:
         if isinstance(v, datetime):
             return from_datetime(v)
         if isinstance(v, date):
@@ -76,12 +78,29 @@ def date_converter(col: ColumnInfo, tz: ZoneInfo) -> Converter:
                 raise RejectValue(NOT_A_DATE) from None
         raise RejectValue(NOT_A_DATE)
 
-    return exact_or(date, nullable, slow)
+    return coerce
 
 
-def timestamp_converter(col: ColumnInfo, tz: ZoneInfo) -> Converter:
+def _coerce_datetime(finish: Callable[[datetime], datetime]) -> Converter:
+    """A datetime from a datetime, a date (its midnight) or ISO text, made what the column
+    holds by `finish`."""
+
+    def coerce(v: Any) -> datetime:
+        if isinstance(v, datetime):
+            return finish(v)
+        if isinstance(v, date):
+            return finish(datetime(v.year, v.month, v.day))
+        if isinstance(v, bytes | bytearray | memoryview):
+            v = decode_utf8(v)
+        if isinstance(v, str):
+            return finish(_parse_timestamp(v))
+        raise RejectValue(NOT_A_TIMESTAMP)
+
+    return coerce
+
+
+def coerce_timestamp(col: ColumnInfo, tz: ZoneInfo) -> Converter:
     """timestamp without time zone: naive, in the source's zone."""
-    nullable = col.nullable
 
     def naive(d: datetime) -> datetime:
         if d.tzinfo is None:
@@ -91,57 +110,12 @@ def timestamp_converter(col: ColumnInfo, tz: ZoneInfo) -> Converter:
         except OverflowError:
             raise RejectValue(TIMESTAMP_RANGE) from None
 
-    def slow(v: Any) -> datetime:
-        if isinstance(v, datetime):
-            return naive(v)
-        if isinstance(v, date):
-            return datetime(v.year, v.month, v.day)
-        if isinstance(v, bytes | bytearray | memoryview):
-            v = decode_utf8(v)
-        if isinstance(v, str):
-            return naive(_parse_timestamp(v))
-        raise RejectValue(NOT_A_TIMESTAMP)
-
-    def conv(v: Any) -> Any:
-        if type(v) is datetime and v.tzinfo is None:
-            return v
-        if v is None:
-            if nullable:
-                return None
-            raise RejectValue(NOT_NULL)
-        return slow(v)
-
-    return conv
+    return _coerce_datetime(naive)
 
 
-def timestamptz_converter(col: ColumnInfo, tz: ZoneInfo) -> Converter:
+def coerce_timestamptz(col: ColumnInfo, tz: ZoneInfo) -> Converter:
     """timestamp with time zone: naive source values are wall-clock times in the source zone."""
-    nullable = col.nullable
-
-    def aware(d: datetime) -> datetime:
-        return d if d.tzinfo is not None else wall_time_in(d, tz)
-
-    def slow(v: Any) -> datetime:
-        if isinstance(v, datetime):
-            return aware(v)
-        if isinstance(v, date):
-            return wall_time_in(datetime(v.year, v.month, v.day), tz)
-        if isinstance(v, bytes | bytearray | memoryview):
-            v = decode_utf8(v)
-        if isinstance(v, str):
-            return aware(_parse_timestamp(v))
-        raise RejectValue(NOT_A_TIMESTAMP)
-
-    def conv(v: Any) -> Any:
-        if type(v) is datetime:
-            return v if v.tzinfo is not None else wall_time_in(v, tz)
-        if v is None:
-            if nullable:
-                return None
-            raise RejectValue(NOT_NULL)
-        return slow(v)
-
-    return conv
+    return _coerce_datetime(lambda d: d if d.tzinfo is not None else wall_time_in(d, tz))
 
 
 def wall_time_in(d: datetime, tz: ZoneInfo) -> datetime:
@@ -155,10 +129,9 @@ def wall_time_in(d: datetime, tz: ZoneInfo) -> datetime:
     return second if a is not None and b is not None and b < a else first
 
 
-def time_converter(col: ColumnInfo, tz: ZoneInfo) -> Converter:
-    nullable = col.nullable
+def coerce_time(col: ColumnInfo, tz: ZoneInfo) -> Converter:
 
-    def slow(v: Any) -> time:
+    def coerce(v: Any) -> time:
         if isinstance(v, timedelta):  # MySQL TIME via PyMySQL
             us = (v.days * 86_400 + v.seconds) * 1_000_000 + v.microseconds
             if not 0 <= us < _DAY_US:
@@ -180,6 +153,6 @@ def time_converter(col: ColumnInfo, tz: ZoneInfo) -> Converter:
                 raise RejectValue(NOT_A_TIME) from None
         raise RejectValue(NOT_A_TIME)
 
-    return exact_or(time, nullable, slow)
+    return coerce
 
 
