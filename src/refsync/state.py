@@ -311,18 +311,18 @@ class LastRun:
         return min(1.0, self.changed / self.read)
 
     def left_in_step(self, source_changed_at: datetime | None) -> bool:
-        """Whether the target likely still equals the source: that run ended `unchanged`, or
-        it was a full read that succeeded and the source table has not changed since
-        (`source_changed_at`: the server's last commit on it, whole seconds, None when
-        unknown); and it rejected no row (whose target stays behind its source). Only a
-        guess about cost: the digests decide."""
+        """Whether the target likely still equals the source: that run rejected no row
+        (whose target stays behind its source) and the source has not changed since its
+        read began, as far as the server tells (`source_changed_at`: its last commit on the
+        table, whole seconds; None when unknown). Unknown: an `unchanged` run is taken to
+        have left the table in step, a full read that succeeded is not. Only a guess about
+        cost: the digests decide."""
         if self.rejected or self.status not in ("ok", "unchanged"):
             return False
-        if self.status == "unchanged":
-            return True
-        return (not self.incremental and source_changed_at is not None
-                and self.source_snapshot is not None
-                and source_changed_at + timedelta(seconds=1) <= self.source_snapshot)
+        if source_changed_at is not None and self.source_snapshot is not None:
+            quiet_since = source_changed_at + timedelta(seconds=1) <= self.source_snapshot
+            return quiet_since and (self.status == "unchanged" or not self.incremental)
+        return self.status == "unchanged"
 
 
 def read_last_run(conn: Connection, table_name: str) -> LastRun | None:

@@ -17,6 +17,11 @@ READ = datetime(2026, 11, 30, 1, 0, 0, 500000, tzinfo=UTC)  # the last run's rea
     (LastRun("unchanged", 0, False, READ), None, True),
     (LastRun("unchanged", 0, True, READ), None, True),  # an unchanged incremental run too
     (LastRun("unchanged", 2, False, READ), None, False),  # rejected rows stay behind
+    # the source changed since the unchanged run's read: both passes would be paid
+    (LastRun("unchanged", 0, False, READ), READ + timedelta(seconds=3), False),
+    (LastRun("unchanged", 0, False, READ), READ.replace(microsecond=0), False),
+    (LastRun("unchanged", 0, False, READ), READ - timedelta(seconds=5), True),
+    (LastRun("unchanged", 0, False, None), READ - timedelta(seconds=5), True),  # older release
     (LastRun("ok", 0, False, READ), READ - timedelta(seconds=5), True),  # quiet since
     (LastRun("ok", 0, False, READ), READ - timedelta(seconds=1), True),
     (LastRun("ok", 0, False, READ), READ.replace(microsecond=0), False),  # that same second
