@@ -259,6 +259,8 @@ def test_a_connection_lost_in_the_whole_table_comparison_is_retried(
 
     _target(pg_url)
     _run(tmp_path, pg_url, source)
+    wait_until(lambda: _a_second_since_the_last_commit(source),
+               "the source's last commit is a whole second before the next read")
     assert _summary(_run(tmp_path, pg_url, source))["status"] == "unchanged"
     killed: list[int] = []
 

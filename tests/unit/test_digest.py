@@ -175,7 +175,11 @@ def test_key_bytes_buckets_are_the_default_and_hash_nothing() -> None:
     assert plan is not None and not plan.bucket_from_hash
     # one bucket differs per changed row (32 rows a bucket)
     assert "SHA2" not in plan.source_bucket and "sha256" not in plan.target_bucket
-    assert plan.source_bucket.count("CONV(HEX(RIGHT(") == 1 and "`name`" not in plan.source_bucket
+    assert plan.source_bucket.count("CONV(LPAD(HEX(RIGHT(") == 1
+    assert "`name`" not in plan.source_bucket
+    # the key's own bytes, not its canonical text (which frames it with its length)
+    assert "CAST(`code` AS BINARY)" in plan.source_bucket and "LENGTH" not in plan.source_bucket
+    assert "octet_length(\"code\")::text" not in plan.target_bucket
     assert plan.buckets == 50_003  # prime to 2, 3, 5 and 7: decimal codes spread evenly
     pred = target_bucket_predicate(plan, [3], alias="t")
     assert pred.endswith(" IN (3)") and 't."code"' in pred and 't."name"' not in pred

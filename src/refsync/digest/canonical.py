@@ -59,18 +59,34 @@ def _plain(src: SourceColumn, t: str) -> tuple[tuple[str, ...], str]:
 
 def _text_field(src: SourceColumn, tgt: ColumnInfo, tz: ZoneInfo | None, t: str,
                 what: str) -> FieldText:
-    s, dt = mysql_name(src.name), src.data_type.lower()
     if blank_padded(tgt.type_sql):
         return f"{what}: a blank-padded char(n) target ignores trailing spaces"
-    if dt in STRING_TYPES:
-        cs = (src.charset or "").lower()
-        val = s if cs in _UTF8_CHARSETS else f"CONVERT({s} USING utf8mb4)"
-    elif dt in INT_TYPES or dt == "decimal" or dt == "date":
-        val = s  # the row path writes str(value): the same text (ASCII)
-    else:
+    val = _text_value(src)
+    if val is None:
         return f"{what}: no text rendering both databases agree on"
     return ((f"LENGTH({val})", "':'", val),
             f"coalesce(octet_length({t})::text || ':' || {t}, ':')")
+
+
+def _text_value(src: SourceColumn) -> str | None:
+    """MySQL: the column's value as the UTF-8 text a text target holds, or None."""
+    s, dt = mysql_name(src.name), src.data_type.lower()
+    if dt in STRING_TYPES:
+        cs = (src.charset or "").lower()
+        return s if cs in _UTF8_CHARSETS else f"CONVERT({s} USING utf8mb4)"
+    if dt in INT_TYPES or dt == "decimal" or dt == "date":
+        return s  # the row path writes str(value): the same text (ASCII)
+    return None
+
+
+def key_value_bytes(src: SourceColumn, tgt: ColumnInfo, t: str) -> tuple[str, str] | None:
+    """A text key's own bytes, without its canonical framing: (MySQL binary string,
+    PostgreSQL text, whose bytes are UTF-8 in the UTF-8 database digests require). Cheaper
+    to take buckets from than the canonical text; None for a key of another kind."""
+    if tgt.kind != "text" or blank_padded(tgt.type_sql):
+        return None
+    val = _text_value(src)
+    return None if val is None else (f"CAST({val} AS BINARY)", t)
 
 
 def _integer_field(src: SourceColumn, tgt: ColumnInfo, tz: ZoneInfo | None, t: str,

@@ -43,7 +43,7 @@ Time zones
 Buckets
     A single integer key: its value modulo the bucket count. Any other one-column key
     (``bucket_by="auto"``, what ``plan_digest`` uses): the last 7 bytes of the key's
-    canonical text read as an integer, modulo a bucket count prime to 2, 3, 5 and 7 (so
+    own UTF-8 text (a text key; any other its canonical text) read as an integer, modulo a bucket count prime to 2, 3, 5 and 7 (so
     decimal codes spread evenly) -- no hash, so each side hashes each row once for its digests,
     selecting the rows of the buckets that differ costs a few byte operations per row (not
     a row hash), and a changed row stays in its bucket (one bucket differs per changed
@@ -100,6 +100,7 @@ from refsync.digest.canonical import (
     ALIAS,
     INT_TYPES,
     field_text,
+    key_value_bytes,
     mysql_name,
     pg_column,
 )
@@ -301,10 +302,13 @@ def _bare(sql: str) -> str:
     return sql.replace(ALIAS, "")
 
 
-def _key_buckets(my_key: str, pg_key: str, bucket_by: str) -> tuple[str, str, str]:
-    """(MySQL bucket, PostgreSQL bucket, a note) for a key that is not one integer."""
+def _key_buckets(my_key: str, pg_key: str, bucket_by: str,
+                 own_bytes: tuple[str, str] | None) -> tuple[str, str, str]:
+    """(MySQL bucket, PostgreSQL bucket, a note) for a key that is not one integer; from the
+    key's own bytes where it is text (`own_bytes`), else from its canonical text."""
     if bucket_by == "bytes":
-        return (_key_bytes_mysql(my_key), _key_bytes_pg(pg_key),
+        my_bytes, pg_text = own_bytes or (my_key, pg_key)
+        return (_key_bytes_mysql(my_bytes), _key_bytes_pg(pg_text),
                 "buckets: bytes of the key's text modulo the bucket count")
     return (f"CAST(CONV(LEFT(SHA2({my_key}, 256), 8), 16, 10) AS UNSIGNED)",
             f"('x' || encode(substring(sha256(convert_to({pg_key}, 'UTF8')) "
@@ -368,7 +372,8 @@ def build_digest_plan(source_columns: Sequence[SourceColumn],
         my_bucket, pg_bucket = f"({my_hash} & {_LOW63})", f"({pg_hash} & {_LOW63})"
         notes.append("buckets: the row hash modulo the bucket count")
     else:
-        my_bucket, pg_bucket, note = _key_buckets(my_key, pg_key, bucket_by)
+        own = key_value_bytes(k_src, k_tgt, pg_column(k_tgt.name)) if len(key) == 1 else None
+        my_bucket, pg_bucket, note = _key_buckets(my_key, pg_key, bucket_by, own)
         notes.append(note)
 
     bare = _bare
@@ -382,16 +387,19 @@ def build_digest_plan(source_columns: Sequence[SourceColumn],
     return plan, None
 
 
-def _key_bytes_mysql(key_text: str) -> str:
-    """The last `KEY_SLICE` bytes of the key's text read as a big-endian integer: cheap to
-    compute (no hash), and it varies where one-column codes usually differ."""
-    return f"CAST(CONV(HEX(RIGHT({key_text}, {KEY_SLICE})), 16, 10) AS UNSIGNED)"
+def _key_bytes_mysql(key_bytes: str) -> str:
+    """The last `KEY_SLICE` bytes of the key (a binary string) read as a big-endian integer:
+    cheap to compute (no hash), and it varies where one-column codes usually differ. An
+    empty key is 0, as on PostgreSQL (CONV of no digits would be NULL)."""
+    return (f"CAST(CONV(LPAD(HEX(RIGHT({key_bytes}, {KEY_SLICE})), {2 * KEY_SLICE}, '0'), "
+            f"16, 10) AS UNSIGNED)")
 
 
 def _key_bytes_pg(key_text: str) -> str:
-    """`_key_bytes_mysql` in PostgreSQL, over the same UTF-8 bytes."""
-    b = f"convert_to({key_text}, 'UTF8')"
-    tail = f"substring({b} from greatest(1, octet_length({b}) - {KEY_SLICE - 1}))"
+    """`_key_bytes_mysql` in PostgreSQL, over the same UTF-8 bytes (`octet_length` of text
+    counts them in the database's encoding, UTF-8 wherever digests run)."""
+    tail = (f"substring(convert_to({key_text}, 'UTF8') "
+            f"from greatest(1, octet_length({key_text}) - {KEY_SLICE - 1}))")
     return (f"('x' || lpad(encode({tail}, 'hex'), {2 * KEY_SLICE}, '0'))"
             f"::bit({8 * KEY_SLICE})::bigint")
 
