@@ -28,6 +28,15 @@ SERVER = ("/usr/sbin/mariadbd", "/usr/sbin/mysqld", "mariadbd")
 START_TIMEOUT_S = 60.0
 
 
+def _own_tmpdir(base: Path) -> Path:
+    """A temporary directory of the server's own: at start-up mariadbd deletes every
+    ``#sql*`` file in its tmpdir, and in the shared /tmp those are the shared server's
+    temporary tables of queries running now (their queries then fail)."""
+    tmp = base / "tmp"
+    tmp.mkdir(exist_ok=True)
+    return tmp
+
+
 def _which(candidates: Sequence[str]) -> str | None:
     for name in candidates:
         found = shutil.which(name)
@@ -59,7 +68,7 @@ def install_template(base: Path) -> Path:
     user = ["--user=root"] if os.geteuid() == 0 else []
     subprocess.run(
         [install, "--no-defaults", f"--datadir={datadir}", *user, "--skip-test-db",
-         "--auth-root-authentication-method=normal"],
+         "--auth-root-authentication-method=normal", f"--tmpdir={_own_tmpdir(base)}"],
         check=True, capture_output=True, timeout=120)
     return datadir
 
@@ -94,7 +103,8 @@ class PrivateMariaDB:
         self.process = subprocess.Popen(
             [server, "--no-defaults", f"--datadir={self.datadir}",
              f"--socket={self.socket_path}", f"--port={self.port}", "--bind-address=127.0.0.1",
-             f"--pid-file={self.base / 'mysqld.pid'}", "--skip-log-bin", "--skip-name-resolve",
+             f"--pid-file={self.base / 'mysqld.pid'}", f"--tmpdir={_own_tmpdir(self.base)}",
+             "--skip-log-bin", "--skip-name-resolve",
              "--innodb-buffer-pool-size=32M", "--innodb-log-file-size=16M",
              "--performance-schema=OFF", *user, *self.options],
             stdout=log, stderr=log)
