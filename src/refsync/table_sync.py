@@ -267,9 +267,7 @@ def compare(job: TableJob, source: Source, session: Session[Read], writer: SqlTa
               job.spec.name, len(outcome.differing), dplan.buckets,
               outcome.source_rows_differing, outcome.equal_rows)
     largest = interrupts.wait(session.call(_largest_cursor))
-    share = outcome.source_rows_differing / outcome.source_rows if outcome.source_rows else 1.0
-    only = (Selection(dplan, outcome.differing, share, outcome.source_rows)
-            if outcome.differing else None)
+    only = Selection(dplan, outcome.differing) if outcome.differing else None
     return Comparison(only, outcome.equal_rows, largest,
                       digest.target_bucket_predicate(dplan, outcome.differing), timings)
 

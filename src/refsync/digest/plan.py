@@ -43,8 +43,9 @@ Time zones
 Buckets
     A single integer key: its value modulo the bucket count. Any other one-column key
     (``bucket_by="auto"``, what ``plan_digest`` uses): the last 7 bytes of the key's
-    own UTF-8 text (a text key; any other its canonical text) read as an integer, modulo a bucket count prime to 2, 3, 5 and 7 (so
-    decimal codes spread evenly) -- no hash, so each side hashes each row once for its digests,
+    own UTF-8 text (a text key; any other its canonical text) read as an integer, modulo a
+    bucket count prime to 2, 3, 5 and 7 (so decimal codes spread evenly) -- no hash, so
+    each side hashes each row once for its digests,
     selecting the rows of the buckets that differ costs a few byte operations per row (not
     a row hash), and a changed row stays in its bucket (one bucket differs per changed
     row). Keys that end in the same 7 bytes share a bucket: skewed buckets cost reading more

@@ -44,13 +44,11 @@ class ReadPlan:
 
 @dataclass(frozen=True)
 class Selection:
-    """The part of a table a read is limited to: the rows of the digest buckets that differ
-    (`share` of the table's `total` rows), as the comparison found them."""
+    """The part of a table a read is limited to: the rows of the digest buckets that differ,
+    as the comparison found them."""
 
     plan: DigestPlan
     differing: list[int]
-    share: float
-    total: int
 
 
 class Read(Protocol):

@@ -111,12 +111,10 @@ class CopyPlan:
 
 
 
-def _walk_size(limit: int, share: float, cap: int | None) -> int:
-    """Rows a range walks to read about `limit`: a filtered read walks further for the same
-    rows read; after an overflow the walk holds at most half the rows read (`cap`), so the
+def _walk_size(limit: int, cap: int | None) -> int:
+    """Rows a range reads: after an overflow at most half the rows read (`cap`), so the
     retry always shrinks."""
-    walked = limit if share >= 1 else min(int(limit / share) + 1, 1 << 62)
-    return walked if cap is None else min(walked, cap)
+    return limit if cap is None else min(limit, cap)
 
 
 class MySQLRead:
@@ -156,8 +154,6 @@ class MySQLRead:
     def chunks(self, only: Selection | None = None) -> Iterator[Chunk]:
         """The rows (of `only`'s buckets), on the plan's path."""
         rows, params = self.src.select(self.since)
-        walk = rows
-        share, total = 1.0, None
         if only is not None:
             from refsync.digest import source_bucket_predicate
 
@@ -168,23 +164,24 @@ class MySQLRead:
                     self.conn.exec_driver_sql(
                         "SET SESSION in_predicate_conversion_threshold = 0")
             rows = rows.where(text(source_bucket_predicate(only.plan, only.differing)))
-            share, total = max(only.share, 1e-6), only.total
         copy = self.plan.copy
         if copy is None:
             batches = self.src._batches_on(self.conn, self.results, self.since, stmt=rows)
             yield from row_chunks((self.src._as_values(b) for b in batches),
                                   cursor=self.src.cursor_column is not None)
-        elif copy.key is None:
+        elif copy.key is None or only is not None:
             yield from self._streamed_text(rows, params, copy)
         else:
-            yield from self._ranged_text(walk, rows, params, copy, share, total)
+            yield from self._ranged_text(rows, params, copy)
 
     def _streamed_text(self, rows: Select[Any], params: dict[str, Any],
                        plan: CopyPlan) -> Iterator[Chunk]:
-        """A table without a one-column key: its COPY lines in ONE streaming statement inside
-        the snapshot, `batch_size` lines a chunk, fetched straight from the driver's cursor
-        (no result rows built). The rows the pre-check flags (or that hold a NUL) are left
-        out and read at the end as values, in a second statement of the same snapshot."""
+        """A table without a one-column key, or the rows of the parts a comparison found
+        different (one scan of the table, no walk over its keys): their COPY lines in ONE
+        streaming statement inside the snapshot, `batch_size` lines a chunk, fetched
+        straight from the driver's cursor (no result rows built). The rows the pre-check
+        flags (or that hold a NUL) are left out and read at the end as values, in a second
+        statement of the same snapshot."""
         line, flag = plan.line, plan.flag
         cursor: list[Any] = ([column(core_name(self.src.cursor_column)).label("cur")]
                              if self.src.cursor_column else [])
@@ -263,12 +260,10 @@ class MySQLRead:
                             f"source server's max_allowed_packet ({packet} bytes)",
                             hint="raise max_allowed_packet on the source MySQL server")
 
-    def _ranged_text(self, walk: Select[Any], rows: Select[Any],
-                     params: dict[str, Any], plan: CopyPlan, share: float,
-                     total: int | None) -> Iterator[Chunk]:
+    def _ranged_text(self, rows: Select[Any], params: dict[str, Any],
+                     plan: CopyPlan) -> Iterator[Chunk]:
         """Key ranges of `batch_size` rows (fewer where they would not fit the packet), each
-        aggregated by the server into one fetched row of COPY text. The bounds walk the key
-        of `walk` (every row of the read), whatever part of it `rows` reads.
+        aggregated by the server into one fetched row of COPY text.
 
         A chunk is sized by bytes too: it must fit max_allowed_packet, or GROUP_CONCAT
         returns NULL. The first size comes from the table's average row length, the next
@@ -285,22 +280,19 @@ class MySQLRead:
         while True:
             more = after is not None
             args = {**params, "after": after} if more else dict(params)
-            walked = _walk_size(limit, share, cap)
-            if not more and total is not None and walked >= total:
-                upto = None  # all of it in one range: no walk over the keys
-            else:
-                upto = conn.execute(build_chunk_bounds(
-                    walk, key, key_type, after_given=more, limit=walked), args).scalar()
+            walked = _walk_size(limit, cap)
+            upto = conn.execute(build_chunk_bounds(
+                rows, key, key_type, after_given=more, limit=walked), args).scalar()
             last = upto is None  # fewer rows remain: read them all
             if not last:
                 args["upto"] = upto
             text_, count, flagged, high = conn.execute(chunk_sql[more, not last],
                                                        args).one()
-            if not last and (count > walked or (count < walked and walk is rows)):
+            if not last and count != walked:
                 raise QueryFailure(  # cannot happen inside one snapshot
                     f"{self.src.where_text}: a chunk of {walked} rows came back as {count}",
                     hint="rerun; report it if it happens again")
-            if not count:  # none of this range's rows is in a part that differs
+            if not count:  # an empty table
                 pass
             elif text_ is None or text_.count(b"\n") + 1 != count:
                 if count == 1:
