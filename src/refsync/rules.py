@@ -242,20 +242,24 @@ class Kind:
     limits: Callable[[ColumnInfo], list[Limit]]
 
 
+def _fixed(coercion: Converter) -> Callable[[ColumnInfo, ZoneInfo], Converter]:
+    return lambda col, tz: coercion
+
+
 KINDS: dict[str, Kind] = {
-    "text": Kind(str, c.coerce_text, _text),
+    "text": Kind(str, _fixed(c.to_text), _text),
     "integer": Kind(int, c.coerce_integer, lambda col: [_int_range(col)]),
-    "numeric": Kind(Decimal, c.coerce_numeric, _numeric),
-    "float": Kind(float, c.coerce_float, lambda col: [Limit(FINITE, None, _finite_float)]),
-    "boolean": Kind(bool, c.coerce_boolean, lambda col: [Limit(ONE_OF, c.BOOLEAN_INTS)]),
+    "numeric": Kind(Decimal, _fixed(c.to_numeric), _numeric),
+    "float": Kind(float, _fixed(c.to_float), lambda col: [Limit(FINITE, None, _finite_float)]),
+    "boolean": Kind(bool, _fixed(c.to_boolean), lambda col: [Limit(ONE_OF, c.BOOLEAN_INTS)]),
     "date": Kind(date, ct.coerce_date, _real_date),
     "timestamp": Kind(None, ct.coerce_timestamp, _real_date),
     "timestamptz": Kind(None, ct.coerce_timestamptz, _real_date),
     "time": Kind(time, ct.coerce_time, _nothing),
-    "json": Kind(str, c.coerce_json, _json),
-    "uuid": Kind(None, c.coerce_uuid, _nothing),
-    "bytes": Kind(bytes, c.coerce_bytes, _nothing),
-    "other": Kind(None, c.coerce_other, _nothing),
+    "json": Kind(str, _fixed(c.to_json), _json),
+    "uuid": Kind(None, _fixed(c.to_uuid), _nothing),
+    "bytes": Kind(bytes, _fixed(c.to_bytes), _nothing),
+    "other": Kind(None, _fixed(c.unchanged), _nothing),
 }
 
 
