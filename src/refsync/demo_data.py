@@ -719,6 +719,7 @@ def reference_tables_postgres_ddl(schema: str = "business") -> str:
     have the DEMO_TARGET_TYPES. `deploy/sql/reference_tables.sql` is this text."""
     from refsync import ddl
     from refsync.config import ReferenceSyncConfig
+    from refsync.targets import pg_ddl
 
     doc = yaml.safe_load(demo_config_text("sqlite:///legacy.sqlite", "product_lines.yml"))
     specs = ReferenceSyncConfig.model_validate(doc["reference_sync"]).tables
@@ -728,4 +729,4 @@ def reference_tables_postgres_ddl(schema: str = "business") -> str:
         shape = ddl.SourceShape(list(types), types)
         tables.append(ddl.target_table(spec, shape, schema,
                                        ddl.reference_columns(spec, specs, shape.columns)))
-    return ddl.postgres_script(tables)
+    return pg_ddl.script(tables)
