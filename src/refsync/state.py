@@ -1,5 +1,6 @@
 """The one home for refsync's own tables: `sync_state` (one row a table) and `sync_runs` (one
-row per table per run). Schema `refsync` on PostgreSQL, a `refsync_` prefix on SQLite."""
+row per table per run). Schema `refsync` on PostgreSQL, a `refsync_` prefix on SQLite. The
+statements are SQLAlchemy Core; the SQL text they need is `targets.state_sql`'s."""
 
 from __future__ import annotations
 
