@@ -352,13 +352,9 @@ class Runner:
                 raise mismatch
             assert columns is not None
             self._sync_with_retries(target, spec, columns, res, origin)
-        except DeadlinePassed as exc:  # rolled back; the run stops after this table
+        except Interrupted as exc:  # a signal or the deadline: rolled back, the run stops
             self._signum = exc.signum
             self._fail(res, exc)
-        except Interrupted as exc:
-            self._signum = exc.signum
-            self._fail(res, exc)
-            res.status = "interrupted"
         except RefsyncError as exc:
             self._fail(res, exc)
             if exc.side == "target":
@@ -409,12 +405,7 @@ class Runner:
         res.hint = exc.hint or None
         if isinstance(exc, InvalidRows) and exc.rejects:
             res.rejects = exc.rejects
-        if exc.error_class == "guarded":
-            res.status = "guarded"
-        elif exc.error_class in ("file_missing", "schema_version"):
-            res.status = "skipped"
-        else:
-            res.status = "failed"
+        res.status = exc.table_status
 
     def _record_failure(self, target: SqlTarget, res: TableResult, started: datetime,
                         finished: datetime) -> None:

@@ -7,6 +7,7 @@ The only module (with render.py) that knows about Typer and Rich. Exit codes (DE
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import sys
@@ -206,8 +207,9 @@ class Context:
         return loaded
 
 
-def _context(tctx: typer.Context, config: Path | None, env_file: Path | None, as_json: bool,
-             log_format: LogFormat | None, verbose: int, quiet: bool) -> Context:
+def _context(tctx: typer.Context, config: Path | None = None, env_file: Path | None = None,
+             as_json: bool = False, log_format: LogFormat | None = None, verbose: int = 0,
+             quiet: bool = False) -> Context:
     """Options after the command win; those before it fill in the rest."""
     common = tctx.meta.get("refsync.common") or Common()
     fmt = log_format or common.log_format or LogFormat.text
@@ -263,6 +265,38 @@ def _print_json(doc: dict[str, Any]) -> None:
     sys.stdout.flush()
 
 
+def _common_options(config: ConfigOpt = None, env_file: EnvFileOpt = None,
+                    as_json: JsonOpt = False, log_format: LogFormatOpt = None,
+                    verbose: VerboseOpt = 0, quiet: QuietOpt = False) -> None:
+    """The common options as every command takes them after its own (only the signature
+    counts: `_command` appends its parameters)."""
+
+
+def _command(name: str | None = None, *, without: tuple[str, ...] = (),
+             ) -> Callable[[Callable[..., int]], Callable[..., None]]:
+    """Register `body(ctx, <its own options>) -> exit code` as the command `name`: its own
+    options, then the common ones (but those `without`), read together with those given
+    before the command (`_context`); `_run` maps its errors to exit codes."""
+    common = [p for p in inspect.signature(_common_options, eval_str=True).parameters.values()
+              if p.name not in without]
+    click_context = inspect.Parameter("tctx", inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                                      annotation=typer.Context)
+
+    def register(body: Callable[..., int]) -> Callable[..., None]:
+        own = list(inspect.signature(body, eval_str=True).parameters.values())[1:]
+
+        def command(tctx: typer.Context, **options: Any) -> None:
+            ctx = _context(tctx, **{p.name: options.pop(p.name) for p in common})
+            _run(ctx, lambda: body(ctx, **options))
+
+        signature = inspect.Signature([click_context, *own, *common])
+        command.__signature__ = signature  # type: ignore[attr-defined]
+        command.__name__, command.__doc__ = body.__name__, body.__doc__
+        return app.command(name, cls=_Command)(command)
+
+    return register
+
+
 def _sync_command(ctx: Context, metrics_file: Path | None = None, **kwargs: Any) -> int:
     from refsync import alerting, api
 
@@ -296,47 +330,35 @@ def _sync_command(ctx: Context, metrics_file: Path | None = None, **kwargs: Any)
     return result.exit_code
 
 
-@app.command(cls=_Command)
-def plan(tctx: typer.Context, tables: TablesOpt = None, full: FullOpt = False,
-         config: ConfigOpt = None, env_file: EnvFileOpt = None, as_json: JsonOpt = False,
-         log_format: LogFormatOpt = None, verbose: VerboseOpt = 0,
-         quiet: QuietOpt = False) -> None:
+@_command()
+def plan(ctx: Context, tables: TablesOpt = None, full: FullOpt = False) -> int:
     """Show what a sync would do per table; write nothing, take no lock."""
-    ctx = _context(tctx, config, env_file, as_json, log_format, verbose, quiet)
-    _run(ctx, lambda: _sync_command(ctx, tables=tables, plan_only=True, full=full))
+    return _sync_command(ctx, tables=tables, plan_only=True, full=full)
 
 
-@app.command(cls=_Command)
-def sync(tctx: typer.Context, tables: TablesOpt = None, plan_only: PlanOnlyOpt = False,
+@_command()
+def sync(ctx: Context, tables: TablesOpt = None, plan_only: PlanOnlyOpt = False,
          full: FullOpt = False, allow_mass_delete: MassDeleteOpt = False,
-         force: ForceOpt = False, metrics_file: MetricsOpt = None,
-         config: ConfigOpt = None, env_file: EnvFileOpt = None, as_json: JsonOpt = False,
-         log_format: LogFormatOpt = None, verbose: VerboseOpt = 0,
-         quiet: QuietOpt = False) -> None:
+         force: ForceOpt = False, metrics_file: MetricsOpt = None) -> int:
     """Sync every enabled table (or those named) in dependency order."""
-    ctx = _context(tctx, config, env_file, as_json, log_format, verbose, quiet)
-    _run(ctx, lambda: _sync_command(ctx, metrics_file, tables=tables, plan_only=plan_only,
-                                    full=full, allow_mass_delete=allow_mass_delete, force=force))
+    return _sync_command(ctx, metrics_file, tables=tables, plan_only=plan_only, full=full,
+                         allow_mass_delete=allow_mass_delete, force=force)
 
 
-@app.command("sync-table", cls=_Command)
-def sync_table(tctx: typer.Context,
+@_command("sync-table")
+def sync_table(ctx: Context,
                name: Annotated[str, typer.Argument(
                    metavar="NAME", help="The table's name or target_table.", show_default=False)],
                full: FullOpt = False, plan_only: PlanOnlyOpt = False,
                allow_mass_delete: MassDeleteOpt = False, force: ForceOpt = False,
-               metrics_file: MetricsOpt = None,
-               config: ConfigOpt = None, env_file: EnvFileOpt = None, as_json: JsonOpt = False,
-               log_format: LogFormatOpt = None, verbose: VerboseOpt = 0,
-               quiet: QuietOpt = False) -> None:
+               metrics_file: MetricsOpt = None) -> int:
     """Rerun one table now."""
-    ctx = _context(tctx, config, env_file, as_json, log_format, verbose, quiet)
-    _run(ctx, lambda: _sync_command(ctx, metrics_file, tables=[name], plan_only=plan_only,
-                                    full=full, allow_mass_delete=allow_mass_delete, force=force))
+    return _sync_command(ctx, metrics_file, tables=[name], plan_only=plan_only, full=full,
+                         allow_mass_delete=allow_mass_delete, force=force)
 
 
-@app.command(cls=_Command)
-def status(tctx: typer.Context, tables: TablesOpt = None,
+@_command()
+def status(ctx: Context, tables: TablesOpt = None,
            runs: Annotated[int, typer.Option(
                "--runs", min=0, metavar="N", help="How many runs to list.")] = 20,
            no_fail: Annotated[bool, typer.Option(
@@ -344,55 +366,44 @@ def status(tctx: typer.Context, tables: TablesOpt = None,
            = False,
            only_problems: Annotated[bool, typer.Option(
                "--problems", metavar="", help="Print only what needs a look, one line each "
-               "(nothing when all is well).")] = False,
-           config: ConfigOpt = None, env_file: EnvFileOpt = None, as_json: JsonOpt = False,
-           log_format: LogFormatOpt = None, verbose: VerboseOpt = 0,
-           quiet: QuietOpt = False) -> None:
+               "(nothing when all is well).")] = False) -> int:
     """Each table's last run, watermark and error; then the last runs.
 
     Exits 1 when a table's last run failed, a table never succeeded, or its last success is
     older than 26 hours (a missed night), so cron or a monitor can alert on it; --no-fail
     keeps 0.
     """
-    ctx = _context(tctx, config, env_file, as_json, log_format, verbose, quiet)
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
 
-    def body() -> int:
-        from datetime import datetime
-        from zoneinfo import ZoneInfo
+    from refsync import alerting
+    from refsync import report as reports
 
-        from refsync import alerting
-        from refsync import report as reports
+    settings = ctx.settings()
+    loaded = ctx.config(settings)
+    zone = ZoneInfo(loaded.section.timezone)
+    report = reports.status(loaded, settings, tables=tables, runs=runs)
+    problems = (alerting.status_problems(report, datetime.now(zone))
+                + reports.env_file_problems(ctx.env_file))
+    # a switched-off sync is not expected to run: nothing to alert on
+    expected = reports.disabled_reason(loaded, settings) is None
+    code = 1 if problems and expected and not no_fail else 0
+    report = {**report, "timezone": loaded.section.timezone, "problems": problems,
+              "exit_code": code}
+    if ctx.as_json:
+        _print_json(report)
+    elif only_problems:
+        lines = reports.problem_lines(report, datetime.now(zone))
+        sys.stdout.write("".join(f"{line}\n" for line in lines))
+    else:
+        from refsync import render
 
-        settings = ctx.settings()
-        loaded = ctx.config(settings)
-        zone = ZoneInfo(loaded.section.timezone)
-        report = reports.status(loaded, settings, tables=tables, runs=runs)
-        problems = (alerting.status_problems(report, datetime.now(zone))
-                    + reports.env_file_problems(ctx.env_file))
-        # a switched-off sync is not expected to run: nothing to alert on
-        expected = reports.disabled_reason(loaded, settings) is None
-        code = 1 if problems and expected and not no_fail else 0
-        report = {**report, "timezone": loaded.section.timezone, "problems": problems,
-                  "exit_code": code}
-        if ctx.as_json:
-            _print_json(report)
-        elif only_problems:
-            lines = reports.problem_lines(report, datetime.now(zone))
-            sys.stdout.write("".join(f"{line}\n" for line in lines))
-        else:
-            from refsync import render
-
-            render.print_status(report)
-        return code
-
-    _run(ctx, body)
+        render.print_status(report)
+    return code
 
 
-@app.command(cls=_Command)
-def verify(tctx: typer.Context, tables: TablesOpt = None, metrics_file: MetricsOpt = None,
-           config: ConfigOpt = None, env_file: EnvFileOpt = None, as_json: JsonOpt = False,
-           log_format: LogFormatOpt = None, verbose: VerboseOpt = 0,
-           quiet: QuietOpt = False) -> None:
+@_command()
+def verify(ctx: Context, tables: TablesOpt = None, metrics_file: MetricsOpt = None) -> int:
     """Compare each table's source with its target's authoritative rows; read-only.
 
     By digests computed inside both databases: per table the source rows, the target's
@@ -403,117 +414,89 @@ def verify(tctx: typer.Context, tables: TablesOpt = None, metrics_file: MetricsO
     unsupported, with the reason, and does not fail the check. Takes no lock and writes
     nothing to a database; --metrics-file adds its result to the textfile metrics.
     """
-    ctx = _context(tctx, config, env_file, as_json, log_format, verbose, quiet)
+    from refsync.verify import verify as verify_tables
 
-    def body() -> int:
-        from refsync.verify import verify as verify_tables
+    settings = ctx.settings()
+    report = verify_tables(ctx.config(settings), settings, tables=tables)
+    metrics = metrics_file or settings.reference_sync_metrics_file
+    if metrics is not None:  # beside the sync's lines, which stay
+        from refsync.alerting import write_verify_metrics
 
-        settings = ctx.settings()
-        report = verify_tables(ctx.config(settings), settings, tables=tables)
-        metrics = metrics_file or settings.reference_sync_metrics_file
-        if metrics is not None:  # beside the sync's lines, which stay
-            from refsync.alerting import write_verify_metrics
+        write_verify_metrics(metrics, report)
+    if ctx.as_json:
+        _print_json(report.as_json())
+    else:
+        from refsync import render
 
-            write_verify_metrics(metrics, report)
-        if ctx.as_json:
-            _print_json(report.as_json())
-        else:
-            from refsync import render
-
-            render.print_verify(report)
-        return report.exit_code
-
-    _run(ctx, body)
+        render.print_verify(report)
+    return report.exit_code
 
 
-@app.command("init-db", cls=_Command)
-def init_db(tctx: typer.Context,
+@_command("init-db")
+def init_db(ctx: Context,
             create_tables: Annotated[bool, typer.Option(
                 "--create-tables", metavar="",
                 help="Also create missing target tables from the config.")] = False,
             print_sql: Annotated[bool, typer.Option(
                 "--print-sql", metavar="", help="Print the SQL --create-tables would apply "
-                "to every configured table (PostgreSQL), and change nothing.")] = False,
-            config: ConfigOpt = None, env_file: EnvFileOpt = None, as_json: JsonOpt = False,
-            log_format: LogFormatOpt = None, verbose: VerboseOpt = 0,
-            quiet: QuietOpt = False) -> None:
+                "to every configured table (PostgreSQL), and change nothing.")] = False) -> int:
     """Create refsync's state tables (and, with --create-tables, missing target tables)."""
-    ctx = _context(tctx, config, env_file, as_json, log_format, verbose, quiet)
+    from refsync import api
 
-    def body() -> int:
-        from refsync import api
+    settings = ctx.settings()
+    if print_sql:
+        from refsync.ddl import print_sql as render_sql
 
-        settings = ctx.settings()
-        if print_sql:
-            from refsync.ddl import print_sql as render_sql
-
-            sys.stdout.write(render_sql(ctx.config(settings), settings))
-            return 0
-        actions = api.init_db(ctx.config(settings), settings, create_tables=create_tables)
-        if ctx.as_json:
-            _print_json({"exit_code": 0, "actions": actions})
-        else:
-            from refsync import render
-
-            render.print_lines(actions)
+        sys.stdout.write(render_sql(ctx.config(settings), settings))
         return 0
+    actions = api.init_db(ctx.config(settings), settings, create_tables=create_tables)
+    if ctx.as_json:
+        _print_json({"exit_code": 0, "actions": actions})
+    else:
+        from refsync import render
 
-    _run(ctx, body)
+        render.print_lines(actions)
+    return 0
 
 
-@app.command(cls=_Command)
-def schedule(tctx: typer.Context,
+@_command()
+def schedule(ctx: Context,
              cron_d: Annotated[str | None, typer.Option(
                  "--cron-d", metavar="USER", show_default=False,
                  help="Print the lines for /etc/cron.d, running as USER (default: the lines "
-                 "for a user's crontab, without a user field).")] = None,
-             config: ConfigOpt = None, env_file: EnvFileOpt = None, as_json: JsonOpt = False,
-             log_format: LogFormatOpt = None, verbose: VerboseOpt = 0,
-             quiet: QuietOpt = False) -> None:
+                 "for a user's crontab, without a user field).")] = None) -> int:
     """The configured schedule, its next fire times, and the crontab line for this host."""
-    ctx = _context(tctx, config, env_file, as_json, log_format, verbose, quiet)
+    from refsync.schedule import host_zone, schedule_report
 
-    def body() -> int:
-        from refsync.schedule import host_zone, schedule_report
+    settings = ctx.settings()
+    report = schedule_report(ctx.config(settings).section, host_zone(), cron_d_user=cron_d)
+    if ctx.as_json:
+        _print_json(report)
+    else:
+        from refsync import render
 
-        settings = ctx.settings()
-        report = schedule_report(ctx.config(settings).section, host_zone(), cron_d_user=cron_d)
-        if ctx.as_json:
-            _print_json(report)
-        else:
-            from refsync import render
-
-            render.print_schedule(report)
-        return 0
-
-    _run(ctx, body)
+        render.print_schedule(report)
+    return 0
 
 
-@app.command(cls=_Command)
-def demo(tctx: typer.Context,
+@_command(without=("config", "env_file"))
+def demo(ctx: Context,
          directory: Annotated[Path, typer.Option(
              "--dir", metavar="DIR", help="Where to build the demo.")] = Path("refsync-demo"),
          rows: Annotated[int, typer.Option(
-             "--rows", min=10, metavar="N", help="Rows per legacy table.")] = 10_000,
-         as_json: JsonOpt = False, log_format: LogFormatOpt = None, verbose: VerboseOpt = 0,
-         quiet: QuietOpt = False) -> None:
+             "--rows", min=10, metavar="N", help="Rows per legacy table.")] = 10_000) -> int:
     """Build a SQLite legacy database and warehouse, then run the real engine on them."""
-    ctx = _context(tctx, None, None, as_json, log_format, verbose, quiet)
+    from zoneinfo import ZoneInfo
 
-    def body() -> int:
-        from zoneinfo import ZoneInfo
+    from refsync import render
+    from refsync.demo import run_demo
+    from refsync.logs import set_display_zone
 
-        from refsync import render
-        from refsync.demo import run_demo
-        from refsync.logs import set_display_zone
-
-        set_display_zone(ZoneInfo("Asia/Shanghai"))  # the demo config's `timezone`
-        code, doc = run_demo(directory, rows, None if ctx.as_json else render.DemoPrinter())
-        if ctx.as_json:
-            _print_json(doc)
-        return code
-
-    _run(ctx, body)
+    set_display_zone(ZoneInfo("Asia/Shanghai"))  # the demo config's `timezone`
+    code, doc = run_demo(directory, rows, None if ctx.as_json else render.DemoPrinter())
+    if ctx.as_json:
+        _print_json(doc)
+    return code
 
 
 def main() -> None:

@@ -11,12 +11,14 @@ import os
 import re
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     SecretStr,
@@ -70,12 +72,9 @@ class Settings(BaseSettings):
         if value is None or not value.strip():
             return configured
         try:
-            limit = parse_duration(value)
+            return positive_duration(value)
         except ValueError as exc:
             raise ConfigError(f"WDH_REFERENCE_SYNC_MAX_RUN_TIME: {exc}") from None
-        if limit <= timedelta(0):
-            raise ConfigError("WDH_REFERENCE_SYNC_MAX_RUN_TIME: must be more than 0")
-        return limit
 
 
 def load_settings(env_file: Path | None = None) -> Settings:
@@ -140,6 +139,23 @@ def parse_size(value: Any) -> int:
     return int(float(match[1]) * 1024 ** " kmg".index(match[2].lower() or " "))
 
 
+def known_zone(name: str) -> str:
+    """A time zone name the zone database knows (`Asia/Shanghai`, `UTC`)."""
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown time zone {name!r}") from None
+    return name
+
+
+# settings written as text in the YAML (`lookback: 2h`, `max_yaml_bytes: 64MB`); each field
+# declared `X | None` takes None as it is
+Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+PositiveDuration = Annotated[timedelta, BeforeValidator(positive_duration)]
+ByteSize = Annotated[int, BeforeValidator(parse_size)]
+ZoneName = Annotated[str, AfterValidator(known_zone)]
+
+
 class RetryPolicy(_Strict):
     attempts: int = Field(3, ge=0, le=20, description="retries after the first try")
     backoff: list[float] = Field(default_factory=lambda: [2.0, 4.0, 8.0], min_length=1)
@@ -160,39 +176,15 @@ class TableOptions(_Strict):
     retry: RetryPolicy = Field(default_factory=RetryPolicy)
     max_delete_ratio: float = Field(0.5, ge=0, le=1)
     on_invalid: Literal["fail", "skip"] = "fail"
-    lookback: timedelta = timedelta(0)
-    lock_timeout: timedelta = timedelta(minutes=5)  # waiting for a target table lock
-    statement_timeout: timedelta = timedelta(0)  # 0: none, whatever the role says
-    source_timezone: str = "Asia/Shanghai"
-    max_yaml_bytes: int = Field(64 * 1024 * 1024, ge=1)  # a larger config_file is refused
-    full_every: timedelta | None = None  # incremental tables: read in full this often
+    lookback: Duration = timedelta(0)
+    lock_timeout: Duration = timedelta(minutes=5)  # waiting for a target table lock
+    statement_timeout: Duration = timedelta(0)  # 0: none, whatever the role says
+    source_timezone: ZoneName = "Asia/Shanghai"
+    max_yaml_bytes: ByteSize = Field(64 * 1024 * 1024, ge=1)  # a larger config_file is refused
+    full_every: PositiveDuration | None = None  # incremental tables: read in full this often
     # a full re-sync compares digests first (auto: when it is cheaper than reading all; off:
     # always read, stage and diff everything)
     digests: Literal["auto", "off"] = "auto"
-
-    @field_validator("lookback", "lock_timeout", "statement_timeout", mode="before")
-    @classmethod
-    def _lookback(cls, v: Any) -> timedelta:
-        return parse_duration(v)
-
-    @field_validator("full_every", mode="before")
-    @classmethod
-    def _full_every(cls, v: Any) -> timedelta | None:
-        return None if v is None else positive_duration(v)
-
-    @field_validator("max_yaml_bytes", mode="before")
-    @classmethod
-    def _size(cls, v: Any) -> int:
-        return parse_size(v)
-
-    @field_validator("source_timezone")
-    @classmethod
-    def _zone(cls, v: str) -> str:
-        try:
-            ZoneInfo(v)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown time zone {v!r}") from None
-        return v
 
 
 class MySQLPool(_Strict):
@@ -301,12 +293,12 @@ class TableSpec(_Strict):
     retry: RetryPolicy | None = None
     max_delete_ratio: float | None = Field(None, ge=0, le=1)
     on_invalid: Literal["fail", "skip"] | None = None
-    lookback: timedelta | None = None
-    lock_timeout: timedelta | None = None
-    statement_timeout: timedelta | None = None
-    source_timezone: str | None = None
-    max_yaml_bytes: int | None = Field(None, ge=1)
-    full_every: timedelta | None = None
+    lookback: Duration | None = None
+    lock_timeout: Duration | None = None
+    statement_timeout: Duration | None = None
+    source_timezone: ZoneName | None = None
+    max_yaml_bytes: ByteSize | None = Field(None, ge=1)
+    full_every: PositiveDuration | None = None
     digests: Literal["auto", "off"] | None = None
     # filled in by ReferenceSyncConfig from `defaults` + the overrides above
     options: TableOptions = Field(default_factory=TableOptions, exclude=True)
@@ -327,30 +319,10 @@ class TableSpec(_Strict):
             return model.model_validate(v)
         return v
 
-    @field_validator("source_timezone")
-    @classmethod
-    def _zone(cls, v: str | None) -> str | None:
-        return None if v is None else TableOptions._zone(v)
-
     @field_validator("primary_key", mode="before")
     @classmethod
     def _key_list(cls, v: Any) -> Any:
         return [v] if isinstance(v, str) else v
-
-    @field_validator("lookback", "lock_timeout", "statement_timeout", mode="before")
-    @classmethod
-    def _lookback(cls, v: Any) -> timedelta | None:
-        return None if v is None else parse_duration(v)
-
-    @field_validator("max_yaml_bytes", mode="before")
-    @classmethod
-    def _size(cls, v: Any) -> int | None:
-        return None if v is None else parse_size(v)
-
-    @field_validator("full_every", mode="before")
-    @classmethod
-    def _full_every(cls, v: Any) -> timedelta | None:
-        return None if v is None else positive_duration(v)
 
     @model_validator(mode="after")
     def _consistent(self) -> TableSpec:
@@ -414,24 +386,11 @@ class ReferenceSyncConfig(_Strict):
 
     enabled: bool = True
     schedule: str = "0 1 * * *"
-    timezone: str = "Asia/Shanghai"
+    timezone: ZoneName = "Asia/Shanghai"
     defaults: TableOptions = Field(default_factory=TableOptions)
     legacy_mysql: MySQLPool = Field(default_factory=MySQLPool)
     tables: list[TableSpec] = Field(default_factory=list)
-    max_run_time: timedelta = timedelta(hours=4)  # the run deadline (DESIGN 4.9)
-
-    @field_validator("max_run_time", mode="before")
-    @classmethod
-    def _deadline(cls, v: Any) -> timedelta:
-        limit = parse_duration(v)
-        if limit <= timedelta(0):
-            raise ValueError("must be more than 0")
-        return limit
-
-    @field_validator("timezone")
-    @classmethod
-    def _zone(cls, v: str) -> str:
-        return TableOptions._zone(v)
+    max_run_time: PositiveDuration = timedelta(hours=4)  # the run deadline (DESIGN 4.9)
 
     @field_validator("schedule")
     @classmethod

@@ -1,9 +1,10 @@
 """Target table definitions: what `init-db --create-tables` creates and `--print-sql` prints.
 
 One definition serves both: `target_table` builds the table (key, mapped columns, the four
-tracking columns, the `ix_*` indexes) and `postgres_statements` renders it as the idempotent
+tracking columns, the `ix_*` indexes) and `targets.pg_ddl` renders it as the idempotent
 SQL that `--create-tables` runs on PostgreSQL, `--print-sql` prints, and
-`deploy/sql/reference_tables.sql` holds for the seed's tables.
+`deploy/sql/reference_tables.sql` holds for the seed's tables; on SQLite, SQLAlchemy creates
+the same table.
 
 A column's type is the one its mapping declares (`type: varchar(20)`), else the source's
 where it can tell (a reflected SQL table), else TEXT. Created columns copy the source's
@@ -22,20 +23,11 @@ from sqlalchemy.dialects import postgresql
 
 from refsync.config import DECLARABLE_TYPES, LoadedConfig, Settings, TableSpec
 from refsync.errors import ConfigError, RefsyncError
-from refsync.sql_names import pg_literal, pg_name
+from refsync.targets import pg_ddl
 from refsync.tracking import AUTHORITATIVE
 
 if TYPE_CHECKING:
     from refsync.targets.base import SqlTarget
-
-SCRIPT_HEADER = """\
--- refsync's reference tables, each with the four tracking columns (Story 6.2.2): the SQL
--- `refsync init-db --create-tables` applies to PostgreSQL for a table that does not exist,
--- as printed by `refsync init-db --print-sql`. Idempotent: run again, it only adds what is
--- missing (a tracking column, an index).
---
---   psql "$WDH_DATABASE_URL" -v ON_ERROR_STOP=1 -f reference_tables.sql
-"""
 
 
 def tracking_columns() -> list[sa.Column[Any]]:
@@ -142,60 +134,6 @@ def target_table(spec: TableSpec, shape: SourceShape, schema: str | None,
     return table
 
 
-# ---------------------------------------------------------------- PostgreSQL text
-
-_PG: sa.Dialect = postgresql.dialect()  # type: ignore[no-untyped-call]
-
-
-def _column_sql(col: sa.Column[Any]) -> str:
-    type_sql = col.type.compile(dialect=_PG)
-    if re.fullmatch(r"[A-Z0-9 (),]+", type_sql):
-        type_sql = type_sql.lower()
-    parts = [pg_name(col.name), type_sql]
-    if not col.nullable:
-        parts.append("NOT NULL")
-    default = col.server_default
-    if isinstance(default, sa.DefaultClause):
-        arg = default.arg
-        if isinstance(arg, str):
-            parts.append(f"DEFAULT {pg_literal(arg)}")
-        elif isinstance(arg, sa.ClauseElement):
-            parts.append(f"DEFAULT {arg.compile(dialect=_PG)}")
-    return " ".join(parts)
-
-
-def postgres_statements(table: sa.Table) -> list[str]:
-    """The table as idempotent PostgreSQL statements: CREATE TABLE IF NOT EXISTS, the
-    tracking columns added where an older table lacks them, CREATE INDEX IF NOT EXISTS."""
-    ref = f"{pg_name(table.schema)}.{pg_name(table.name)}" if table.schema else pg_name(table.name)
-    names = {c.name for c in tracking_columns()}
-    tracking = [c for c in table.columns if c.name in names]
-    body = [f"    {_column_sql(c)}" for c in table.columns]
-    pk = table.primary_key
-    body.append(f"    CONSTRAINT {pg_name(str(pk.name))} PRIMARY KEY "
-                f"({', '.join(pg_name(c.name) for c in pk.columns)})")
-    out = [f"CREATE TABLE IF NOT EXISTS {ref} (\n" + ",\n".join(body) + "\n);"]
-    out += [f"ALTER TABLE {ref} ADD COLUMN IF NOT EXISTS {_column_sql(c)};" for c in tracking]
-    for index in sorted(table.indexes, key=lambda i: str(i.name)):
-        where = index.dialect_options["postgresql"]["where"]
-        cols = ", ".join(pg_name(str(getattr(c, "name", c))) for c in index.expressions)
-        out.append(f"CREATE INDEX IF NOT EXISTS {pg_name(str(index.name))} ON {ref} ({cols})"
-                   + (f" WHERE {pg_name(where.name)}" if where is not None else "") + ";")
-    return out
-
-
-def postgres_script(tables: list[sa.Table]) -> str:
-    """`--print-sql`: every table's statements in one transaction, schemas first."""
-    out = [SCRIPT_HEADER, "BEGIN;",
-           "SET LOCAL client_min_messages = warning;  -- no 'already exists, skipping' notices"]
-    schemas = list(dict.fromkeys(t.schema for t in tables if t.schema))
-    out += ["", *(f"CREATE SCHEMA IF NOT EXISTS {pg_name(s)};" for s in schemas)]
-    for table in tables:
-        out += ["", *postgres_statements(table)]
-    out += ["", "COMMIT;", ""]
-    return "\n".join(out)
-
-
 # ---------------------------------------------------------------- from the config
 
 
@@ -229,8 +167,8 @@ def print_sql(config: LoadedConfig, settings: Settings) -> str:
     from refsync.sources import dispose_engines
 
     try:
-        return postgres_script([configured_table(config, settings, spec, spec.target_schema)
-                                for spec in config.section.tables])
+        return pg_ddl.script([configured_table(config, settings, spec, spec.target_schema)
+                              for spec in config.section.tables])
     finally:
         dispose_engines()
 
@@ -249,11 +187,7 @@ def create_missing_tables(config: LoadedConfig, settings: Settings,
         table = configured_table(config, settings, spec, schema)
         with target.transaction() as conn:
             if target.dialect == "postgresql":
-                # only a missing schema: CREATE SCHEMA asks CREATE on the database
-                if schema and not sa.inspect(conn).has_schema(schema):
-                    conn.exec_driver_sql(f"CREATE SCHEMA {pg_name(schema)}")
-                for statement in postgres_statements(table):
-                    conn.exec_driver_sql(statement)
+                pg_ddl.create_table(conn, table)
             else:
                 table.create(conn)
         mapped = len(table.columns) - len(tracking_columns())

@@ -1,6 +1,7 @@
 """Deterministic, realistic reference data for the demo, the tests and the benchmarks.
 
-Pure data and file building: nothing here calls the refsync engine. The same name
+Pure data and file building: nothing here calls the refsync engine. The words, the demo's
+config and its legacy DDL are data files in `refsync/demo_files/`. The same name
 generators feed the SQLite "legacy" database of `refsync demo` (`build_legacy_sqlite`) and
 the MySQL benchmark dataset (`bench/gen_mysql.py`), so both look like the seed's legacy
 tables: `annuity_plan`, `portfolio_plan`, `organization`.
@@ -17,7 +18,9 @@ from contextlib import closing
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cache
+from importlib import resources
 from pathlib import Path
+from string import Template
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -30,71 +33,30 @@ LegacyRow = tuple[str | None, ...]
 
 # ---------------------------------------------------------------- vocabularies
 
-# (short name as used in company names, full administrative name)
-REGIONS: tuple[tuple[str, str], ...] = (
-    ("北京", "北京市"), ("天津", "天津市"), ("上海", "上海市"), ("重庆", "重庆市"),
-    ("河北", "河北省"), ("山西", "山西省"), ("辽宁", "辽宁省"), ("吉林", "吉林省"),
-    ("黑龙江", "黑龙江省"), ("江苏", "江苏省"), ("浙江", "浙江省"), ("安徽", "安徽省"),
-    ("福建", "福建省"), ("江西", "江西省"), ("山东", "山东省"), ("河南", "河南省"),
-    ("湖北", "湖北省"), ("湖南", "湖南省"), ("广东", "广东省"), ("海南", "海南省"),
-    ("四川", "四川省"), ("贵州", "贵州省"), ("云南", "云南省"), ("陕西", "陕西省"),
-    ("甘肃", "甘肃省"), ("青海", "青海省"), ("内蒙古", "内蒙古自治区"),
-    ("广西", "广西壮族自治区"), ("西藏", "西藏自治区"), ("宁夏", "宁夏回族自治区"),
-    ("新疆", "新疆维吾尔自治区"),
-)
-REGION_CITIES: dict[str, tuple[str, ...]] = {
-    "北京": ("朝阳", "海淀", "西城", "丰台"),
-    "上海": ("浦东", "徐汇", "静安", "闵行"),
-    "天津": ("滨海", "和平", "河西"),
-    "重庆": ("渝中", "江北", "万州"),
-    "江苏": ("南京", "苏州", "无锡", "常州", "南通"),
-    "浙江": ("杭州", "宁波", "温州", "绍兴"),
-    "广东": ("广州", "深圳", "佛山", "东莞", "珠海"),
-    "山东": ("济南", "青岛", "烟台", "潍坊"),
-    "四川": ("成都", "绵阳", "宜宾"),
-    "湖北": ("武汉", "宜昌", "襄阳"),
-    "河南": ("郑州", "洛阳", "新乡"),
-    "甘肃": ("兰州", "天水", "酒泉", "白银"),
-    "陕西": ("西安", "宝鸡", "咸阳"),
-    "辽宁": ("沈阳", "大连", "鞍山"),
-    "福建": ("福州", "厦门", "泉州"),
-    "湖南": ("长沙", "株洲", "岳阳"),
-}
-BRANDS = (
-    "中电", "华能", "国投", "中建", "华润", "中铁", "国电", "大唐", "华电", "中化", "中粮",
-    "中航", "宝钢", "鞍钢", "海螺", "金川", "酒钢", "兰石", "长城", "东方", "中兴", "联合",
-    "新华", "远洋", "中信", "安泰", "恒达", "鸿运", "瑞丰", "天成", "宏图", "汇通", "银河",
-)
-INDUSTRIES = (
-    "电力", "能源", "建设", "交通", "钢铁", "化工", "有色金属", "煤业", "水务", "燃气",
-    "通信", "机械", "医药", "物流", "投资", "电子", "石化", "航空", "港务", "农垦", "环保",
-)
-COMPANY_SUFFIXES = (
-    "集团股份有限公司", "股份有限公司", "集团有限公司", "有限责任公司", "有限公司",
-    "集团有限责任公司",
-)
-PLAN_TYPES = ("单一计划", "集合计划", "职业年金计划")
-_PLAN_TYPE_WEIGHTS = (70, 20, 10)
-TRUSTEES = ("平安养老", "国寿养老", "太平养老", "长江养老", "泰康养老", "建信养老金", "华泰资产")
-COLLECTIVE_SERIES = ("如意", "鑫享", "福寿", "安盈", "金色晚晴", "富盈人生", "汇财", "裕享")
-PORTFOLIO_TYPES = ("固定收益型", "含权益型", "权益型", "货币型", "混合型")
-_PORTFOLIO_TYPE_WEIGHTS = (40, 35, 10, 5, 10)
-PORTFOLIO_STYLES = ("稳健", "平衡", "进取", "安享", "增利", "优选", "价值", "成长", "配置", "红利")
-HEAD_OFFICE_UNITS = (
-    "养老金业务部", "投资管理部", "风险管理部", "运营中心", "信息技术部", "客户服务中心",
-    "合规部", "财务部", "人力资源部", "战略客户部",
-)
 
-PRODUCT_LINES: tuple[tuple[str, str], ...] = (
-    ("PL001", "企业年金"),
-    ("PL002", "职业年金"),
-    ("PL003", "养老保障"),
-    ("PL004", "养老金产品"),
-    ("PL005", "个人养老金"),
-    ("PL006", "团体养老保险"),
-    ("PL007", "商业养老金"),
-    ("PL008", "健康保障"),
-)
+def demo_file(name: str) -> str:
+    """The text of one of the demo's data files (`refsync/demo_files/`, shipped in the wheel)."""
+    return (resources.files("refsync") / "demo_files" / name).read_text(encoding="utf-8")
+
+
+_WORDS: dict[str, Any] = yaml.load(demo_file("vocabulary.yml"),  # noqa: S506
+                                   Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+# (short name as used in company names, full administrative name)
+REGIONS: tuple[tuple[str, str], ...] = tuple((short, full) for short, full in _WORDS["regions"])
+REGION_CITIES: dict[str, tuple[str, ...]] = {
+    region: tuple(cities) for region, cities in _WORDS["region_cities"].items()}
+BRANDS: tuple[str, ...] = tuple(_WORDS["brands"])
+INDUSTRIES: tuple[str, ...] = tuple(_WORDS["industries"])
+COMPANY_SUFFIXES: tuple[str, ...] = tuple(_WORDS["company_suffixes"])
+PLAN_TYPES: tuple[str, ...] = tuple(_WORDS["plan_types"])
+_PLAN_TYPE_WEIGHTS: tuple[int, ...] = tuple(_WORDS["plan_types"].values())
+TRUSTEES: tuple[str, ...] = tuple(_WORDS["trustees"])
+COLLECTIVE_SERIES: tuple[str, ...] = tuple(_WORDS["collective_series"])
+PORTFOLIO_TYPES: tuple[str, ...] = tuple(_WORDS["portfolio_types"])
+_PORTFOLIO_TYPE_WEIGHTS: tuple[int, ...] = tuple(_WORDS["portfolio_types"].values())
+PORTFOLIO_STYLES: tuple[str, ...] = tuple(_WORDS["portfolio_styles"])
+HEAD_OFFICE_UNITS: tuple[str, ...] = tuple(_WORDS["head_office_units"])
+PRODUCT_LINES: tuple[tuple[str, str], ...] = tuple(_WORDS["product_lines"].items())
 """产品线代码 → 产品线名称: the seed's PL001–PL003 and a few more."""
 
 # ---------------------------------------------------------------- column types
@@ -411,36 +373,12 @@ LEGACY_TABLES: tuple[LegacyTable, ...] = (
 )
 _BY_NAME = {t.name: t for t in LEGACY_TABLES}
 
-LEGACY_SQLITE_DDL: tuple[str, ...] = (
-    """CREATE TABLE annuity_plan (
-    plan_code VARCHAR(20) PRIMARY KEY,
-    plan_name VARCHAR(255),
-    plan_type VARCHAR(50),
-    customer_name VARCHAR(255),
-    updated_at DATETIME
-)""",
-    """CREATE TABLE portfolio_plan (
-    portfolio_code VARCHAR(20) PRIMARY KEY,
-    plan_code VARCHAR(20),
-    portfolio_name VARCHAR(255),
-    portfolio_type VARCHAR(50),
-    updated_at DATETIME
-)""",
-    """CREATE TABLE organization (
-    org_code VARCHAR(20) PRIMARY KEY,
-    org_name VARCHAR(255),
-    updated_at DATETIME
-)""",
-    "CREATE INDEX ix_annuity_plan_updated_at ON annuity_plan (updated_at)",
-    "CREATE INDEX ix_portfolio_plan_updated_at ON portfolio_plan (updated_at)",
-    "CREATE INDEX ix_organization_updated_at ON organization (updated_at)",
-)
-"""The legacy tables in SQLite, shaped like the MySQL ones (bench/gen_mysql.py).
-
-The VARCHAR(n) declarations carry the legacy lengths (= DEMO_TARGET_TYPES), so a target
-created from the reflected source types gets them. `updated_at` is declared DATETIME, so it
-reflects as a date-time (as MySQL's does), but SQLite stores it as the text
-'YYYY-MM-DD HH:MM:SS' (the Asia/Shanghai wall clock, no zone)."""
+LEGACY_SQLITE_DDL: tuple[str, ...] = tuple(
+    statement.strip() for statement in "".join(
+        line for line in demo_file("legacy_sqlite.sql").splitlines(keepends=True)
+        if not line.startswith("--")).split(";") if statement.strip())
+"""The legacy tables in SQLite, shaped like the MySQL ones (`demo_files/legacy_sqlite.sql`
+says how)."""
 
 
 def _insert_sql(table: LegacyTable) -> str:
@@ -616,98 +554,10 @@ def _yaml_string(value: str) -> str:
 
 
 def demo_config_text(legacy_url: str, product_lines_path: str) -> str:
-    """The demo's config: the seed's four tables, with the legacy ones read from `legacy_url`."""
-    url = _yaml_string(legacy_url)
-    return f"""\
-# refsync demo configuration, written by `refsync demo`.
-# The seed's four reference tables (Story 6.2.4) with their names, columns and modes
-# unchanged; the three legacy tables are read through `source_type: sql` from a SQLite
-# file instead of the legacy MySQL server.
-reference_sync:
-  enabled: true
-  schedule: "0 1 * * *"
-  timezone: "Asia/Shanghai"
-  defaults:
-    batch_size: 5000
-    retry:
-      attempts: 1
-      backoff: [0.1]
-
-  tables:
-    # 年金计划 - from the legacy database
-    - name: "年金计划"
-      target_table: "年金计划"
-      target_schema: "business"
-      source_type: "sql"
-      source_config:
-        url: {url}
-        table: "annuity_plan"
-        columns:
-          - source: "plan_code"
-            target: "年金计划号"
-          - source: "plan_name"
-            target: "计划名称"
-          - source: "plan_type"
-            target: "计划类型"
-          - source: "customer_name"
-            target: "客户名称"
-      sync_mode: "upsert"
-      primary_key: "年金计划号"
-
-    # 组合计划 - from the legacy database; references 年金计划 by 年金计划号
-    - name: "组合计划"
-      target_table: "组合计划"
-      target_schema: "business"
-      source_type: "sql"
-      source_config:
-        url: {url}
-        table: "portfolio_plan"
-        columns:
-          - source: "portfolio_code"
-            target: "组合代码"
-          - source: "plan_code"
-            target: "年金计划号"
-          - source: "portfolio_name"
-            target: "组合名称"
-          - source: "portfolio_type"
-            target: "组合类型"
-      sync_mode: "upsert"
-      primary_key: "组合代码"
-      depends_on: ["年金计划"]
-
-    # 组织架构 - from the legacy database, incremental on updated_at
-    - name: "组织架构"
-      target_table: "组织架构"
-      target_schema: "business"
-      source_type: "sql"
-      source_config:
-        url: {url}
-        table: "organization"
-        columns:
-          - source: "org_code"
-            target: "组织代码"
-          - source: "org_name"
-            target: "组织名称"
-        incremental:
-          where: "updated_at >= :last_synced_at"
-          updated_at_column: "updated_at"
-      sync_mode: "upsert"
-      primary_key: "组织代码"
-
-    # 产品线 - from a versioned YAML file
-    - name: "产品线"
-      target_table: "产品线"
-      target_schema: "business"
-      source_type: "config_file"
-      source_config:
-        file_path: {_yaml_string(product_lines_path)}
-        schema_version: "1.0"
-        columns:  # a YAML file has no column types: these are the tables' (init-db)
-          - {{source: "产品线代码", target: "产品线代码", type: "varchar(20)"}}
-          - {{source: "产品线名称", target: "产品线名称", type: "varchar(100)"}}
-      sync_mode: "delete_insert"
-      primary_key: "产品线代码"
-"""
+    """The demo's config: the seed's four tables, with the legacy ones read from `legacy_url`
+    (`demo_files/data_sources.template.yml`)."""
+    return Template(demo_file("data_sources.template.yml")).substitute(
+        legacy_url=_yaml_string(legacy_url), product_lines=_yaml_string(product_lines_path))
 
 
 # ---------------------------------------------------------------- production DDL
@@ -719,6 +569,7 @@ def reference_tables_postgres_ddl(schema: str = "business") -> str:
     have the DEMO_TARGET_TYPES. `deploy/sql/reference_tables.sql` is this text."""
     from refsync import ddl
     from refsync.config import ReferenceSyncConfig
+    from refsync.targets import pg_ddl
 
     doc = yaml.safe_load(demo_config_text("sqlite:///legacy.sqlite", "product_lines.yml"))
     specs = ReferenceSyncConfig.model_validate(doc["reference_sync"]).tables
@@ -728,4 +579,4 @@ def reference_tables_postgres_ddl(schema: str = "business") -> str:
         shape = ddl.SourceShape(list(types), types)
         tables.append(ddl.target_table(spec, shape, schema,
                                        ddl.reference_columns(spec, specs, shape.columns)))
-    return ddl.postgres_script(tables)
+    return pg_ddl.script(tables)

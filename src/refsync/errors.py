@@ -10,6 +10,8 @@ import signal
 from datetime import timedelta
 from typing import Any, ClassVar
 
+from refsync.model import Status
+
 MAX_ERROR_CHARS = 500
 """The longest error text refsync prints or stores: the classified message, never a dump."""
 
@@ -34,6 +36,7 @@ class RefsyncError(Exception):
     transient: ClassVar[bool] = False
     max_retries: ClassVar[int | None] = None  # a transient error retried at most this often
     default_hint: ClassVar[str] = ""
+    table_status: ClassVar[Status] = "failed"  # the status of a table that ends with it
     side: str | None = None  # "source" or "target" when a database's error, else None
 
     def __init__(self, message: str, *, hint: str | None = None) -> None:
@@ -113,17 +116,25 @@ class Guarded(RefsyncError):
     """The mass-delete guard stopped the table."""
 
     error_class = "guarded"
+    table_status = "guarded"
     default_hint = "check the source; if the deletes are intended rerun with --allow-mass-delete"
 
 
-class FileMissing(RefsyncError):
-    """A config_file source is absent: the table is skipped, others go on."""
+class TableSkipped(RefsyncError):
+    """The table's source file cannot be read as configured: the table is skipped, the
+    others go on."""
+
+    table_status = "skipped"
+
+
+class FileMissing(TableSkipped):
+    """A source file is absent (a config_file's YAML, a SQLite database)."""
 
     error_class = "file_missing"
     default_hint = "check source_config.file_path (relative paths start at the working directory)"
 
 
-class SchemaVersionMismatch(RefsyncError):
+class SchemaVersionMismatch(TableSkipped):
     """A config_file source carries another schema_version than the config expects."""
 
     error_class = "schema_version"
@@ -141,6 +152,7 @@ class Interrupted(RefsyncError):
     """A signal stopped the run; the table in flight was rolled back."""
 
     error_class = "interrupted"
+    table_status: ClassVar[Status] = "interrupted"
     default_hint = "rerun; nothing of the interrupted table was applied"
 
     def __init__(self, signum: int) -> None:
@@ -152,6 +164,7 @@ class DeadlinePassed(Interrupted):
     """The run passed its max_run_time: the table in flight was rolled back (DESIGN 4.9)."""
 
     error_class = "timeout"
+    table_status = "failed"  # the table in flight failed its deadline
     default_hint = ("raise max_run_time (or WDH_REFERENCE_SYNC_MAX_RUN_TIME), or find what "
                     "slows the run: refsync -v shows each table's phases")
 

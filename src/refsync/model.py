@@ -3,7 +3,7 @@ protocol a source implements (targets share one implementation, targets/base.py)
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime
 from typing import Any, Literal
 
@@ -44,20 +44,27 @@ class Reject:
         return asdict(self)
 
 
-@dataclass
-class DiffCounts:
-    """What applying the staged rows would do to the target."""
+@dataclass(kw_only=True)
+class RowChanges:
+    """What applying a table's staged rows does to its target rows: the diff's counts, and
+    a table's result (which adds the rows it read and rejected)."""
 
     inserted: int = 0
     updated: int = 0
-    promoted: int = 0
-    unchanged: int = 0
     deleted: int = 0
-    authoritative_before: int = 0
+    unchanged: int = 0
+    promoted: int = 0
 
     @property
     def changes(self) -> int:
         return self.inserted + self.updated + self.promoted + self.deleted
+
+
+@dataclass(kw_only=True)
+class DiffCounts(RowChanges):
+    """What applying the staged rows would do to the target."""
+
+    authoritative_before: int = 0
 
 
 # a table's row counts: TableResult's fields, sync_runs' columns, --json keys, metric labels
@@ -65,7 +72,7 @@ COUNT_FIELDS = ("read", "inserted", "updated", "deleted", "unchanged", "promoted
 
 
 @dataclass
-class TableResult:
+class TableResult(RowChanges):
     """The outcome of one table in one run; what `--json` prints and `sync_runs` stores."""
 
     name: str
@@ -78,11 +85,6 @@ class TableResult:
     error: str | None = None
     hint: str | None = None
     read: int = 0
-    inserted: int = 0
-    updated: int = 0
-    deleted: int = 0
-    unchanged: int = 0
-    promoted: int = 0
     rejected: int = 0
     rejects: list[dict[str, Any]] = field(default_factory=list)
     attempts: int = 0
@@ -102,14 +104,11 @@ class TableResult:
         *COUNT_FIELDS, "rejects", "attempts", "duration_s", "watermark",
     )
 
-    def take_counts(self, counts: DiffCounts) -> None:
+    def take_counts(self, counts: RowChanges) -> None:
         """What the diff found, as this table's counts (`read` and `rejected` come from the
         read)."""
-        self.inserted = counts.inserted
-        self.updated = counts.updated
-        self.promoted = counts.promoted
-        self.unchanged = counts.unchanged
-        self.deleted = counts.deleted
+        for change in fields(RowChanges):
+            setattr(self, change.name, getattr(counts, change.name))
 
     def as_json(self) -> dict[str, Any]:
         doc = {k: getattr(self, k) for k in self.JSON_KEYS}

@@ -6,15 +6,7 @@ import logging
 import time
 from collections.abc import Callable
 
-from tenacity import (
-    RetryCallState,
-    Retrying,
-    retry_if_result,
-    stop_after_attempt,
-    wait_chain,
-    wait_fixed,
-    wait_incrementing,
-)
+import tenacity
 
 from refsync.config import RetryPolicy
 from refsync.errors import RefsyncError
@@ -30,7 +22,7 @@ def is_transient(exc: BaseException) -> bool:
     return isinstance(exc, RefsyncError) and exc.transient and interrupts.pending() is None
 
 
-def _worth_retrying(state: RetryCallState) -> bool:
+def _worth_retrying(state: tenacity.RetryCallState) -> bool:
     """Transient, and within the error's own limit of retries where it has one."""
     exc = state.outcome.exception() if state.outcome else None
     if exc is None or not is_transient(exc):
@@ -40,10 +32,10 @@ def _worth_retrying(state: RetryCallState) -> bool:
 
 
 def retrying(policy: RetryPolicy, *, table: str, where: Callable[[], str],
-             sleep: Callable[[float], None] | None = None) -> Retrying:
+             sleep: Callable[[float], None] | None = None) -> tenacity.Retrying:
     """A tenacity loop: 1 try + `policy.attempts` retries, waiting `policy.backoff` between."""
 
-    def before_sleep(state: RetryCallState) -> None:
+    def before_sleep(state: tenacity.RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome else None
         wait = state.next_action.sleep if state.next_action else 0.0
         log.warning(
@@ -54,10 +46,10 @@ def retrying(policy: RetryPolicy, *, table: str, where: Callable[[], str],
                    "host": where()},
         )
 
-    return Retrying(
+    return tenacity.Retrying(
         retry=_worth_retrying,
-        stop=stop_after_attempt(1 + policy.attempts),
-        wait=wait_chain(*(wait_fixed(b) for b in policy.backoff)),
+        stop=tenacity.stop_after_attempt(1 + policy.attempts),
+        wait=tenacity.wait_chain(*(tenacity.wait_fixed(b) for b in policy.backoff)),
         reraise=True,
         before_sleep=before_sleep,
         sleep=sleep or time.sleep,
@@ -68,10 +60,10 @@ def until_done(step: Callable[[], bool], *, tries: int, backoff: float,
                sleep: Callable[[float], None] | None = None) -> bool:
     """Call `step` until it returns True, at most `tries` times, waiting `backoff`,
     2 x `backoff`… between; whether it got there. `step` handles its own errors."""
-    return bool(Retrying(
-        retry=retry_if_result(lambda done: not done),
-        stop=stop_after_attempt(tries),
-        wait=wait_incrementing(start=backoff, increment=backoff),
+    return bool(tenacity.Retrying(
+        retry=tenacity.retry_if_result(lambda done: not done),
+        stop=tenacity.stop_after_attempt(tries),
+        wait=tenacity.wait_incrementing(start=backoff, increment=backoff),
         retry_error_callback=lambda _state: False,
         sleep=sleep or time.sleep,
     )(step))

@@ -1,5 +1,6 @@
 """The one home for refsync's own tables: `sync_state` (one row a table) and `sync_runs` (one
-row per table per run). Schema `refsync` on PostgreSQL, a `refsync_` prefix on SQLite."""
+row per table per run). Schema `refsync` on PostgreSQL, a `refsync_` prefix on SQLite. The
+statements are SQLAlchemy Core; the SQL text they need is `targets.state_sql`'s."""
 
 from __future__ import annotations
 
@@ -14,7 +15,6 @@ from typing import TYPE_CHECKING, Any
 
 from refsync.errors import QueryFailure, RefsyncError, bounded
 from refsync.model import COUNT_FIELDS, TableResult
-from refsync.sql_names import pg_name
 
 if TYPE_CHECKING:  # SQLAlchemy is imported where a function needs it: `status` reads the
     # state through the plain driver (`read_status`) and must start fast
@@ -182,6 +182,8 @@ def ensure(conn: Connection) -> None:
 def _ensure(conn: Connection) -> None:
     import sqlalchemy as sa
 
+    from refsync.targets import state_sql
+
     t = tables_for(conn.dialect.name)
     missing = [table for table in (t.state, t.runs) if not _has_table(conn, table)]
     if missing:
@@ -191,14 +193,13 @@ def _ensure(conn: Connection) -> None:
             t.metadata.create_all(conn, tables=missing)
     for table in (t.state, t.runs):
         ref = conn.dialect.identifier_preparer.format_table(table)
-        # the columns as the table has them: one empty SELECT (reflection took 20 ms a run)
-        have = set(conn.exec_driver_sql(f"SELECT * FROM {ref} WHERE 1 = 0").keys())  # noqa: S608
+        have = state_sql.column_names(conn, ref)
         for column in table.columns:
             if column.name not in have:
                 kind = column.type.compile(dialect=conn.dialect)
                 name = conn.dialect.identifier_preparer.quote(column.name)
                 with _needs_owner(conn, f"add the column {column.name} to {table.fullname}"):
-                    conn.exec_driver_sql(f"ALTER TABLE {ref} ADD COLUMN {name} {kind}")
+                    state_sql.add_column(conn, ref, name, kind)
 
 
 def _has_table(conn: Connection, table: sa.Table) -> bool:
@@ -426,37 +427,15 @@ def read_status(db: StateReader, names: list[str],
     """(per table name: (its state row, its last run's row), the newest `runs` runs' rows), as
     dicts; empty before any run. Plain SQL on the driver's own connection (see `StateReader`):
     `status` creates nothing and imports no SQLAlchemy."""
-    schema, state_name, runs_name = names_for(db.dialect)
-    if db.dialect == "postgresql":
-        have = [r["column_name"] for r in db.rows(
-            "SELECT column_name FROM information_schema.columns WHERE table_schema = %s "
-            "AND table_name = %s ORDER BY ordinal_position", (schema, runs_name))]
-    else:
-        have = [r["name"] for r in db.rows(f"PRAGMA table_info({pg_name(runs_name)})")]
-    if not have or not names:
+    from refsync.targets import state_sql
+
+    found = state_sql.status_rows(db, *names_for(db.dialect), names, runs)
+    if found is None:
         return {}, []
-    # tables an older release made may lack newer columns: read the ones there are
-
-    def ref(table: str) -> str:
-        return f"{pg_name(schema)}.{pg_name(table)}" if schema else pg_name(table)
-
-    m = db.mark
-    among = f"table_name IN ({', '.join([m] * len(names))})"
-    cols = ", ".join(pg_name(c) for c in have)
-    states = {r["table_name"]: _as_shown(r) for r in db.rows(
-        f"SELECT * FROM {ref(state_name)} WHERE {among}", names)}
-    keys = [r["run_key"] for r in db.rows(
-        f"SELECT run_key FROM {ref(runs_name)} WHERE {among} GROUP BY run_key "
-        f"ORDER BY max(started_at) DESC LIMIT {int(runs)}", names)]
-    rows = [_as_shown(r) for r in db.rows(
-        f"SELECT {cols} FROM {ref(runs_name)} WHERE run_key IN ({', '.join([m] * len(keys))}) "
-        f"AND {among} ORDER BY started_at DESC, table_name", [*keys, *names])] if keys else []
-    pairs = [(s["last_run_key"], s["table_name"]) for s in states.values() if s["last_run_key"]]
-    last = {r["table_name"]: _as_shown(r) for r in db.rows(
-        f"SELECT {cols} FROM {ref(runs_name)} WHERE (run_key, table_name) IN "
-        f"({', '.join([f'({m}, {m})'] * len(pairs))})",
-        [v for pair in pairs for v in pair])} if pairs else {}
-    return {n: (states.get(n), last.get(n)) for n in names}, rows
+    states, rows, last = found
+    return ({n: (_as_shown(states[n]) if n in states else None,
+                 _as_shown(last[n]) if n in last else None) for n in names},
+            [_as_shown(r) for r in rows])
 
 
 def _as_shown(row: dict[str, Any]) -> dict[str, Any]:

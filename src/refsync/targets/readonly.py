@@ -3,7 +3,8 @@
 `status` only reads refsync's own state tables and asks whether a run holds the lock; going
 through SQLAlchemy would cost more start-up than the whole answer (`status` answers in under
 half a second). So this module
-imports no SQLAlchemy, and neither do the state reads it serves (`state.read_status`).
+imports no SQLAlchemy, and neither do the state reads it serves (`state.read_status`, whose
+SQL is `targets.state_sql`'s).
 The session's connection settings live here and are shared with the writing target
 (`targets.postgres`), so both sides connect the same way; both look at the lock that
 `targets.lock` names.
