@@ -243,10 +243,8 @@ def _compare(target: SqlTarget, spec: TableSpec, settings: Settings, pool: MySQL
         with (interrupts.stoppable(source.stoppable()),
               Session(lambda: source.reading(None, read_plan), "refsync-verify") as session,
               target.connect() as pc):
-            pc.execution_options(isolation_level="REPEATABLE READ")
-            pc.exec_driver_sql("SET TRANSACTION READ ONLY")
-            target.set_timeouts(pc, lock_timeout=opts.lock_timeout,
-                                statement_timeout=opts.statement_timeout)
+            target.begin_read_only(pc, lock_timeout=opts.lock_timeout,
+                                   statement_timeout=opts.statement_timeout)
             try:
                 result = _verify_table(session, pc, plan, target.schema_for(spec.target_schema),
                                        spec.target_table, limit)

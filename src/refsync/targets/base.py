@@ -251,6 +251,14 @@ class SqlTarget:
                      statement_timeout: timedelta) -> None:
         """Bound the waits of the transaction on `conn` (DESIGN 4.7); where the target can."""
 
+    def begin_read_only(self, conn: Connection, *, lock_timeout: timedelta,
+                        statement_timeout: timedelta) -> None:
+        """One REPEATABLE READ, READ ONLY transaction on `conn`, its waits bounded: what
+        `verify` compares in (it writes nothing)."""
+        conn.execution_options(isolation_level="REPEATABLE READ")
+        conn.exec_driver_sql("SET TRANSACTION READ ONLY")
+        self.set_timeouts(conn, lock_timeout=lock_timeout, statement_timeout=statement_timeout)
+
     def cancel(self) -> bool:
         """Cancel on the server what refsync has in flight (a signal); True if anything."""
         return False
