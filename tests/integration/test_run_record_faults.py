@@ -99,7 +99,10 @@ def _run(tmp_path: Path, private_pg: PrivatePostgres, url: str, attempts: int) -
     legacy = LegacyDb(tmp_path / "legacy.sqlite").create_plans(plan_row(i) for i in range(50))
     create_target(url)
     config = write_config(tmp_path, [sql_table("plans", legacy)],
-                          defaults={"retry": {"attempts": attempts, "backoff": [1.0, 2.0, 4.0]}})
+                          defaults={"retry": {"attempts": attempts, "backoff": [1.0, 2.0, 4.0]},
+                                    # should the restart not come, the wait ends in a minute
+                                    # (the default, 5 min a try, once held a run 10 min)
+                                    "lock_timeout": "60s"})
     hold = HoldTheRunRecord(private_pg, url, "plans")
     try:
         result = api.sync(config, settings_for(url), progress=hold)
