@@ -23,6 +23,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, time
 from decimal import MAX_EMAX, MAX_PREC, MIN_EMIN, Context, Decimal
+from enum import StrEnum
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -46,7 +47,7 @@ from refsync.reject import (
     too_many_places,
 )
 
-__all__ = ["Converter", "Limit", "RejectValue", "Unfit", "UnfitBatch", "limits",
+__all__ = ["Converter", "Limit", "RejectValue", "Rule", "Unfit", "UnfitBatch", "limits",
            "make_converter", "refusing_unfit"]
 
 
@@ -59,24 +60,27 @@ class Limit:
     store it so, or raises `RejectValue`); None where the coercion itself applies the limit
     (turning 0/1 into a boolean, parsing a date)."""
 
-    name: str
+    name: Rule
     arg: Any = None
     check: Converter | None = None
 
 
-# the names of the limits (the MySQL pre-check has one rendering for each)
-NOT_NULL_ = "not_null"
-MAX_CHARS = "max_chars"
-NO_NUL = "no_nul"
-UTF8 = "utf8"
-JSON_VALID = "json_valid"
-JSON_NO_NUL = "json_no_nul"
-INT_RANGE = "int_range"
-FINITE = "finite"
-SCALE = "scale"
-WHOLE_DIGITS = "whole_digits"
-ONE_OF = "one_of"
-REAL_DATE = "real_date"
+class Rule(StrEnum):
+    """What a limit demands; the MySQL pre-check has one rendering for each."""
+
+    NOT_NULL = "not_null"
+    MAX_CHARS = "max_chars"
+    NO_NUL = "no_nul"
+    UTF8 = "utf8"
+    JSON_VALID = "json_valid"
+    JSON_NO_NUL = "json_no_nul"
+    INT_RANGE = "int_range"
+    FINITE = "finite"
+    SCALE = "scale"
+    WHOLE_DIGITS = "whole_digits"
+    ONE_OF = "one_of"
+    REAL_DATE = "real_date"
+
 
 # Exact decimal arithmetic whatever the number of digits (quantize / normalize only).
 _DEC_CTX = Context(prec=MAX_PREC, Emax=MAX_EMAX, Emin=MIN_EMIN)
@@ -107,7 +111,7 @@ def _max_chars(limit: int) -> Limit:
             raise RejectValue(too_long(len(s), limit))
         return s
 
-    return Limit(MAX_CHARS, limit, check)
+    return Limit(Rule.MAX_CHARS, limit, check)
 
 
 def _no_nul(s: str) -> str:
@@ -153,7 +157,7 @@ def _int_range(col: ColumnInfo) -> Limit:
             return v
         raise RejectValue(reason)
 
-    return Limit(INT_RANGE, (lo, hi), check)
+    return Limit(Rule.INT_RANGE, (lo, hi), check)
 
 
 def _finite_decimal(v: Decimal) -> Decimal:
@@ -186,7 +190,7 @@ def _scale(scale: int) -> Limit:
                 raise RejectValue(reason)
         return v.quantize(quantum, context=_DEC_CTX)
 
-    return Limit(SCALE, scale, check)
+    return Limit(Rule.SCALE, scale, check)
 
 
 def _whole_digits(col: ColumnInfo, limit: int) -> Limit:
@@ -198,7 +202,7 @@ def _whole_digits(col: ColumnInfo, limit: int) -> Limit:
             raise RejectValue(reason)
         return v
 
-    return Limit(WHOLE_DIGITS, limit, check)
+    return Limit(Rule.WHOLE_DIGITS, limit, check)
 
 
 # ---------------------------------------------------------------- the table
@@ -206,16 +210,16 @@ def _whole_digits(col: ColumnInfo, limit: int) -> Limit:
 
 def _text(col: ColumnInfo) -> list[Limit]:
     chars = [] if col.max_length is None else [_max_chars(col.max_length)]
-    return [*chars, Limit(NO_NUL, None, _no_nul), Limit(UTF8, None, _utf8)]
+    return [*chars, Limit(Rule.NO_NUL, None, _no_nul), Limit(Rule.UTF8, None, _utf8)]
 
 
 def _json(col: ColumnInfo) -> list[Limit]:
-    return [Limit(JSON_VALID, None, _json_valid), Limit(JSON_NO_NUL, None, _json_no_nul),
-            Limit(UTF8, None, _utf8)]
+    return [Limit(Rule.JSON_VALID, None, _json_valid),
+            Limit(Rule.JSON_NO_NUL, None, _json_no_nul), Limit(Rule.UTF8, None, _utf8)]
 
 
 def _numeric(col: ColumnInfo) -> list[Limit]:
-    found = [Limit(FINITE, None, _finite_decimal)]
+    found = [Limit(Rule.FINITE, None, _finite_decimal)]
     if col.precision is not None or col.scale is not None:  # numeric(p) is numeric(p, 0)
         found.append(_scale(col.scale or 0))
     whole = numeric_limit(col)
@@ -225,7 +229,7 @@ def _numeric(col: ColumnInfo) -> list[Limit]:
 
 
 def _real_date(col: ColumnInfo) -> list[Limit]:
-    return [Limit(REAL_DATE)]  # parsing proves a date real; a Python date always is
+    return [Limit(Rule.REAL_DATE)]  # parsing proves a date real; a Python date always is
 
 
 def _nothing(col: ColumnInfo) -> list[Limit]:
@@ -250,8 +254,10 @@ KINDS: dict[str, Kind] = {
     "text": Kind(str, _fixed(c.to_text), _text),
     "integer": Kind(int, c.coerce_integer, lambda col: [_int_range(col)]),
     "numeric": Kind(Decimal, _fixed(c.to_numeric), _numeric),
-    "float": Kind(float, _fixed(c.to_float), lambda col: [Limit(FINITE, None, _finite_float)]),
-    "boolean": Kind(bool, _fixed(c.to_boolean), lambda col: [Limit(ONE_OF, c.BOOLEAN_INTS)]),
+    "float": Kind(float, _fixed(c.to_float),
+                  lambda col: [Limit(Rule.FINITE, None, _finite_float)]),
+    "boolean": Kind(bool, _fixed(c.to_boolean),
+                    lambda col: [Limit(Rule.ONE_OF, c.BOOLEAN_INTS)]),
     "date": Kind(date, ct.coerce_date, _real_date),
     "timestamp": Kind(None, ct.coerce_timestamp, _real_date),
     "timestamptz": Kind(None, ct.coerce_timestamptz, _real_date),
@@ -272,7 +278,7 @@ def _kind(col: ColumnInfo) -> Kind:
 
 def limits(col: ColumnInfo) -> tuple[Limit, ...]:
     """Every demand `col` makes of a value, in the order they are checked."""
-    not_null = [] if col.nullable else [Limit(NOT_NULL_)]  # the converter's NULL branch
+    not_null = [] if col.nullable else [Limit(Rule.NOT_NULL)]  # the converter's NULL branch
     return (*not_null, *_kind(col).limits(col))
 
 
@@ -306,7 +312,7 @@ def make_converter(col: ColumnInfo, source_tz: ZoneInfo) -> Converter:
     the limits' checks, any other through the coercion first. Build it once per column."""
     kind = _kind(col)
     demands = limits(col)
-    nullable = all(limit.name != NOT_NULL_ for limit in demands)
+    nullable = all(limit.name != Rule.NOT_NULL for limit in demands)
     check = _chain([limit.check for limit in demands if limit.check is not None])
     exact, coerce = kind.exact, kind.coercion(col, source_tz)
 

@@ -27,9 +27,8 @@ from sqlalchemy import types as sqltypes
 from sqlalchemy.dialects import mysql
 from sqlalchemy.sql.elements import ColumnElement
 
-from refsync import rules
 from refsync.model import ColumnInfo
-from refsync.rules import Limit, limits
+from refsync.rules import Limit, Rule, limits
 
 _COPY_ESCAPES = (("\\", "\\\\"), ("\t", "\\t"), ("\n", "\\n"), ("\r", "\\r"))
 NULL_FIELD = "\\N"
@@ -202,13 +201,13 @@ def _real_date(g: _Given, limit: Limit) -> Check:
     return _date_invalid(g.col)
 
 
-# One rendering per limit name (rules.py); a limit missing here takes its column off the
+# One rendering per rule (rules.py); a limit missing here takes its column off the
 # fast path.
-PRECHECKS: dict[str, Callable[[_Given, Limit], Check]] = {
-    rules.NOT_NULL_: _not_null, rules.MAX_CHARS: _max_chars, rules.NO_NUL: _guaranteed,
-    rules.UTF8: _guaranteed, rules.JSON_VALID: _json_valid, rules.JSON_NO_NUL: _json_no_nul,
-    rules.INT_RANGE: _int_range, rules.FINITE: _guaranteed, rules.SCALE: _scale,
-    rules.WHOLE_DIGITS: _whole_digits, rules.ONE_OF: _one_of, rules.REAL_DATE: _real_date,
+PRECHECKS: dict[Rule, Callable[[_Given, Limit], Check]] = {
+    Rule.NOT_NULL: _not_null, Rule.MAX_CHARS: _max_chars, Rule.NO_NUL: _guaranteed,
+    Rule.UTF8: _guaranteed, Rule.JSON_VALID: _json_valid, Rule.JSON_NO_NUL: _json_no_nul,
+    Rule.INT_RANGE: _int_range, Rule.FINITE: _guaranteed, Rule.SCALE: _scale,
+    Rule.WHOLE_DIGITS: _whole_digits, Rule.ONE_OF: _one_of, Rule.REAL_DATE: _real_date,
 }
 
 
