@@ -136,7 +136,7 @@ def test_restart_mid_copy_never_lets_two_runs_apply(
 
 def test_a_first_load_is_analysed_and_the_diff_never_nests_loops_over_staging(
         tmp_path: Path, pg_url: str) -> None:
-    rows = 200_000
+    rows = 50_000
     legacy = LegacyDb(tmp_path / "legacy.sqlite").create_plans(plan_row(i) for i in range(rows))
     create_target(pg_url)
     with engine_for(pg_url) as engine, engine.begin() as conn:
