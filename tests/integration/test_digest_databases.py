@@ -1,6 +1,6 @@
 """In-database digests against the real MariaDB and PostgreSQL (refsync.digest).
 
-One module-scoped pair of tables, 25,000 rows loaded the way the fast path loads them
+One module-scoped pair of tables, 10,000 rows loaded the way the fast path loads them
 (MariaDB formats COPY text, PostgreSQL parses it with TimeZone = Asia/Shanghai); each test
 changes one thing, checks that exactly the affected key is reported, and undoes it. Every
 comparison reads both tables whole, so the row count is what the module's time is: the
@@ -75,7 +75,7 @@ def digests(mc: sa.Connection, pc: sa.Connection, plan: DigestPlan, src: str, sc
     result.timings = timings
     return result
 
-ROWS = 25_000
+ROWS = 10_000
 SPREAD = 100_000 // ROWS  # the values' steps: each range as wide as 100,000 rows made it
 MID, LAST = f"K{ROWS // 2:06d}", f"K{ROWS - 1:06d}"  # a key mid-table, one near its end
 TZ = "Asia/Shanghai"
@@ -92,15 +92,18 @@ PG_DDL = """CREATE TABLE public.tgt (
   DEFAULT false, _derived_from_domain varchar(50), _derived_at timestamptz)"""
 
 
-def _gap_hours() -> list[str]:
-    """Starts of Asia/Shanghai's spring-forward gaps 1986-1991 (wall times that never were)."""
+def _shifted_hours(forward: bool) -> list[str]:
+    """Asia/Shanghai's summer-time hours 1986-1991: the spring-forward gaps (wall times that
+    never were), or the fall-back hours (wall times that happened twice)."""
     tz, out = ZoneInfo(TZ), []
     at = datetime(1986, 1, 1, tzinfo=UTC)
     while at.year < 1992:
         nxt = at + timedelta(hours=1)
         a, b = at.astimezone(tz), nxt.astimezone(tz)
-        if b.utcoffset() > a.utcoffset():  # type: ignore[operator]
+        if forward and b.utcoffset() > a.utcoffset():  # type: ignore[operator]
             out.append((a.replace(tzinfo=None) + timedelta(hours=1)).strftime("%Y-%m-%d %H"))
+        if not forward and b.utcoffset() < a.utcoffset():  # type: ignore[operator]
+            out.append(b.strftime("%Y-%m-%d %H"))
         at = nxt
     return out
 
@@ -124,7 +127,8 @@ def _filled(mysql_db_url: str, pg_url: str) -> Iterator[tuple[sa.Engine, sa.Engi
     my = sa.create_engine(mysql_db_url + "?charset=utf8mb4")
     listen_mysql_session(my)
     pg = sa.create_engine(pg_url, connect_args={"options": "-c TimeZone=Asia/Shanghai"})
-    gaps = ", ".join(f"'{g}'" for g in _gap_hours())
+    gaps = ", ".join(f"'{g}'" for g in _shifted_hours(forward=True))
+    twice = ", ".join(f"'{g}'" for g in _shifted_hours(forward=False))
     dt = f"TIMESTAMP'1985-06-01 00:00:00' + INTERVAL seq * {1777 * SPREAD} SECOND"
     try:
         with my.begin() as conn:
@@ -136,6 +140,10 @@ def _filled(mysql_db_url: str, pg_url: str) -> Iterator[tuple[sa.Engine, sa.Engi
                 f"DATE'1990-01-01' + INTERVAL seq * {SPREAD} DAY, "
                 f"IF(DATE_FORMAT({dt}, '%%Y-%%m-%%d %%H') IN ({gaps}), NULL, {dt}), seq %% 2 "
                 f"FROM seq_1_to_{ROWS}")
+            shifted = conn.exec_driver_sql(  # the spread reaches both kinds of hour
+                "SELECT SUM(dt IS NULL), SUM(DATE_FORMAT(dt, '%%Y-%%m-%%d %%H') IN "
+                f"({twice})) FROM src").one()
+            assert all(shifted), f"rows in gap and fall-back hours: {tuple(shifted)}"
             lines = conn.exec_driver_sql(
                 "SELECT CONCAT_WS('\\t', code, IFNULL(REPLACE(REPLACE(name, '\\\\', '\\\\\\\\'),"
                 " '\\t', '\\\\t'), '\\\\N'), IFNULL(amount, '\\\\N'), IFNULL(qty, '\\\\N'), "
