@@ -16,6 +16,14 @@ from pg_databases import PgDatabases
 LOCAL_PG = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 
 
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int | None:
+    """`-n auto` (addopts): the whole suite, or a folder of it, runs on every core (each
+    worker takes whole files: module fixtures are built once); files or tests named on the
+    command line run in this process, as quick to start as without workers."""
+    named = [arg for arg in config.args if not Path(arg.split("::")[0]).is_dir()]
+    return 0 if config.args and len(named) == len(config.args) else None
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         if "/tests/integration/" in str(item.path):

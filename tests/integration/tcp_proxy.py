@@ -85,14 +85,19 @@ class CuttingProxy:
 class StallingProxy(CuttingProxy):
     """A TCP proxy that can stop forwarding while keeping every socket open (a proxy or a
     network that stopped answering: the peer's kernel ACKs, nothing comes back): `stall()`
-    holds what it read, `resume()` sends it on. New connections stall too while stalled."""
+    holds what it read, `resume()` sends it on. New connections stall too while stalled.
+    `holding` is set once a stall holds data back (a peer waits on the proxy);
+    `from_server` counts the bytes the server sent that were passed on."""
 
     def __init__(self, upstream: tuple[str, int]) -> None:
         self.flowing = threading.Event()
         self.flowing.set()
+        self.holding = threading.Event()
+        self.from_server = 0
         super().__init__(upstream, limit=1 << 62)
 
     def stall(self) -> None:
+        self.holding.clear()
         self.flowing.clear()
 
     def resume(self) -> None:
@@ -100,11 +105,15 @@ class StallingProxy(CuttingProxy):
 
     def _pump(self, src: socket.socket, dst: socket.socket, limit: int | None) -> None:
         try:
+            from_server = src.getpeername()[1] == self.upstream[1]
             while data := src.recv(65536):
                 while not self.flowing.wait(0.1):
+                    self.holding.set()
                     if self.listener.fileno() < 0:
                         return
                 dst.sendall(data)
+                if from_server:
+                    self.from_server += len(data)
         except OSError:
             pass
         _shut(src, dst)

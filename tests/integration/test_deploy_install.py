@@ -280,7 +280,8 @@ def ping_server() -> Iterator[PingServer]:
             pass
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.01},
+                     daemon=True).start()
     try:
         yield PingServer(f"http://127.0.0.1:{server.server_address[1]}/ping/u1", paths)
     finally:

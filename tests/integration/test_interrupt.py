@@ -18,13 +18,17 @@ from helpers import refsync_copying, wait_until
 ROWS = 400_000
 
 
-def _legacy(path: Path) -> None:
+@pytest.fixture(scope="module")
+def legacy(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The source both signals interrupt: read only, so made once."""
+    path = tmp_path_factory.mktemp("interrupt") / "legacy.sqlite"
     con = sqlite3.connect(path)
     con.execute("CREATE TABLE plans (code VARCHAR(20) PRIMARY KEY, name VARCHAR(100))")
     con.executemany("INSERT INTO plans VALUES (?, ?)",
                     ((f"P{i:07d}", f"计划{i}") for i in range(ROWS)))
     con.commit()
     con.close()
+    return path
 
 
 def _config(path: Path, legacy: Path) -> None:
@@ -47,9 +51,7 @@ reference_sync:
 @pytest.mark.parametrize("signum", [pytest.param(signal.SIGTERM, id="SIGTERM"),
                                     pytest.param(signal.SIGINT, id="SIGINT")])
 def test_signal_mid_table_rolls_back_and_records_interrupted(
-        tmp_path: Path, pg_url: str, signum: int) -> None:
-    legacy = tmp_path / "legacy.sqlite"
-    _legacy(legacy)
+        tmp_path: Path, legacy: Path, pg_url: str, signum: int) -> None:
     cfg = tmp_path / "cfg.yml"
     _config(cfg, legacy)
     env = {**os.environ, "WDH_DATABASE_URL": pg_url}

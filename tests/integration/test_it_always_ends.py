@@ -112,7 +112,7 @@ def test_sigterm_ends_a_run_whose_target_stopped_answering_mid_copy(
     with _start(cfg, _via(proxy, url)) as proc:
         _until(lambda: _sessions(url, COPYING), "the COPY")
         proxy.stall()
-        time.sleep(0.5)  # the COPY's data stops flowing; refsync is blocked on the proxy
+        _until(proxy.holding.is_set, "the COPY's data to stop at the proxy")
         took, out, err = _ends_on_sigterm(proc)
     assert proc.returncode == 143, err[-3000:]
     assert took <= ENDS_WITHIN_S, (took, err[-3000:])
@@ -126,6 +126,7 @@ def test_sigterm_ends_a_run_whose_target_stopped_answering_mid_copy(
                             capture_output=True, text=True, timeout=60,
                             env={**os.environ, "WDH_DATABASE_URL": url})
     assert json.loads(status.stdout)["runs"][0]["status"] == "abandoned", status.stdout
+    legacy.execute("DELETE FROM plans WHERE rowid > 10")  # the next run: quick, same lock
     _lock_is_free(url, cfg)
 
 
@@ -216,7 +217,8 @@ def _stalled_source_run(tmp_path: Path, pg_url: str,
     create_target(pg_url)
     cfg = _mysql_config(tmp_path, mysql)
     with _start(cfg, pg_url, **_mysql_env(mysql, proxy.port)) as proc:
-        _until(lambda: proxy.connections, "the source read")
+        # 1 MB of the ~6 MB of rows: the start-up queries' answers are a few kB
+        _until(lambda: proxy.from_server > 1 << 20, "the source read")
         proxy.stall()
         yield proc
 
@@ -224,7 +226,7 @@ def _stalled_source_run(tmp_path: Path, pg_url: str,
 def test_sigterm_ends_a_run_whose_source_stopped_answering(
         tmp_path: Path, pg_url: str, proxied_mysql: tuple[sa.URL, StallingProxy]) -> None:
     with _stalled_source_run(tmp_path, pg_url, proxied_mysql) as proc:
-        time.sleep(0.5)  # the read is blocked on the proxy by now (or will be: same outcome)
+        _until(proxied_mysql[1].holding.is_set, "the read to stop at the proxy")
         took, out, err = _ends_on_sigterm(proc)
     assert proc.returncode == 143, err[-3000:]
     assert took <= ENDS_WITHIN_S, (took, err[-3000:])

@@ -15,6 +15,7 @@ import gc
 import importlib.util
 import json
 import logging
+import os
 import random
 import socket
 import sys
@@ -54,7 +55,7 @@ YAML_TABLE = "产品线"
 COUNT_NAMES = ("read", "inserted", "updated", "deleted", "unchanged", "promoted", "rejected")
 AUTHORITATIVE = ("authoritative", False, None, None)
 SECRET = "Zebra-Secret-4711"
-SECRET_USER = "refsync_zebra"
+SECRET_USER = f"refsync_zebra_{os.getpid()}"  # test sessions may run side by side
 
 # The seed's mapping (Story 6.2.4), as config/data_sources.yml ships it.
 SEED_MAPPING: dict[str, tuple[str, list[tuple[str, str]], str]] = {

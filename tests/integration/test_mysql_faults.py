@@ -144,17 +144,30 @@ def test_sql_mode_of_the_server_does_not_change_the_text(
 # ---------------------------------------------------------------- wide rows (8.4)
 
 
+def wide(i: int, copy_bytes: int) -> str:
+    """A value of about `copy_bytes` bytes of COPY text: escapes (backslash, tab) at both
+    ends, plain text between. Not escapes throughout: MariaDB's REPLACE moves the rest of
+    the value for every match, so a value full of them costs the server time quadratic in
+    its length (the escaping is the text tests' subject; here it is the size)."""
+    ends = "x\\y\t" * 25  # 100 characters, 150 bytes of COPY text
+    return f"{i}:{ends}" + "w" * (copy_bytes - 300 - len(str(i)) - 1) + ends
+
+
 def test_wide_rows_are_chunked_by_bytes_and_split_when_they_overflow(
-        tmp_path: Path, pg_url: str, mysql: sa.URL, admin: sa.Engine) -> None:
-    """~6 KB rows under a 1 MB max_allowed_packet: a 1,000-row chunk would be 3.6 MB. Small
-    rows first, so the size learnt from them is wrong for the wide ones and a chunk overflows
-    and is split."""
+        tmp_path: Path, pg_url: str, mysql: sa.URL, admin: sa.Engine,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """~9 KB rows (of COPY text) under a 1 MB max_allowed_packet: a 1,000-row chunk would be
+    3.6 MB. Small rows first, so the size learnt from them is wrong for the wide ones and a
+    chunk overflows and is split."""
     rows = [(f"K{i:04d}", f"small {i}", "2024-01-01") for i in range(300)]
-    rows += [(f"L{i:04d}", f"{i}:" + "x\\y\t" * 1500, "2024-01-01") for i in range(300)]
+    rows += [(f"L{i:04d}", wide(i, 9000), "2024-01-01") for i in range(300)]
     make_source_table(admin, "wide", rows, value_type="TEXT")
     make_target(pg_url)
+    caplog.set_level("DEBUG", logger="refsync.sources")
     res = sync(tmp_path, pg_url, mysql, "wide", batch_size=1000)
     assert (res.status, res.error, res.read, res.inserted) == ("ok", None, 600, 600)
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("overflows max_allowed_packet" in m for m in messages), messages
     assert target_rows(pg_url) == source_rows(admin, "wide")
 
 
@@ -166,7 +179,7 @@ def test_a_digest_filtered_read_of_wide_rows_fits_the_packet(
     change arrives, and the deletes are looked for only in the parts read."""
     caplog.set_level("DEBUG", logger="refsync")
     rows = [(f"K{i:05d}", f"small {i}", "2024-01-01") for i in range(3000)]
-    rows += [(f"L{i:04d}", f"{i}:" + "x\\y\t" * 2500, "2024-01-01") for i in range(300)]
+    rows += [(f"L{i:04d}", wide(i, 15000), "2024-01-01") for i in range(300)]
     make_source_table(admin, "wide_diff", rows, value_type="MEDIUMTEXT")
     make_target(pg_url)
     first = sync(tmp_path, pg_url, mysql, "wide_diff", batch_size=1000)

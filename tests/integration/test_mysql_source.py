@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import os
 import time
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
@@ -25,7 +26,7 @@ pytestmark = pytest.mark.integration
 ROWS = 20_000
 T0 = datetime(2024, 11, 27, 18, 3, 11, 250000)
 SECRET = "S3cr3t-Zebra-71"
-PW_USER = "refsync_pw_test"
+PW_USER = f"refsync_pw_{os.getpid()}"  # test sessions may run side by side
 
 PLAN_COLUMNS = [("plan_code", "年金计划号"), ("plan_name", "计划名称"), ("plan_type", "计划类型"),
                 ("customer_name", "客户名称")]

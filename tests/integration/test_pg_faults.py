@@ -98,7 +98,7 @@ def blocker() -> Iterator[Any]:
 
 def test_restart_mid_copy_never_lets_two_runs_apply(
         tmp_path: Path, private_pg: PrivatePostgres, private_pg_url: str) -> None:
-    rows = 300_000
+    rows = 100_000
     legacy = LegacyDb(tmp_path / "legacy.sqlite").create_plans(plan_row(i) for i in range(rows))
     create_target(private_pg_url)
     write_config(tmp_path, [sql_table("plans", legacy, batch_size=2000)],
@@ -136,7 +136,7 @@ def test_restart_mid_copy_never_lets_two_runs_apply(
 
 def test_a_first_load_is_analysed_and_the_diff_never_nests_loops_over_staging(
         tmp_path: Path, pg_url: str) -> None:
-    rows = 200_000
+    rows = 50_000
     legacy = LegacyDb(tmp_path / "legacy.sqlite").create_plans(plan_row(i) for i in range(rows))
     create_target(pg_url)
     with engine_for(pg_url) as engine, engine.begin() as conn:
@@ -349,7 +349,7 @@ def test_a_signal_during_the_start_up_checks_exits_143(
 
 
 def test_a_killed_run_shows_as_abandoned_in_status(tmp_path: Path, pg_url: str) -> None:
-    rows = 300_000
+    rows = 100_000
     legacy = LegacyDb(tmp_path / "legacy.sqlite").create_plans(plan_row(i) for i in range(rows))
     create_target(pg_url)
     write_config(tmp_path, [sql_table("plans", legacy, batch_size=2000)])

@@ -33,6 +33,7 @@ from helpers import (
     sql_table,
     table_result,
     tracking_columns,
+    wait_until,
     write_config,
 )
 from sqlalchemy.dialects import postgresql
@@ -64,8 +65,14 @@ def xmins(url: str, schema: str = SCHEMA, table: str = TABLE, key: str = KEY) ->
 
 
 def wal_lsn(url: str) -> str:
+    """Where the WAL ends now, once flushed that far: pg_walinspect reads only flushed WAL,
+    and the insert position runs ahead of the flush while other sessions write."""
     with engine_for(url) as engine, engine.connect() as conn:
-        return str(conn.exec_driver_sql("SELECT pg_current_wal_lsn()").scalar())
+        lsn = str(conn.exec_driver_sql("SELECT pg_current_wal_lsn()").scalar())
+        wait_until(lambda: conn.exec_driver_sql(
+            "SELECT pg_current_wal_flush_lsn() >= %(lsn)s::pg_lsn", {"lsn": lsn}).scalar(),
+            f"the WAL is flushed up to {lsn}", timeout=10, interval=0.05)
+        return lsn
 
 
 def wal_bytes(url: str, start: str, end: str, relation: str | None = None) -> int:

@@ -461,13 +461,14 @@ def test_a_signal_cancels_the_statement_in_flight(
 
 
 def _waiting(side: str, admin: sa.Engine, pg: sa.Engine) -> bool:
-    """Whether a verify statement waits for the lock the test holds."""
+    """Whether a verify statement waits for the lock the test holds (in this test's
+    databases: other tests may run on the same servers at once)."""
     if side == "source":
         with admin.connect() as conn:
             return bool(conn.exec_driver_sql(
-                "SELECT count(*) FROM information_schema.PROCESSLIST "
-                "WHERE STATE LIKE 'Waiting for table%%' AND INFO LIKE '%%plan_src%%'").scalar())
+                "SELECT count(*) FROM information_schema.PROCESSLIST WHERE DB = DATABASE() "
+                "AND STATE LIKE 'Waiting for table%%' AND INFO LIKE '%%plan_src%%'").scalar())
     with pg.connect() as conn:
         return bool(conn.exec_driver_sql(
             "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'refsync' "
-            "AND wait_event_type = 'Lock'").scalar())
+            "AND datname = current_database() AND wait_event_type = 'Lock'").scalar())

@@ -19,7 +19,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
+from refsync.cli import app
 from refsync.config import ReferenceSyncConfig
 from refsync.schedule import on_calendar
 
@@ -395,7 +397,8 @@ def ping_server() -> Iterator[PingServer]:
             pass
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.01},
+                              daemon=True)
     thread.start()
     try:
         yield PingServer(f"http://127.0.0.1:{server.server_address[1]}/ping/abc", hits)
@@ -721,8 +724,9 @@ def _refsync(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.fixture
-def synced(tmp_path: Path) -> Path:
-    """A SQLite project after one sync: 产品线 ok, 组织架构 skipped (its file is missing)."""
+def synced(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A SQLite project after one sync: 产品线 ok, 组织架构 skipped (its file is missing).
+    Made in this process (the tests run `status` as the console script)."""
     (tmp_path / "refsync.yml").write_text(STATUS_CONFIG, encoding="utf-8")
     (tmp_path / "lines.yml").write_text(
         'schema_version: "1.0"\ndata:\n  - {产品线代码: PL01, 产品线名称: 企业年金}\n',
@@ -731,8 +735,12 @@ def synced(tmp_path: Path) -> Path:
     env.write_text(f"WDH_DATABASE_URL=sqlite:///{tmp_path / 'w.db'}\n"
                    f"WDH_REFERENCE_SYNC_CONFIG={tmp_path / 'refsync.yml'}\n")
     env.chmod(0o640)
-    assert _refsync(tmp_path, "init-db", "--create-tables", "--env-file", str(env)).returncode == 0
-    assert _refsync(tmp_path, "sync", "--env-file", str(env)).returncode == 1
+    monkeypatch.chdir(tmp_path)
+    runner = CliRunner()
+    made = runner.invoke(app, ["init-db", "--create-tables", "--env-file", str(env)])
+    assert made.exit_code == 0, made.output
+    assert runner.invoke(app, ["sync", "--env-file", str(env)]).exit_code == 1
+    monkeypatch.undo()
     return tmp_path
 
 

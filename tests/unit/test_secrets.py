@@ -285,7 +285,8 @@ class _Monitor(BaseHTTPRequestHandler):
 def monitor() -> Iterator[tuple[str, type[_Monitor]]]:
     handler = type("Handler", (_Monitor,), {"seen": [], "status": 200})
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.01},
+                              daemon=True)
     thread.start()
     try:
         yield f"127.0.0.1:{server.server_address[1]}", handler
