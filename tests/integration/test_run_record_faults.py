@@ -42,7 +42,8 @@ WHERE application_name = 'refsync' AND datname = current_database()
 class HoldTheRunRecord:
     """A progress object that, when the table starts applying (the first time only), locks its
     `running` record in another session, as an operator's `SELECT … FOR UPDATE` would; a
-    thread then restarts the server once the run's record write waits on that lock."""
+    thread then restarts the server once the run's record write waits on that lock (or, when
+    it never does, ends the locking session, so that the run ends and the test fails)."""
 
     def __init__(self, private_pg: PrivatePostgres, url: str, table: str) -> None:
         self.pg, self.url, self.table = private_pg, url, table
@@ -75,14 +76,21 @@ class HoldTheRunRecord:
     def _restart_when_waiting(self) -> None:
         try:
             deadline = time.monotonic() + 60
-            with self.engine.connect() as watch:
-                while not watch.exec_driver_sql(_RECORD_WAITS).scalar():
-                    assert time.monotonic() < deadline, "the run record never waited"
-                    time.sleep(0.05)
+            while not self._query(_RECORD_WAITS):
+                assert time.monotonic() < deadline, "the run record never waited"
+                time.sleep(0.05)
             self.pg.restart()
             self.restarted.set()
         except BaseException as exc:  # noqa: BLE001 - reported by the test
             self.error = exc
+            self._query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE "
+                        "datname = current_database() AND query LIKE '%%FOR UPDATE'")
+
+    def _query(self, sql: str) -> object:
+        """One statement in a transaction of its own: a transaction reads pg_stat_activity
+        once and keeps what it read (a wait that began after would never be seen)."""
+        with self.engine.connect() as conn:
+            return conn.exec_driver_sql(sql).scalar()
 
     def close(self) -> None:
         if self.thread is not None:
