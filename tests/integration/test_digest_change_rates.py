@@ -107,7 +107,8 @@ def test_every_change_rate_counts_and_writes_what_reading_everything_does(
     with sibling_database(pg_databases) as off_url:
         for url in (pg_url, off_url):
             _target(url)
-            assert _summary(_run(tmp_path, url, source))["inserted"] == ROWS
+            loaded = _summary(_run(tmp_path, url, source))
+            assert loaded["inserted"] == ROWS, loaded
         # a backfill job made a row auto-derived on both targets: it is promoted
         for url in (pg_url, off_url):
             execute(url, "UPDATE business.plans SET _source = 'auto_derived', "
