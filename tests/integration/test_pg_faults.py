@@ -98,7 +98,7 @@ def blocker() -> Iterator[Any]:
 
 def test_restart_mid_copy_never_lets_two_runs_apply(
         tmp_path: Path, private_pg: PrivatePostgres, private_pg_url: str) -> None:
-    rows = 100_000
+    rows = 300_000  # the retried COPY must outlast the second run's start-up, under load too
     legacy = LegacyDb(tmp_path / "legacy.sqlite").create_plans(plan_row(i) for i in range(rows))
     create_target(private_pg_url)
     write_config(tmp_path, [sql_table("plans", legacy, batch_size=2000)],
