@@ -172,13 +172,15 @@ def proxied_mysql(mysql_db_url: str) -> Iterator[tuple[sa.URL, StallingProxy]]:
         yield url, proxy
 
 
-def _mysql_plans(url: sa.URL, rows: int, *, view_sleep: float | None = None) -> None:
+def _mysql_plans(url: sa.URL, rows: int, *, view_sleep: float | None = None,
+                 keyed: bool = True) -> None:
     engine = sa.create_engine(url, poolclass=sa.NullPool)
     try:
         with engine.begin() as conn:
             conn.exec_driver_sql("DROP VIEW IF EXISTS slow_plans")
             conn.exec_driver_sql("DROP TABLE IF EXISTS plans")
-            conn.exec_driver_sql("CREATE TABLE plans (code VARCHAR(20) PRIMARY KEY, "
+            key = " PRIMARY KEY" if keyed else ""  # keyless: read in one streaming statement
+            conn.exec_driver_sql(f"CREATE TABLE plans (code VARCHAR(20){key}, "
                                  "name VARCHAR(100), updated_at DATETIME)")
             conn.exec_driver_sql(
                 "INSERT INTO plans SELECT CONCAT('P', LPAD(seq, 7, '0')), CONCAT('n', seq), "
@@ -210,10 +212,11 @@ def _mysql_env(mysql: sa.URL, port: int | None = None) -> dict[str, str]:
 
 @contextmanager
 def _stalled_source_run(tmp_path: Path, pg_url: str,
-                        proxied_mysql: tuple[sa.URL, StallingProxy]) -> Iterator[Any]:
+                        proxied_mysql: tuple[sa.URL, StallingProxy],
+                        keyed: bool = True) -> Iterator[Any]:
     """A sync of 300,000 legacy rows whose source stops answering once its read began."""
     mysql, proxy = proxied_mysql
-    _mysql_plans(mysql, 300_000)
+    _mysql_plans(mysql, 300_000, keyed=keyed)
     create_target(pg_url)
     cfg = _mysql_config(tmp_path, mysql)
     with _start(cfg, pg_url, **_mysql_env(mysql, proxy.port)) as proc:
@@ -223,9 +226,13 @@ def _stalled_source_run(tmp_path: Path, pg_url: str,
         yield proc
 
 
+@pytest.mark.parametrize("keyed", [True, False], ids=["key-ranges", "one-stream"])
 def test_sigterm_ends_a_run_whose_source_stopped_answering(
-        tmp_path: Path, pg_url: str, proxied_mysql: tuple[sa.URL, StallingProxy]) -> None:
-    with _stalled_source_run(tmp_path, pg_url, proxied_mysql) as proc:
+        tmp_path: Path, pg_url: str, proxied_mysql: tuple[sa.URL, StallingProxy],
+        keyed: bool) -> None:
+    """Both ways the source's COPY text is read: key ranges, and one streaming statement
+    (a table without a key, and the parts a comparison found different)."""
+    with _stalled_source_run(tmp_path, pg_url, proxied_mysql, keyed) as proc:
         _until(proxied_mysql[1].holding.is_set, "the read to stop at the proxy")
         took, out, err = _ends_on_sigterm(proc)
     assert proc.returncode == 143, err[-3000:]
