@@ -70,8 +70,7 @@ class Rule(StrEnum):
 
     NOT_NULL = "not_null"
     MAX_CHARS = "max_chars"
-    NO_NUL = "no_nul"
-    UTF8 = "utf8"
+    STORABLE_TEXT = "storable_text"  # no NUL character, valid UTF-8
     JSON_VALID = "json_valid"
     JSON_NO_NUL = "json_no_nul"
     INT_RANGE = "int_range"
@@ -114,17 +113,15 @@ def _max_chars(limit: int) -> Limit:
     return Limit(Rule.MAX_CHARS, limit, check)
 
 
-def _no_nul(s: str) -> str:
+def _storable_text(s: str) -> str:
+    """Text PostgreSQL can store: no NUL character, and valid UTF-8 (a lone surrogate, e.g.
+    YAML "\\ud800", is not)."""
     if "\x00" in s:
         raise RejectValue(NUL_CHAR)
-    return s
-
-
-def _utf8(s: str) -> str:
     if not s.isascii():
         try:
             s.encode("utf-8")
-        except UnicodeEncodeError:  # a lone surrogate, e.g. YAML "\ud800"
+        except UnicodeEncodeError:
             raise RejectValue(INVALID_UTF8) from None
     return s
 
@@ -210,12 +207,13 @@ def _whole_digits(col: ColumnInfo, limit: int) -> Limit:
 
 def _text(col: ColumnInfo) -> list[Limit]:
     chars = [] if col.max_length is None else [_max_chars(col.max_length)]
-    return [*chars, Limit(Rule.NO_NUL, None, _no_nul), Limit(Rule.UTF8, None, _utf8)]
+    return [*chars, Limit(Rule.STORABLE_TEXT, None, _storable_text)]
 
 
 def _json(col: ColumnInfo) -> list[Limit]:
     return [Limit(Rule.JSON_VALID, None, _json_valid),
-            Limit(Rule.JSON_NO_NUL, None, _json_no_nul), Limit(Rule.UTF8, None, _utf8)]
+            Limit(Rule.JSON_NO_NUL, None, _json_no_nul),
+            Limit(Rule.STORABLE_TEXT, None, _storable_text)]
 
 
 def _numeric(col: ColumnInfo) -> list[Limit]:

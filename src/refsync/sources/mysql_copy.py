@@ -204,8 +204,8 @@ def _real_date(g: _Given, limit: Limit) -> Check:
 # One rendering per rule (rules.py); a limit missing here takes its column off the
 # fast path.
 PRECHECKS: dict[Rule, Callable[[_Given, Limit], Check]] = {
-    Rule.NOT_NULL: _not_null, Rule.MAX_CHARS: _max_chars, Rule.NO_NUL: _guaranteed,
-    Rule.UTF8: _guaranteed, Rule.JSON_VALID: _json_valid, Rule.JSON_NO_NUL: _json_no_nul,
+    Rule.NOT_NULL: _not_null, Rule.MAX_CHARS: _max_chars, Rule.STORABLE_TEXT: _guaranteed,
+    Rule.JSON_VALID: _json_valid, Rule.JSON_NO_NUL: _json_no_nul,
     Rule.INT_RANGE: _int_range, Rule.FINITE: _guaranteed, Rule.SCALE: _scale,
     Rule.WHOLE_DIGITS: _whole_digits, Rule.ONE_OF: _one_of, Rule.REAL_DATE: _real_date,
 }
