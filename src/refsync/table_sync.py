@@ -238,7 +238,8 @@ def compare(job: TableJob, source: Source, session: Session[Read], writer: SqlTa
         return None
     from refsync import digest
 
-    dplan, timings = sized_comparison(job, target_rows, plan.digests), {}
+    dplan = sized_comparison(job, target_rows, plan.digests)
+    timings: dict[str, float] = {}
     if dplan is None:
         return None
     whole_first = job.last_run is not None and job.last_run.left_in_step(source.changed_at)
@@ -246,6 +247,10 @@ def compare(job: TableJob, source: Source, session: Session[Read], writer: SqlTa
     theirs: dict[int, BucketDigest] = {}
     for whole in (True, False) if whole_first else (False,):
         side = "total" if whole else "digest"
+        if not whole:  # parts of the key's order where it can have them (sized, sampled)
+            dplan = ranged(job, session, writer, dplan, target_rows, timings)
+            if dplan is None:
+                return None
         pending = session.call(partial(_source_digests, plan=dplan, whole=whole))
         started = time.perf_counter()
         ours = target_digests(job, writer, dplan, whole)
@@ -272,6 +277,51 @@ def compare(job: TableJob, source: Source, session: Session[Read], writer: SqlTa
                       digest.target_bucket_predicate(dplan, outcome.differing), timings)
 
 
+def ranged(job: TableJob, session: Session[Read], writer: SqlTableWriter, plan: DigestPlan,
+           target_rows: int, timings: dict[str, float]) -> DigestPlan | None:
+    """`plan` in key ranges sized for the change the last full read found, where the key
+    can have them (`digest.KeyRanges`; else `plan` as it is), or None where so much is
+    expected to differ that reading everything is cheaper (said at -v)."""
+    from refsync import digest
+
+    if plan.range_key is None or target_rows < digest.RANGES_FROM_ROWS:
+        return plan
+    expected = job.last_run.changed_share if job.last_run is not None else None
+    parts = digest.range_parts(target_rows, expected)
+    if parts is None:
+        log.debug("%s: digests: the last full read changed %.1f %% of the rows: reading all",
+                  job.spec.name, 100 * (expected or 0))
+        return None
+    started = time.perf_counter()
+    try:
+        got = key_ranges(session, writer.conn, plan, job.spec.target_schema,
+                         job.spec.target_table, parts=parts, rows=target_rows)
+    except sa.exc.DBAPIError as exc:
+        raise writer.classify_write_error(exc, "sampling key ranges") from None
+    timings["ranges"] = time.perf_counter() - started
+    if got is None:
+        return plan
+    log.debug("%s: digests: %d key ranges (%d wanted) for the %.3f %% of rows the last full "
+              "read changed", job.spec.name, got.buckets, parts + 1, 100 * (expected or 0))
+    return got
+
+
+def key_ranges(session: Session[Any], conn: sa.Connection, plan: DigestPlan,
+               schema: str | None, table: str, *, parts: int, rows: int) -> DigestPlan | None:
+    """`plan` in about `parts` key ranges: bounds sampled from the target (on `conn`, this
+    thread's), kept where the source orders them alike (in the source's thread); None where
+    there are no such ranges (too few keys, or a source that cannot join its bounds)."""
+    from refsync.targets import pg_digest
+
+    ranges = pg_digest.sample_ranges(conn, plan, schema, table, parts=parts, rows=rows)
+    if ranges is None:
+        return None
+    wanted = plan.with_ranges(ranges)
+    ordered: DigestPlan | None = interrupts.wait(
+        session.call(lambda read: read.ordered_ranges(wanted)))
+    return ordered
+
+
 def sized_comparison(job: TableJob, target_rows: int, plan: DigestPlan) -> DigestPlan | None:
     """The digest plan sized for the change the last full read found (smaller buckets where
     more changed), or None where so much is expected to differ that reading everything is
@@ -279,6 +329,8 @@ def sized_comparison(job: TableJob, target_rows: int, plan: DigestPlan) -> Diges
     from refsync import digest
 
     expected = job.last_run.changed_share if job.last_run is not None else None
+    if plan.range_key is not None and target_rows >= digest.RANGES_FROM_ROWS:
+        return plan  # sized as key ranges, when the parts are wanted (`ranged`)
     sized = digest.sized_for_change(plan, target_rows, expected)
     if sized is None:
         log.debug("%s: digests: the last full read changed %.1f %% of the rows: reading all",

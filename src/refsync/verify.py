@@ -301,12 +301,16 @@ def _verify_table(session: Session[Any], pc: Connection, plan: DigestPlan, schem
     buckets, merge (key, row hash) from both sides in key byte order and classify each key
     as differing, missing or extra. Memory stays flat (both sides stream, sorted by the
     servers)."""
-    from refsync.digest import compare
+    from refsync.digest import WHOLE, compare
     from refsync.targets.pg_digest import target_digests, target_row_hashes
 
     timings: dict[str, float] = {}
+    theirs: dict[int, BucketDigest] = {}
     for whole in (True, False):
         side = "total" if whole else "digest"
+        if not whole:  # the parts: key ranges where the key can have them (as a sync)
+            rows = theirs[WHOLE].rows if WHOLE in theirs else 0  # the target's count
+            plan = _ranged(session, pc, plan, schema, table, rows=rows)
         pending = session.call(partial(_source_digests, plan=plan, whole=whole))
         started = time.perf_counter()
         theirs = target_digests(pc, plan, schema, table, whole=whole)
@@ -352,6 +356,17 @@ def _verify_table(session: Session[Any], pc: Connection, plan: DigestPlan, schem
             s, t = next(src, None), next(tgt, None)
     result.timings["rows"] = time.perf_counter() - t0
     return result
+
+
+def _ranged(session: Session[Any], pc: Connection, plan: DigestPlan, schema: str | None,
+            table: str, *, rows: int) -> DigestPlan:
+    from refsync.digest import RANGES_FROM_ROWS, range_parts
+    from refsync.table_sync import key_ranges
+
+    if plan.range_key is None or rows < RANGES_FROM_ROWS:
+        return plan
+    parts = range_parts(rows, None) or 1
+    return key_ranges(session, pc, plan, schema, table, parts=parts, rows=rows) or plan
 
 
 def _source_digests(read: Any, plan: DigestPlan,

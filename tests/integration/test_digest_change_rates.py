@@ -98,12 +98,16 @@ def _change(source: sa.Engine, rows: int, night: int) -> None:
             f"FROM seq_1_to_{max(1, rows // 10)}")
 
 
+@pytest.mark.parametrize("parts", ["key-bytes", "key-ranges"])
 @pytest.mark.parametrize("case", list(CHANGES))
 def test_every_change_rate_counts_and_writes_what_reading_everything_does(
         tmp_path: Path, pg_url: str, pg_databases: PgDatabases, source: sa.Engine,
-        monkeypatch: pytest.MonkeyPatch, case: str) -> None:
+        monkeypatch: pytest.MonkeyPatch, case: str, parts: str) -> None:
     changed = CHANGES[case]
     monkeypatch.setattr("refsync.digest.plan.EVIDENCE_FROM_ROWS", 0)  # as a large table
+    ranges = parts == "key-ranges"
+    # key ranges from this many rows on (a large table's parts): ~200 rows a part here
+    monkeypatch.setattr("refsync.digest.RANGES_FROM_ROWS", 0 if ranges else 10**9)
     with sibling_database(pg_databases) as off_url:
         for url in (pg_url, off_url):
             _target(url)
@@ -129,16 +133,19 @@ def test_every_change_rate_counts_and_writes_what_reading_everything_does(
             assert _pg(pg_url, TARGET_ROWS) == _pg(off_url, TARGET_ROWS)
             assert "source_digest" not in off.tables[0].timings
             timings = auto.tables[0].timings
-            if changed >= ROWS // 100 and night == 2:
-                # the last full read changed 1 % or more: no digests, read everything
+            assert ("ranges" in timings) == (ranges and "source_digest" in timings), timings
+            if changed >= ROWS // 100 and night == 2 and (case == "half" or not ranges):
+                # the last full read changed so much that reading everything is cheaper
                 assert "source_digest" not in timings and read == _summary(auto)["read"]
             else:
                 assert "source_digest" in timings or "source_total" in timings, timings
-            # only the parts that differ are read (a part holds ~32 rows; the first night,
-            # the auto-derived row's part too)
-            derived = 200 if night == 1 else 0
-            most = {"none": 0, "one-row": 200, "0.01pct": 400,
-                    "1pct": ROWS // 2 if night == 1 else ROWS + 100}
+            # only the parts that differ are read (a bytes part holds ~32 rows, a key range
+            # ~200, sampled; the first night, the auto-derived row's part too)
+            derived = (600 if ranges else 200) if night == 1 else 0
+            most = ({"none": 0, "one-row": 600, "0.01pct": 1200,
+                     "1pct": ROWS + 100 if night == 1 else ROWS // 2} if ranges else
+                    {"none": 0, "one-row": 200, "0.01pct": 400,
+                     "1pct": ROWS // 2 if night == 1 else ROWS + 100})
             if case in most:
                 assert read <= most[case] + derived, read
         summary = _summary(auto)

@@ -100,6 +100,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from refsync.digest.canonical import (
     ALIAS,
     INT_TYPES,
+    blank_padded,
     field_text,
     key_value_bytes,
     mysql_name,
@@ -158,6 +159,7 @@ class SourceColumn:
     precision: int | None = None  # NUMERIC_PRECISION
     scale: int | None = None  # NUMERIC_SCALE
     fsp: int | None = None  # DATETIME_PRECISION
+    collation: str | None = None  # COLLATION_NAME
 
 
 @dataclass(frozen=True)
@@ -182,7 +184,10 @@ class DigestPlan:
     # the bucket is taken from the row hash (not the key): a changed row's old version is
     # in one bucket on the target, its new version in another on the source; both differ
     bucket_from_hash: bool = False
-    bucket_by: str = "row"  # "value" (one integer key), "bytes", "row" or "key"
+    bucket_by: str = "row"  # "value" (one integer key), "bytes", "row", "key" or "range"
+    # where the key can be ordered alike on both sides: how (`with_ranges`)
+    range_key: RangeKey | None = None
+    ranges: KeyRanges | None = None
 
     @property
     def source_bucket(self) -> str:
@@ -192,6 +197,8 @@ class DigestPlan:
     @property
     def target_bucket_template(self) -> str:
         """`target_bucket` with every column reference marked (`target_bucket_predicate`)."""
+        if self.ranges is not None and self.range_key is not None:
+            return f"width_bucket({self.range_key.target}, {self.ranges.pg_array})"
         return f"mod({self.target_bucket_of}, {self.buckets})"
 
     @property
@@ -203,9 +210,141 @@ class DigestPlan:
         n = max(1, min(int(buckets), MAX_BUCKETS))
         return replace(self, buckets=coprime_buckets(n) if self.bucket_by == "bytes" else n)
 
+    def with_ranges(self, ranges: KeyRanges) -> DigestPlan:
+        """The same comparison in parts of the key's order (`KeyRanges`)."""
+        assert self.range_key is not None, "only a plan with a range key takes ranges"
+        notes = self.notes if self.ranges else (*self.notes, "buckets: ranges of the key")
+        return replace(self, ranges=ranges, buckets=len(ranges.bounds) + 1,
+                       bucket_by="range", bucket_from_hash=False, notes=notes)
+
     def describe(self) -> str:
         return (f"digests over {len(self.columns)} columns, key ({', '.join(self.key)}), "
-                f"{self.buckets} buckets")
+                f"{self.buckets} {'key ranges' if self.ranges else 'buckets'}")
+
+
+@dataclass(frozen=True)
+class KeyRanges:
+    """Parts of a table in its key's order: part 0 below the first bound, part i from bound i
+    (1-based) to the next, the last from the last bound up. Each side assigns a row by
+    comparing its key in its own order -- MySQL in the key column's collation (through the
+    key's index: selecting a part's rows reads only them), PostgreSQL by an integer of the
+    key (`range_key`: the integer itself, or a text key's first 8 UTF-8 bytes) -- and the
+    bounds are kept only where MySQL orders them as PostgreSQL does, so each side's parts
+    cover every key once. Where the two orders differ between the bounds (a `_ci`
+    collation and lower-case keys), a row lands in different parts on the two sides:
+    both parts then differ and are read (one more read, never a missed difference)."""
+
+    bounds: tuple[int, ...]  # PostgreSQL: strictly increasing
+    texts: tuple[str, ...] | None = None  # MySQL: the same bounds as text (a text key)
+
+    @property
+    def source_bounds(self) -> tuple[int | str, ...]:
+        return self.texts if self.texts is not None else self.bounds
+
+    @property
+    def pg_array(self) -> str:
+        return "'{" + ",".join(str(int(b)) for b in self.bounds) + "}'::int8[]"
+
+    def without(self, drop: set[int]) -> KeyRanges:
+        """These ranges less the bounds at positions `drop` (0-based): their parts merge."""
+        keep = [i for i in range(len(self.bounds)) if i not in drop]
+        return KeyRanges(tuple(self.bounds[i] for i in keep),
+                         None if self.texts is None else tuple(self.texts[i] for i in keep))
+
+    def spans(self, parts: Sequence[int]) -> list[tuple[Any, Any]]:
+        """The (low, high) source bounds of `parts`, adjacent parts merged (None: open)."""
+        return _merged_spans(self.source_bounds, parts)
+
+
+@dataclass(frozen=True)
+class RangeKey:
+    """A one-column key both sides order alike: the MySQL column, PostgreSQL's integer of
+    its order (marked column references), the MySQL type of a bound and, for a text key,
+    its character set (bounds are written in it)."""
+
+    source: str
+    target: str
+    source_type: str
+    charset: str | None = None
+
+    def literal(self, value: int | str) -> str:
+        """A bound in MySQL SQL: an integer, or text as hex bytes in the key's character set
+        (no escaping; compared in the key column's collation)."""
+        if isinstance(value, int):
+            return str(int(value))
+        return f"_{self.charset} X'{value.encode().hex()}'"
+
+
+def _merged_spans(bounds: Sequence[Any], parts: Sequence[int]) -> list[tuple[Any, Any]]:
+    out: list[tuple[Any, Any]] = []
+    last = -2
+    for p in sorted(set(parts)):
+        lo = bounds[p - 1] if p >= 1 else None
+        hi = bounds[p] if p < len(bounds) else None
+        if p == last + 1 and out:
+            out[-1] = (out[-1][0], hi)
+        else:
+            out.append((lo, hi))
+        last = p
+    return out
+
+
+# ---------------------------------------------------------------- key ranges (pure)
+
+PREFIX_BYTES = 8  # a text key's order on PostgreSQL: its first 8 UTF-8 bytes as an integer
+_SIGN = 1 << 63
+# parts: rows a part = sqrt(RANGE_COST / expected change share), from measurement (issue 20,
+# a million rows): MySQL's grouping costs about 12 µs a part, reading, staging and diffing a
+# row of a differing part about 3 µs; a part of P rows then costs parts * 12 µs + rows *
+# (1 - e^-(change * P)) * 3 µs, least at P = sqrt(4 / change) for small changes
+RANGE_COST = 4.0
+EXPECTED_CHANGE = 1e-4  # a night with no history: 0.01 % of the rows
+MIN_PART_ROWS, MAX_PART_ROWS = 4, 2000
+MAX_RANGE_PARTS = 100_000  # bounds travel as one JSON document to MySQL
+SPANS_A_STATEMENT = 16  # key ranges a MySQL statement reads (`source_bucket_predicates`)
+RANGES_FROM_ROWS = 20_000  # smaller tables: the buckets of the key's bytes (no sampling)
+SAMPLES_PER_PART = 8  # sampled target keys per part, for parts of even size
+# after key ranges sized for the change expected, read everything when more than this share
+# of the rows is expected in differing parts (reading them costs more than a plain read)
+RANGE_READ_ALL_SHARE = 0.35
+
+
+def part_rows(changed_share: float | None) -> int:
+    """Rows a key range should hold for the change a run expects."""
+    c = max(changed_share or 0.0, EXPECTED_CHANGE)
+    return int(min(MAX_PART_ROWS, max(MIN_PART_ROWS, math.sqrt(RANGE_COST / c))))
+
+
+def range_parts(rows: int, changed_share: float | None) -> int | None:
+    """How many key ranges to compare a table of `rows` rows in, or None where so much is
+    expected to differ that reading everything is cheaper."""
+    per = part_rows(changed_share)
+    if changed_share and read_share(changed_share, per) > RANGE_READ_ALL_SHARE:
+        return None
+    return max(1, min(MAX_RANGE_PARTS, rows // per))
+
+
+def key_prefix(text: str) -> int:
+    """PostgreSQL's integer of a text key's order (`range_key`), in Python."""
+    return int.from_bytes(text.encode()[:PREFIX_BYTES].ljust(PREFIX_BYTES, b"\0"), "big") - _SIGN
+
+
+def text_ranges(prefixes: Sequence[int]) -> KeyRanges:
+    """Key ranges of a text key from sampled key prefixes (`key_prefix`, sorted): each bound
+    as the text MySQL compares with -- the prefix's bytes up to its last whole character
+    (a bound is never cut inside a character) -- and its own prefix, deduplicated. A text
+    key k is then >= bound b in bytes exactly when key_prefix(k) >= key_prefix(b) (b holds
+    at most 8 bytes, and no text holds a NUL)."""
+    texts: dict[int, str] = {}
+    for p in prefixes:
+        raw = (int(p) + _SIGN).to_bytes(PREFIX_BYTES, "big").rstrip(b"\0")
+        text = raw.decode("utf-8", errors="ignore") if raw else ""
+        while text.encode() != raw[:len(text.encode())]:  # never part of a character
+            text = text[:-1]
+        if text:
+            texts.setdefault(key_prefix(text), text)
+    ordered = sorted(texts)
+    return KeyRanges(tuple(ordered), tuple(texts[b] for b in ordered))
 
 
 def choose_buckets(rows: int, avg_row_bytes: int | None = None, *,
@@ -378,14 +517,39 @@ def build_digest_plan(source_columns: Sequence[SourceColumn],
         notes.append(note)
 
     bare = _bare
+    range_key = _range_key(k_src, k_tgt) if len(key) == 1 else None
     plan = DigestPlan(
         columns=tuple(order), source_columns=tuple(by_target[c][0].name for c in order),
         key=tuple(key), buckets=n, source_timezone=source_timezone,
         source_key_text=my_key, source_row_text=my_row, source_bucket_of=my_bucket,
         source_hash=my_hash, target_key_text=bare(pg_key), target_row_text=bare(pg_row),
         target_bucket_of=pg_bucket, target_hash=bare(pg_hash), notes=tuple(notes),
-        bucket_from_hash=from_hash, bucket_by="value" if int_key else bucket_by)
+        bucket_from_hash=from_hash, bucket_by="value" if int_key else bucket_by,
+        range_key=range_key)
     return plan, None
+
+
+_RANGE_CHARSETS = {"utf8mb4": "utf8mb4", "utf8mb3": "utf8mb3", "utf8": "utf8mb3",
+                   "ascii": "ascii"}
+
+
+def _range_key(src: SourceColumn, tgt: ColumnInfo) -> RangeKey | None:
+    """How a one-column key is ordered alike on both sides: an integer, or a CHAR/VARCHAR
+    in a UTF-8 character set (its bytes are the target's) into text; None otherwise (ENUM
+    orders by position, other character sets by other bytes)."""
+    dt = src.data_type.lower()
+    if dt in INT_TYPES and tgt.kind == "integer":
+        return RangeKey(mysql_name(src.name), f"{pg_column(tgt.name)}::int8", "BIGINT")
+    cs = _RANGE_CHARSETS.get((src.charset or "").lower())
+    if dt not in ("char", "varchar") or tgt.kind != "text" or blank_padded(tgt.type_sql) \
+            or cs is None or not src.collation or not src.collation.replace("_", "").isalnum():
+        return None
+    col = pg_column(tgt.name)
+    prefix = (f"(('x' || rpad(encode(substring(convert_to({col}, 'UTF8') from 1 for "
+              f"{PREFIX_BYTES}), 'hex'), {2 * PREFIX_BYTES}, '0'))::bit(64)::bigint "
+              f"# (-9223372036854775807 - 1))")
+    return RangeKey(mysql_name(src.name), prefix,
+                    f"VARCHAR({PREFIX_BYTES}) CHARACTER SET {cs} COLLATE {src.collation}", cs)
 
 
 def _key_bytes_mysql(key_bytes: str) -> str:
@@ -484,7 +648,31 @@ def source_bucket_predicate(plan: DigestPlan, buckets: Sequence[int]) -> str:
     row hash per row scanned)."""
     if not buckets:
         return "FALSE"
+    if plan.ranges is not None and plan.range_key is not None:
+        rk = plan.range_key
+        return _spans_sql(rk.source, plan.ranges.spans(buckets), rk.literal)
     return f"{plan.source_bucket} IN ({_in_list(buckets)})"
+
+
+def source_bucket_predicates(plan: DigestPlan, buckets: Sequence[int]) -> list[str]:
+    """`source_bucket_predicate` in statements of a few key ranges each (MySQL checks a row
+    against every range of its statement: 16 ranges of a thousand in one statement cost it
+    a tenth of the comparisons); one statement for buckets of another kind."""
+    if plan.ranges is None or plan.range_key is None:
+        return [source_bucket_predicate(plan, buckets)] if buckets else []
+    rk, spans = plan.range_key, plan.ranges.spans(buckets)
+    return [_spans_sql(rk.source, spans[i:i + SPANS_A_STATEMENT], rk.literal)
+            for i in range(0, len(spans), SPANS_A_STATEMENT)]
+
+
+def _spans_sql(col: str, spans: Sequence[tuple[Any, Any]], literal: Any) -> str:
+    """`col` within any of `spans` ((low, high): low <= col < high; None: open)."""
+    out = []
+    for lo, hi in spans:
+        conds = ([f"{col} >= {literal(lo)}"] if lo is not None else []) + \
+            ([f"{col} < {literal(hi)}"] if hi is not None else [])
+        out.append(" AND ".join(conds) or "TRUE")
+    return "(" + " OR ".join(f"({c})" for c in out) + ")"
 
 
 def target_bucket_predicate(plan: DigestPlan, buckets: Sequence[int],

@@ -72,6 +72,11 @@ class DigestRead(Read, Protocol):
         """Per bucket (rows, xor); `whole`: the table as one part."""
         ...
 
+    def ordered_ranges(self, plan: DigestPlan) -> DigestPlan | None:
+        """`plan` with the key-range bounds this source orders as the target does, or None
+        where it cannot compare key ranges (see `digest.KeyRanges`)."""
+        ...
+
     def largest_cursor(self) -> Any:
         """The largest cursor value of the whole table (the watermark of a read that
         compared every part equal and read nothing)."""

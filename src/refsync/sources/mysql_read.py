@@ -133,6 +133,11 @@ class MySQLRead:
         return source_digests(self.conn, plan, self.src.table, schema=self.src.schema,
                               whole=whole)
 
+    def ordered_ranges(self, plan: DigestPlan) -> DigestPlan | None:
+        from refsync.sources.mysql_digest import ordered_ranges
+
+        return ordered_ranges(self.conn, plan)
+
     def row_hashes(self, plan: DigestPlan,
                    buckets: Sequence[int] | None) -> Iterator[tuple[bytes, tuple[Any, ...], int]]:
         """(key text, key values, row hash) of the rows in `buckets` (None: all), in byte
@@ -152,24 +157,28 @@ class MySQLRead:
         return _date_or_none(largest)
 
     def chunks(self, only: Selection | None = None) -> Iterator[Chunk]:
-        """The rows (of `only`'s buckets), on the plan's path."""
+        """The rows (of `only`'s buckets), on the plan's path; key ranges a few at a time
+        (MySQL checks a row against every range of its statement)."""
         rows, params = self.src.select(self.since)
-        if only is not None:
-            from refsync.digest import source_bucket_predicate
+        if only is None:
+            yield from self._chunks_of(rows, params, only=False)
+            return
+        from refsync.digest import source_bucket_predicates
 
-            if not only.differing:
-                return
-            if len(only.differing) >= IN_LIST_CONVERSION_FROM:
-                with suppress(sa_exc.DBAPIError):
-                    self.conn.exec_driver_sql(
-                        "SET SESSION in_predicate_conversion_threshold = 0")
-            rows = rows.where(text(source_bucket_predicate(only.plan, only.differing)))
+        if len(only.differing) >= IN_LIST_CONVERSION_FROM and only.plan.ranges is None:
+            with suppress(sa_exc.DBAPIError):
+                self.conn.exec_driver_sql("SET SESSION in_predicate_conversion_threshold = 0")
+        for where in source_bucket_predicates(only.plan, only.differing):
+            yield from self._chunks_of(rows.where(text(where)), params, only=True)
+
+    def _chunks_of(self, rows: Select[Any], params: dict[str, Any], *,
+                   only: bool) -> Iterator[Chunk]:
         copy = self.plan.copy
         if copy is None:
             batches = self.src._batches_on(self.conn, self.results, self.since, stmt=rows)
             yield from row_chunks((self.src._as_values(b) for b in batches),
                                   cursor=self.src.cursor_column is not None)
-        elif copy.key is None or only is not None:
+        elif copy.key is None or only:
             yield from self._streamed_text(rows, params, copy)
         else:
             yield from self._ranged_text(rows, params, copy)

@@ -9,17 +9,20 @@ from typing import Any
 
 from sqlalchemy.engine import Connection
 
-from refsync.digest.canonical import pg_ident, sql_constant
+from refsync.digest.canonical import ALIAS, pg_ident, sql_constant
 from refsync.digest.plan import (
     AUTHORITATIVE,
     MASK64,
+    SAMPLES_PER_PART,
     WHOLE,
     BucketDigest,
     DigestPlan,
     DigestUnsupported,
+    KeyRanges,
     _bucket_of,
     _by_bucket,
     target_bucket_predicate,
+    text_ranges,
 )
 
 # the target digest's session settings: the planner does not know what the row hashes cost,
@@ -87,6 +90,27 @@ def target_digests(conn: Connection, plan: DigestPlan, schema: str | None,
         raise
     _set_settings(conn, {k: before[k] for k in changed})
     return _by_bucket(rows)
+
+
+def sample_ranges(conn: Connection, plan: DigestPlan, schema: str | None, table: str, *,
+                  parts: int, rows: int) -> KeyRanges | None:
+    """Bounds for about `parts` key ranges of even size, from a sample of the target's
+    authoritative keys (`SAMPLES_PER_PART` a part; PostgreSQL sorts them and keeps every
+    so many), or None where the sample holds too few keys."""
+    assert plan.range_key is not None
+    if parts < 2:
+        return None
+    percent = min(100.0, 100.0 * SAMPLES_PER_PART * parts / max(rows, 1))
+    key = plan.range_key.target.replace(ALIAS, "")
+    sample = (f"TABLESAMPLE BERNOULLI ({percent:.6f})" if percent < 100 else "")
+    got = [int(r[0]) for r in conn.exec_driver_sql(
+        f"SELECT p FROM (SELECT p, row_number() OVER (ORDER BY p) AS n FROM "  # noqa: S608
+        f"(SELECT DISTINCT {key} AS p FROM {_pg_ref(schema, table)} {sample} "
+        f"WHERE {pg_ident('_source')} = '{AUTHORITATIVE}') AS s) AS x "
+        f"WHERE mod(n, {SAMPLES_PER_PART}) = 0 ORDER BY p")]
+    if len(got) < 2:
+        return None
+    return KeyRanges(tuple(got)) if plan.range_key.charset is None else text_ranges(got)
 
 
 def target_row_hashes(conn: Connection, plan: DigestPlan, schema: str | None, table: str,

@@ -1,0 +1,188 @@
+"""Digests in key ranges (issue 20): the parts of a table in its key's order, each side
+assigning a row by its own comparison (MySQL in the key's collation, through its index;
+PostgreSQL by an integer of the key's bytes). Where the two orders agree the parts are the
+same on both sides; where they do not (a `_ci` collation and mixed-case keys) a re-sync
+must still write exactly what reading everything writes, and `verify` must still name
+exactly the keys that differ."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from helpers import TRACKING_DDL, execute, legacy_settings, sibling_database, sync_section, \
+    table_summary
+
+from pg_databases import PgDatabases
+from refsync.config import load_config
+from refsync.digest import KeyRanges, plan_digest
+from refsync.digest.plan import key_prefix, text_ranges
+from refsync.model import ColumnInfo, RunResult
+from refsync.sources.mysql_digest import ordered_ranges, read_source_columns, source_digests
+from refsync.verify import verify
+
+ROWS = 6000
+ALPHABET = "aAbBzZ09_-."  # lower case and '_' sort otherwise in utf8mb4_general_ci
+
+
+def _codes(n: int, seed: int) -> list[str]:
+    """`n` keys of mixed case, one per case-insensitive value (a _ci primary key allows no
+    more)."""
+    rng = random.Random(seed)
+    seen: dict[str, str] = {}
+    while len(seen) < n:
+        code = "".join(rng.choice(ALPHABET) for _ in range(rng.randint(1, 12)))
+        seen.setdefault(code.lower(), code.upper() if rng.random() < 0.3 else code)
+    return sorted(seen.values())
+
+
+SHAPES = {
+    "text-ci": ("code VARCHAR(20) COLLATE utf8mb4_general_ci", "varchar(20)"),
+    "text-bin": ("code VARCHAR(20) COLLATE utf8mb4_bin", "varchar(20)"),
+    "integer": ("code BIGINT", "bigint"),
+}
+
+
+@pytest.fixture(params=list(SHAPES))
+def shape(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def source(mysql_db_url: str, shape: str) -> Iterator[sa.Engine]:
+    engine = sa.create_engine(mysql_db_url, poolclass=sa.NullPool)
+    codes: list[Any] = (list(range(-ROWS, ROWS * 3, 4)) if shape == "integer"
+                        else _codes(ROWS, 7))
+    with engine.begin() as conn:
+        conn.exec_driver_sql("DROP TABLE IF EXISTS plans")
+        conn.exec_driver_sql(f"CREATE TABLE plans ({SHAPES[shape][0]} PRIMARY KEY, "
+                             "name VARCHAR(100)) CHARACTER SET utf8mb4")
+        conn.execute(sa.text("INSERT INTO plans VALUES (:c, :n)"),
+                     [{"c": c, "n": f"plan {i}"} for i, c in enumerate(codes)])
+    yield engine
+    engine.dispose()
+
+
+def _target(pg_url: str, shape: str) -> None:
+    execute(pg_url, "CREATE SCHEMA business; CREATE TABLE business.plans "
+            f"(code {SHAPES[shape][1]} PRIMARY KEY, name varchar(100), {TRACKING_DDL})")
+
+
+def _section(digests: str = "auto") -> dict[str, Any]:
+    return {"defaults": {"retry": {"attempts": 0, "backoff": [0]}, "batch_size": 500,
+                         "max_delete_ratio": 1.0},
+            "tables": [{"name": "plans", "target_table": "plans", "target_schema": "business",
+                        "source_type": "legacy_mysql", "sync_mode": "delete_insert",
+                        "primary_key": "code", "digests": digests,
+                        "source_config": {"table": "plans", "columns": [
+                            {"source": c, "target": c} for c in ("code", "name")]}}]}
+
+
+def _run(tmp_path: Path, pg_url: str, mysql: sa.Engine, digests: str = "auto") -> RunResult:
+    return sync_section(tmp_path, _section(digests), pg_url, mysql.url, full=True)
+
+
+def _summary(result: RunResult) -> dict[str, Any]:
+    return table_summary(result, "status", "error", "read", "inserted", "updated",
+                         "unchanged", "deleted")
+
+
+def _rows(pg_url: str) -> list[tuple[Any, ...]]:
+    engine = sa.create_engine(pg_url, poolclass=sa.NullPool)
+    try:
+        with engine.connect() as conn:
+            return [tuple(r) for r in conn.exec_driver_sql(
+                "SELECT code, name, _source FROM business.plans ORDER BY code::text "
+                "COLLATE \"C\"")]
+    finally:
+        engine.dispose()
+
+
+def _night(source: sa.Engine, night: int, shape: str) -> set[str]:
+    """A few rows updated, deleted and inserted, spread over the key order; their keys."""
+    rng = random.Random(night)
+    with source.begin() as conn:
+        keys = [r[0] for r in conn.exec_driver_sql("SELECT code FROM plans")]
+        picked = rng.sample(keys, 12)
+        conn.execute(sa.text("UPDATE plans SET name = :n WHERE code = :c"),
+                     [{"n": f"night {night}", "c": c} for c in picked[:8]])
+        conn.execute(sa.text("DELETE FROM plans WHERE code = :c"),
+                     [{"c": c} for c in picked[8:]])
+        new: list[Any] = ([ROWS * 5 + night * 10 + i for i in range(3)] if shape == "integer"
+                          else [f"new{night}-{i}" for i in range(3)] + [f"Zz{night}"])
+        conn.execute(sa.text("INSERT INTO plans VALUES (:c, 'new')"), [{"c": c} for c in new])
+    return {str(k) for k in [*picked, *new]}
+
+
+def test_key_ranges_write_what_reading_everything_writes(
+        tmp_path: Path, pg_url: str, pg_databases: PgDatabases, source: sa.Engine,
+        shape: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("refsync.digest.RANGES_FROM_ROWS", 0)  # as a large table
+    monkeypatch.setattr("refsync.digest.plan.SPANS_A_STATEMENT", 2)  # several statements
+    with sibling_database(pg_databases) as off_url:
+        for url in (pg_url, off_url):
+            _target(url, shape)
+            assert _summary(_run(tmp_path, url, source))["inserted"] == ROWS
+        for night in (1, 2, 3):
+            changed = _night(source, night, shape)
+            auto = _run(tmp_path, pg_url, source)
+            off = _run(tmp_path, off_url, source, digests="off")
+            assert _summary(auto) == _summary(off)
+            assert _rows(pg_url) == _rows(off_url)
+            timings = auto.tables[0].timings
+            assert "ranges" in timings and "source_digest" in timings, timings
+            summary = _summary(auto)
+            assert summary["updated"] == 8 and summary["deleted"] == 4, summary
+            assert summary["inserted"] == len(changed) - 12, summary
+            # only the differing parts were read (a ci table's mixed keys may land in two)
+            assert summary["read"] == ROWS + night * (len(changed) - 16) and \
+                auto.tables[0].unchanged >= ROWS - 16 * 100
+        # verify names exactly the keys that differ, through the same key ranges
+        with source.begin() as conn:
+            keys = [str(r[0]) for r in conn.exec_driver_sql("SELECT code FROM plans")][::997]
+            conn.execute(sa.text("UPDATE plans SET name = 'drifted' WHERE code = :c"),
+                         [{"c": c} for c in keys])
+        report = verify(load_config(tmp_path / "cfg.yml"),
+                        legacy_settings(pg_url, source.url)).tables[0]
+        assert report.status == "differs", report
+        assert sorted(str(k["code"]) for k in report.differ_keys) == sorted(keys)
+        assert (report.missing, report.extra) == (0, 0)
+
+
+def test_bounds_are_kept_only_where_mysql_orders_them_as_postgresql_does(
+        source: sa.Engine, shape: str) -> None:
+    if shape != "text-ci":
+        pytest.skip("the orders differ in a case-insensitive collation only")
+    with source.connect() as conn:
+        cols = read_source_columns(conn, "plans")
+        plan, why = plan_digest([cols["code"], cols["name"]],
+                                [ColumnInfo("code", "text", type_sql="varchar(20)"),
+                                 ColumnInfo("name", "text", type_sql="varchar(100)")],
+                                ["code"], "UTC", rows=ROWS)
+        assert plan is not None and plan.range_key is not None, why
+        # in bytes 'B' < '_' < 'a' < 'c'; in general_ci 'a' < 'B' < 'c' < '_': after 'B' and
+        # '_', neither 'a' nor 'c' comes later in both orders
+        texts = ["B", "_", "a", "c"]
+        ranges = text_ranges(sorted(key_prefix(t) for t in texts))
+        assert ranges.texts == ("B", "_", "a", "c")
+        kept = ordered_ranges(conn, plan.with_ranges(ranges))
+        assert kept is not None and kept.ranges is not None
+        assert kept.ranges.texts == ("B", "_"), kept.ranges
+        # its parts hold every row once
+        digests = source_digests(conn, kept, "plans")
+        assert sum(d.rows for d in digests.values()) == ROWS
+        assert set(digests) <= {0, 1, 2}
+
+
+def test_text_bounds_are_whole_characters_and_their_prefixes_agree() -> None:
+    ranges = text_ranges(sorted(key_prefix(t) for t in
+                                ["年金计划-0001", "P0000123456", "ab", "ab", "P0000123"]))
+    # a bound is at most 8 bytes, never cut inside a character; duplicates go
+    assert ranges.texts == ("P0000123", "ab", "年金")
+    assert ranges.bounds == tuple(key_prefix(t) for t in ranges.texts)
+    assert list(ranges.bounds) == sorted(ranges.bounds)
+    assert KeyRanges((1, 5, 9)).spans([0, 1, 3]) == [(None, 5), (9, None)]
