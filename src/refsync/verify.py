@@ -48,6 +48,7 @@ from refsync.threads import Session
 
 if TYPE_CHECKING:
     from refsync.digest import BucketDigest, DigestPlan
+    from refsync.digest.plan import Digests
     from refsync.targets.base import SqlTarget
 
 log = logging.getLogger(__name__)
@@ -301,23 +302,11 @@ def _verify_table(session: Session[Any], pc: Connection, plan: DigestPlan, schem
     buckets, merge (key, row hash) from both sides in key byte order and classify each key
     as differing, missing or extra. Memory stays flat (both sides stream, sorted by the
     servers)."""
-    from refsync.digest import WHOLE, compare
-    from refsync.targets.pg_digest import target_digests, target_row_hashes
+    from refsync.digest import compare
+    from refsync.targets.pg_digest import target_row_hashes
 
     timings: dict[str, float] = {}
-    theirs: dict[int, BucketDigest] = {}
-    for whole in (True, False):
-        side = "total" if whole else "digest"
-        if not whole:  # the parts: key ranges where the key can have them (as a sync)
-            rows = theirs[WHOLE].rows if WHOLE in theirs else 0  # the target's count
-            plan = _ranged(session, pc, plan, schema, table, rows=rows)
-        pending = session.call(partial(_source_digests, plan=plan, whole=whole))
-        started = time.perf_counter()
-        theirs = target_digests(pc, plan, schema, table, whole=whole)
-        timings[f"target_{side}"] = time.perf_counter() - started
-        ours, timings[f"source_{side}"] = interrupts.wait(pending)
-        if whole and ours == theirs:
-            break
+    plan, ours, theirs = _digests(session, pc, plan, schema, table, timings)
     cmp = compare(plan, ours, theirs)
     result = VerifyResult(source_rows=cmp.source_rows, target_rows=cmp.target_rows,
                           buckets=plan.buckets, differing_buckets=len(cmp.differing),
@@ -356,6 +345,30 @@ def _verify_table(session: Session[Any], pc: Connection, plan: DigestPlan, schem
             s, t = next(src, None), next(tgt, None)
     result.timings["rows"] = time.perf_counter() - t0
     return result
+
+
+def _digests(session: Session[Any], pc: Connection, plan: DigestPlan, schema: str | None,
+             table: str, timings: dict[str, float]) -> tuple[DigestPlan, Digests, Digests]:
+    """(the plan of the parts, the source's digests, the target's): the wholes first, the
+    parts where they differ."""
+    from refsync.digest import WHOLE
+    from refsync.targets.pg_digest import target_digests
+
+    ours: Digests = {}
+    theirs: Digests = {}
+    for whole in (True, False):
+        side = "total" if whole else "digest"
+        if not whole:  # the parts: key ranges where the key can have them (as a sync)
+            rows = theirs[WHOLE].rows if WHOLE in theirs else 0  # the target's count
+            plan = _ranged(session, pc, plan, schema, table, rows=rows)
+        pending = session.call(partial(_source_digests, plan=plan, whole=whole))
+        started = time.perf_counter()
+        theirs = target_digests(pc, plan, schema, table, whole=whole)
+        timings[f"target_{side}"] = time.perf_counter() - started
+        ours, timings[f"source_{side}"] = interrupts.wait(pending)
+        if whole and ours == theirs:
+            break
+    return plan, ours, theirs
 
 
 def _ranged(session: Session[Any], pc: Connection, plan: DigestPlan, schema: str | None,

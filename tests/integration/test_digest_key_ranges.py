@@ -14,13 +14,19 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from helpers import TRACKING_DDL, execute, legacy_settings, sibling_database, sync_section, \
-    table_summary
+from helpers import (
+    TRACKING_DDL,
+    execute,
+    legacy_settings,
+    sibling_database,
+    sync_section,
+    table_summary,
+)
 
 from pg_databases import PgDatabases
 from refsync.config import load_config
 from refsync.digest import KeyRanges, plan_digest
-from refsync.digest.plan import key_prefix, text_ranges
+from refsync.digest.ranges import key_prefix, text_ranges
 from refsync.model import ColumnInfo, RunResult
 from refsync.sources.mysql_digest import ordered_ranges, read_source_columns, source_digests
 from refsync.verify import verify
@@ -122,7 +128,7 @@ def test_key_ranges_write_what_reading_everything_writes(
         tmp_path: Path, pg_url: str, pg_databases: PgDatabases, source: sa.Engine,
         shape: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("refsync.digest.RANGES_FROM_ROWS", 0)  # as a large table
-    monkeypatch.setattr("refsync.digest.plan.SPANS_A_STATEMENT", 2)  # several statements
+    monkeypatch.setattr("refsync.digest.ranges.SPANS_A_STATEMENT", 2)  # several statements
     with sibling_database(pg_databases) as off_url:
         for url in (pg_url, off_url):
             _target(url, shape)

@@ -4,25 +4,27 @@ both dialects (pure); each database computes its side in its own module
 
 from refsync.digest.plan import (
     AUTHORITATIVE,
-    RANGES_FROM_ROWS,
     READ_ALL_SHARE,
     WHOLE,
     BucketDigest,
     DigestComparison,
     DigestPlan,
     DigestUnsupported,
-    KeyRanges,
     SourceColumn,
     choose_buckets,
     compare,
     differing,
     plan_digest,
-    range_parts,
-    read_share,
     sized_for_change,
     source_bucket_predicate,
     source_bucket_predicates,
     target_bucket_predicate,
+)
+from refsync.digest.ranges import (
+    RANGES_FROM_ROWS,
+    KeyRanges,
+    range_parts,
+    read_share,
 )
 
 __all__ = [

@@ -13,17 +13,15 @@ from refsync.digest.canonical import ALIAS, pg_ident, sql_constant
 from refsync.digest.plan import (
     AUTHORITATIVE,
     MASK64,
-    SAMPLES_PER_PART,
     WHOLE,
     BucketDigest,
     DigestPlan,
     DigestUnsupported,
-    KeyRanges,
     _bucket_of,
     _by_bucket,
     target_bucket_predicate,
-    text_ranges,
 )
+from refsync.digest.ranges import SAMPLES_PER_PART, KeyRanges, text_ranges
 
 # the target digest's session settings: the planner does not know what the row hashes cost,
 # so without these it never runs them in parallel workers (see `target_digests`)
