@@ -25,13 +25,18 @@ from helpers import (
 
 from pg_databases import PgDatabases
 from refsync.config import load_config
-from refsync.digest import KeyRanges, plan_digest
+from refsync.digest import KeyRanges, SourceColumn, plan_digest
 from refsync.digest.ranges import key_prefix, text_ranges
 from refsync.model import ColumnInfo, RunResult
 from refsync.sources.mysql_digest import ordered_ranges, read_source_columns, source_digests
 from refsync.verify import verify
 
 ROWS = 6000
+
+
+def _varchar_key(name: str) -> SourceColumn:
+    return SourceColumn(name, "varchar", "varchar(20)", "utf8mb4",
+                        collation="utf8mb4_general_ci")
 ALPHABET = "aAbBzZ09_-."  # lower case and '_' sort otherwise in utf8mb4_general_ci
 
 
@@ -192,3 +197,25 @@ def test_text_bounds_are_whole_characters_and_their_prefixes_agree() -> None:
     assert ranges.bounds == tuple(key_prefix(t) for t in ranges.texts)
     assert list(ranges.bounds) == sorted(ranges.bounds)
     assert KeyRanges((1, 5, 9)).spans([0, 1, 3]) == [(None, 5), (9, None)]
+
+
+def test_postgresql_orders_a_text_key_by_the_same_integer(pg_url: str) -> None:
+    """`key_prefix` (the bounds, in Python) is PostgreSQL's integer of a key's order, and it
+    orders keys as their bytes do."""
+    plan, _ = plan_digest([_varchar_key("code")], [ColumnInfo("code", "text")], ["code"],
+                          "UTC", rows=1)
+    assert plan is not None and plan.range_key is not None
+    keys = ["", "a", "a ", "a\t", "ab", "P0000001", "P00000010", "年金计划-1", "Ünïcode", "~~~",
+            "\U0001f600x", "zzzzzzzzzz"]
+    expr = plan.range_key.target.replace("\x1d", "")
+    engine = sa.create_engine(pg_url, poolclass=sa.NullPool)
+    try:
+        with engine.connect() as conn:
+            got = [int(conn.execute(sa.text(f"SELECT {expr} FROM (SELECT CAST(:k AS text) "
+                                            "AS code) AS t"), {"k": k}).scalar_one())
+                   for k in keys]
+    finally:
+        engine.dispose()
+    assert got == [key_prefix(k) for k in keys]
+    by_bytes = sorted(keys, key=lambda k: k.encode())
+    assert sorted(keys, key=key_prefix) == sorted(by_bytes, key=lambda k: k.encode()[:8])

@@ -103,12 +103,13 @@ def sample_ranges(conn: Connection, plan: DigestPlan, schema: str | None, table:
     sample = (f"TABLESAMPLE BERNOULLI ({percent:.6f})" if percent < 100 else "")
     got = [int(r[0]) for r in conn.exec_driver_sql(
         f"SELECT p FROM (SELECT p, row_number() OVER (ORDER BY p) AS n FROM "  # noqa: S608
-        f"(SELECT DISTINCT {key} AS p FROM {_pg_ref(schema, table)} {sample} "
+        f"(SELECT {key} AS p FROM {_pg_ref(schema, table)} {sample} "
         f"WHERE {pg_ident('_source')} = '{AUTHORITATIVE}') AS s) AS x "
         f"WHERE mod(n, {SAMPLES_PER_PART}) = 0 ORDER BY p")]
     if len(got) < 2:
         return None
-    return KeyRanges(tuple(got)) if plan.range_key.charset is None else text_ranges(got)
+    distinct = sorted(set(got))
+    return KeyRanges(tuple(distinct)) if plan.range_key.charset is None else text_ranges(distinct)
 
 
 def target_row_hashes(conn: Connection, plan: DigestPlan, schema: str | None, table: str,
