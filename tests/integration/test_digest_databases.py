@@ -27,9 +27,14 @@ from refsync.digest.plan import (
     source_bucket_predicate,
     target_bucket_predicate,
 )
-from refsync.sources.mysql_digest import read_source_columns, source_digests, source_row_hashes
+from refsync.sources.mysql_digest import (
+    ordered_ranges,
+    read_source_columns,
+    source_digests,
+    source_row_hashes,
+)
 from refsync.targets.base import column_info
-from refsync.targets.pg_digest import target_digests
+from refsync.targets.pg_digest import sample_ranges, target_digests
 from refsync.threads import Session
 from refsync.verify import VerifyResult, _verify_table
 
@@ -45,6 +50,9 @@ class _ConnRead:
 
     def row_hashes(self, plan: DigestPlan, buckets):  # type: ignore[no-untyped-def]
         return source_row_hashes(self.conn, plan, self.table, buckets)
+
+    def ordered_ranges(self, plan: DigestPlan) -> DigestPlan | None:
+        return ordered_ranges(self.conn, plan)
 
 
 def verify_table(mc: sa.Connection, pc: sa.Connection, plan: DigestPlan, src: str,
@@ -173,10 +181,19 @@ def _plan(my: sa.Engine, pg: sa.Engine, **kw: object) -> DigestPlan:
     return plan
 
 
-@pytest.fixture(scope="module", params=["bytes", "row", "key"])
+@pytest.fixture(scope="module", params=["bytes", "row", "key", "ranges"])
 def plan(dbs: tuple[sa.Engine, sa.Engine], request: pytest.FixtureRequest) -> DigestPlan:
-    """Buckets from bytes of the key (the default), the row hash and a hash of the key."""
-    return _plan(*dbs, bucket_by=request.param)
+    """Buckets from bytes of the key, the row hash and a hash of the key, and key ranges
+    (what a large table with this key gets), sampled from the target as a sync samples them."""
+    if request.param != "ranges":
+        return _plan(*dbs, bucket_by=request.param)
+    plan = _plan(*dbs)
+    with dbs[0].connect() as mc, dbs[1].connect() as pc:
+        ranges = sample_ranges(pc, plan, "public", "tgt", parts=ROWS // 90, rows=ROWS)
+        assert ranges is not None
+        ranged = ordered_ranges(mc, plan.with_ranges(ranges))
+    assert ranged is not None and ranged.ranges is not None and ranged.buckets > 50, ranged
+    return ranged
 
 
 def _verify(dbs: tuple[sa.Engine, sa.Engine], plan: DigestPlan):  # type: ignore[no-untyped-def]

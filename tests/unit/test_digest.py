@@ -201,3 +201,54 @@ def test_buckets_sized_for_the_change_expected() -> None:
     assert sized_for_change(plan, 1_000_000, 0.01) is None
     assert sized_for_change(plan, 1_000_000, 0.5) is None
     assert sized_for_change(plan, 50_000, 0.5) is plan  # a small table: either way is quick
+
+
+# ---------------------------------------------------------------- key ranges
+
+
+def test_key_ranges_are_sized_for_the_change_expected() -> None:
+    from refsync.digest.ranges import MAX_RANGE_PARTS, part_rows, range_parts
+
+    sizes = [part_rows(c) for c in (None, 0.0, 1e-4, 1e-3, 2e-3)]
+    assert sizes[0] == sizes[1] == sizes[2] >= sizes[3] >= sizes[4] > 0
+    assert range_parts(1_000_000, 1e-3) == 1_000_000 // part_rows(1e-3)
+    assert range_parts(1_000_000, 0.01) is None  # 1 % changed: read everything
+    assert range_parts(10**9, None) == MAX_RANGE_PARTS
+    assert range_parts(10, None) == 1
+
+
+def test_ranges_are_read_a_few_a_statement_and_bucketed_by_width_bucket() -> None:
+    from refsync.digest.plan import source_bucket_predicates
+    from refsync.digest.ranges import SPANS_A_STATEMENT, KeyRanges, key_prefix
+
+    int_key = SourceColumn("id", "bigint", "bigint(20)")
+    plan, _ = plan_digest([int_key, VARCHAR], [ColumnInfo("id", "integer", int_bits=64),
+                                               ColumnInfo("code", "text")], ["id"], "UTC",
+                          rows=100)
+    assert plan is not None and plan.range_key is not None
+    ranged = plan.with_ranges(KeyRanges(tuple(range(10, 10 * (3 * SPANS_A_STATEMENT) + 1, 10))))
+    assert ranged.buckets == 3 * SPANS_A_STATEMENT + 1 and ranged.bucket_by == "range"
+    every_other = list(range(0, ranged.buckets, 2))  # no two adjacent: one span each
+    statements = source_bucket_predicates(ranged, every_other)
+    assert len(statements) == -(-len(every_other) // SPANS_A_STATEMENT)
+    assert statements[0].startswith("((`id` < 10) OR (`id` >= 20 AND `id` < 30)")
+    assert "`id` >= 960" in statements[-1] and statements[-1].endswith("(`id` >= 960))")
+    # adjacent ranges read as one
+    assert source_bucket_predicate(ranged, [1, 2, 3]) == "((`id` >= 10 AND `id` < 40))"
+    assert target_bucket_predicate(ranged, [1, 2], alias="t").startswith(
+        'width_bucket(t."id"::int8, \'{10,20,')
+    # a text key's bounds are hex in its character set, its collation decides on MySQL
+    text_key = SourceColumn("code", "varchar", "varchar(20)", "utf8mb4",
+                            collation="utf8mb4_general_ci")
+    plan, _ = plan_digest([text_key], [ColumnInfo("code", "text")], ["code"], "UTC", rows=1)
+    assert plan is not None and plan.range_key is not None
+    ranged = plan.with_ranges(KeyRanges((key_prefix("P1"),), ("P1",)))
+    assert source_bucket_predicate(ranged, [1]) == "((`code` >= _utf8mb4 X'5031'))"
+    # keys that do not order alike on both sides take no ranges
+    for src, tgt in ((SourceColumn("c", "enum", "enum('a')", "utf8mb4", collation="x_ci"),
+                      ColumnInfo("c", "text")),
+                     (SourceColumn("c", "varchar", "varchar(9)", "latin1",
+                                   collation="latin1_swedish_ci"), ColumnInfo("c", "text")),
+                     (text_key, ColumnInfo("code", "text", type_sql="char(9)"))):
+        plan, _ = plan_digest([src], [tgt], [tgt.name], "UTC", rows=1)
+        assert plan is None or plan.range_key is None, src  # (char(n): no digests at all)

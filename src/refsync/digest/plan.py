@@ -40,6 +40,20 @@ Time zones
     correct, slightly slower. MySQL TIMESTAMP into ``timestamptz`` is compared in UTC (the
     session's ``time_zone`` must be ``+00:00``, which refsync sets).
 
+Key ranges (`KeyRanges`, `digest/ranges.py`)
+    A table of `RANGES_FROM_ROWS` rows or more whose one-column key is an integer or a
+    CHAR/VARCHAR in a UTF-8 character set is compared in ranges of its key's order: bounds
+    sampled from the target's keys, kept where MySQL orders them as PostgreSQL does, so many
+    that a range holds about sqrt(4 / expected change) rows. MySQL digests each range by an
+    index range scan (a JSON_TABLE of the bounds joined to the table: its grouping is cheap,
+    the rows come range after range) and reads a differing range's rows by its bounds, never
+    scanning the table; PostgreSQL buckets a row with `width_bucket` over an integer of its
+    key (the integer itself, or a text's first 8 UTF-8 bytes). Each side's ranges cover every
+    key once; where the two orders differ between two bounds (mixed case under a `_ci`
+    collation) a row falls in different ranges on the two sides, both differ and both are
+    read: more reading, never a missed difference. Other keys, and smaller tables, take the
+    buckets below.
+
 Buckets
     A single integer key: its value modulo the bucket count. Any other one-column key
     (``bucket_by="auto"``, what ``plan_digest`` uses): the last 7 bytes of the key's
@@ -352,13 +366,13 @@ def build_digest_plan(source_columns: Sequence[SourceColumn],
     order; introspected on both sides); `key` names target columns. `rows` and
     `avg_row_bytes` (MySQL statistics, estimates) size the buckets unless `buckets` is
     given. `bucket_by`, for a key other than one integer column (bucketed by its value):
-    ``"bytes"`` (``"auto"``) from 7-byte slices of the key's text read as integers (no
-    hash: a changed row stays in its bucket); ``"row"`` from the row hash; ``"key"`` from a
-    hash of the key.
-    Returns (plan, None), or (None, reason) where a column has no canonical text both
+    ``"bytes"`` from 7-byte slices of the key's text read as integers (no hash: a changed
+    row stays in its bucket); ``"row"`` from the row hash; ``"key"`` from a hash of the key;
+    ``"auto"``: "bytes", and key ranges where the key can have them (`with_ranges`). Returns (plan, None), or (None, reason) where a column has no canonical text both
     databases agree on: then read the table in full (and log the reason at -v)."""
     if bucket_by not in ("bytes", "row", "key", "auto"):
         raise ValueError(f"bucket_by must be 'bytes', 'row', 'key' or 'auto', not {bucket_by!r}")
+    ranges = bucket_by == "auto" and len(key) == 1  # key ranges where the key has them
     if bucket_by == "auto":  # a composite key's last bytes are its last column's
         bucket_by = "bytes" if len(key) == 1 else "row"
     why = _unmappable(source_columns, target_columns, key)
@@ -399,7 +413,7 @@ def build_digest_plan(source_columns: Sequence[SourceColumn],
         source_hash=my_hash, target_key_text=bare(pg_key), target_row_text=bare(pg_row),
         target_bucket_of=pg_bucket, target_hash=bare(pg_hash), notes=tuple(notes),
         bucket_from_hash=from_hash, bucket_by="value" if int_key else bucket_by,
-        range_key=range_key_of(k_src, k_tgt) if len(key) == 1 else None)
+        range_key=range_key_of(k_src, k_tgt) if ranges else None)
     return plan, None
 
 

@@ -97,7 +97,7 @@ EXPECTED_CHANGE = 5e-4
 MIN_PART_ROWS, MAX_PART_ROWS = 4, 2000
 MAX_RANGE_PARTS = 100_000  # bounds travel as one JSON document to MySQL
 SPANS_A_STATEMENT = 32  # key ranges a MySQL statement reads (`source_bucket_predicates`)
-RANGES_FROM_ROWS = 20_000  # smaller tables: the buckets of the key's bytes (no sampling)
+RANGES_FROM_ROWS = 10_000  # smaller tables: the buckets of the key's bytes (no sampling)
 SAMPLES_PER_PART = 4  # sampled target keys a part: its size varies by about half
 # read everything when more than this share of the rows is expected in differing parts, with
 # key ranges sized for the change expected: at a million rows on the bench's shared two

@@ -59,8 +59,8 @@ def source_digests(conn: Connection, plan: DigestPlan, table: str, *, schema: st
     part, ``{WHOLE: (rows, xor)}``, without the grouping (a third of the server's time)."""
     where = f" WHERE {where_sql}" if where_sql else ""
     src = _source_from(table, schema)
-    if plan.ranges is not None and not whole and not where_sql:
-        return _range_digests(conn, plan, src)
+    if plan.ranges is not None and not whole:
+        return _range_digests(conn, plan, src, where_sql, params)
     if whole:
         sql = f"SELECT {WHOLE}, COUNT(*), BIT_XOR({plan.source_hash}) FROM {src}{where}"  # noqa: S608
     elif plan.bucket_from_hash:  # the hash once per row: MySQL would compute it twice
@@ -89,31 +89,40 @@ def _bounds_json(plan: DigestPlan) -> str:
     return json.dumps([[i + 1, lo, hi] for i, (lo, hi) in enumerate(zip(b, b[1:], strict=False))])
 
 
-def _range_digests(conn: Connection, plan: DigestPlan, src: str) -> dict[int, BucketDigest]:
-    """Per key range (rows, xor): the ranges between two bounds joined to the table (an
-    index range scan for each, grouped by range: the rows come range after range, so the
-    grouping costs MySQL little), and the two open ends."""
+def _range_digests(conn: Connection, plan: DigestPlan, src: str, where_sql: str | None,
+                   params: Mapping[str, Any] | None) -> dict[int, BucketDigest]:
+    """Per key range (rows, xor) of the rows `where_sql` holds (None: all): the ranges
+    between two bounds joined to the table (an index range scan for each, grouped by range:
+    the rows come range after range, so the grouping costs MySQL little), and the two open
+    ends."""
     assert plan.ranges is not None and plan.range_key is not None
     key, h = plan.range_key.source, plan.source_hash
     n = len(plan.ranges.bounds)
     first, last = plan.ranges.source_bounds[0], plan.ranges.source_bounds[-1]
     lit = plan.range_key.literal
-    sql = (f"SELECT 0, COUNT(*), BIT_XOR({h}) FROM {src} WHERE {key} < {lit(first)} "  # noqa: S608
-           f"UNION ALL SELECT {n}, COUNT(*), BIT_XOR({h}) FROM {src} WHERE {key} >= {lit(last)}")
+    also = f" AND ({where_sql})" if where_sql else ""
+    sql = (f"SELECT 0, COUNT(*), BIT_XOR({h}) FROM {src} WHERE {key} < {lit(first)}{also} "  # noqa: S608
+           f"UNION ALL SELECT {n}, COUNT(*), BIT_XOR({h}) FROM {src} "
+           f"WHERE {key} >= {lit(last)}{also}")
     if n > 1:
         sql += (f" UNION ALL (SELECT b.i, COUNT(*), BIT_XOR({h}) FROM {_bounds_table(plan)} "  # noqa: S608
-                f"JOIN {src} ON {key} >= b.lo AND {key} < b.hi GROUP BY b.i ORDER BY NULL)")
-    rows = conn.execute(sa.text(sql), {"bounds": _bounds_json(plan)}).all()
+                f"JOIN {src} ON {key} >= b.lo AND {key} < b.hi{also} GROUP BY b.i "
+                "ORDER BY NULL)")
+    rows = conn.execute(sa.text(sql), {**(params or {}), "bounds": _bounds_json(plan)}).all()
     return {b: d for b, d in _by_bucket(rows).items() if d.rows}
 
 
 def ordered_ranges(conn: Connection, plan: DigestPlan) -> DigestPlan | None:
     """`plan` with only the bounds MySQL orders as PostgreSQL does (strictly increasing in
-    the key's collation: then its ranges cover every key once), or None where the server
-    cannot join a JSON table (MySQL before 8.0.4, MariaDB before 10.6): then the key's
-    bytes make the buckets."""
+    the key's collation: then its ranges cover every key once), or None where that leaves
+    fewer than half of them (the orders differ throughout: the key's bytes make better
+    buckets) or the server cannot join a JSON table (MySQL before 8.0.4, MariaDB before
+    10.6)."""
     assert plan.ranges is not None
+    wanted = len(plan.ranges.bounds)
     for _ in range(8):
+        if len(plan.ranges.bounds) * 2 < wanted:
+            return None
         if len(plan.ranges.bounds) < 2:
             return plan
         try:
