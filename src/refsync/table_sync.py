@@ -293,11 +293,8 @@ def ranged(job: TableJob, session: Session[Read], writer: SqlTableWriter, plan: 
                   job.spec.name, 100 * (expected or 0))
         return None
     started = time.perf_counter()
-    try:
-        got = key_ranges(session, writer.conn, plan, job.spec.target_schema,
-                         job.spec.target_table, parts=parts, rows=target_rows)
-    except sa.exc.DBAPIError as exc:
-        raise writer.classify_write_error(exc, "sampling key ranges") from None
+    got = key_ranges(session, writer, plan, job.spec.target_schema, job.spec.target_table,
+                     parts=parts, rows=target_rows)
     timings["ranges"] = time.perf_counter() - started
     if got is None:
         return plan
@@ -306,15 +303,23 @@ def ranged(job: TableJob, session: Session[Read], writer: SqlTableWriter, plan: 
     return got
 
 
-def key_ranges(session: Session[Any], conn: sa.Connection, plan: DigestPlan,
+def key_ranges(session: Session[Any], target: sa.Connection | SqlTableWriter, plan: DigestPlan,
                schema: str | None, table: str, *, parts: int, rows: int) -> DigestPlan | None:
-    """`plan` in about `parts` key ranges: bounds sampled from the target (on `conn`, this
-    thread's), kept where the source orders them alike (in the source's thread); None where
-    there are no such ranges (too few keys, or a source that cannot join its bounds)."""
+    """`plan` in about `parts` key ranges: bounds sampled from the target (on this thread's
+    connection, or a writer's, which names its own errors), kept where the source orders
+    them alike (in the source's thread); None where there are no such ranges (too few keys,
+    or a source that cannot join its bounds)."""
     from refsync.targets import pg_digest
 
-    ranges = pg_digest.sample_ranges(conn, plan, schema, table, parts=parts, rows=rows)
-    if ranges is None:
+    if isinstance(target, SqlTableWriter):
+        try:
+            ranges = pg_digest.sample_ranges(target.conn, plan, schema, table, parts=parts,
+                                             rows=rows)
+        except sa.exc.DBAPIError as exc:
+            raise target.classify_write_error(exc, "sampling key ranges") from None
+    else:
+        ranges = pg_digest.sample_ranges(target, plan, schema, table, parts=parts, rows=rows)
+    if ranges is None or len(ranges.bounds) < 1:
         return None
     wanted = plan.with_ranges(ranges)
     ordered: DigestPlan | None = interrupts.wait(

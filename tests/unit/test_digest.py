@@ -252,3 +252,14 @@ def test_ranges_are_read_a_few_a_statement_and_bucketed_by_width_bucket() -> Non
                      (text_key, ColumnInfo("code", "text", type_sql="char(9)"))):
         plan, _ = plan_digest([src], [tgt], [tgt.name], "UTC", rows=1)
         assert plan is None or plan.range_key is None, src  # (char(n): no digests at all)
+
+
+def test_a_bound_is_written_only_where_its_character_set_holds_it() -> None:
+    from refsync.digest.ranges import RangeKey
+
+    def key(cs: str) -> RangeKey:
+        return RangeKey("`k`", "k", "VARCHAR(8)", cs)
+
+    assert key("utf8mb4").writable("年金😀") and key("utf8mb3").writable("年金")
+    assert not key("utf8mb3").writable("😀") and not key("ascii").writable("é")
+    assert key("ascii").literal("P1") == "_ascii X'5031'"

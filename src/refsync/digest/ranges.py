@@ -60,6 +60,12 @@ class RangeKey:
     source_type: str
     charset: str | None = None
 
+    def writable(self, text: str) -> bool:
+        """Whether a bound's text exists in the key's character set."""
+        if self.charset == "ascii":
+            return text.isascii()
+        return self.charset != "utf8mb3" or all(ord(c) <= 0xFFFF for c in text)
+
     def literal(self, value: int | str) -> str:
         """A bound in MySQL SQL: an integer, or text as hex bytes in the key's character set
         (no escaping; compared in the key column's collation)."""
@@ -82,7 +88,7 @@ def _merged_spans(bounds: Sequence[Any], parts: Sequence[int]) -> list[tuple[Any
     return out
 
 
-# ---------------------------------------------------------------- key ranges (pure)
+# ---------------------------------------------------------------- sizing and bounds
 
 PREFIX_BYTES = 8  # a text key's order on PostgreSQL: its first 8 UTF-8 bytes as an integer
 _SIGN = 1 << 63

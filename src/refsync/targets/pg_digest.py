@@ -109,7 +109,12 @@ def sample_ranges(conn: Connection, plan: DigestPlan, schema: str | None, table:
     if len(got) < 2:
         return None
     distinct = sorted(set(got))
-    return KeyRanges(tuple(distinct)) if plan.range_key.charset is None else text_ranges(distinct)
+    if plan.range_key.charset is None:
+        return KeyRanges(tuple(distinct))
+    ranges = text_ranges(distinct)
+    assert ranges.texts is not None
+    return ranges.without({i for i, t in enumerate(ranges.texts)
+                           if not plan.range_key.writable(t)})
 
 
 def target_row_hashes(conn: Connection, plan: DigestPlan, schema: str | None, table: str,
