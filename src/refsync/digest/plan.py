@@ -374,7 +374,6 @@ def build_digest_plan(source_columns: Sequence[SourceColumn],
     if bucket_by not in ("bytes", "row", "key", "auto"):
         raise ValueError(f"bucket_by must be 'bytes', 'row', 'key' or 'auto', not {bucket_by!r}")
     ranges = bucket_by == "auto" and len(key) == 1  # key ranges where the key has them
-    # (a composite key's last bytes are its last column's: its rows bucket by their hash)
     bucket_by = ("bytes" if len(key) == 1 else "row") if bucket_by == "auto" else bucket_by
     why = _unmappable(source_columns, target_columns, key)
     if why is not None:
