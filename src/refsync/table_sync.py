@@ -284,7 +284,7 @@ def ranged(job: TableJob, session: Session[Read], writer: SqlTableWriter, plan: 
     expected to differ that reading everything is cheaper (said at -v)."""
     from refsync import digest
 
-    if plan.range_key is None or target_rows < digest.RANGES_FROM_ROWS:
+    if not digest.takes_ranges(plan.range_key, target_rows):
         return plan
     expected = job.last_run.changed_share if job.last_run is not None else None
     parts = digest.range_parts(target_rows, expected)
@@ -334,7 +334,7 @@ def sized_comparison(job: TableJob, target_rows: int, plan: DigestPlan) -> Diges
     from refsync import digest
 
     expected = job.last_run.changed_share if job.last_run is not None else None
-    if plan.range_key is not None and target_rows >= digest.RANGES_FROM_ROWS:
+    if digest.takes_ranges(plan.range_key, target_rows):
         return plan  # sized as key ranges, when the parts are wanted (`ranged`)
     sized = digest.sized_for_change(plan, target_rows, expected)
     if sized is None:

@@ -373,10 +373,10 @@ def _digests(session: Session[Any], pc: Connection, plan: DigestPlan, schema: st
 
 def _ranged(session: Session[Any], pc: Connection, plan: DigestPlan, schema: str | None,
             table: str, *, rows: int) -> DigestPlan:
-    from refsync.digest import RANGES_FROM_ROWS, range_parts
+    from refsync.digest import range_parts, takes_ranges
     from refsync.table_sync import key_ranges
 
-    if plan.range_key is None or rows < RANGES_FROM_ROWS:
+    if not takes_ranges(plan.range_key, rows):
         return plan
     parts = range_parts(rows, None) or 1
     return key_ranges(session, pc, plan, schema, table, parts=parts, rows=rows) or plan

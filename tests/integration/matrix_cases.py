@@ -225,13 +225,14 @@ JSON_SHAPES = [shape("int-json"), shape("nokey-json"), shape("varchar-json")]
 # from 51 on), digest buckets of ROWS_PER_BUCKET = 32 rows (1001: ~31 buckets),
 # postgres.ANALYZE_FULL_UP_TO = 3000, postgres.SMALL_STAGE = 10_000, digest.ROW_BUCKETS_FROM
 # = 100_000 (string keys bucketed by row hash from there on).
-# The slice CI runs: every shape, the steps, and the no-key 20 %-changed full read.
+# The slice CI runs: every shape, the steps, the no-key 20 %-changed full read, and key ranges.
 SLICE = [
     Case(shape("nokey-text"), 3001),
     Case(shape("composite-typed"), 1001),
     Case(shape("int-json"), 51),
     Case(shape("varchar-text"), 1001, writer=True),
     Case(shape("myisam-text"), 1),
+    Case(shape("int-text"), 10_001),  # compared in key ranges (digest.RANGES_FROM_ROWS)
 ]
 
 

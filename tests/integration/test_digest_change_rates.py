@@ -107,7 +107,7 @@ def test_every_change_rate_counts_and_writes_what_reading_everything_does(
     monkeypatch.setattr("refsync.digest.plan.EVIDENCE_FROM_ROWS", 0)  # as a large table
     ranges = parts == "key-ranges"
     # key ranges from this many rows on (a large table's parts): ~200 rows a part here
-    monkeypatch.setattr("refsync.digest.RANGES_FROM_ROWS", 0 if ranges else 10**9)
+    monkeypatch.setattr("refsync.digest.ranges.RANGES_FROM_ROWS", 0 if ranges else 10**9)
     with sibling_database(pg_databases) as off_url:
         for url in (pg_url, off_url):
             _target(url)

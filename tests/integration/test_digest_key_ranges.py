@@ -7,6 +7,7 @@ exactly the keys that differ."""
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 from collections.abc import Iterator
@@ -140,7 +141,7 @@ def _night(source: sa.Engine, night: int, shape: str) -> set[str]:
 def test_key_ranges_write_what_reading_everything_writes(
         tmp_path: Path, pg_url: str, pg_databases: PgDatabases, source: sa.Engine,
         shape: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
-    monkeypatch.setattr("refsync.digest.RANGES_FROM_ROWS", 0)  # as a large table
+    monkeypatch.setattr("refsync.digest.ranges.RANGES_FROM_ROWS", 0)  # as a large table
     monkeypatch.setattr("refsync.digest.ranges.EXPECTED_CHANGE", 0.01)  # ~20 rows a range
     monkeypatch.setattr("refsync.digest.ranges.SPANS_A_STATEMENT", 2)  # several statements
     with sibling_database(pg_databases) as off_url:
@@ -235,3 +236,25 @@ def test_postgresql_orders_a_text_key_by_the_same_integer(pg_url: str) -> None:
     assert got == [key_prefix(k) for k in keys]
     by_bytes = sorted(keys, key=lambda k: k.encode())
     assert sorted(keys, key=key_prefix) == sorted(by_bytes, key=lambda k: k.encode()[:8])
+
+
+def test_bounds_fit_the_servers_largest_statement(
+        source: sa.Engine, shape: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A server whose max_allowed_packet is small gets fewer, larger ranges, never a digest
+    statement it refuses; every row is still in exactly one range."""
+    if shape != "integer":
+        pytest.skip("the same for every key")
+    with source.connect() as conn:
+        cols = read_source_columns(conn, "plans")
+        plan, why = plan_digest([cols["code"], cols["name"]],
+                                [ColumnInfo("code", "integer", int_bits=64),
+                                 ColumnInfo("name", "text")], ["code"], "UTC", rows=ROWS)
+        assert plan is not None and plan.range_key is not None, why
+        wide = plan.with_ranges(KeyRanges(tuple(range(-ROWS, ROWS * 3, 8))))  # 1,000 ranges
+        monkeypatch.setattr("refsync.sources.mysql_digest._packet_limit", lambda _: 4096)
+        kept = ordered_ranges(conn, wide)
+        assert kept is not None and kept.ranges is not None
+        assert 2 <= len(kept.ranges.bounds) <= 1000 // 8, len(kept.ranges.bounds)
+        assert 4 * len(json.dumps(list(kept.ranges.bounds))) <= 4096 * 2
+        digests = source_digests(conn, kept, "plans")
+        assert sum(d.rows for d in digests.values()) == ROWS

@@ -21,15 +21,14 @@ from refsync.digest.plan import (
     target_bucket_predicate,
 )
 from refsync.digest.ranges import (
-    RANGES_FROM_ROWS,
     KeyRanges,
     range_parts,
     read_share,
+    takes_ranges,
 )
 
 __all__ = [
     "AUTHORITATIVE",
-    "RANGES_FROM_ROWS",
     "READ_ALL_SHARE",
     "WHOLE",
     "BucketDigest",
@@ -45,6 +44,7 @@ __all__ = [
     "range_parts",
     "read_share",
     "sized_for_change",
+    "takes_ranges",
     "source_bucket_predicate",
     "source_bucket_predicates",
     "target_bucket_predicate",

@@ -112,6 +112,11 @@ SAMPLES_PER_PART = 4  # sampled target keys a part: its size varies by about hal
 RANGE_READ_ALL_SHARE = 0.1
 
 
+def takes_ranges(range_key: RangeKey | None, rows: int) -> bool:
+    """Whether a comparison of a table of about `rows` rows is made in key ranges."""
+    return range_key is not None and rows >= RANGES_FROM_ROWS
+
+
 def part_rows(changed_share: float | None) -> int:
     """Rows a key range should hold for the change a run expects."""
     c = max(changed_share or 0.0, EXPECTED_CHANGE)
@@ -141,9 +146,7 @@ def text_ranges(prefixes: Sequence[int]) -> KeyRanges:
     texts: dict[int, str] = {}
     for p in prefixes:
         raw = (int(p) + _SIGN).to_bytes(PREFIX_BYTES, "big").rstrip(b"\0")
-        text = raw.decode("utf-8", errors="ignore") if raw else ""
-        while text.encode() != raw[:len(text.encode())]:  # never part of a character
-            text = text[:-1]
+        text = raw.decode("utf-8", errors="ignore")  # drops a character cut at byte 8
         if text:
             texts.setdefault(key_prefix(text), text)
     ordered = sorted(texts)

@@ -119,6 +119,8 @@ def ordered_ranges(conn: Connection, plan: DigestPlan) -> DigestPlan | None:
     buckets) or the server cannot join a JSON table (MySQL before 8.0.4, MariaDB before
     10.6)."""
     assert plan.ranges is not None
+    plan = _within_packet(plan, _packet_limit(conn))
+    assert plan.ranges is not None
     wanted = len(plan.ranges.bounds)
     for _ in range(8):
         if len(plan.ranges.bounds) * 2 < wanted:
@@ -135,6 +137,21 @@ def ordered_ranges(conn: Connection, plan: DigestPlan) -> DigestPlan | None:
             return plan
         plan = plan.with_ranges(plan.ranges.without(set(bad)))  # the upper bound of each
     return None
+
+
+def _packet_limit(conn: Connection) -> int:
+    """The largest statement the server takes (`max_allowed_packet`, bytes)."""
+    return int(conn.execute(sa.text("SELECT @@max_allowed_packet")).scalar_one())
+
+
+def _within_packet(plan: DigestPlan, limit: int) -> DigestPlan:
+    """`plan` with every other bound dropped (ranges twice as large) until its bounds take
+    at most a quarter of the server's largest statement (the digest statement carries them
+    once, and its SQL besides)."""
+    assert plan.ranges is not None
+    while len(plan.ranges.bounds) > 1 and 4 * len(_bounds_json(plan)) > limit:
+        plan = plan.with_ranges(plan.ranges.without(set(range(1, len(plan.ranges.bounds), 2))))
+    return plan
 
 
 def source_row_hashes(conn: Connection, plan: DigestPlan, table: str,
