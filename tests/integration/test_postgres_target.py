@@ -16,6 +16,7 @@ from helpers import (
     KEY,
     SCHEMA,
     TABLE,
+    TARGETS,
     LegacyDb,
     assert_counts,
     create_tables,
@@ -436,3 +437,49 @@ def test_postgres_catalogue_describes_a_table_as_reflection_does(pg_url: str) ->
     assert columns["j"].type_sql == "json" and columns["c"].type_sql == "character(3)"
     assert sorted(map(sorted, keys)) == [["i8"], ["u1"], ["u2a", "u2b"], ["键"]]
     assert {frozenset(k) for k in keys} < {frozenset(k) for k in reflected_keys}
+
+
+def test_postgres_few_rows_are_joined_to_the_target_by_key_lookups(pg_url: str) -> None:
+    """After a comparison (or for an update), a few rows join the target by lookups of its
+    key index, not by a hash join that scans the whole target; the join settings are as
+    before once the statement is done, and the diff's counts are the same."""
+    from refsync.targets import open_target
+    from refsync.targets.postgres import LOOKUP_SHARE
+
+    create_target(pg_url)
+    ref = quote(pg_url, SCHEMA, TABLE)
+    rows = 20_000
+    execute(pg_url, f"INSERT INTO {ref} (\"计划代码\", \"计划名称\") SELECT 'P' || "
+                    f"lpad(i::text, 6, '0'), 'n' || i FROM generate_series(1, {rows}) i")
+    execute(pg_url, f"ANALYZE {ref}")
+    target = open_target(pg_url)
+    try:
+        infos = target.check_table(SCHEMA, TABLE, TARGETS, [KEY])
+        with target.table_writer(SCHEMA, TABLE, [infos[n] for n in TARGETS], [KEY],
+                                 commit=False) as w:
+            w.stage([(f"P{i:06d}", "n" + str(i) + ("x" if i % 5 == 0 else ""), None, None,
+                      None) for i in range(1, 51)])
+            counts = w.diff(deletes=False, only="true")
+            assert (counts.updated, counts.unchanged) == (10, 40)
+            join = (f"EXPLAIN SELECT * FROM _refsync_stage s JOIN {ref} t "
+                    f"ON t.\"{KEY}\" = s.\"{KEY}\"")
+
+            def plan() -> str:
+                return "\n".join(str(r[0]) for r in w.sql(join))
+
+            def settings() -> list[str]:
+                return [w.sql(f"SHOW {n}").scalar() for n in
+                        ("enable_nestloop", "enable_hashjoin", "enable_mergejoin")]
+
+            before = settings()
+            with w.by_key(50, cached=True):
+                looked_up = plan()
+                assert settings() == ["on", "off", "off"]
+            assert "Index" in looked_up and "Nested Loop" in looked_up, looked_up
+            assert "Hash" not in looked_up, looked_up
+            assert settings() == before
+            for n, cached in ((50, False), (int(LOOKUP_SHARE * rows) + 1, True)):
+                with w.by_key(n, cached=cached):  # not cached, or too many: the planner's
+                    assert settings() == before
+    finally:
+        target.close()

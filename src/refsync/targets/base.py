@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from datetime import timedelta
 from typing import Any, ClassVar
 
@@ -445,6 +445,12 @@ class SqlTableWriter:
     def after_staging(self) -> None:
         """A hook for statistics on the staging table before the diff."""
 
+    def by_key(self, rows: int, *, cached: bool) -> AbstractContextManager[None]:
+        """Around a statement that joins `rows` staged (or changed) rows to the target by
+        its key, whose pages are `cached` (or read anyway): a hook to have the target's key
+        index probed row by row (see PostgreSQL's)."""
+        return nullcontext()
+
     # -- checks and diff
 
     def duplicate_keys(self, limit: int) -> tuple[int, list[Row]]:
@@ -487,7 +493,9 @@ class SqlTableWriter:
             f"ELSE '{UPDATE}' END AS {OP} "
             f"FROM {STAGE} s LEFT JOIN {self.ref} t ON {self.key_join} WHERE {changed}"
         )
-        self.sql(self.create_temp_sql(CHANGES, select), phase="diff")
+        # after a comparison the digests have just read the target: its pages are cached
+        with self.by_key(self.staged, cached=self._only is not None):
+            self.sql(self.create_temp_sql(CHANGES, select), phase="diff")
         counts = DiffCounts()
         rows: list[Any] = list(self.sql(f"SELECT {OP}, count(*) FROM {CHANGES} GROUP BY {OP}"))
         for row in rows:
@@ -525,9 +533,9 @@ class SqlTableWriter:
             sets = [f"{q(n)} = c.{q(n)}" for n in self.names if n not in self.key]
             sets += [f"{q(n)} = {v}" for n, v in tracking.items()]
             match = " AND ".join(f"t.{q(k)} = c.{q(k)}" for k in self.key)
-            self.sql(
-                f"UPDATE {self.ref} AS t SET {', '.join(sets)} FROM {CHANGES} c "
-                f"WHERE {match} AND c.{OP} <> '{INSERT}'", phase="update")
+            with self.by_key(counts.updated + counts.promoted, cached=True):
+                self.sql(f"UPDATE {self.ref} AS t SET {', '.join(sets)} FROM {CHANGES} c "
+                         f"WHERE {match} AND c.{OP} <> '{INSERT}'", phase="update")
         if counts.inserted:
             names = self.col_list + ", " + ", ".join(q(n) for n in tracking)
             values = ", ".join([*(f"c.{q(n)}" for n in self.names), *tracking.values()])

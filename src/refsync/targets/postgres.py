@@ -53,6 +53,16 @@ log = logging.getLogger(__name__)
 TRACKING_BYTES = layer1_copy_text()  # appended to each COPY line of a direct load
 # up to this many staged rows, the diff may look each up by the target's key (nested loops)
 SMALL_STAGE = 10_000
+# the rows of the parts a comparison read, and the rows an update changes (at most this share
+# of the target's rows, and this many), are joined to the target by looking each up by its
+# key: the digests have just read the whole target (the update reads those rows anyway), so
+# a lookup costs a few microseconds where a hash join scans the whole target again. At a
+# million rows: 11,000 staged rows 0.08 s against 0.32 s, 30,000 0.13 s against 0.26 s,
+# 76,000 0.29 s against 0.48 s; 100 updated 0.004 s against 0.15 s. The planner, costing
+# each lookup as a random read, picks the scan.
+LOOKUP_SHARE = 0.1
+LOOKUP_MAX = 200_000
+_JOINS = ("enable_nestloop", "enable_hashjoin", "enable_mergejoin")
 
 # ANALYZE after a load samples 300 x this many rows (the server's default: 100): enough for
 # the row count and the key's spread the diff is planned on
@@ -241,8 +251,31 @@ class PostgresWriter(SqlTableWriter):
         # hash join must. Nested loops stay off while the target's statistics read "empty"
         # over many pages: in that stale state the planner nests loops over sequential
         # scans.
-        if self.staged + self.kept_keys <= SMALL_STAGE and not self.stale_statistics():
+        self._stale = self.stale_statistics()
+        if self.staged + self.kept_keys <= SMALL_STAGE and not self._stale:
             self.sql("SET LOCAL enable_nestloop = on")
+
+    _stale = True  # the target's statistics, as `after_staging` found them
+
+    @contextmanager
+    def by_key(self, rows: int, *, cached: bool) -> Iterator[None]:
+        """Joins of `rows` rows to the target by lookups of its key index alone, for one
+        statement, where they are few (`LOOKUP_SHARE`, `LOOKUP_MAX`) and the target's pages
+        `cached` (or read anyway); then the join settings as they were (where the statement
+        failed, the transaction's rollback puts them back)."""
+        if not cached or self._stale or rows > LOOKUP_MAX or \
+                rows > LOOKUP_SHARE * self.estimated_rows():
+            yield
+            return
+        before = list(self.sql("SELECT " + ", ".join(
+            f"current_setting('{n}')" for n in _JOINS)).one())
+        self._joins(["on", "off", "off"])
+        yield
+        self._joins(before)
+
+    def _joins(self, values: list[str]) -> None:
+        self.sql("SELECT " + ", ".join(f"set_config('{n}', {pg_literal(v)}, true)"
+                                       for n, v in zip(_JOINS, values, strict=True)))
 
     def stale_statistics(self) -> bool:
         """Whether the target's statistics say 'no rows' over pages that hold some, so the
