@@ -250,6 +250,7 @@ def compare(job: TableJob, source: Source, session: Session[Read], writer: SqlTa
         if not whole:  # parts of the key's order where it can have them (sized, sampled)
             dplan = ranged(job, session, writer, dplan, target_rows, timings)
             if dplan is None:
+                writer.timings.update(timings)  # what choosing cost, though it compared nothing
                 return None
         pending = session.call(partial(_source_digests, plan=dplan, whole=whole))
         started = time.perf_counter()
@@ -279,7 +280,8 @@ def compare(job: TableJob, source: Source, session: Session[Read], writer: SqlTa
 
 def ranged(job: TableJob, session: Session[Read], writer: SqlTableWriter, plan: DigestPlan,
            target_rows: int, timings: dict[str, float]) -> DigestPlan | None:
-    """`plan` in key ranges sized for the change the last full read found, where the key
+    """`plan` in key ranges sized for the change expected -- what a sample of the target
+    finds changed (`sampled_change`), else what the last full read changed -- where the key
     can have them (`digest.KeyRanges`; else `plan` as it is), or None where so much is
     expected to differ that reading everything is cheaper (said at -v)."""
     from refsync import digest
@@ -287,10 +289,14 @@ def ranged(job: TableJob, session: Session[Read], writer: SqlTableWriter, plan: 
     if not digest.takes_ranges(plan.range_key, target_rows):
         return plan
     expected = job.last_run.changed_share if job.last_run is not None else None
+    seen = sampled_change(job, session, writer, plan, target_rows, timings)
+    why = "the last full read changed"
+    if seen is not None:
+        expected, why = seen, "a sample of the target found changed"
     parts = digest.range_parts(target_rows, expected)
     if parts is None:
-        log.debug("%s: digests: the last full read changed %.1f %% of the rows: reading all",
-                  job.spec.name, 100 * (expected or 0))
+        log.debug("%s: digests: %s %.1f %% of the rows: reading all", job.spec.name, why,
+                  100 * (expected or 0))
         return None
     started = time.perf_counter()
     got = key_ranges(session, writer, plan, job.spec.target_schema, job.spec.target_table,
@@ -298,9 +304,38 @@ def ranged(job: TableJob, session: Session[Read], writer: SqlTableWriter, plan: 
     timings["ranges"] = time.perf_counter() - started
     if got is None:
         return plan
-    log.debug("%s: digests: %d key ranges (%d wanted) for the %.3f %% of rows the last full "
-              "read changed", job.spec.name, got.buckets, parts + 1, 100 * (expected or 0))
+    log.debug("%s: digests: %d key ranges (%d wanted) for the %.3f %% of rows %s",
+              job.spec.name, got.buckets, parts + 1, 100 * (expected or 0), why)
     return got
+
+
+def sampled_change(job: TableJob, session: Session[Read], writer: SqlTableWriter,
+                   plan: DigestPlan, rows: int, timings: dict[str, float]) -> float | None:
+    """This night's change before the comparison is sized: the share of a sample of the
+    target's rows (whole pages, `digest.SAMPLE_ROWS`) that the source holds otherwise or
+    not at all, looked up by their keys in the source's snapshot; None where too few rows
+    were sampled (or the target cannot digest: the comparison says so)."""
+    from refsync import digest
+    from refsync.targets import pg_digest
+
+    spec = job.spec
+    started = time.perf_counter()
+    try:
+        sample = pg_digest.sample_row_hashes(writer.conn, plan, spec.target_schema,
+                                             spec.target_table, rows=rows,
+                                             wanted=digest.SAMPLE_ROWS)
+    except digest.DigestUnsupported:
+        return None
+    except sa.exc.DBAPIError as exc:
+        raise writer.classify_write_error(exc, "sampling rows") from None
+    keys = [k for k, _ in sample]
+    theirs = interrupts.wait(session.call(partial(_key_hashes, plan=plan, keys=keys)))
+    share = digest.sampled_share(sample, theirs)
+    timings["sample"] = time.perf_counter() - started
+    if share is not None:
+        log.debug("%s: digests: %d of %d sampled target rows changed", spec.name,
+                  round(share * len(sample)), len(sample))
+    return share
 
 
 def key_ranges(session: Session[Any], target: sa.Connection | SqlTableWriter, plan: DigestPlan,
@@ -352,6 +387,11 @@ def _source_digests(read: Read, plan: DigestPlan,
     assert isinstance(read, DigestRead), "a digest plan comes only with a digest read"
     started = time.perf_counter()
     return read.digests(plan, whole), time.perf_counter() - started
+
+
+def _key_hashes(read: Read, plan: DigestPlan, keys: list[Any]) -> dict[Any, int]:
+    assert isinstance(read, DigestRead)
+    return read.key_hashes(plan, keys)
 
 
 def _largest_cursor(read: Read) -> Any:

@@ -258,3 +258,49 @@ def test_bounds_fit_the_servers_largest_statement(
         assert 4 * len(json.dumps(list(kept.ranges.bounds))) <= 4096 * 2
         digests = source_digests(conn, kept, "plans")
         assert sum(d.rows for d in digests.values()) == ROWS
+
+
+def _update(source: sa.Engine, every: int, name: str) -> int:
+    """Rename every `every`-th row (in key order); how many."""
+    with source.begin() as conn:
+        keys = [r[0] for r in conn.exec_driver_sql("SELECT code FROM plans ORDER BY code")]
+        conn.execute(sa.text("UPDATE plans SET name = :n WHERE code = :c"),
+                     [{"n": name, "c": c} for c in keys[::every]])
+    return len(keys[::every])
+
+
+def test_a_sample_of_the_target_decides_how_to_compare_tonight(
+        tmp_path: Path, pg_url: str, pg_databases: PgDatabases, source: sa.Engine,
+        shape: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """A heavy night after quiet ones reads everything without comparing first, and a quiet
+    night after a heavy one compares in key ranges: a sample of the target's rows looked up
+    in the source says how much changed tonight, not the last night's share. Either way it
+    writes what reading everything writes."""
+    if shape == "integer":
+        pytest.skip("a text key's sample is the same lookup")
+    monkeypatch.setattr("refsync.digest.ranges.RANGES_FROM_ROWS", 0)  # as a large table
+    monkeypatch.setattr("refsync.digest.ranges.EXPECTED_CHANGE", 0.01)  # ~20 rows a range
+    with sibling_database(pg_databases) as off_url:
+        for url in (pg_url, off_url):
+            _target(url, shape)
+            _run(tmp_path, url, source)
+        for night, every in ((1, 5), (2, 1500)):  # 20 % of the rows, then 4 rows
+            changed = _update(source, every, f"night {night}")
+            with caplog.at_level(logging.DEBUG, logger="refsync.table_sync"), \
+                    pytest.MonkeyPatch.context() as counting:
+                caplog.clear()
+                staged = count_copy_text(counting)
+                auto = _run(tmp_path, pg_url, source)
+            off = _run(tmp_path, off_url, source, digests="off")
+            assert _summary(auto) == _summary(off)
+            assert _summary(auto)["updated"] == changed
+            assert _rows(pg_url) == _rows(off_url)
+            timings = auto.tables[0].timings
+            assert "sample" in timings, timings
+            assert "a sample of the target found changed" in caplog.text, caplog.text
+            if night == 1:  # read whole, no digest computed
+                assert "source_digest" not in timings, timings
+                assert sum(staged) == ROWS
+            else:  # compared in key ranges, only the differing ones read
+                assert "key ranges (" in caplog.text and "source_digest" in timings, timings
+                assert 0 < sum(staged) <= ROWS // 4, sum(staged)

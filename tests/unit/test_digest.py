@@ -263,3 +263,17 @@ def test_a_bound_is_written_only_where_its_character_set_holds_it() -> None:
     assert key("utf8mb4").writable("年金😀") and key("utf8mb3").writable("年金")
     assert not key("utf8mb3").writable("😀") and not key("ascii").writable("é")
     assert key("ascii").literal("P1") == "_ascii X'5031'"
+
+
+def test_a_sample_tells_the_share_of_changed_rows_once_it_is_large_enough() -> None:
+    from refsync.digest.ranges import MIN_SAMPLED, sampled_share
+
+    sample = [(k, k * 7) for k in range(MIN_SAMPLED * 2)]
+    source = dict(sample)
+    assert sampled_share(sample, source) == 0.0
+    for k in range(0, 20, 2):
+        source[k] += 1  # changed
+    del source[1], source[3]  # gone from the source
+    source[-1] = 0  # new in the source: a target sample cannot see it
+    assert sampled_share(sample, source) == 12 / len(sample)
+    assert sampled_share(sample[:MIN_SAMPLED - 1], source) is None  # too few to tell

@@ -21,15 +21,18 @@ from refsync.digest.plan import (
     target_bucket_predicate,
 )
 from refsync.digest.ranges import (
+    SAMPLE_ROWS,
     KeyRanges,
     range_parts,
     read_share,
+    sampled_share,
     takes_ranges,
 )
 
 __all__ = [
     "AUTHORITATIVE",
     "READ_ALL_SHARE",
+    "SAMPLE_ROWS",
     "WHOLE",
     "BucketDigest",
     "DigestComparison",
@@ -43,6 +46,7 @@ __all__ = [
     "plan_digest",
     "range_parts",
     "read_share",
+    "sampled_share",
     "sized_for_change",
     "takes_ranges",
     "source_bucket_predicate",

@@ -4,7 +4,7 @@ bounds in both dialects, and how many a run wants for the change it expects."""
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -110,6 +110,23 @@ SAMPLES_PER_PART = 4  # sampled target keys a part: its size varies by about hal
 # cores both digests take about half of what reading everything does, and a row read by
 # its key range costs about three a plain read does (measured, issue 20)
 RANGE_READ_ALL_SHARE = 0.1
+
+
+# before a comparison in key ranges is sized, about this many target rows (whole pages taken
+# at random: a few milliseconds) are looked up in the source by their keys: the share that
+# differs is this night's change, where the last full read's share is the last night's (a
+# quiet night after a heavy one would otherwise read everything, a heavy one after quiet ones
+# compare first and then read everything). Fewer than MIN_SAMPLED: the last run's share.
+SAMPLE_ROWS = 4000
+MIN_SAMPLED = 1000
+
+
+def sampled_share(sample: Sequence[tuple[Any, int]], source: Mapping[Any, int]) -> float | None:
+    """The share of the sampled target rows, (key, row hash), whose source row differs or is
+    gone (`source`: key -> row hash); None where too few rows were sampled to tell."""
+    if len(sample) < MIN_SAMPLED:
+        return None
+    return sum(1 for k, h in sample if source.get(k) != h) / len(sample)
 
 
 def takes_ranges(range_key: RangeKey | None, rows: int) -> bool:

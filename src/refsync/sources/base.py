@@ -16,7 +16,7 @@ never touched by another (DESIGN 4.9).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
@@ -75,6 +75,11 @@ class DigestRead(Read, Protocol):
     def ordered_ranges(self, plan: DigestPlan) -> DigestPlan | None:
         """`plan` with the key-range bounds this source orders as the target does, or None
         where it cannot compare key ranges (see `digest.KeyRanges`)."""
+        ...
+
+    def key_hashes(self, plan: DigestPlan, keys: Sequence[Any]) -> dict[Any, int]:
+        """Key -> row hash of the rows whose one-column key is among `keys` (the target's
+        sample, `table_sync.sampled_change`)."""
         ...
 
     def largest_cursor(self) -> Any:

@@ -139,6 +139,22 @@ def ordered_ranges(conn: Connection, plan: DigestPlan) -> DigestPlan | None:
     return None
 
 
+def key_row_hashes(conn: Connection, plan: DigestPlan, table: str, keys: Sequence[Any], *,
+                   schema: str | None = None) -> dict[Any, int]:
+    """Key -> row hash of the source rows whose one-column key is among `keys` (values as
+    the target holds them; a text key not writable in the column's character set is left
+    out), looked up by the key's index. A key equal in the collation but not in its bytes
+    comes back as it is stored, so it does not match the key asked for."""
+    rk = plan.range_key
+    assert rk is not None
+    wanted = [k for k in keys if isinstance(k, int) or rk.writable(str(k))]
+    if not wanted:
+        return {}
+    sql = (f"SELECT {rk.source}, {plan.source_hash} FROM {_source_from(table, schema)} "  # noqa: S608
+           f"WHERE {rk.source} IN ({', '.join(rk.literal(k) for k in wanted)})")
+    return {r[0]: int(r[1]) & MASK64 for r in conn.execute(sa.text(sql))}
+
+
 def _packet_limit(conn: Connection) -> int:
     """The largest statement the server takes (`max_allowed_packet`, bytes)."""
     return int(conn.execute(sa.text("SELECT @@max_allowed_packet")).scalar_one())

@@ -147,6 +147,11 @@ class MySQLRead:
         return source_row_hashes(self.conn, plan, self.src.table, buckets,
                                  schema=self.src.schema)
 
+    def key_hashes(self, plan: DigestPlan, keys: Sequence[Any]) -> dict[Any, int]:
+        from refsync.sources.mysql_digest import key_row_hashes
+
+        return key_row_hashes(self.conn, plan, self.src.table, keys, schema=self.src.schema)
+
     def largest_cursor(self) -> Any:
         if self.src.cursor_column is None:
             return None

@@ -124,6 +124,18 @@ def sample_ranges(conn: Connection, plan: DigestPlan, schema: str | None, table:
                            if not plan.range_key.writable(t)})
 
 
+def sample_row_hashes(conn: Connection, plan: DigestPlan, schema: str | None, table: str, *,
+                      rows: int, wanted: int) -> list[tuple[Any, int]]:
+    """(key, row hash) of about `wanted` of the target's authoritative rows, of pages chosen
+    at random (`TABLESAMPLE SYSTEM`: only those pages are read) -- a one-column key."""
+    _check_target(conn)
+    percent = min(100.0, 100.0 * wanted / max(rows, 1))
+    sql = (f"SELECT {pg_ident(plan.key[0])}, {plan.target_hash} FROM "  # noqa: S608
+           f"{_pg_ref(schema, table)} TABLESAMPLE SYSTEM ({percent:.6f}) "
+           f"WHERE {pg_ident('_source')} = '{AUTHORITATIVE}'")
+    return [(r[0], int(r[1]) & MASK64) for r in conn.exec_driver_sql(sql)]
+
+
 def target_row_hashes(conn: Connection, plan: DigestPlan, schema: str | None, table: str,
                       buckets: Sequence[int] | None, *,
                       batch: int = 10_000) -> Iterator[tuple[bytes, tuple[Any, ...], int]]:
