@@ -304,3 +304,28 @@ def test_a_sample_of_the_target_decides_how_to_compare_tonight(
             else:  # compared in key ranges, only the differing ones read
                 assert "key ranges (" in caplog.text and "source_digest" in timings, timings
                 assert 0 < sum(staged) <= ROWS // 4, sum(staged)
+
+
+def test_a_server_without_json_table_compares_in_buckets_of_the_key(
+        tmp_path: Path, pg_url: str, pg_databases: PgDatabases, source: sa.Engine,
+        shape: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """MySQL before 8.0.4 and MariaDB before 10.6 cannot join their bounds (no JSON_TABLE):
+    the table is compared in buckets of its key's bytes, and writes what reading everything
+    writes."""
+    if shape != "text-bin":
+        pytest.skip("the same for every key")
+    monkeypatch.setattr("refsync.digest.ranges.RANGES_FROM_ROWS", 0)  # as a large table
+    monkeypatch.setattr("refsync.sources.mysql_digest._bounds_table",  # as the old servers say
+                        lambda plan, alias="b": "JSON_TABLE_UNKNOWN() AS b")
+    with sibling_database(pg_databases) as off_url:
+        for url in (pg_url, off_url):
+            _target(url, shape)
+            _run(tmp_path, url, source)
+        _night(source, 1, shape)
+        with caplog.at_level(logging.DEBUG, logger="refsync.table_sync"):
+            auto = _run(tmp_path, pg_url, source)
+        off = _run(tmp_path, off_url, source, digests="off")
+        assert _summary(auto) == _summary(off) and _summary(auto)["updated"] == 8
+        assert _rows(pg_url) == _rows(off_url)
+    assert "key ranges (" not in caplog.text and "parts differ" in caplog.text, caplog.text
+    assert "source_digest" in auto.tables[0].timings
