@@ -52,7 +52,8 @@ BENCH = ROOT / "bench"
 SCENARIOS = ("full", "typed-full", "nochange", "typed-nochange", "verify", "typed-verify",
              "1pct-full", "typed-1pct-full", "0.01pct-full", "typed-0.01pct-full",
              "0.1pct-full", "typed-0.1pct-full", "1pct-full-off", "typed-1pct-full-off",
-             "0.01pct-full-off", "typed-0.01pct-full-off", "0.1pct-full-off", "1pct-incr",
+             "0.01pct-full-off", "typed-0.01pct-full-off", "0.1pct-full-off",
+             "0.01pct-after-1pct", "1pct-after-quiet", "1pct-incr",
              "incr-nochange-4tables", "startup", "memory-scaling", "seed-4tables-10k")
 PEERS = ("pipe", "pgloader", "sling")
 
@@ -1054,14 +1055,22 @@ class Bench:
         return {r[0] for r in rows}
 
     def s_mutated_full(self, shape: Shape, fraction: float, name: str,
-                       digests_off: bool = False) -> None:
+                       digests_off: bool = False, night_before: float | None = None) -> None:
+        """`fraction` of the rows changed, then a --full re-sync; `night_before`: each timed
+        night follows an untimed one that changed this share (a night unlike the last)."""
         scen = shape.scen(name + ("-off" if digests_off else ""))
         cfg = self.cfgs[shape.key + ("-off" if digests_off else "")]
+        before = ("" if night_before is None else
+                  f" after an untimed night that changed ~{100 * night_before:g} %")
         say(f"\n== {scen}: bench/mutate_mysql.py (~{100 * fraction:g} % of {shape.source}),"
-            f" then --full re-sync{' with digests: off' if digests_off else ''}"
+            f" then --full re-sync{' with digests: off' if digests_off else ''}{before}"
             " (pipe interleaved)")
         self.ensure_loaded(shape)
         for i in range(self.repeat):
+            if night_before is not None:
+                self.mutate(shape, night_before)
+                self.run_refsync(scen, "night-before", i, cfg, DB_TARGET, self.db_main,
+                                 ["--full"], record=False)
             m = self.mutate(shape, fraction)
             changed = self.mutated_keys(m, shape)
             self.vacuum(DB_TARGET, [shape.target])
@@ -1398,6 +1407,7 @@ class Bench:
         typed = {x for x in s if x.startswith("typed-")}
         big = (s & {"full", "nochange", "verify", "1pct-full", "0.01pct-full", "0.1pct-full",
                     "1pct-full-off", "0.01pct-full-off", "0.1pct-full-off", "1pct-incr",
+                    "0.01pct-after-1pct", "1pct-after-quiet",
                     "incr-nochange-4tables", "memory-scaling"}) | typed
         if big:
             self.ensure_data(self.db_main, self.rows, self.small_rows,
@@ -1444,6 +1454,10 @@ class Bench:
             ("typed-0.01pct-full-off",
              lambda: self.s_mutated_full(TYPED, 0.0001, "0.01pct-full", True)),
             ("0.1pct-full-off", lambda: self.s_mutated_full(TEXT, 0.001, "0.1pct-full", True)),
+            ("0.01pct-after-1pct", lambda: self.s_mutated_full(
+                TEXT, 0.0001, "0.01pct-after-1pct", night_before=0.01)),
+            ("1pct-after-quiet", lambda: self.s_mutated_full(
+                TEXT, 0.01, "1pct-after-quiet", night_before=0.0001)),
             ("1pct-incr", lambda: self.s_1pct_incr(cfg_incr)),
             ("incr-nochange-4tables", self.s_incr_nochange),
             ("memory-scaling", lambda: self.s_memory(cfg_full)),
