@@ -312,7 +312,7 @@ def ranged(job: TableJob, session: Session[Read], writer: SqlTableWriter, plan: 
 def sampled_change(job: TableJob, session: Session[Read], writer: SqlTableWriter,
                    plan: DigestPlan, rows: int, timings: dict[str, float]) -> float | None:
     """This night's change before the comparison is sized: the share of a sample of the
-    target's rows (whole pages, `digest.SAMPLE_ROWS`) that the source holds otherwise or
+    target's rows (`digest.SAMPLE_ROWS`, taken row by row) that the source holds otherwise or
     not at all, looked up by their keys in the source's snapshot; None where too few rows
     were sampled (or the target cannot digest: the comparison says so)."""
     from refsync import digest
