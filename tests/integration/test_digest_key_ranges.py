@@ -329,3 +329,28 @@ def test_a_server_without_json_table_compares_in_buckets_of_the_key(
         assert _rows(pg_url) == _rows(off_url)
     assert "key ranges (" not in caplog.text and "parts differ" in caplog.text, caplog.text
     assert "source_digest" in auto.tables[0].timings
+
+
+def test_the_change_sample_stays_small_where_the_statistics_lag(pg_url: str) -> None:
+    """The sample's share comes from the statistics' row count; where they lag far behind
+    (a table grown since its last ANALYZE) it still takes at most twice the rows wanted,
+    so the source's lookup statement stays small."""
+    from refsync.targets.pg_digest import sample_row_hashes
+
+    plan, _ = plan_digest([_varchar_key("code"), SourceColumn("name", "varchar",
+                                                              "varchar(100)", "utf8mb4")],
+                          [ColumnInfo("code", "text"), ColumnInfo("name", "text")], ["code"],
+                          "UTC", rows=3000)
+    assert plan is not None
+    execute(pg_url, f"CREATE TABLE plans (code varchar(20) PRIMARY KEY, name varchar(100), "
+                    f"{TRACKING_DDL}); INSERT INTO plans (code, name) SELECT 'P' || i, "
+                    "'n' || i FROM generate_series(1, 3000) i")
+    engine = sa.create_engine(pg_url, poolclass=sa.NullPool)
+    try:
+        with engine.connect() as conn:
+            assert len(sample_row_hashes(conn, plan, None, "plans", rows=3000,
+                                         wanted=3000)) == 3000
+            lagging = sample_row_hashes(conn, plan, None, "plans", rows=10, wanted=100)
+    finally:
+        engine.dispose()
+    assert 0 < len(lagging) <= 200, len(lagging)

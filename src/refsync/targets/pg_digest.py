@@ -129,12 +129,13 @@ def sample_row_hashes(conn: Connection, plan: DigestPlan, schema: str | None, ta
     """(key, row hash) of about `wanted` of the target's authoritative rows, each taken at
     random (`TABLESAMPLE BERNOULLI`) -- a one-column key. Not whole pages (`SYSTEM`, which
     reads only those): the rows an update rewrote sit together at the heap's end, and the
-    rows that change tonight are often last night's, so a page sample finds all or none."""
+    rows that change tonight are often last night's, so a page sample finds all or none.
+    At most twice `wanted`: `rows` is the statistics' count, which may lag far behind."""
     _check_target(conn)
     percent = min(100.0, 100.0 * wanted / max(rows, 1))
     sql = (f"SELECT {pg_ident(plan.key[0])}, {plan.target_hash} FROM "  # noqa: S608
            f"{_pg_ref(schema, table)} TABLESAMPLE BERNOULLI ({percent:.6f}) "
-           f"WHERE {pg_ident('_source')} = '{AUTHORITATIVE}'")
+           f"WHERE {pg_ident('_source')} = '{AUTHORITATIVE}' LIMIT {2 * int(wanted)}")
     return [(r[0], int(r[1]) & MASK64) for r in conn.exec_driver_sql(sql)]
 
 
