@@ -492,3 +492,29 @@ def _chain(exc: BaseException) -> Iterator[BaseException]:
         seen.add(id(e))
         yield e
         e = e.__cause__ or e.__context__
+
+
+def test_cancelling_a_connection_that_has_ended_is_quiet(
+        mysql_db_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    """A signal can come as the read's connection closes: KILL QUERY then names a connection
+    the server no longer has, which is nothing left to cancel, not a failure to report (no
+    warning, no traceback); a cancel that really fails still warns."""
+    from refsync.sources.mysql import kill_query
+
+    engine = sa.create_engine(mysql_db_url, poolclass=sa.NullPool)
+    try:
+        with engine.connect() as conn:
+            ended = int(conn.exec_driver_sql("SELECT CONNECTION_ID()").scalar_one())
+        with caplog.at_level(logging.DEBUG, logger="refsync.sources.mysql"):
+            assert kill_query(engine, ended, "here") is False
+        assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
+        assert "has ended" in caplog.text
+    finally:
+        engine.dispose()
+    unreachable = sa.create_engine(sa.make_url(mysql_db_url).set(port=1), poolclass=sa.NullPool)
+    try:
+        caplog.clear()
+        assert kill_query(unreachable, ended, "here") is False
+        assert "could not cancel" in caplog.text
+    finally:
+        unreachable.dispose()

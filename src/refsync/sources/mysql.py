@@ -229,6 +229,7 @@ _OLDEST_WRITE_SQL = (
     " WHERE trx_mysql_thread_id <> CONNECTION_ID() AND (trx_rows_modified > 0"
     " OR trx_tables_locked > 0 OR trx_rows_locked > 0 OR trx_state = 'LOCK WAIT')")
 _ER_SPECIFIC_ACCESS_DENIED = 1227  # innodb_trx needs the PROCESS privilege
+_ER_NO_SUCH_THREAD = 1094  # KILL of a connection the server no longer has
 _warned_no_process: weakref.WeakSet[Engine] = weakref.WeakSet()
 
 
@@ -269,7 +270,11 @@ def kill_query(engine: Engine, connection_id: int, where: str) -> bool:
                 side.close()
         finally:
             side_pool.dispose()
-    except Exception:  # noqa: BLE001 - the work in flight fails or ends on its own
+    except Exception as exc:  # noqa: BLE001 - the work in flight fails or ends on its own
+        if getattr(exc, "args", (None,))[:1] == (_ER_NO_SUCH_THREAD,):
+            # the connection closed as the signal came (its read ended): nothing in flight
+            log.debug("%s: nothing to cancel: connection %d has ended", where, connection_id)
+            return False
         log.warning("%s: could not cancel the statement in flight", where, exc_info=True)
         return False
     log.info("%s: cancelled the statement in flight (connection %d)", where, connection_id)
