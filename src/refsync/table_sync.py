@@ -205,7 +205,7 @@ def load_and_apply(job: TableJob, source: Source, infos: list[ColumnInfo], windo
         res.rejected = staged.converter.rejected
         res.rejects = [r.as_dict() for r in staged.converter.rejects]
         job.progress.phase(spec.name, "checking")
-        check_keys(spec, writer, staged.converter)
+        check_keys(spec, writer, staged.converter, unique=plan.unique_keys)
         counts = diff(writer, spec, comparison)
         if comparison is not None:
             res.read += comparison.equal_rows
@@ -448,10 +448,12 @@ def read_and_stage(job: TableJob, source: Source, session: Session[Read],
     return staged
 
 
-def check_keys(spec: TableSpec, writer: SqlTableWriter, converter: RowConverter) -> None:
-    """Duplicate keys fail the table, naming them (DESIGN 4.5); a rejected row's key is
-    still a source key, so `delete_insert` keeps its target row."""
-    dup_total, dups = writer.duplicate_keys(MAX_LISTED)
+def check_keys(spec: TableSpec, writer: SqlTableWriter, converter: RowConverter, *,
+               unique: bool) -> None:
+    """Duplicate keys fail the table, naming them (DESIGN 4.5), unless the source's own
+    unique key rules them out (`unique`); a rejected row's key is still a source key, so
+    `delete_insert` keeps its target row."""
+    dup_total, dups = (0, []) if unique else writer.duplicate_keys(MAX_LISTED)
     if dup_total:
         keys = "; ".join(", ".join(f"{k}={v}" for k, v in zip(spec.primary_key, d, strict=True))
                          for d in dups)

@@ -40,6 +40,9 @@ class ReadPlan:
     path: ReadPath = "values"
     copy: CopyPlan | None = None  # the server's COPY text rules, on a copy path
     digests: DigestPlan | None = None  # both databases can digest the table
+    # the source's own unique key holds each configured key once and the key reaches the
+    # target as it is: no read can stage a key twice (the check is skipped)
+    unique_keys: bool = False
 
 
 @dataclass(frozen=True)

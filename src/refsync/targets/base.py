@@ -460,7 +460,7 @@ class SqlTableWriter:
             return 0, []
         keys = ", ".join(self.q(k) for k in self.key)
         dup = f"SELECT {keys} FROM {STAGE} GROUP BY {keys} HAVING count(*) > 1"
-        total = self.scalar(f"SELECT count(*) FROM ({dup}) d")
+        total = int(self.sql(f"SELECT count(*) FROM ({dup}) d", phase="keys").scalar() or 0)
         if not total:
             return 0, []
         rows = self.sql(f"{dup} ORDER BY {keys} LIMIT {int(limit)}").fetchall()
