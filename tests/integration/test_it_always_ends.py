@@ -264,6 +264,67 @@ def test_the_run_deadline_fails_the_table_in_flight_as_timeout(
     assert [tuple(r) for r in recorded] == [("failed", "timeout")]
 
 
+def _sample_waits(admin: sa.Connection) -> bool:
+    """Whether the comparison's change sample (its key lookups, `IN (…)`) waits behind the
+    test's table lock (in this test's database: other tests may share the server)."""
+    return bool(admin.exec_driver_sql(
+        "SELECT count(*) FROM information_schema.PROCESSLIST WHERE DB = DATABASE() "
+        "AND STATE LIKE 'Waiting for table%%' AND INFO LIKE '%%`code` IN (%%'").scalar())
+
+
+@pytest.mark.parametrize("stop", ["sigterm", "deadline"])
+def test_a_run_waiting_on_the_source_during_the_comparison_ends(
+        tmp_path: Path, pg_url: str, mysql_db_url: str, stop: str) -> None:
+    """A re-sync's comparison asks the source first for the rows of a sample of the target
+    (the change sample, DESIGN 4.6): where that waits behind a table lock, SIGTERM ends the
+    run within 10 s (143, interrupted) and the run deadline fails the table as `timeout`;
+    the statement is cancelled on the server and nothing is written."""
+    mysql = sa.engine.make_url(mysql_db_url)
+    _mysql_plans(mysql, 20_000)  # compared in key ranges (digest.RANGES_FROM_ROWS)
+    create_target(pg_url)
+    cfg = _mysql_config(tmp_path, mysql)
+    env = {"WDH_DATABASE_URL": pg_url, **_mysql_env(mysql)}
+    first = subprocess.run([*EXE, "sync", "-c", str(cfg), "--json"], capture_output=True,
+                           text=True, timeout=120, env={**os.environ, **env})
+    assert first.returncode == 0, first.stdout + first.stderr[-2000:]
+    engine = sa.create_engine(mysql, poolclass=sa.NullPool)
+    try:
+        with engine.connect() as admin:
+            admin.exec_driver_sql("UPDATE plans SET name = 'changed' WHERE code = 'P0000007'")
+            admin.commit()  # a change since the last run: compared in parts, sample first
+            admin.exec_driver_sql("LOCK TABLES plans WRITE")
+            try:
+                if stop == "deadline":
+                    env["WDH_REFERENCE_SYNC_MAX_RUN_TIME"] = "5s"
+                with _start(cfg, pg_url, **env) as proc:
+                    with engine.connect() as watch:
+                        _until(lambda: _sample_waits(watch), "the change sample to wait")
+                        if stop == "sigterm":
+                            took, out, err = _ends_on_sigterm(proc)
+                        else:
+                            began = time.monotonic()
+                            out, err = proc.communicate(timeout=60)
+                            took = time.monotonic() - began  # the deadline is 5 s
+                        # cancelled on the server while the lock is still held
+                        _until(lambda: not _sample_waits(watch), "the statement to go", 5)
+            finally:
+                admin.exec_driver_sql("UNLOCK TABLES")
+    finally:
+        engine.dispose()
+    table = json.loads(out)["tables"][0]
+    assert took <= ENDS_WITHIN_S, (took, err[-3000:])
+    if stop == "sigterm":
+        assert proc.returncode == 143, err[-3000:]
+        assert table["status"] == "interrupted", table
+    else:
+        assert proc.returncode == 1, err[-3000:]
+        assert (table["status"], table["error_class"]) == ("failed", "timeout"), table
+    assert "sampled target rows" not in err  # it stopped inside the sample
+    with engine_for(pg_url) as pg, pg.connect() as conn:
+        assert conn.exec_driver_sql("SELECT count(*) FROM business.\"年金计划\" "
+                                    "WHERE \"计划名称\" = 'changed'").scalar_one() == 0
+
+
 def test_the_deadline_skips_the_tables_not_started(tmp_path: Path, pg_url: str) -> None:
     legacy = LegacyDb(tmp_path / "legacy.sqlite").create_plans(plan_row(i) for i in range(10))
     create_target(pg_url)
