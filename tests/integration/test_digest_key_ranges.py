@@ -354,3 +354,49 @@ def test_the_change_sample_stays_small_where_the_statistics_lag(pg_url: str) -> 
     finally:
         engine.dispose()
     assert 0 < len(lagging) <= 200, len(lagging)
+
+
+@pytest.mark.parametrize("packet", ["fits", "overflows"])
+def test_the_parts_read_arrive_as_reading_everything_gives_them(
+        tmp_path: Path, pg_url: str, pg_databases: PgDatabases, source: sa.Engine,
+        shape: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+        packet: str) -> None:
+    """The rows of the differing key ranges come a few ranges a statement, aggregated by
+    MySQL into one row of COPY text; ranges holding a row the pre-check flags (a NUL) are
+    read again as values, and text too long for the packet is streamed instead: the same
+    rows, counts and rejects as reading everything."""
+    monkeypatch.setattr("refsync.digest.ranges.RANGES_FROM_ROWS", 0)  # as a large table
+    monkeypatch.setattr("refsync.digest.ranges.EXPECTED_CHANGE", 0.01)  # ~20 rows a range
+    monkeypatch.setattr("refsync.digest.ranges.SPANS_A_STATEMENT", 2)  # several statements
+
+    def run(url: str, digests: str) -> RunResult:
+        section = _section(digests)
+        section["defaults"]["on_invalid"] = "skip"
+        return sync_section(tmp_path, section, url, source.url, full=True)
+
+    with sibling_database(pg_databases) as off_url:
+        for url in (pg_url, off_url):
+            _target(url, shape)
+            assert _summary(run(url, "auto"))["inserted"] == ROWS
+        _night(source, 5, shape)
+        with source.begin() as conn:
+            middle = conn.exec_driver_sql("SELECT code FROM plans ORDER BY code "
+                                          "LIMIT 1 OFFSET 3000").scalar()
+            conn.execute(sa.text("UPDATE plans SET name = CONCAT('nul', CHAR(0), 'x') "
+                                 "WHERE code = :c"), {"c": middle})
+        off = run(off_url, "off")
+        if packet == "overflows":  # GROUP_CONCAT cuts the text short, as a packet would
+            monkeypatch.setattr("refsync.sources.mysql_read.GROUP_CONCAT_MAX_LEN", 300)
+        with caplog.at_level(logging.DEBUG, logger="refsync"), \
+                pytest.MonkeyPatch.context() as counting:
+            staged = count_copy_text(counting)
+            auto = run(pg_url, "auto")
+        assert _rows(pg_url) == _rows(off_url)
+    assert "parts differ: reading" in caplog.text, caplog.text
+    assert ("they are streamed" in caplog.text) is (packet == "overflows"), caplog.text
+    assert 0 < sum(staged) <= ROWS // 4, sum(staged)
+    got = table_summary(auto, "status", "read", "inserted", "updated", "unchanged", "deleted",
+                        "rejected", "rejects")
+    assert got == table_summary(off, *got)
+    assert (got["status"], got["rejected"]) == ("ok", 1), got
+    assert got["rejects"][0]["reason"] == "contains a NUL character", got
