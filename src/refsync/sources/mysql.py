@@ -396,7 +396,8 @@ class MySQLSource(SqlSource):
         if not self._pk or not set(self._pk) <= {by_target.get(k) for k in self.spec.primary_key}:
             return False
         found, infos = self._source_facts(), {c.name: c for c in columns}
-        for target_name, source_name in by_target.items():
+        for target_name in self.spec.primary_key:
+            source_name = by_target.get(target_name)
             if source_name not in self._pk:
                 continue
             src, tgt = found.get(source_name), infos.get(target_name)
