@@ -356,22 +356,23 @@ def test_the_change_sample_stays_small_where_the_statistics_lag(pg_url: str) -> 
     assert 0 < len(lagging) <= 200, len(lagging)
 
 
-@pytest.mark.parametrize("packet", ["fits", "overflows"])
+@pytest.mark.parametrize("packet", ["fits", "overflows", "many-rows"])
 def test_the_parts_read_arrive_as_reading_everything_gives_them(
         tmp_path: Path, pg_url: str, pg_databases: PgDatabases, source: sa.Engine,
         shape: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
         packet: str) -> None:
     """The rows of the differing key ranges come a few ranges a statement, aggregated by
     MySQL into one row of COPY text; ranges holding a row the pre-check flags (a NUL) are
-    read again as values, and text too long for the packet is streamed instead: the same
-    rows, counts and rejects as reading everything."""
+    read again as values, and text too long for the packet (or for a few chunks of
+    `batch_size` rows: memory stays flat) is streamed instead: the same rows, counts and
+    rejects as reading everything."""
     monkeypatch.setattr("refsync.digest.ranges.RANGES_FROM_ROWS", 0)  # as a large table
     monkeypatch.setattr("refsync.digest.ranges.EXPECTED_CHANGE", 0.01)  # ~20 rows a range
     monkeypatch.setattr("refsync.digest.ranges.SPANS_A_STATEMENT", 2)  # several statements
 
-    def run(url: str, digests: str) -> RunResult:
+    def run(url: str, digests: str, batch_size: int = 500) -> RunResult:
         section = _section(digests)
-        section["defaults"]["on_invalid"] = "skip"
+        section["defaults"].update(on_invalid="skip", batch_size=batch_size)
         return sync_section(tmp_path, section, url, source.url, full=True)
 
     with sibling_database(pg_databases) as off_url:
@@ -390,10 +391,10 @@ def test_the_parts_read_arrive_as_reading_everything_gives_them(
         with caplog.at_level(logging.DEBUG, logger="refsync"), \
                 pytest.MonkeyPatch.context() as counting:
             staged = count_copy_text(counting)
-            auto = run(pg_url, "auto")
+            auto = run(pg_url, "auto", batch_size=1 if packet == "many-rows" else 500)
         assert _rows(pg_url) == _rows(off_url)
     assert "parts differ: reading" in caplog.text, caplog.text
-    assert ("they are streamed" in caplog.text) is (packet == "overflows"), caplog.text
+    assert ("they are streamed" in caplog.text) is (packet != "fits"), caplog.text
     assert 0 < sum(staged) <= ROWS // 4, sum(staged)
     got = table_summary(auto, "status", "read", "inserted", "updated", "unchanged", "deleted",
                         "rejected", "rejects")

@@ -41,6 +41,10 @@ PACKET_SHARE = 0.5
 # MariaDB turns an IN list of this many constants into a derived table it builds again for
 # every chunk; a sorted list searched per row is far cheaper
 IN_LIST_CONVERSION_FROM = 1000
+# the text of a few key ranges read in one row holds at most this many chunks' worth of rows
+# (batch_size rows of the table's average length, twice over for COPY escapes): memory stays
+# flat where ranges are many rows each or rows wide; more is streamed
+AGGREGATED_CHUNKS = 4
 
 
 def _date_or_none(value: Any) -> Any:
@@ -142,7 +146,7 @@ class MySQLRead:
         self.since, self.plan = since, plan
         self.snapshot_utc = src.snapshot_utc
         self.open_writes = src.open_writes
-        self._packet: int | None = None  # max_allowed_packet, once an aggregated read asked
+        self._most: int | None = None  # bytes of text an aggregated read takes in one row
 
     def digests(self, plan: DigestPlan, whole: bool) -> dict[int, BucketDigest]:
         from refsync.sources.mysql_digest import source_digests  # loaded where a table digests
@@ -200,7 +204,7 @@ class MySQLRead:
                 if got is not None:
                     yield from got
                     continue
-                whole = False  # too wide for the packet: this and the rest streamed
+                whole = False  # too long for one row: this and the rest streamed
             yield from self._chunks_of(part, params, only=True)
 
     def _aggregated_text(self, rows: Select[Any], params: dict[str, Any],
@@ -208,18 +212,24 @@ class MySQLRead:
         """The rows of a few key ranges aggregated by the server into ONE fetched row of
         COPY text, as `_ranged_text` reads a chunk: a row a statement, not a row a source
         row, for the pure-Python driver (streamed, the rows of the parts a comparison found
-        different cost about three times what a whole read's do). None where the text
-        overflows the packet. Rows the pre-check flags (or holding a NUL): the ranges are
-        read again as values."""
-        if self._packet is None:
-            self._packet = self._packet_budget()[0]
+        different cost about three times what a whole read's do). None where the text is
+        longer than a few chunks' (`AGGREGATED_CHUNKS`) or the packet allows. Rows the
+        pre-check flags (or holding a NUL): the ranges are read again as values."""
+        if self._most is None:
+            from refsync.sources.mysql import MIN_ROW_BYTES
+
+            budget = self._packet_budget()[1]
+            row_bytes = 2 * max(self.src._avg_row_length, MIN_ROW_BYTES)
+            self._most = min(budget, AGGREGATED_CHUNKS * self.src.batch_size * row_bytes)
+            # GROUP_CONCAT stops there, and the count below tells
+            self.conn.exec_driver_sql(f"SET SESSION group_concat_max_len = {self._most}")
         stmt = build_aggregate_select(rows, self.src.cursor_column, plan.line, plan.flag)
         text_, count, flagged, high = self.conn.execute(stmt, params).one()
         if not count:
             return []
         if text_ is None or text_.count(b"\n") + 1 != count:
-            log.debug("%s: the rows of the key ranges read overflow max_allowed_packet (%d "
-                      "bytes): they are streamed", self.src.where_text, self._packet)
+            log.debug("%s: the rows of the key ranges read hold more than %d bytes of text: "
+                      "they are streamed", self.src.where_text, self._most)
             return None
         if flagged or b"\x00" in text_:  # the value rules decide, row by row
             batch = self.src._as_values([tuple(r) for r in self.conn.execute(rows, params)])
