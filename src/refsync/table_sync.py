@@ -38,7 +38,7 @@ from refsync.watermark import OpenWrites, max_cursor, next_mark, open_write_cap,
 from refsync.watermark import watermark_to_text as mark_text
 
 if TYPE_CHECKING:
-    from refsync.digest import BucketDigest, DigestPlan
+    from refsync.digest import BucketDigest, DigestPlan, KeyRanges
 
 log = logging.getLogger(__name__)
 
@@ -281,85 +281,110 @@ def compare(job: TableJob, source: Source, session: Session[Read], writer: SqlTa
 def ranged(job: TableJob, session: Session[Read], writer: SqlTableWriter, plan: DigestPlan,
            target_rows: int, timings: dict[str, float]) -> DigestPlan | None:
     """`plan` in key ranges sized for the change expected -- what a sample of the target
-    finds changed (`sampled_change`), else what the last full read changed -- where the key
+    finds changed (`change_sample`), else what the last full read changed -- where the key
     can have them (`digest.KeyRanges`; else `plan` as it is), or None where so much is
-    expected to differ that reading everything is cheaper (said at -v)."""
+    expected to differ that reading everything is cheaper (said at -v). While the source
+    looks the sample up, the target's bounds are sampled for the last night's change: again
+    only where tonight's asks for ranges of another size (`digest.near_parts`)."""
     from refsync import digest
 
     if not digest.takes_ranges(plan.range_key, target_rows):
         return plan
+    spec = job.spec
+    started = time.perf_counter()
     expected = job.last_run.changed_share if job.last_run is not None else None
-    seen = sampled_change(job, session, writer, plan, target_rows, timings)
+    sample = change_sample(job, session, writer, plan, target_rows)
+    guess = digest.range_parts(target_rows, expected)
+    bounds = None if guess is None else target_bounds(writer, plan, spec, guess, target_rows)
+    seen = None if sample is None else sampled_share(job, *sample)
+    timings["sample"] = time.perf_counter() - started
     why = "the last full read changed"
     if seen is not None:
         expected, why = seen, "a sample of the target found changed"
     parts = digest.range_parts(target_rows, expected)
     if parts is None:
-        log.debug("%s: digests: %s %.1f %% of the rows: reading all", job.spec.name, why,
+        log.debug("%s: digests: %s %.1f %% of the rows: reading all", spec.name, why,
                   100 * (expected or 0))
         return None
     started = time.perf_counter()
-    got = key_ranges(session, writer, plan, job.spec.target_schema, job.spec.target_table,
-                     parts=parts, rows=target_rows)
+    if guess is None or not digest.near_parts(parts, guess):
+        bounds = target_bounds(writer, plan, spec, parts, target_rows)
+    got = None if bounds is None else source_ordered(session, plan, bounds)
     timings["ranges"] = time.perf_counter() - started
     if got is None:
         return plan
     log.debug("%s: digests: %d key ranges (%d wanted) for the %.3f %% of rows %s",
-              job.spec.name, got.buckets, parts + 1, 100 * (expected or 0), why)
+              spec.name, got.buckets, parts + 1, 100 * (expected or 0), why)
     return got
 
 
-def sampled_change(job: TableJob, session: Session[Read], writer: SqlTableWriter,
-                   plan: DigestPlan, rows: int, timings: dict[str, float]) -> float | None:
-    """This night's change before the comparison is sized: the share of a sample of the
-    target's rows (`digest.SAMPLE_ROWS`, taken row by row) that the source holds otherwise or
-    not at all, looked up by their keys in the source's snapshot; None where too few rows
-    were sampled (or the target cannot digest: the comparison says so)."""
+def change_sample(job: TableJob, session: Session[Read], writer: SqlTableWriter,
+                  plan: DigestPlan, rows: int) -> tuple[list[tuple[Any, int]], Any] | None:
+    """This night's change before the comparison is sized: a sample of the target's rows
+    (`digest.SAMPLE_ROWS`, taken row by row, with their row hashes) and the source's
+    lookup of their keys in its snapshot, under way (`sampled_share` waits for it); None
+    where the target cannot digest (the comparison says so)."""
     from refsync import digest
     from refsync.targets import pg_digest
 
-    spec = job.spec
-    started = time.perf_counter()
     try:
-        sample = pg_digest.sample_row_hashes(writer.conn, plan, spec.target_schema,
-                                             spec.target_table, rows=rows,
+        sample = pg_digest.sample_row_hashes(writer.conn, plan, job.spec.target_schema,
+                                             job.spec.target_table, rows=rows,
                                              wanted=digest.SAMPLE_ROWS)
     except digest.DigestUnsupported:
         return None
     except sa.exc.DBAPIError as exc:
         raise writer.classify_write_error(exc, "sampling rows") from None
     keys = [k for k, _ in sample]
-    theirs = interrupts.wait(session.call(partial(_key_hashes, plan=plan, keys=keys)))
-    share = digest.sampled_share(sample, theirs)
-    timings["sample"] = time.perf_counter() - started
+    return sample, session.call(partial(_key_hashes, plan=plan, keys=keys))
+
+
+def sampled_share(job: TableJob, sample: list[tuple[Any, int]], pending: Any) -> float | None:
+    """The share of the sampled target rows the source holds otherwise or not at all; None
+    where too few rows were sampled to tell."""
+    from refsync import digest
+
+    share = digest.sampled_share(sample, interrupts.wait(pending))
     if share is not None:
-        log.debug("%s: digests: %d of %d sampled target rows changed", spec.name,
+        log.debug("%s: digests: %d of %d sampled target rows changed", job.spec.name,
                   round(share * len(sample)), len(sample))
     return share
 
 
-def key_ranges(session: Session[Any], target: sa.Connection | SqlTableWriter, plan: DigestPlan,
-               schema: str | None, table: str, *, parts: int, rows: int) -> DigestPlan | None:
-    """`plan` in about `parts` key ranges: bounds sampled from the target (on this thread's
-    connection, or a writer's, which names its own errors), kept where the source orders
-    them alike (in the source's thread); None where there are no such ranges (too few keys,
-    or a source that cannot join its bounds)."""
+def target_bounds(writer: SqlTableWriter, plan: DigestPlan, spec: TableSpec, parts: int,
+                  rows: int) -> KeyRanges | None:
+    """Bounds of about `parts` key ranges sampled from the target, on the writer's
+    connection (which names its own errors)."""
     from refsync.targets import pg_digest
 
-    if isinstance(target, SqlTableWriter):
-        try:
-            ranges = pg_digest.sample_ranges(target.conn, plan, schema, table, parts=parts,
-                                             rows=rows)
-        except sa.exc.DBAPIError as exc:
-            raise target.classify_write_error(exc, "sampling key ranges") from None
-    else:
-        ranges = pg_digest.sample_ranges(target, plan, schema, table, parts=parts, rows=rows)
+    try:
+        return pg_digest.sample_ranges(writer.conn, plan, spec.target_schema,
+                                       spec.target_table, parts=parts, rows=rows)
+    except sa.exc.DBAPIError as exc:
+        raise writer.classify_write_error(exc, "sampling key ranges") from None
+
+
+def source_ordered(session: Session[Any], plan: DigestPlan,
+                   ranges: KeyRanges | None) -> DigestPlan | None:
+    """`plan` in `ranges`, kept where the source orders the bounds alike (in the source's
+    thread); None where there are no such ranges (too few keys, or a source that cannot
+    join its bounds)."""
     if ranges is None or len(ranges.bounds) < 1:
         return None
     wanted = plan.with_ranges(ranges)
     ordered: DigestPlan | None = interrupts.wait(
         session.call(lambda read: read.ordered_ranges(wanted)))
     return ordered
+
+
+def key_ranges(session: Session[Any], target: sa.Connection, plan: DigestPlan,
+               schema: str | None, table: str, *, parts: int, rows: int) -> DigestPlan | None:
+    """`plan` in about `parts` key ranges: bounds sampled from the target on this thread's
+    connection, kept where the source orders them alike (`source_ordered`)."""
+    from refsync.targets import pg_digest
+
+    ranges = pg_digest.sample_ranges(target, plan, schema, table, parts=parts, rows=rows)
+    return source_ordered(session, plan, ranges)
 
 
 def sized_comparison(job: TableJob, target_rows: int, plan: DigestPlan) -> DigestPlan | None:

@@ -217,6 +217,19 @@ def test_key_ranges_are_sized_for_the_change_expected() -> None:
     assert range_parts(10, None) == 1
 
 
+def test_bounds_sampled_for_last_nights_change_serve_a_night_alike() -> None:
+    """Bounds sampled for the last night's change (while the source looks tonight's sample
+    up) are kept where tonight wants ranges within a factor of two of theirs."""
+    from refsync.digest.ranges import near_parts, range_parts
+
+    quiet = range_parts(1_000_000, None)
+    assert quiet is not None
+    assert near_parts(quiet, quiet)
+    assert near_parts(range_parts(1_000_000, 1e-3) or 0, quiet)  # 0.1 %: kept
+    assert not near_parts(range_parts(1_000_000, 2.5e-3) or 0, quiet)  # 0.25 %: sampled again
+    assert not near_parts(quiet, 4 * quiet) and not near_parts(4 * quiet, quiet)
+
+
 def test_ranges_are_read_a_few_a_statement_and_bucketed_by_width_bucket() -> None:
     from refsync.digest.plan import source_bucket_predicates
     from refsync.digest.ranges import SPANS_A_STATEMENT, KeyRanges, key_prefix

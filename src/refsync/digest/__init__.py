@@ -23,6 +23,7 @@ from refsync.digest.plan import (
 from refsync.digest.ranges import (
     SAMPLE_ROWS,
     KeyRanges,
+    near_parts,
     range_parts,
     read_share,
     sampled_share,
@@ -39,6 +40,7 @@ __all__ = [
     "DigestPlan",
     "DigestUnsupported",
     "KeyRanges",
+    "near_parts",
     "SourceColumn",
     "choose_buckets",
     "compare",

@@ -151,6 +151,13 @@ def range_parts(rows: int, changed_share: float | None) -> int | None:
     return max(1, min(MAX_RANGE_PARTS, rows // per))
 
 
+def near_parts(wanted: int, have: int) -> bool:
+    """Whether bounds sampled for `have` ranges serve where `wanted` are: within a factor
+    of two (the cost of a comparison is flat around its best size: the ranges' cost falls
+    as fast as the reading rises)."""
+    return have <= 2 * wanted and wanted <= 2 * have
+
+
 def key_prefix(text: str) -> int:
     """PostgreSQL's integer of a text key's order (`range_key`), in Python."""
     return int.from_bytes(text.encode()[:PREFIX_BYTES].ljust(PREFIX_BYTES, b"\0"), "big") - _SIGN

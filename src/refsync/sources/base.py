@@ -82,7 +82,7 @@ class DigestRead(Read, Protocol):
 
     def key_hashes(self, plan: DigestPlan, keys: Sequence[Any]) -> dict[Any, int]:
         """Key -> row hash of the rows whose one-column key is among `keys` (the target's
-        sample, `table_sync.sampled_change`)."""
+        sample, `table_sync.change_sample`)."""
         ...
 
     def largest_cursor(self) -> Any:
