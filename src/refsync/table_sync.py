@@ -296,7 +296,7 @@ def ranged(job: TableJob, session: Session[Read], writer: SqlTableWriter, plan: 
     sample = change_sample(job, session, writer, plan, target_rows)
     guess = digest.range_parts(target_rows, expected)
     bounds = None if guess is None else target_bounds(writer, plan, spec, guess, target_rows)
-    seen = None if sample is None else sampled_share(job, *sample)
+    seen = None if sample is None else tonight_share(job, *sample)
     timings["sample"] = time.perf_counter() - started
     why = "the last full read changed"
     if seen is not None:
@@ -322,7 +322,7 @@ def change_sample(job: TableJob, session: Session[Read], writer: SqlTableWriter,
                   plan: DigestPlan, rows: int) -> tuple[list[tuple[Any, int]], Any] | None:
     """This night's change before the comparison is sized: a sample of the target's rows
     (`digest.SAMPLE_ROWS`, taken row by row, with their row hashes) and the source's
-    lookup of their keys in its snapshot, under way (`sampled_share` waits for it); None
+    lookup of their keys in its snapshot, under way (`tonight_share` waits for it); None
     where the target cannot digest (the comparison says so)."""
     from refsync import digest
     from refsync.targets import pg_digest
@@ -339,7 +339,7 @@ def change_sample(job: TableJob, session: Session[Read], writer: SqlTableWriter,
     return sample, session.call(partial(_key_hashes, plan=plan, keys=keys))
 
 
-def sampled_share(job: TableJob, sample: list[tuple[Any, int]], pending: Any) -> float | None:
+def tonight_share(job: TableJob, sample: list[tuple[Any, int]], pending: Any) -> float | None:
     """The share of the sampled target rows the source holds otherwise or not at all; None
     where too few rows were sampled to tell."""
     from refsync import digest

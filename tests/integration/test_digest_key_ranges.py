@@ -309,6 +309,43 @@ def test_a_sample_of_the_target_decides_how_to_compare_tonight(
                 assert 0 < sum(staged) <= ROWS // 4, sum(staged)
 
 
+def test_bounds_for_the_last_nights_change_are_sampled_again_for_a_night_unlike_it(
+        tmp_path: Path, pg_url: str, pg_databases: PgDatabases, source: sa.Engine,
+        shape: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The target's bounds are sampled for the last night's change while the source looks
+    tonight's sample up: kept where tonight wants about as many ranges, sampled again for
+    tonight's where it wants more than twice as many. Either way the night writes what
+    reading everything writes."""
+    if shape != "text-bin":
+        pytest.skip("the same for every key")
+    from refsync.targets import pg_digest
+
+    monkeypatch.setattr("refsync.digest.ranges.RANGES_FROM_ROWS", 0)  # as a large table
+    monkeypatch.setattr("refsync.digest.ranges.EXPECTED_CHANGE", 0.01)  # 300 ranges, quiet
+    monkeypatch.setattr("refsync.digest.ranges.RANGE_READ_ALL_SHARE", 1.0)  # always compare
+    sampled: list[int] = []
+    real = pg_digest.sample_ranges
+
+    def counting(*args: Any, parts: int, **kwargs: Any) -> Any:
+        sampled.append(parts)
+        return real(*args, parts=parts, **kwargs)
+
+    monkeypatch.setattr(pg_digest, "sample_ranges", counting)
+    with sibling_database(pg_databases) as off_url:
+        for url in (pg_url, off_url):
+            _target(url, shape)
+            _run(tmp_path, url, source)
+        for night, every, bounds in ((1, 1500, 1), (2, 10, 2)):  # 4 rows, then 10 %
+            changed = _update(source, every, f"night {night}")
+            sampled.clear()
+            auto = _run(tmp_path, pg_url, source)
+            off = _run(tmp_path, off_url, source, digests="off")
+            assert _summary(auto) == _summary(off) and _summary(auto)["updated"] == changed
+            assert _rows(pg_url) == _rows(off_url)
+            assert len(sampled) == bounds, sampled  # the first sampling sized by last night
+    assert sampled[0] == ROWS // 20 and sampled[1] > 2 * sampled[0], sampled
+
+
 def test_a_server_without_json_table_compares_in_buckets_of_the_key(
         tmp_path: Path, pg_url: str, pg_databases: PgDatabases, source: sa.Engine,
         shape: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:

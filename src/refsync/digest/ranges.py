@@ -189,16 +189,28 @@ _RANGE_CHARSETS = {"utf8mb4": "utf8mb4", "utf8mb3": "utf8mb3", "utf8": "utf8mb3"
                    "ascii": "ascii"}
 
 
-def range_key_of(src: SourceColumn, tgt: ColumnInfo) -> RangeKey | None:
-    """How a one-column key is ordered alike on both sides: an integer, or a CHAR/VARCHAR
-    in a UTF-8 character set (its bytes are the target's) into text; None otherwise (ENUM
-    orders by position, other character sets by other bytes)."""
+def key_as_is(src: SourceColumn, tgt: ColumnInfo) -> bool:
+    """Whether a key column's values reach the target as they are, so two keys the source
+    holds apart stay apart: an integer into an integer, or a CHAR/VARCHAR in a UTF-8 or ASCII
+    character set (its bytes are the target's) into text that is not blank-padded (ENUM
+    orders by position, other character sets convert to other bytes, an invalid sequence
+    of theirs to '?')."""
     dt = src.data_type.lower()
-    if dt in INT_TYPES and tgt.kind == "integer":
+    if dt in INT_TYPES:
+        return tgt.kind == "integer"
+    return dt in ("char", "varchar") and tgt.kind == "text" and \
+        not blank_padded(tgt.type_sql) and (src.charset or "").lower() in _RANGE_CHARSETS
+
+
+def range_key_of(src: SourceColumn, tgt: ColumnInfo) -> RangeKey | None:
+    """How a one-column key is ordered alike on both sides: one that reaches the target as
+    it is (`key_as_is`), in a collation whose name can be written in SQL; None otherwise."""
+    if not key_as_is(src, tgt):
+        return None
+    if src.data_type.lower() in INT_TYPES:
         return RangeKey(mysql_name(src.name), f"{pg_column(tgt.name)}::int8", "BIGINT")
-    cs = _RANGE_CHARSETS.get((src.charset or "").lower())
-    if dt not in ("char", "varchar") or tgt.kind != "text" or blank_padded(tgt.type_sql) \
-            or cs is None or not src.collation or not src.collation.replace("_", "").isalnum():
+    cs = _RANGE_CHARSETS[(src.charset or "").lower()]
+    if not src.collation or not src.collation.replace("_", "").isalnum():
         return None
     col = pg_column(tgt.name)
     prefix = (f"(('x' || encode(substring(convert_to({col}, 'UTF8') || "

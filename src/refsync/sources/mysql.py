@@ -386,30 +386,18 @@ class MySQLSource(SqlSource):
     def keys_unique(self, columns: list[ColumnInfo]) -> bool:
         """Whether the table's primary key keeps every configured key once in any read: the
         key's source columns hold the primary key's, and each of those reaches the target
-        as it is (an integer into an integer; UTF-8 or ASCII text into text that is not
-        blank-padded: two keys MySQL holds apart stay apart). Then the duplicate-key check,
-        a grouping of every staged row (about 1 s a million rows), can find nothing."""
-        from refsync.digest.canonical import INT_TYPES, blank_padded
+        as it is (`digest.ranges.key_as_is`). Then the duplicate-key check, a grouping of
+        every staged row (about 1 s a million rows), can find nothing."""
+        from refsync.digest.ranges import key_as_is
 
         self.open()
         by_target = dict(zip(self.columns, self.source_columns, strict=True))
-        if not self._pk or not set(self._pk) <= {by_target.get(k) for k in self.spec.primary_key}:
+        keyed = {by_target.get(k): k for k in self.spec.primary_key}
+        if not self._pk or not set(self._pk) <= set(keyed):
             return False
         found, infos = self._source_facts(), {c.name: c for c in columns}
-        for target_name in self.spec.primary_key:
-            source_name = by_target.get(target_name)
-            if source_name not in self._pk:
-                continue
-            src, tgt = found.get(source_name), infos.get(target_name)
-            if src is None or tgt is None:
-                return False
-            as_is = (src.data_type in INT_TYPES and tgt.kind == "integer") or (
-                src.data_type in ("char", "varchar") and tgt.kind == "text"
-                and (src.charset or "").lower() in ("utf8mb4", "utf8mb3", "utf8", "ascii")
-                and not blank_padded(tgt.type_sql))
-            if not as_is:
-                return False
-        return True
+        return all(found.get(s) is not None and keyed[s] in infos
+                   and key_as_is(found[s], infos[keyed[s]]) for s in self._pk)
 
     def _source_facts(self) -> dict[str, SourceColumn]:
         """The table's columns as information_schema has them (name -> SourceColumn): read

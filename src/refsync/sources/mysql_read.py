@@ -195,16 +195,16 @@ class MySQLRead:
             with suppress(sa_exc.DBAPIError):
                 self.conn.exec_driver_sql("SET SESSION in_predicate_conversion_threshold = 0")
         copy = self.plan.copy
-        whole = copy is not None and copy.key is not None and only.plan.ranges is not None
+        aggregate = copy is not None and copy.key is not None and only.plan.ranges is not None
         for where in source_bucket_predicates(only.plan, only.differing):
             part = rows.where(text(where))
-            if whole:  # a few key ranges: their rows are few, one aggregated row
+            if aggregate:  # a few key ranges: their rows are few, one aggregated row
                 assert copy is not None
                 got = self._aggregated_text(part, params, copy)
                 if got is not None:
                     yield from got
                     continue
-                whole = False  # too long for one row: this and the rest streamed
+                aggregate = False  # too long for one row: this and the rest streamed
             yield from self._chunks_of(part, params, only=True)
 
     def _aggregated_text(self, rows: Select[Any], params: dict[str, Any],
